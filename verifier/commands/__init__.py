@@ -1,0 +1,1 @@
+"""Sub-commands of ``python -m verifier``, one module each (see verifier.cli)."""

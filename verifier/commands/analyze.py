@@ -1,0 +1,12 @@
+"""`python -m verifier analyze`: placeholder until its owner lands it (prints that it is missing)."""
+
+HELP = "analyze (not built yet)"
+
+
+def add_arguments(p):
+    p.add_argument("rest", nargs="*")
+
+
+def run(args, stdout, stderr) -> int:
+    stderr.write("error: 'analyze' is not built yet\n")
+    return 2

@@ -1,0 +1,216 @@
+"""Reading and writing schedules: the JSON format (pp-schedule 1.0) and the entry
+point every command uses to load a file, JSON or PyTorch pipelining CSV.
+
+Every input is schema-validated (verifier.schema) before anything else; a bad
+input raises ScheduleError with one line naming the file, the JSON path (and
+"rank R step S" where the path is inside a rank's actions) and the offending
+value. Nothing here decides whether a schedule is *correct*: that is the
+checker's job (ids out of range, wrong rank, etc. load fine and are reported as
+property failures).
+
+Not covered: the CSV dialect itself (verifier.csvio).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import IO, Any
+
+from verifier.ir import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    Action,
+    Batch,
+    Comm,
+    CommKind,
+    Compute,
+    ComputeKind,
+    Overlap,
+    Route,
+    Schedule,
+    ScheduleError,
+    Stage,
+)
+from verifier.schema import SchemaViolation, validate
+
+_ACTION_PATH = re.compile(r"^\$\.actions\[(\d+)\]\[(\d+)\]")
+_COMPUTE = {k.value: k for k in ComputeKind}
+_COMM = {k.value: k for k in CommKind}
+
+
+def _where(source: str, path: str) -> str:
+    m = _ACTION_PATH.match(path)
+    if m:
+        return f"{source}: {path} (rank {m.group(1)} step {m.group(2)})"
+    return f"{source}: {path}"
+
+
+def _decode(data: bytes, source: str) -> str:
+    if not data.strip():
+        raise ScheduleError("file is empty", source)
+    if b"\x00" in data[:4096]:
+        raise ScheduleError(
+            f"binary data, not a schedule (NUL byte at offset {data.index(0)})", source
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ScheduleError(
+            f"not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}", source
+        ) from None
+
+
+def parse_json_text(text: str, source: str = "<input>") -> Schedule:
+    """Parse, validate and build a Schedule from JSON text."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ScheduleError(
+            f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", source
+        ) from None
+    except RecursionError:
+        raise ScheduleError("invalid JSON: nested too deeply", source) from None
+    return schedule_from_dict(doc, source)
+
+
+def schedule_from_dict(doc: Any, source: str = "<input>") -> Schedule:
+    """Validate a parsed JSON document against the schema and build the IR."""
+    try:
+        validate(doc)
+    except SchemaViolation as v:
+        raise ScheduleError(v.message, _where(source, v.path)) from None
+    except RecursionError:
+        raise ScheduleError("document nested too deeply", source) from None
+    if len(doc["actions"]) != doc["num_ranks"]:
+        raise ScheduleError(
+            f"has {len(doc['actions'])} rank lists but num_ranks is {doc['num_ranks']}",
+            f"{source}: $.actions",
+        )
+    compute = _COMPUTE
+    comm = _COMM
+
+    def build(a: dict) -> Action:
+        op = a["op"]
+        k = compute.get(op)
+        if k is not None:
+            return Compute(k, a["stage"], a["mb"])
+        k = comm.get(op)
+        if k is not None:
+            return Comm(k, a["stage"], a["mb"])
+        if op == "OVERLAP":
+            f, b = a["f"], a["b"]
+            return Overlap(
+                Compute(compute[f["op"]], f["stage"], f["mb"]),
+                Compute(compute[b["op"]], b["stage"], b["mb"]),
+            )
+        return Batch(
+            tuple(Comm(comm[o["op"]], o["stage"], o["mb"]) for o in a["ops"]),
+            a["wait"],
+        )
+
+    return Schedule(
+        num_ranks=doc["num_ranks"],
+        num_microbatches=doc["num_microbatches"],
+        stages=tuple(Stage(s["id"], s["rank"], s["layer"]) for s in doc["stages"]),
+        routes=tuple(
+            Route(tuple(r["stages"]), tuple(r["microbatches"])) for r in doc["routes"]
+        ),
+        actions=tuple(tuple(build(a) for a in acts) for acts in doc["actions"]),
+        name=doc.get("name", ""),
+        family=doc.get("family", ""),
+        params=doc.get("params", {}),
+    )
+
+
+def action_to_dict(a: Action) -> dict:
+    if isinstance(a, Compute) or isinstance(a, Comm):
+        return {"op": a.kind.value, "stage": a.stage, "mb": a.mb}
+    if isinstance(a, Overlap):
+        return {"op": "OVERLAP", "f": action_to_dict(a.f), "b": action_to_dict(a.b)}
+    return {"op": "BATCH", "ops": [action_to_dict(o) for o in a.ops], "wait": a.wait}
+
+
+def schedule_to_dict(s: Schedule) -> dict:
+    out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+    if s.name:
+        out["name"] = s.name
+    if s.family:
+        out["family"] = s.family
+    if s.params:
+        out["params"] = dict(s.params)
+    out.update(
+        num_ranks=s.num_ranks,
+        num_microbatches=s.num_microbatches,
+        stages=[{"id": x.id, "rank": x.rank, "layer": x.layer} for x in s.stages],
+        routes=[
+            {"stages": list(r.stages), "microbatches": list(r.microbatches)}
+            for r in s.routes
+        ],
+        actions=[[action_to_dict(a) for a in acts] for acts in s.actions],
+    )
+    return out
+
+
+def dumps_json(s: Schedule) -> str:
+    """JSON text: readable (one stage, route or action per line) and diff-friendly."""
+    d = schedule_to_dict(s)
+    c = lambda x: json.dumps(x, separators=(", ", ": "))  # noqa: E731
+    lines = ["{"]
+    for key, val in d.items():
+        if key in ("stages", "routes"):
+            body = ",\n".join(f"    {c(x)}" for x in val)
+            lines.append(f'  "{key}": [\n{body}\n  ],')
+        elif key == "actions":
+            ranks = []
+            for acts in val:
+                body = ",\n".join(f"      {c(a)}" for a in acts)
+                ranks.append(f"    [\n{body}\n    ]" if acts else "    []")
+            lines.append('  "actions": [\n' + ",\n".join(ranks) + "\n  ]")
+        else:
+            lines.append(f'  "{key}": {c(val)},')
+    return "\n".join(lines) + "\n}\n"
+
+
+def dump_json(s: Schedule, fp: IO[str]) -> None:
+    fp.write(dumps_json(s))
+
+
+def detect_format(path: str | Path) -> str:
+    """'json' or 'csv' from the file extension (default json)."""
+    return "csv" if str(path).lower().endswith(".csv") else "json"
+
+
+def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
+    """Load a schedule file (JSON or PyTorch CSV, by extension unless ``fmt``).
+
+    Raises ScheduleError (one line, names the file) for every kind of bad input.
+    """
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ScheduleError("no such file", source) from None
+    except IsADirectoryError:
+        raise ScheduleError("is a directory, expected a schedule file", source) from None
+    except OSError as e:
+        raise ScheduleError(f"cannot read: {e.strerror}", source) from None
+    text = _decode(data, source)
+    fmt = fmt or detect_format(path)
+    if fmt == "csv":
+        from verifier.csvio import csv_to_schedule
+
+        return csv_to_schedule(text, source=source)
+    return parse_json_text(text, source)
+
+
+def save_schedule(s: Schedule, path: str | Path, fmt: str | None = None) -> None:
+    fmt = fmt or detect_format(path)
+    if fmt == "csv":
+        from verifier.csvio import schedule_to_csv
+
+        text = schedule_to_csv(s)
+    else:
+        text = dumps_json(s)
+    Path(path).write_text(text, encoding="utf-8")

@@ -1,0 +1,134 @@
+"""The schedule model, the JSON format and the lowering pass (the shared foundation)."""
+
+import io
+import json
+
+import pytest
+
+from verifier.io import dumps_json, load_schedule, parse_json_text, schedule_to_dict
+from verifier.ir import (
+    B,
+    Batch,
+    Comm,
+    Compute,
+    F,
+    I,
+    Overlap,
+    Route,
+    Schedule,
+    ScheduleError,
+    Stage,
+    W,
+    RECV_B,
+    RECV_F,
+    SEND_B,
+    SEND_F,
+)
+from verifier.lowering import lower, strip_communication
+from verifier.memory import peak_activations
+
+
+def two_rank_1f1b() -> Schedule:
+    stages = (Stage(0, 0, 0), Stage(1, 1, 1))
+    r0 = (Compute(F, 0, 0), Compute(F, 0, 1), Compute(B, 0, 0), Compute(B, 0, 1))
+    r1 = (Compute(F, 1, 0), Compute(B, 1, 0), Compute(F, 1, 1), Compute(B, 1, 1))
+    return Schedule(2, 2, stages, (Route((0, 1), (0, 1)),), (r0, r1), name="t")
+
+
+def dualpipe_shape() -> Schedule:
+    """Two routes over two ranks with tied stages (DualPipe's placement)."""
+    stages = (Stage(0, 0, 0), Stage(1, 1, 1), Stage(2, 1, 0), Stage(3, 0, 1))
+    routes = (Route((0, 1), (0,)), Route((2, 3), (1,)))
+    r0 = (Compute(F, 0, 0), Overlap(Compute(F, 3, 1), Compute(I, 0, 0)), Compute(W, 0, 0), Compute(B, 3, 1))
+    r1 = (Compute(F, 2, 1), Compute(F, 1, 0), Compute(B, 1, 0), Compute(B, 2, 1))
+    return Schedule(2, 2, stages, routes, (r0, r1), family="dualpipe")
+
+
+def test_route_navigation_and_ties():
+    s = dualpipe_shape()
+    assert s.next_stage(0) == 1 and s.prev_stage(1) == 0 and s.next_stage(1) is None
+    assert s.next_stage(2) == 3 and s.prev_stage(2) is None
+    assert s.tied_layers == {0: (0, 2), 1: (1, 3)}
+    assert s.stages_on_rank == ((0, 3), (1, 2))
+    assert s.peer_of(Comm(SEND_F, 2, 1)) == 0
+    assert s.matching_op(Comm(SEND_B, 3, 1)) == Comm(RECV_B, 2, 1)
+    assert s.matching_op(Comm(RECV_F, 0, 0)) is None  # first stage: nothing upstream
+
+
+def test_json_round_trip_is_exact():
+    for s in (two_rank_1f1b(), dualpipe_shape(), lower(two_rank_1f1b()), lower(dualpipe_shape())):
+        text = dumps_json(s)
+        back = parse_json_text(text)
+        assert back == s
+        assert dumps_json(back) == text
+        assert json.loads(text) == schedule_to_dict(s)
+
+
+def test_lowering_places_sends_after_and_receives_before():
+    low = lower(two_rank_1f1b())
+    r0, r1 = low.actions
+    assert r0[1] == Batch((Comm(SEND_F, 0, 0),), wait=False)
+    assert r0[3] == Batch((Comm(SEND_F, 0, 1), Comm(RECV_B, 0, 0)), wait=False)
+    assert r1[0] == Batch((Comm(RECV_F, 1, 0),), wait=False)
+    assert r1[3] == Batch((Comm(SEND_B, 1, 0), Comm(RECV_F, 1, 1)), wait=False)
+    assert strip_communication(low) == two_rank_1f1b()
+    with pytest.raises(ScheduleError, match="already has communication"):
+        lower(low)
+
+
+def test_lowering_skips_same_rank_neighbours():
+    # a V: stage 0 on rank 0, stage 1 on rank 0 (the turn), no message between them
+    stages = (Stage(0, 0, 0), Stage(1, 0, 1))
+    acts = ((Compute(F, 0, 0), Compute(F, 1, 0), Compute(B, 1, 0), Compute(B, 0, 0)),)
+    s = Schedule(1, 1, stages, (Route((0, 1), (0,)),), acts)
+    assert lower(s) == s
+
+
+def test_peak_activations_counts_overlap_forward_before_backward():
+    s = dualpipe_shape()
+    # rank 0: F0 (1), OVERLAP(F3 & I0) -> 2 at once, then 1; W keeps nothing; B3 -> 0
+    assert peak_activations(s) == [2.0, 2.0]
+
+
+def test_construction_rejects_shape_errors():
+    with pytest.raises(ScheduleError, match="num_ranks is 3"):
+        Schedule(3, 1, (Stage(0, 0, 0),), (Route((0,), (0,)),), ((), ()))
+
+
+@pytest.mark.parametrize(
+    "mutate, where, what",
+    [
+        (lambda d: d.pop("routes"), "$", "missing required key 'routes'"),
+        (lambda d: d.update(version="2.0"), "$.version", "expected '1.0', got '2.0'"),
+        (lambda d: d["actions"][1].__setitem__(0, {"op": "F", "stage": 1}), "rank 1 step 0", "missing required key 'mb'"),
+        (lambda d: d["actions"][0][2].update(mb=True), "$.actions[0][2].mb", "expected integer, got true"),
+        (lambda d: d["stages"][0].update(rank=-4), "$.stages[0].rank", "must be >= 0, got -4"),
+        (lambda d: d["actions"][0][1].update(op="BATCH"), "rank 0 step 1", "missing required key 'ops'"),
+        (lambda d: d.update(extra=1), "$", "unknown key 'extra'"),
+        (lambda d: d["actions"].pop(), "$.actions", "num_ranks is 2"),
+    ],
+)
+def test_bad_documents_name_place_and_value(mutate, where, what):
+    d = schedule_to_dict(two_rank_1f1b())
+    mutate(d)
+    with pytest.raises(ScheduleError) as e:
+        parse_json_text(json.dumps(d), "bad.json")
+    msg = str(e.value)
+    assert msg.startswith("bad.json: ") and where in msg and what in msg and "\n" not in msg
+
+
+def test_load_schedule_file_errors(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ScheduleError, match="nope.json: no such file"):
+        load_schedule(missing)
+    junk = tmp_path / "junk.json"
+    junk.write_bytes(b"\x89PNG\x00\x01")
+    with pytest.raises(ScheduleError, match="junk.json: binary data"):
+        load_schedule(junk)
+    trunc = tmp_path / "t.json"
+    trunc.write_text(dumps_json(two_rank_1f1b())[:200])
+    with pytest.raises(ScheduleError, match=r"t.json: invalid JSON at line \d+ column \d+"):
+        load_schedule(trunc)
+    good = tmp_path / "good.json"
+    good.write_text(dumps_json(two_rank_1f1b()))
+    assert load_schedule(good) == two_rank_1f1b()

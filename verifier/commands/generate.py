@@ -1,12 +1,80 @@
-"""`python -m verifier generate`: placeholder until its owner lands it (prints that it is missing)."""
+"""`python -m verifier generate`: write a generated schedule as JSON.
 
-HELP = "generate (not built yet)"
+What it is: the command-line face of ``verifier.generators.generate``. It
+prints the schedule in the project's JSON format (``verifier.io``) on stdout,
+or writes it to ``-o FILE`` (PyTorch CSV when FILE ends in .csv).
+
+What it does not cover: checking the schedule (``check``), drawing it
+(``show``), timing it (``analyze``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import IO
+
+from verifier.generators import DEFAULT_INTERLEAVED_CHUNKS, FAMILIES, generate
+
+HELP = "generate a schedule (1F1B, zero-bubble, DualPipe, ...) as JSON"
+
+DESCRIPTION = f"""\
+Generate the schedule of one family and write it as JSON (stdout unless -o).
+
+families: {", ".join(FAMILIES)}
+  gpipe, 1f1b, zb-h1     one stage per rank (route 0..R-1)
+  interleaved-1f1b       --chunks V stages per rank, round-robin (default {DEFAULT_INTERLEAVED_CHUNKS})
+  zbv, dualpipev         two stages per rank in a V
+  dualpipe               two routes in opposite directions, tied mirrored stages
+
+Without --compute-only the schedule carries its communication: DeepSeek's own
+batches for dualpipe/dualpipev (Batch(wait=True) before every compute), the
+shared lowering for the other families.
+
+rules: dualpipe needs an even number of ranks and an even
+num_microbatches >= 2*num_ranks; dualpipev needs num_microbatches >= 2*num_ranks;
+interleaved-1f1b needs num_microbatches to be a multiple of
+max(1, num_microbatches // num_ranks).
+
+output: the schedule document (JSON; PyTorch CSV if -o ends in .csv);
+nothing else on stdout.
+exit codes: 0 written, 2 bad parameters or usage (one line on stderr).
+"""
 
 
-def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("family", metavar="NAME", choices=FAMILIES,
+                        help="schedule family: " + ", ".join(FAMILIES))
+    parser.add_argument("--ranks", type=int, required=True, metavar="R",
+                        help="number of ranks (pipeline devices)")
+    parser.add_argument("--microbatches", type=int, required=True, metavar="M",
+                        help="number of micro-batches")
+    parser.add_argument("--chunks", type=int, default=None, metavar="V",
+                        help="stages per rank (interleaved-1f1b only; others accept "
+                        "only their own fixed count)")
+    parser.add_argument("--compute-only", action="store_true",
+                        help="compute actions only, no communication")
+    parser.add_argument("-o", "--output", metavar="FILE", default=None,
+                        help="write to FILE instead of stdout")
 
 
-def run(args, stdout, stderr) -> int:
-    stderr.write("error: 'generate' is not built yet\n")
-    return 2
+def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    schedule = generate(
+        args.family,
+        args.ranks,
+        args.microbatches,
+        num_chunks=args.chunks,
+        compute_only=args.compute_only,
+    )
+    if args.output is None:
+        from verifier.io import dump_json
+
+        dump_json(schedule, stdout)
+        return 0
+    from verifier.io import save_schedule
+    from verifier.ir import ScheduleError
+
+    try:
+        save_schedule(schedule, args.output)
+    except OSError as e:
+        raise ScheduleError(f"cannot write: {e.strerror}", args.output) from None
+    return 0

@@ -167,6 +167,21 @@ def test_placements():
     assert [st.rank for st in il.stages] == [0, 1, 2, 0, 1, 2]
 
 
+@pytest.mark.parametrize("R,M", [(2, 4), (4, 8), (4, 10), (8, 16), (8, 48)])
+def test_peak_activations(R, M):
+    """1F1B's R-r, ZB-H1 equal to 1F1B, DualPipe R+1 chunks on every rank
+    (the README's PP+1), DualPipeV 2R+1 half-size chunks."""
+    from verifier.memory import peak_activations
+
+    def peaks(fam):
+        return peak_activations(generate(fam, R, M, compute_only=True))
+
+    assert peaks("1f1b") == [float(min(R - r, M)) for r in range(R)]
+    assert peaks("zb-h1") == peaks("1f1b")
+    assert peaks("dualpipe") == [R + 1.0] * R
+    assert peaks("dualpipev") == [2 * R + 1.0] * R
+
+
 # --------------------------------------------------------------------------
 # PyTorch pipelining's compute orders
 # --------------------------------------------------------------------------

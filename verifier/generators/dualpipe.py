@@ -30,8 +30,15 @@ DualPipeV, phase 0 is stage r (going down the V) and phase 1 stage 2R-1-r
 Parameter rules (DeepSeek's asserts): DualPipe needs an even number of ranks
 and ``num_microbatches`` even and ``>= 2*num_ranks``; DualPipeV needs
 ``num_microbatches >= 2*num_ranks``. PyTorch's ``ScheduleDualPipeV`` produces
-the same compute order (tests/test_generators.py checks it, and the PyTorch
-artifact ``dualpipev_4rank_10mb.csv``).
+the same compute order, micro-batch and stage numbering (stage r and 2R-1-r
+on rank r; B for overlapped and non-zero-bubble backwards, I/W for the
+zero-bubble ones, W FIFO): tests/test_generators.py checks it over a grid and
+against PyTorch's artifact ``dualpipev_4rank_10mb.csv``. PyTorch differs only
+in communication, which its runtime inserts itself (``_add_send_recv``), not
+DeepSeek's wait-before-every-compute batches that we emit.
+
+Checked against DeepSeek's code by tests/test_dualpipe_fidelity.py, which runs
+the real package on CPU/gloo and compares every action, batches included.
 
 What it does not cover: ``forward_only`` (inference) steps, ``return_outputs``,
 and the number of tensors per message (one message is one Comm here; DeepSeek

@@ -7,10 +7,13 @@ the compute order of ``torch.distributed.pipelining.schedules`` (2.13):
 
 - gpipe: ``ScheduleGPipe``: all forwards, then all backwards, in micro-batch
   order. Same order.
-- 1f1b: ``Schedule1F1B``: ``R-1-r`` warm-up forwards on rank r, then F,B
-  pairs, then the remaining backwards. Same order, except that PyTorch does
-  not cap the warm-up when ``num_microbatches < R-1-r``; we cap it at
-  ``num_microbatches`` (Megatron-LM's rule) so small counts stay valid.
+- 1f1b: ``Schedule1F1B``: ``R-1-r`` warm-up forwards on rank r (capped at
+  ``num_microbatches``), then F,B pairs, then the remaining backwards. Same
+  order as PyTorch's runtime (``_step_microbatches``: ``min(M, R-r)`` warm-up
+  forwards, then B,F pairs: the same sequence). PyTorch's
+  ``_get_pipeline_order`` (used only for its simulator and drawings) numbers
+  the last rank's forwards from 1 (``F1..FM``, no ``F0``): an off-by-one when a
+  rank has no warm-up; we follow the runtime.
 - interleaved-1f1b: ``ScheduleInterleaved1F1B`` (Narayanan et al. 2021,
   depth-first, PyTorch's "flex" rounds: ``rounds = max(1, M // R)``,
   ``M % rounds == 0`` required, warm-up ``(v-1)*M/rounds + 2*(R-1-r)``

@@ -1,0 +1,446 @@
+"""PyTorch pipelining CSV <-> Schedule: read and write the dialect of
+``torch.distributed.pipelining.schedules`` (``_dump_csv`` / ``_load_csv``).
+
+The dialect (learnt from PyTorch's ``_Action.__repr__`` / ``_Action.from_str``
+and the artifacts in test/distributed/pipelining/artifacts):
+
+- one row per rank, row r = rank r's ordered actions; a cell is one action,
+  an empty cell is an idle slot (PyTorch writes ``None`` as an empty cell);
+- a cell is ``<stage><TYPE><micro-batch>``: ``2F0``, ``7I3``, ``1W5``,
+  ``3B2`` (full backward), ``0SEND_F1``, ``2RECV_F1``, ``1SEND_B0``,
+  ``3RECV_B4``; or ``(<F-cell>;<B-or-I-cell>)OVERLAP_F_B`` for an overlapped
+  pair (DualPipeV's F&B). Comm ops name the *local* stage, as in our IR;
+- two forms: ``compute_only`` (F, B, I, W, OVERLAP_F_B only) and
+  ``compute_comms`` (the same plus SEND_F / RECV_F / SEND_B / RECV_B).
+  Reading decides the form from the cells: any comm cell makes it
+  compute_comms.
+
+What a CSV does not carry, and how reading infers it (as PyTorch does):
+
+- num_ranks = the number of rows (a blank line is a rank with no actions);
+- stages = 0 .. S-1 with S = 1 + the largest stage id in any cell; every stage
+  must occur in some cell, and its rank is the row its cells are on (a stage
+  on two rows is an error naming both places);
+- layer of stage s = s (no tied stages);
+- one route through stages 0, 1, .., S-1 taken by every micro-batch;
+- num_microbatches = 1 + the largest micro-batch id in any cell;
+- name, family and params are empty, except that idle cells are kept in
+  ``params["pytorch_csv"] = {"form": ..., "idle": {"<rank>": [column, ..]}}``
+  (0-based column indices), so that writing the schedule back in the same form
+  reproduces the file byte for byte.
+
+Writing is the inverse and refuses, with one line naming what and why, every
+schedule whose reading-back would differ: more than one route (two-direction
+DualPipe), a route other than 0..S-1 or micro-batches other than 0..M-1, a
+stage whose layer is not its id (tied stages), a stage or the last micro-batch
+absent from every action, an action on a rank that does not hold its stage.
+A ``Batch`` has no CSV form: writing compute_comms refuses a schedule with
+batches unless ``flatten_batches=True``, which writes each batch's ops one by
+one in order; that loses the grouping (under the ``nccl`` model a group is one
+unit, separate ops are separate units) and a batch's wait point. An overlap is
+written forward first. Output rows end with ``\\n`` (the artifacts' form);
+reading accepts ``\\n`` and ``\\r\\n``.
+
+Not covered: PyTorch's FSDP and gradient-reduction actions (UNSHARD, RESHARD,
+REDUCE_GRAD) are refused on reading with the rank and column; PyTorch's own
+lowering passes (``_add_send_recv`` etc.) are not reproduced here
+(``verifier.lowering`` is ours).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Iterable
+
+from verifier.ir import (
+    Action,
+    Batch,
+    Comm,
+    CommKind,
+    Compute,
+    ComputeKind,
+    Overlap,
+    Route,
+    Schedule,
+    ScheduleError,
+    Stage,
+)
+
+PARAMS_KEY = "pytorch_csv"
+COMPUTE_ONLY, COMPUTE_COMMS = "compute_only", "compute_comms"
+MAX_ID = 10_000_000  # the same bound as the JSON schema's index
+
+_CELL = re.compile(r"([0-9]+)([A-Z_]+)([0-9]*)")
+_OVERLAP = re.compile(r"\(([^()]*)\)([A-Z_]*)")
+_COMPUTE = {k.value: k for k in ComputeKind}
+_COMM = {k.value: k for k in CommKind}
+_UNSUPPORTED = {
+    "UNSHARD": "FSDP parameter unshard",
+    "RESHARD": "FSDP parameter reshard",
+    "REDUCE_GRAD": "gradient reduction",
+}
+_EXPECTED = "F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B or (F;B)OVERLAP_F_B"
+
+
+def _show(cell: str) -> str:
+    return repr(cell if len(cell) <= 60 else cell[:57] + "...")
+
+
+class _Reader:
+    """Parses one CSV text; every error names source, row (rank) and column."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.stage_at: dict[int, tuple[int, int]] = {}  # stage -> (rank, column)
+        self.max_mb = -1
+        self.has_comm = False
+
+    def where(self, rank: int, col: int) -> str:
+        return f"{self.source}: row {rank + 1} (rank {rank}) column {col + 1}"
+
+    def fail(self, rank: int, col: int, msg: str) -> ScheduleError:
+        return ScheduleError(msg, self.where(rank, col))
+
+    def ids(self, rank: int, col: int, cell: str, stage: str, mb: str, kind: str):
+        if mb == "":
+            raise self.fail(rank, col, f"action {_show(cell)} has no micro-batch id after {kind}")
+        s, m = int(stage), int(mb)
+        if s > MAX_ID:
+            raise self.fail(rank, col, f"stage id {s} in {_show(cell)} is out of range (at most {MAX_ID})")
+        if m > MAX_ID:
+            raise self.fail(rank, col, f"micro-batch id {m} in {_show(cell)} is out of range (at most {MAX_ID})")
+        return s, m
+
+    def place(self, rank: int, col: int, cell: str, stage: int) -> None:
+        seen = self.stage_at.get(stage)
+        if seen is None:
+            self.stage_at[stage] = (rank, col)
+        elif seen[0] != rank:
+            raise self.fail(
+                rank, col,
+                f"{_show(cell)} runs stage {stage}, which row {seen[0] + 1} column "
+                f"{seen[1] + 1} already places on rank {seen[0]}; a CSV places each "
+                f"stage on the one rank whose row runs it",
+            )
+
+    def simple(self, rank: int, col: int, cell: str, whole: str) -> Compute | Comm:
+        m = _CELL.fullmatch(cell)
+        if m is None:
+            raise self.fail(
+                rank, col,
+                f"cannot parse action {_show(whole)}; expected <stage><type><micro-batch> "
+                f"such as '2F0', with type one of {_EXPECTED}",
+            )
+        stage, kind, mb = m.groups()
+        if kind in _UNSUPPORTED:
+            raise self.fail(
+                rank, col,
+                f"unsupported PyTorch action {_show(whole)} ({kind}: {_UNSUPPORTED[kind]}); "
+                f"this verifier models {_EXPECTED} only",
+            )
+        if kind == "OVERLAP_F_B":
+            raise self.fail(
+                rank, col,
+                f"OVERLAP_F_B in {_show(whole)} must be written (<F>;<B or I>)OVERLAP_F_B",
+            )
+        if kind in _COMPUTE:
+            s, b = self.ids(rank, col, whole, stage, mb, kind)
+            self.place(rank, col, whole, s)
+            self.max_mb = max(self.max_mb, b)
+            return Compute(_COMPUTE[kind], s, b)
+        if kind in _COMM:
+            s, b = self.ids(rank, col, whole, stage, mb, kind)
+            self.place(rank, col, whole, s)
+            self.max_mb = max(self.max_mb, b)
+            self.has_comm = True
+            return Comm(_COMM[kind], s, b)
+        raise self.fail(
+            rank, col, f"unknown action type {kind!r} in {_show(whole)}; expected {_EXPECTED}"
+        )
+
+    def cell(self, rank: int, col: int, cell: str) -> Action:
+        if cell.startswith("("):
+            m = _OVERLAP.fullmatch(cell)
+            if m is None:
+                raise self.fail(
+                    rank, col,
+                    f"cannot parse {_show(cell)}; an overlap is (<F>;<B or I>)OVERLAP_F_B",
+                )
+            inner, kind = m.groups()
+            if kind in _UNSUPPORTED or kind != "OVERLAP_F_B":
+                raise self.fail(
+                    rank, col,
+                    f"unsupported grouped action type {kind!r} in {_show(cell)}; only "
+                    f"(<F>;<B or I>)OVERLAP_F_B is modelled",
+                )
+            parts = [p.strip() for p in inner.split(";")]
+            if len(parts) != 2:
+                raise self.fail(
+                    rank, col,
+                    f"OVERLAP_F_B {_show(cell)} has {len(parts)} sub-action(s); "
+                    f"it must have exactly two, a forward and a backward (B or I)",
+                )
+            subs = [self.simple(rank, col, p, cell) for p in parts]
+            fs = [c for c in subs if isinstance(c, Compute) and c.kind is ComputeKind.F]
+            bs = [
+                c for c in subs
+                if isinstance(c, Compute) and c.kind in (ComputeKind.B, ComputeKind.I)
+            ]
+            if len(fs) != 1 or len(bs) != 1:
+                raise self.fail(
+                    rank, col,
+                    f"OVERLAP_F_B {_show(cell)} must pair one forward (F) with one "
+                    f"backward (B or I)",
+                )
+            return Overlap(fs[0], bs[0])
+        return self.simple(rank, col, cell, cell)
+
+
+def _rows(text: str, source: str) -> list[list[str]]:
+    if not text.strip():
+        raise ScheduleError("no rows; a PyTorch schedule CSV has one row of actions per rank", source)
+    if "\x00" in text:
+        raise ScheduleError(f"binary data, not a CSV (NUL byte at offset {text.index(chr(0))})", source)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return [row for row in reader]
+    except csv.Error as e:
+        raise ScheduleError(f"malformed CSV: {e}", f"{source}: line {reader.line_num}") from None
+
+
+def csv_to_schedule(text: str, source: str = "<input>") -> Schedule:
+    """Parse PyTorch pipelining CSV text (either form) into a Schedule.
+
+    What is inferred is stated in the module docstring. Raises ScheduleError
+    (one line: source, row/rank and column, the offending cell) on bad input.
+    """
+    rows = _rows(text, source)
+    rd = _Reader(source)
+    actions: list[tuple[Action, ...]] = []
+    idle: dict[str, list[int]] = {}
+    for rank, row in enumerate(rows):
+        acts: list[Action] = []
+        for col, raw in enumerate(row):
+            cell = raw.strip()
+            if not cell:
+                idle.setdefault(str(rank), []).append(col)
+                continue
+            acts.append(rd.cell(rank, col, cell))
+        actions.append(tuple(acts))
+    if not rd.stage_at:
+        raise ScheduleError(
+            f"no actions in any of its {len(rows)} row(s); nothing to infer stages "
+            "and micro-batches from",
+            source,
+        )
+    num_stages = max(rd.stage_at) + 1
+    missing = [s for s in range(num_stages) if s not in rd.stage_at]
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise ScheduleError(
+            f"stage(s) {shown} appear in no action, but stage {num_stages - 1} does; "
+            f"a CSV places each of stages 0..{num_stages - 1} on the rank whose row "
+            "runs it, so every stage must occur",
+            source,
+        )
+    num_mb = rd.max_mb + 1
+    params: dict = {}
+    if idle:
+        params[PARAMS_KEY] = {
+            "form": COMPUTE_COMMS if rd.has_comm else COMPUTE_ONLY,
+            "idle": idle,
+        }
+    return Schedule(
+        num_ranks=len(rows),
+        num_microbatches=num_mb,
+        stages=tuple(Stage(s, rd.stage_at[s][0], s) for s in range(num_stages)),
+        routes=(Route(tuple(range(num_stages)), tuple(range(num_mb))),),
+        actions=tuple(actions),
+        params=params,
+    )
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _cell(a: Compute | Comm) -> str:
+    return f"{a.stage}{a.kind.value}{a.mb}"
+
+
+def _check_expressible(s: Schedule, where: str | None) -> None:
+    if len(s.routes) != 1:
+        raise ScheduleError(
+            f"has {len(s.routes)} routes; a PyTorch CSV has a single route through "
+            "stages 0..S-1, so a two-direction schedule (DualPipe) has no CSV form "
+            "(keep it in JSON, or use DualPipeV)",
+            where,
+        )
+    ids = sorted(st.id for st in s.stages)
+    n = len(ids)
+    if ids != list(range(n)):
+        raise ScheduleError(
+            f"stage ids {ids[:8]}{'...' if n > 8 else ''} are not 0..{n - 1}; "
+            "a PyTorch CSV numbers stages 0..S-1",
+            where,
+        )
+    route = s.routes[0]
+    if route.stages != tuple(range(n)):
+        raise ScheduleError(
+            f"route visits stages {list(route.stages)[:8]}{'...' if len(route.stages) > 8 else ''}, "
+            f"not 0..{n - 1} in order; a PyTorch CSV route is always 0, 1, .., S-1",
+            where,
+        )
+    if route.microbatches != tuple(range(s.num_microbatches)):
+        raise ScheduleError(
+            f"route carries micro-batches {list(route.microbatches)[:8]}"
+            f"{'...' if len(route.microbatches) > 8 else ''}, not 0..{s.num_microbatches - 1}; "
+            "a PyTorch CSV routes every micro-batch 0..M-1",
+            where,
+        )
+    for st in s.stages:
+        if st.layer != st.id:
+            raise ScheduleError(
+                f"stage {st.id} holds layer {st.layer}; a PyTorch CSV has no layers "
+                "(stage s holds layer s), so tied or renumbered layers have no CSV form",
+                where,
+            )
+        if not 0 <= st.rank < s.num_ranks:
+            raise ScheduleError(
+                f"stage {st.id} is placed on rank {st.rank}, outside 0..{s.num_ranks - 1}",
+                where,
+            )
+
+
+def _flat_ops(a: Action) -> Iterable[Compute | Comm]:
+    if isinstance(a, Overlap):
+        return (a.f, a.b)
+    if isinstance(a, Batch):
+        return a.ops
+    return (a,)
+
+
+def _idle_for(s: Schedule, form: str, src: str | None) -> dict[int, list[int]]:
+    meta = s.params.get(PARAMS_KEY)
+    if meta is None:
+        return {}
+    bad = ScheduleError(
+        f"params.{PARAMS_KEY} must be {{\"form\": \"compute_only\"|\"compute_comms\", "
+        f"\"idle\": {{\"<rank>\": [column, ...]}}}}, got {str(meta)[:60]!r}",
+        src,
+    )
+    if not isinstance(meta, dict) or meta.get("form") not in (COMPUTE_ONLY, COMPUTE_COMMS):
+        raise bad
+    if meta["form"] != form:
+        return {}
+    idle = meta.get("idle", {})
+    if not isinstance(idle, dict):
+        raise bad
+    out: dict[int, list[int]] = {}
+    for k, cols in idle.items():
+        if not (isinstance(k, str) and k.isdigit() and int(k) < s.num_ranks):
+            raise bad
+        if not isinstance(cols, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cols
+        ):
+            raise bad
+        out[int(k)] = sorted(cols)
+    return out
+
+
+def schedule_to_csv(
+    schedule: Schedule,
+    compute_only: bool | None = None,
+    *,
+    flatten_batches: bool = False,
+    source: str | None = None,
+) -> str:
+    """PyTorch pipelining CSV text for ``schedule``.
+
+    ``compute_only``: True writes the computes only (communication dropped);
+    False writes every action (compute_comms form); None (default) picks
+    compute_only exactly when the schedule has no communication.
+    ``flatten_batches``: write a Batch's ops one by one (see the module
+    docstring for what that loses); without it a Batch is refused.
+    ``source`` names the schedule in error messages (default: its name).
+    Raises ScheduleError naming what the CSV form cannot express.
+    """
+    s = schedule
+    src = source if source is not None else (s.name or None)
+    at = (lambda r, i: f"{src}: rank {r} step {i}") if src else (lambda r, i: f"rank {r} step {i}")
+    _check_expressible(s, src)
+    if compute_only is None:
+        compute_only = s.is_compute_only
+    form = COMPUTE_ONLY if compute_only else COMPUTE_COMMS
+    rank_of = {st.id: st.rank for st in s.stages}
+    seen_stages: set[int] = set()
+    max_mb = -1
+    lines: list[str] = []
+    idle = _idle_for(s, form, src)
+    for rank, acts in enumerate(s.actions):
+        cells: list[str] = []
+        for step, a in enumerate(acts):
+            if isinstance(a, (Comm, Batch)) and compute_only:
+                continue
+            if isinstance(a, Batch) and not flatten_batches:
+                raise ScheduleError(
+                    f"a BATCH of {len(a.ops)} op(s) (wait={str(a.wait).lower()}) has no "
+                    "PyTorch CSV form; pass --flatten-batches to write its ops one by one "
+                    "(the grouping and wait point are lost) or --compute-only to write "
+                    "the computes only",
+                    at(rank, step),
+                )
+            for op in _flat_ops(a):
+                if op.stage not in rank_of or rank_of[op.stage] != rank:
+                    placed = (
+                        f"placed on rank {rank_of[op.stage]}"
+                        if op.stage in rank_of else "not a stage of the schedule"
+                    )
+                    raise ScheduleError(
+                        f"{op} is on rank {rank} but stage {op.stage} is {placed}; a CSV "
+                        "infers placement from the row an action is on, so this cannot "
+                        "be written",
+                        at(rank, step),
+                    )
+                seen_stages.add(op.stage)
+                max_mb = max(max_mb, op.mb)
+            if isinstance(a, Overlap):
+                cells.append(f"({_cell(a.f)};{_cell(a.b)})OVERLAP_F_B")
+            else:
+                cells.extend(_cell(op) for op in _flat_ops(a))
+        for col in idle.get(rank, ()):
+            if col > len(cells):
+                raise ScheduleError(
+                    f"params.{PARAMS_KEY}.idle puts an idle cell at column {col} of rank "
+                    f"{rank}, beyond its {len(cells)} action(s)",
+                    src,
+                )
+            cells.insert(col, "")
+        # csv.writer quotes a lone empty field so the row is not read as empty
+        lines.append('""' if cells == [""] else ",".join(cells))
+    missing = sorted(set(range(len(s.stages))) - seen_stages)
+    if missing:
+        raise ScheduleError(
+            f"stage {missing[0]} has no action{' in compute-only form' if compute_only else ''}; "
+            "a CSV infers each stage's rank from its actions, so it cannot be written",
+            src,
+        )
+    if max_mb != s.num_microbatches - 1:
+        raise ScheduleError(
+            f"the largest micro-batch id in any action is {max_mb} but num_microbatches "
+            f"is {s.num_microbatches}; a CSV infers num_microbatches from the largest id",
+            src,
+        )
+    return "".join(line + "\n" for line in lines)
+
+
+def flatten_batches(schedule: Schedule) -> Schedule:
+    """The schedule with every Batch replaced by its ops in order (loses grouping/wait)."""
+    out = []
+    for acts in schedule.actions:
+        row: list[Action] = []
+        for a in acts:
+            row.extend(a.ops if isinstance(a, Batch) else (a,))
+        out.append(row)
+    return schedule.with_actions(out)

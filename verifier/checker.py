@@ -1,0 +1,521 @@
+"""The checker: decides the seven properties of specs/SEMANTICS.md for a schedule.
+
+Public API: ``check(schedule, comm_model="nccl", engine="auto",
+memory_limit=None) -> CheckResult`` and the result data model below (frozen
+dataclasses and ordered enums; text and JSON are rendered from them by
+``verifier.commands.check``, never assembled here).
+
+How a verdict is reached:
+
+1. a compute-only schedule is lowered first (``verifier.lowering.lower``);
+2. the static properties (well-formed, exactly-once, dependencies,
+   message-matching, overlap-legal, memory) are decided by
+   ``verifier.properties`` (if well-formed fails, the others are NOT_CHECKED:
+   their questions are not defined on ids that do not exist);
+3. deadlock-freedom is decided by an engine: ``graph`` (``verifier.hbgraph``,
+   linear time, any size), ``z3`` (``verifier.z3engine``), ``both`` (each, and
+   a disagreement is an UNKNOWN verdict naming it, never a pass) or ``auto``
+   (Z3 when ``z3engine.fits_budget`` says so, else the graph engine);
+4. every certificate the graph engine produces (a witness order or a cycle of
+   waits) is validated by ``verifier.certificate``, an interpreter that shares
+   no code with the engines; a rejected certificate makes the verdict UNKNOWN.
+
+What this module does not cover: timing (verifier.analysis), running the
+schedule (reference/, fastpath/), the Z3 encoding itself (verifier.z3engine).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import total_ordering
+from typing import Mapping
+
+from verifier.ir import Schedule, ScheduleError, loc
+
+COMM_MODELS = ("nccl", "eager")
+ENGINES = ("auto", "graph", "z3", "both")
+
+
+@total_ordering
+class _Ordered(Enum):
+    """An enum ordered by declaration order."""
+
+    def __lt__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        members = list(type(self))
+        return members.index(self) < members.index(other)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Verdict(_Ordered):
+    VERIFIED = "VERIFIED"
+    REFUTED = "REFUTED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def exit_code(self) -> int:
+        return {"VERIFIED": 0, "REFUTED": 1, "UNKNOWN": 3}[self.value]
+
+
+class PropertyId(_Ordered):
+    WELL_FORMED = "well-formed"
+    EXACTLY_ONCE = "exactly-once"
+    DEPENDENCIES = "dependencies"
+    MESSAGE_MATCHING = "message-matching"
+    DEADLOCK_FREE = "deadlock-free"
+    OVERLAP_LEGAL = "overlap-legal"
+    MEMORY = "memory"
+
+
+class Status(_Ordered):
+    HOLDS = "holds"
+    FAILS = "fails"
+    UNKNOWN = "unknown"
+    NOT_CHECKED = "not-checked"
+
+
+# Violation templates: the one place a violation's wording lives. Each code's
+# template is formatted with the violation's ``args``.
+TEMPLATES: dict[str, str] = {
+    # well-formed
+    "duplicate-stage": "stage {stage} is declared {count} times",
+    "stage-rank": "stage {stage} is placed on rank {rank}, outside 0..{max_rank}",
+    "route-stage": "route {route} names stage {stage}, which is not declared",
+    "stage-routes": "stage {stage} lies on {count} routes (must be exactly one)",
+    "route-mb": "route {route} names micro-batch {mb}, outside 0..{max_mb}",
+    "mb-routes": "micro-batch {mb} takes {count} routes (must be exactly one)",
+    "action-stage": "{action}: stage {stage} is not declared",
+    "action-mb": "{action}: micro-batch {mb} is outside 0..{max_mb}",
+    "action-route": "{action}: micro-batch {mb} does not take the route of stage {stage} (route {route})",
+    "action-rank": "{action}: stage {stage} is held by rank {owner}, not rank {rank}",
+    "no-peer": "{action}: has no peer ({reason})",
+    "empty-batch": "{action}: a BATCH with no ops",
+    # exactly-once
+    "missing-f": "F(stage {stage}, mb {mb}) never runs",
+    "duplicate": "{kind}(stage {stage}, mb {mb}) runs {count} times (at {places})",
+    "missing-backward": "no backward of (stage {stage}, mb {mb}): needs one B, or one I and one W",
+    "b-and-split": "(stage {stage}, mb {mb}) has both a B and an I/W (at {places})",
+    "i-without-w": "(stage {stage}, mb {mb}) has an I but no W",
+    "w-without-i": "(stage {stage}, mb {mb}) has a W but no I",
+    # dependencies
+    "dep-missing": "{action} needs {needed}, which rank {rank} never runs or posts",
+    "dep-order": "{action} needs {needed}, which comes later, at {other}",
+    # message-matching
+    "payload": "{send} at {send_at} is received as {recv} at {recv_at} (expected {expected})",
+    "unmatched-send": "{send} at {send_at} has no matching receive on rank {peer} (the {nth} send to it; rank {peer} posts {count} receive(s) from rank {rank})",
+    "unmatched-recv": "{recv} at {recv_at} has no matching send from rank {peer} (the {nth} receive from it; rank {peer} posts {count} send(s) to rank {rank})",
+    # deadlock-free
+    "deadlock": "{count} of {total} events never happen; cycle of waits below",
+    "stuck": "{count} of {total} events never happen; chain of waits ends at an op that can never complete",
+    # overlap-legal
+    "overlap-kinds": "{action}: the halves must be a forward and a backward (B or I), got {f_kind} and {b_kind}",
+    "overlap-dependent": "{action}: the halves depend on each other (same micro-batch {mb} on route {route})",
+    # memory
+    "memory": "rank {rank} holds {peak} activations at step {step}, over the limit {limit}",
+    # engines
+    "engine-disagree": "engines disagree: {detail}",
+    "certificate-rejected": "the {engine} engine's certificate was rejected: {detail}",
+    "solver-unknown": "the solver gave up: {detail}",
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One counterexample: which property, what kind (``code``), where, and the values.
+
+    ``locations`` are (rank, step) pairs; ``args`` are (name, value) pairs that
+    fill the code's template (``message``).
+    """
+
+    property: PropertyId
+    code: str
+    locations: tuple[tuple[int, int], ...]
+    args: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.code not in TEMPLATES:
+            raise ValueError(f"unknown violation code {self.code!r}")
+
+    @property
+    def message(self) -> str:
+        return TEMPLATES[self.code].format(**dict(self.args))
+
+    def arg(self, name: str, default=None):
+        return dict(self.args).get(name, default)
+
+
+class EventKind(_Ordered):
+    """The events of the happens-before model (specs/SEMANTICS.md)."""
+
+    BEGIN = "begin"  # a step is posted (comm) or runs (compute)
+    RETURN = "return"  # a wait-BATCH returns (all its ops completed)
+    ACTIVE = "active"  # a comm unit reached the head of its rank's stream (nccl)
+    UNIT_DONE = "unit-done"  # every op of a comm unit completed
+    OP_DONE = "op-done"  # an op (nccl: a matched pair together) completed
+    NEVER = "never"  # an op with no matched peer: never completes
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of the model: kind and the (rank, step[, op index]) it belongs to."""
+
+    kind: EventKind
+    rank: int
+    step: int
+    sub: int | None = None  # index of the op inside a BATCH
+    action: str = ""  # the action (or op) as text, for the reader
+    peer: tuple[int, int, int | None] | None = None  # matched op (rank, step, sub)
+    peer_action: str = ""
+
+    @property
+    def where(self) -> str:
+        return loc(self.rank, self.step)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """``waiter`` cannot happen before ``target`` has happened."""
+
+    waiter: Event
+    target: Event
+
+
+@dataclass(frozen=True)
+class WaitCycle:
+    """A deadlock certificate: hops ``h0 -> h1 -> ...``; ``closed`` means the last
+    hop's target is the first hop's waiter (a cycle); otherwise the last target
+    is a NEVER event (an op whose peer is never posted)."""
+
+    hops: tuple[Hop, ...]
+    closed: bool
+
+
+@dataclass(frozen=True)
+class PropertyResult:
+    property: PropertyId
+    status: Status
+    violations: tuple[Violation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stats:
+    seconds: float
+    num_actions: int
+    num_ops: int
+    num_events: int
+    engine_seconds: float
+    certificate_seconds: float
+    z3: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``check`` decides. ``witness`` (VERIFIED): (rank, step) of every action
+    in an order that is a valid execution under ``comm_model`` (the order in
+    which steps begin; see SEMANTICS.md "Witness"). ``cycle``: the deadlock
+    certificate when deadlock-free fails. ``peaks``: activations per rank.
+    ``certificate``: "accepted", "rejected: ..." or "" when none was checked."""
+
+    verdict: Verdict
+    comm_model: str
+    engine: str
+    properties: tuple[PropertyResult, ...]
+    witness: tuple[tuple[int, int], ...] | None
+    cycle: WaitCycle | None
+    peaks: tuple[float, ...]
+    memory_limit: float | None
+    lowered: bool
+    certificate: str
+    stats: Stats
+    schedule: Schedule = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+
+    def result_of(self, pid: PropertyId | str) -> PropertyResult:
+        pid = PropertyId(pid)
+        for p in self.properties:
+            if p.property is pid:
+                return p
+        raise KeyError(pid)
+
+    @property
+    def failed(self) -> tuple[PropertyId, ...]:
+        return tuple(p.property for p in self.properties if p.status is Status.FAILS)
+
+    @property
+    def violations(self) -> tuple[Violation, ...]:
+        return tuple(v for p in self.properties for v in p.violations)
+
+
+def _verdict(props: list[PropertyResult]) -> Verdict:
+    st = {p.status for p in props}
+    if Status.FAILS in st:
+        return Verdict.REFUTED
+    if Status.UNKNOWN in st:
+        return Verdict.UNKNOWN
+    return Verdict.VERIFIED
+
+
+def _z3_available() -> bool:
+    try:
+        import verifier.z3engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check(
+    schedule: Schedule,
+    comm_model: str = "nccl",
+    engine: str = "auto",
+    memory_limit: float | None = None,
+    *,
+    validate_certificate: bool = True,
+    z3_timeout_ms: int | None = None,
+    progress=None,
+) -> CheckResult:
+    """Decide the seven properties of ``schedule`` under ``comm_model``.
+
+    ``engine``: auto | graph | z3 | both (module docstring). ``progress``: an
+    optional callable taking one short line, called between phases.
+    Raises ScheduleError for a bad comm_model, engine or memory_limit.
+    """
+    from verifier import hbgraph, properties
+
+    if comm_model not in COMM_MODELS:
+        raise ScheduleError(
+            f"unknown communication model {comm_model!r}; choose one of {', '.join(COMM_MODELS)}"
+        )
+    if engine not in ENGINES:
+        raise ScheduleError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if memory_limit is not None and not (memory_limit >= 0):
+        raise ScheduleError(f"memory limit must be >= 0, got {memory_limit!r}")
+    say = progress or (lambda line: None)
+    t0 = time.perf_counter()
+    lowered = False
+    if schedule.is_compute_only and schedule.num_actions:
+        from verifier.lowering import lower
+
+        schedule = lower(schedule)
+        lowered = True
+
+    say("static properties")
+    wf = properties.well_formed(schedule)
+    num_ops = sum(1 for _ in schedule.iter_comms())
+    if wf:
+        props = [PropertyResult(PropertyId.WELL_FORMED, Status.FAILS, tuple(wf))]
+        props += [
+            PropertyResult(p, Status.NOT_CHECKED) for p in list(PropertyId)[1:]
+        ]
+        return CheckResult(
+            verdict=Verdict.REFUTED,
+            comm_model=comm_model,
+            engine="none",
+            properties=tuple(props),
+            witness=None,
+            cycle=None,
+            peaks=(),
+            memory_limit=memory_limit,
+            lowered=lowered,
+            certificate="",
+            stats=Stats(time.perf_counter() - t0, schedule.num_actions, num_ops, 0, 0.0, 0.0),
+            schedule=schedule,
+        )
+    static = properties.static_properties(schedule, memory_limit)
+    peaks = tuple(properties.peaks(schedule))
+
+    chosen = engine
+    if engine == "auto":
+        chosen = "graph"
+        if _z3_available():
+            from verifier import z3engine
+
+            if z3engine.fits_budget(schedule):
+                chosen = "z3"
+    elif engine in ("z3", "both") and not _z3_available():
+        raise ScheduleError(f"engine {engine!r} needs verifier.z3engine, which is not installed")
+
+    witness = None
+    cycle = None
+    extra: list[Violation] = []
+    dl_status = Status.HOLDS
+    dl_viol: tuple[Violation, ...] = ()
+    num_events = 0
+    z3_stats: Mapping[str, object] = {}
+    cert_note = ""
+    t_engine = time.perf_counter()
+    graph_outcome = None
+    if chosen in ("graph", "both"):
+        say("graph engine")
+        graph_outcome = hbgraph.decide(schedule, comm_model)
+        num_events = graph_outcome.num_events
+        if graph_outcome.witness is not None:
+            witness = graph_outcome.witness
+        else:
+            cycle = graph_outcome.cycle
+            dl_status = Status.FAILS
+            dl_viol = (graph_outcome.violation,)
+    z3_outcome = None
+    if chosen in ("z3", "both"):
+        say("z3 engine")
+        from verifier import z3engine
+
+        kw = {}
+        if z3_timeout_ms is not None:
+            kw["timeout_ms"] = z3_timeout_ms
+        z3_outcome = z3engine.decide(schedule, comm_model, memory_limit=memory_limit, **kw)
+        z3_stats = dict(getattr(z3_outcome, "stats", {}) or {})
+        z3_dl = _z3_deadlock_status(z3_outcome)
+        if chosen == "z3":
+            if z3_dl is Status.UNKNOWN:
+                dl_status = Status.UNKNOWN
+                dl_viol = (
+                    Violation(
+                        PropertyId.DEADLOCK_FREE,
+                        "solver-unknown",
+                        (),
+                        (("detail", str(getattr(z3_outcome, "reason", "") or "unknown")),),
+                    ),
+                )
+            elif z3_dl is Status.HOLDS:
+                witness = tuple(tuple(x) for x in z3_outcome.order)
+            else:
+                # Z3's core is a minimal counterexample; the graph engine prints
+                # the same deadlock hop by hop (and the two are held together).
+                dl_status = Status.FAILS
+                g = hbgraph.decide(schedule, comm_model)
+                num_events = g.num_events
+                if g.witness is None:
+                    cycle = g.cycle
+                    dl_viol = (g.violation,)
+                else:
+                    dl_status = Status.UNKNOWN
+                    dl_viol = (_disagree("z3 finds a deadlock the graph engine does not"),)
+        else:
+            assert graph_outcome is not None
+            if z3_dl is Status.UNKNOWN:
+                dl_status = Status.UNKNOWN
+                dl_viol = dl_viol + (
+                    Violation(
+                        PropertyId.DEADLOCK_FREE,
+                        "solver-unknown",
+                        (),
+                        (("detail", str(getattr(z3_outcome, "reason", "") or "unknown")),),
+                    ),
+                )
+            elif (z3_dl is Status.HOLDS) != (graph_outcome.witness is not None):
+                dl_status = Status.UNKNOWN
+                dl_viol = (
+                    _disagree(
+                        f"graph says {'deadlock-free' if graph_outcome.witness else 'deadlock'}, "
+                        f"z3 says {'deadlock-free' if z3_dl is Status.HOLDS else 'deadlock'}"
+                    ),
+                )
+                witness = None
+    engine_seconds = time.perf_counter() - t_engine
+
+    t_cert = time.perf_counter()
+    if validate_certificate and (witness is not None or cycle is not None) and _has_certificate():
+        say("certificate")
+        from verifier import certificate
+
+        if witness is not None:
+            ok, why = certificate.check_witness(schedule, comm_model, witness)
+        else:
+            ok, why = certificate.check_deadlock(schedule, comm_model, cycle)
+        if ok:
+            cert_note = "accepted"
+        else:
+            cert_note = f"rejected: {why}"
+            dl_status = Status.UNKNOWN
+            dl_viol = (
+                Violation(
+                    PropertyId.DEADLOCK_FREE,
+                    "certificate-rejected",
+                    (),
+                    (("engine", chosen), ("detail", why)),
+                ),
+            )
+            witness = None
+    cert_seconds = time.perf_counter() - t_cert
+
+    props = []
+    for pid in PropertyId:
+        if pid is PropertyId.DEADLOCK_FREE:
+            props.append(PropertyResult(pid, dl_status, dl_viol))
+        else:
+            v = static.get(pid, ())
+            props.append(PropertyResult(pid, Status.FAILS if v else Status.HOLDS, tuple(v)))
+    props_t = tuple(props)
+    verdict = _verdict(props)
+    if verdict is not Verdict.VERIFIED:
+        witness = witness if dl_status is Status.HOLDS else None
+    return CheckResult(
+        verdict=verdict,
+        comm_model=comm_model,
+        engine=chosen,
+        properties=props_t,
+        witness=witness,
+        cycle=cycle,
+        peaks=peaks,
+        memory_limit=memory_limit,
+        lowered=lowered,
+        certificate=cert_note,
+        stats=Stats(
+            seconds=time.perf_counter() - t0,
+            num_actions=schedule.num_actions,
+            num_ops=num_ops,
+            num_events=num_events,
+            engine_seconds=engine_seconds,
+            certificate_seconds=cert_seconds,
+            z3=z3_stats,
+        ),
+        schedule=schedule,
+    )
+
+
+def _has_certificate() -> bool:
+    try:
+        import verifier.certificate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _disagree(detail: str) -> Violation:
+    return Violation(PropertyId.DEADLOCK_FREE, "engine-disagree", (), (("detail", detail),))
+
+
+def _z3_deadlock_status(outcome) -> Status:
+    st = getattr(outcome, "status", "unknown")
+    if st == "unknown":
+        return Status.UNKNOWN
+    if st == "sat":
+        return Status.HOLDS
+    failed = tuple(getattr(outcome, "failed_properties", ()) or ())
+    # unsat: the core names the properties it involves; anything but an
+    # explicit non-deadlock property set counts as a deadlock.
+    if failed and "deadlock-free" not in failed:
+        return Status.HOLDS if not failed else Status.FAILS
+    return Status.FAILS
+
+
+__all__ = [
+    "COMM_MODELS",
+    "ENGINES",
+    "CheckResult",
+    "Event",
+    "EventKind",
+    "Hop",
+    "PropertyId",
+    "PropertyResult",
+    "Stats",
+    "Status",
+    "Verdict",
+    "Violation",
+    "WaitCycle",
+    "check",
+]

@@ -232,12 +232,10 @@ def test_interleaved_matches_pytorch(R, M, v):
         assert pt_row(ours.actions[r]) == _pt_compute_row(obj._calculate_single_rank_operations(r))
 
 
-@pytest.mark.parametrize("R,M", [(2, 2), (2, 6), (4, 4), (4, 8), (4, 13), (8, 16), (8, 5)])
+@pytest.mark.parametrize("R,M", [(2, 2), (2, 6), (4, 4), (4, 8), (4, 12), (8, 16), (8, 5)])
 def test_zbh1_matches_pytorch_zb1p(R, M):
     sch = pytest.importorskip("torch.distributed.pipelining.schedules")
     rounds = max(1, M // R)
-    if M % rounds:
-        pytest.skip("PyTorch's rounds rule")
     obj = _bare(
         sch.ScheduleInterleavedZeroBubble, pp_group_size=R, n_local_stages=1,
         _n_microbatches=M, number_of_rounds=rounds, microbatches_per_round=M // rounds,
@@ -433,6 +431,109 @@ def test_deepseek_communication(family, R, M):
             else:
                 assert not isinstance(a, Comm)
     run_blocking_batches(s)
+
+
+def run_nccl_model(s: Schedule) -> None:
+    """design.md's `nccl` model, simply: each rank's batches run one at a time in
+    post order on its communication stream (a batch starts once posted and all
+    earlier ones completed); a send and its FIFO-matched receive complete
+    together, once both their batches have started; a batch completes when all
+    its ops have. A compute waits for the receives it consumes; a wait=True
+    batch blocks its rank until it completes. A send must be posted after the
+    compute that produces its data."""
+    ops_of: dict = {}  # (rank, step) -> [op keys]
+    partner: dict = {}
+    chans: dict = defaultdict(lambda: ([], []))
+    recv_at: dict = {}
+    for r, acts in enumerate(s.actions):
+        for step, a in enumerate(acts):
+            if not isinstance(a, Batch):
+                continue
+            ops_of[(r, step)] = []
+            for j, op in enumerate(a.ops):
+                k = (r, step, j)
+                ops_of[(r, step)].append(k)
+                peer = s.peer_of(op)
+                ch = (r, peer) if op.kind.is_send else (peer, r)
+                chans[ch][0 if op.kind.is_send else 1].append(k)
+                if not op.kind.is_send:
+                    recv_at[(r, op.kind, op.stage, op.mb)] = (r, step)
+    for sends, recvs in chans.values():
+        assert len(sends) == len(recvs)
+        for a, b in zip(sends, recvs):
+            partner[a], partner[b] = b, a
+    batches = [[i for i, a in enumerate(acts) if isinstance(a, Batch)] for acts in s.actions]
+    head = [0] * s.num_ranks
+    pos = [0] * s.num_ranks
+    done: set = set()  # computes run, as ("F"|"B"|"W", stage, mb)
+    op_done: set = set()
+    complete: set = set()
+
+    def running(r, step):
+        return head[r] < len(batches[r]) and batches[r][head[r]] == step and step <= pos[r]
+
+    progressed = True
+    while progressed:
+        progressed = False
+        for r, acts in enumerate(s.actions):
+            while pos[r] < len(acts):
+                a = acts[pos[r]]
+                if isinstance(a, Batch):
+                    for op in a.ops:
+                        if op.kind.is_send:
+                            need = ("F" if op.kind is CommKind.SEND_F else "B", op.stage, op.mb)
+                            assert need in done, f"rank {r} step {pos[r]}: {op} posted before its data"
+                    if a.wait and (r, pos[r]) not in complete:
+                        break
+                else:
+                    ok = True
+                    for c in computes_of(a):
+                        if c.kind is not W:
+                            kind = CommKind.RECV_F if c.kind is F else CommKind.RECV_B
+                            at = recv_at.get((r, kind, c.stage, c.mb))
+                            ok &= at is None or at in complete
+                    if not ok:
+                        break
+                    for c in computes_of(a):
+                        done.add(("F" if c.kind is F else "W" if c.kind is W else "B", c.stage, c.mb))
+                pos[r] += 1
+                progressed = True
+        for r in range(s.num_ranks):
+            if head[r] >= len(batches[r]) or not running(r, batches[r][head[r]]):
+                continue
+            step = batches[r][head[r]]
+            for k in ops_of[(r, step)]:
+                pr, pstep, _ = partner[k]
+                if running(pr, pstep):
+                    op_done.add(k)
+                    op_done.add(partner[k])
+        for r in range(s.num_ranks):
+            while head[r] < len(batches[r]) and running(r, batches[r][head[r]]) and all(
+                k in op_done for k in ops_of[(r, batches[r][head[r]])]
+            ):
+                complete.add((r, batches[r][head[r]]))
+                head[r] += 1
+                progressed = True
+    stuck = {r: str(s.actions[r][pos[r]]) for r in range(s.num_ranks) if pos[r] < len(s.actions[r])}
+    assert not stuck, f"{s.name}: nccl model deadlock, blocked at {stuck}"
+
+
+_LOWERING_NCCL_CYCLE = (
+    "the shared lowering posts each receive right before its consumer; with two "
+    "stages per rank a pair of ranks then orders its two directions differently "
+    "(zbv 2x4: rank 0 posts SEND_F(0,2) before RECV_F(3,0), rank 1 SEND_F(2,0) "
+    "before RECV_F(1,2)), a cycle under the in-order `nccl` stream model; fine "
+    "under `eager`. A lowering matter, reported to its owner."
+)
+
+
+@pytest.mark.parametrize("family,R,M,v", [
+    x if not (x[0] == "zbv" and x[1] > 1 or x[0] == "interleaved-1f1b" and x[1] > 1 and x[3] > 1 and x[2] >= 2 * x[1])
+    else pytest.param(*x, marks=pytest.mark.xfail(reason=_LOWERING_NCCL_CYCLE, strict=True))
+    for x in grid() if x[1] <= 4 and x[2] >= 2
+])
+def test_nccl_model_no_deadlock(family, R, M, v):
+    run_nccl_model(generate(family, R, M, num_chunks=v))
 
 
 @pytest.mark.parametrize("family", ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv"])

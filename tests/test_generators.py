@@ -21,6 +21,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from verifier.generators import FAMILIES, generate
 from verifier.ir import (
@@ -614,3 +615,24 @@ def test_cli_generate_bad_params(argv, needle):
     rc, out, err = _cli(argv)
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------
+# any parameters: a valid schedule or a ScheduleError naming the values
+# --------------------------------------------------------------------------
+
+
+@given(
+    family=st.sampled_from(FAMILIES),
+    R=st.integers(min_value=1, max_value=8),
+    M=st.integers(min_value=1, max_value=40),
+    v=st.one_of(st.none(), st.integers(min_value=1, max_value=4)),
+)
+def test_any_parameters(family, R, M, v):
+    try:
+        s = generate(family, R, M, num_chunks=v, compute_only=True)
+    except ScheduleError as e:
+        assert str(R) in str(e) or str(M) in str(e) or str(v) in str(e)
+        return
+    check_exactly_once_and_owner(s)
+    simulate(s)

@@ -23,7 +23,6 @@ otherwise that case is skipped (PyPI 1.0.0 has no DualPipeV).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

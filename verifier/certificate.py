@@ -1,0 +1,424 @@
+"""The independent certificate checker: a small interpreter of specs/SEMANTICS.md.
+
+What it is: a second, separately written statement of the semantics that
+validates what an engine claims, sharing no code with the engines (only the IR
+and the result data types):
+
+- ``check_witness``: replays a witness order (every (rank, step) once, in the
+  order steps begin) under a comm model, completing communication as soon as
+  the model allows between entries; accepts it if every step could begin where
+  it stands and everything completed at the end.
+- ``check_deadlock``: runs the schedule to its maximal execution (everything
+  enabled runs; the semantics is monotone, so this decides termination) and
+  accepts a cycle of waits only if the schedule does not terminate, every event
+  of the cycle never happened, and every hop is a genuine wait of the
+  semantics (recomputed here) that closes into a cycle or ends at an unmatched
+  op.
+- ``check_violation``: re-derives a static counterexample (a violated pair of
+  dependencies, a FIFO mismatch, a duplicate, a memory peak) from the schedule.
+
+Returns (ok, reason) pairs; it never raises on a wrong certificate.
+
+What it does not cover: well-formedness (the interpreter assumes a well-formed
+schedule, as the engines do) and finding counterexamples itself.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from verifier.checker import Event, EventKind, PropertyId, Violation, WaitCycle
+from verifier.ir import Batch, Comm, CommKind, ComputeKind, Overlap, Schedule
+
+_SENDS = (CommKind.SEND_F, CommKind.SEND_B)
+
+
+class _Machine:
+    """The state of one execution under one comm model."""
+
+    def __init__(self, s: Schedule, model: str):
+        self.s, self.model = s, model
+        self.n = s.num_ranks
+        self.pc = [0] * self.n  # next step to begin, per rank
+        # ops: id -> (rank, step, sub, Comm); units: per rank, list of (step, [op ids])
+        self.ops: list[tuple[int, int, int | None, Comm]] = []
+        self.units: list[list[tuple[int, list[int]]]] = [[] for _ in range(self.n)]
+        self.unit_of_step: list[dict[int, int]] = [dict() for _ in range(self.n)]
+        self.op_at: dict[tuple, int] = {}
+        for r, acts in enumerate(s.actions):
+            for k, a in enumerate(acts):
+                if isinstance(a, Comm):
+                    lst = [(None, a)]
+                elif isinstance(a, Batch):
+                    lst = list(enumerate(a.ops))
+                else:
+                    continue
+                ids = []
+                for sub, op in lst:
+                    self.op_at[(r, k, sub)] = len(self.ops)
+                    ids.append(len(self.ops))
+                    self.ops.append((r, k, sub, op))
+                self.unit_of_step[r][k] = len(self.units[r])
+                self.units[r].append((k, ids))
+        # FIFO matching, written afresh: a queue per (src, dst)
+        sends: dict[tuple[int, int], list[int]] = defaultdict(list)
+        recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, (r, _k, _sub, op) in enumerate(self.ops):
+            nb = s.next_stage(op.stage) if op.kind in (CommKind.SEND_F, CommKind.RECV_B) else s.prev_stage(op.stage)
+            peer = s.rank_of(nb)
+            if op.kind in _SENDS:
+                sends[(r, peer)].append(i)
+            else:
+                recvs[(peer, r)].append(i)
+        self.partner: list[int | None] = [None] * len(self.ops)
+        for key, lst in sends.items():
+            other = recvs.get(key, [])
+            for a, b in zip(lst, other):
+                self.partner[a] = b
+                self.partner[b] = a
+        # first occurrences per rank, for "which event a compute waits for"
+        self.first_recv: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
+        for i, (r, _k, _sub, op) in enumerate(self.ops):
+            if op.kind not in _SENDS:
+                self.first_recv[r].setdefault((op.kind, op.stage, op.mb), i)
+        self.first_comp: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
+        for r, acts in enumerate(s.actions):
+            for k, a in enumerate(acts):
+                cs = (a.f, a.b) if isinstance(a, Overlap) else ((a,) if not isinstance(a, (Comm, Batch)) else ())
+                for c in cs:
+                    self.first_comp[r].setdefault((c.kind, c.stage, c.mb), k)
+        self.done = [False] * len(self.ops)
+        self.head = [0] * self.n  # nccl: index of the first unit not yet complete
+        self.unit_done = [[False] * len(u) for u in self.units]
+
+    # ---- events
+    def posted(self, r: int, k: int) -> bool:
+        return self.pc[r] > k
+
+    def unit_active(self, r: int, u: int) -> bool:
+        return u == self.head[r] and self.posted(r, self.units[r][u][0])
+
+    def step_returned(self, r: int, k: int) -> bool:
+        a = self.s.actions[r][k]
+        if not self.posted(r, k):
+            return False
+        if isinstance(a, Batch) and a.wait:
+            return all(self.done[i] for i in self.units[r][self.unit_of_step[r][k]][1])
+        return True
+
+    # ---- communication progress
+    def settle(self, ranks) -> None:
+        """Complete everything the model allows, starting from ``ranks``."""
+        work = list(ranks)
+        while work:
+            r = work.pop()
+            if self.model == "eager":
+                continue
+            while self.head[r] < len(self.units[r]):
+                u = self.head[r]
+                k, ids = self.units[r][u]
+                if not self.posted(r, k):
+                    break
+                for i in ids:
+                    if self.done[i]:
+                        continue
+                    j = self.partner[i]
+                    if j is None:
+                        continue
+                    pr, pk = self.ops[j][0], self.ops[j][1]
+                    pu = self.unit_of_step[pr][pk]
+                    if self.unit_active(pr, pu):
+                        self.done[i] = self.done[j] = True
+                        work.append(pr)
+                if all(self.done[i] for i in ids):
+                    self.unit_done[r][u] = True
+                    self.head[r] += 1
+                else:
+                    break
+
+    def post(self, r: int, k: int) -> None:
+        self.pc[r] = k + 1
+        u = self.unit_of_step[r].get(k)
+        if u is None:
+            return
+        if self.model == "eager":
+            for i in self.units[r][u][1]:
+                op = self.ops[i][3]
+                j = self.partner[i]
+                if op.kind in _SENDS:
+                    self.done[i] = True
+                    if j is not None and self.posted(self.ops[j][0], self.ops[j][1]):
+                        self.done[j] = True
+                elif j is not None and self.posted(self.ops[j][0], self.ops[j][1]):
+                    self.done[i] = True
+        else:
+            self.settle([r])
+
+    # ---- what a compute waits for (written from SEMANTICS.md "Programs")
+    def inputs(self, r: int, k: int) -> list[tuple]:
+        """('op', op id) | ('step', step) | ('never', text) for each input of step k."""
+        s = self.s
+        a = s.actions[r][k]
+        cs = (a.f, a.b) if isinstance(a, Overlap) else ((a,) if hasattr(a, "kind") and isinstance(a.kind, ComputeKind) else ())
+        out = []
+        for c in cs:
+            want: list[tuple] = []
+            if c.kind is ComputeKind.F:
+                p = s.prev_stage(c.stage)
+                if p is not None:
+                    want.append(("recv", CommKind.RECV_F, c.stage, c.mb) if s.rank_of(p) != r else ("comp", (ComputeKind.F,), p, c.mb))
+            elif c.kind in (ComputeKind.B, ComputeKind.I):
+                want.append(("comp", (ComputeKind.F,), c.stage, c.mb))
+                nx = s.next_stage(c.stage)
+                if nx is not None:
+                    if s.rank_of(nx) != r:
+                        want.append(("recv", CommKind.RECV_B, c.stage, c.mb))
+                    else:
+                        want.append(("comp", (ComputeKind.B, ComputeKind.I), nx, c.mb))
+            else:
+                want.append(("comp", (ComputeKind.I,), c.stage, c.mb))
+            for w in want:
+                out.append(self._find(r, w))
+        return out
+
+    def _find(self, r: int, w: tuple) -> tuple:
+        if w[0] == "recv":
+            i = self.first_recv[r].get((w[1], w[2], w[3]))
+            if i is not None:
+                return ("op", i)
+            return ("never", f"{w[1].value}(stage {w[2]}, mb {w[3]})")
+        steps = [self.first_comp[r].get((kind, w[2], w[3])) for kind in w[1]]
+        steps = [x for x in steps if x is not None]
+        if steps:
+            return ("step", min(steps))
+        return ("never", f"{'/'.join(x.value for x in w[1])}(stage {w[2]}, mb {w[3]})")
+
+    def input_ready(self, r: int, inp: tuple) -> bool:
+        if inp[0] == "op":
+            return self.done[inp[1]]
+        if inp[0] == "step":
+            return self.posted(r, inp[1])  # a compute finishes when it begins
+        return False
+
+    def can_begin(self, r: int) -> tuple[bool, str]:
+        k = self.pc[r]
+        if k >= len(self.s.actions[r]):
+            return False, f"rank {r} has no step {k}"
+        if k > 0 and not self.step_returned(r, k - 1):
+            return False, f"rank {r} step {k - 1} has not returned"
+        a = self.s.actions[r][k]
+        if not isinstance(a, (Comm, Batch)):
+            for inp in self.inputs(r, k):
+                if not self.input_ready(r, inp):
+                    what = inp[1] if inp[0] == "never" else (
+                        f"op {self.ops[inp[1]][3]} at rank {r} step {self.ops[inp[1]][1]}" if inp[0] == "op" else f"rank {r} step {inp[1]}")
+                    return False, f"rank {r} step {k} {a} waits for {what}"
+        return True, ""
+
+    def terminated(self) -> bool:
+        return all(self.pc[r] == len(self.s.actions[r]) for r in range(self.n)) and all(self.done)
+
+
+def check_witness(s: Schedule, comm_model: str, witness) -> tuple[bool, str]:
+    """Replay ``witness`` under ``comm_model`` (SEMANTICS.md "Witness")."""
+    m = _Machine(s, comm_model)
+    if len(witness) != s.num_actions:
+        return False, f"witness has {len(witness)} entries, the schedule {s.num_actions} steps"
+    for pos, (r, k) in enumerate(witness):
+        if not 0 <= r < s.num_ranks or m.pc[r] != k:
+            return False, f"entry {pos}: rank {r} step {k} is not the rank's next step"
+        ok, why = m.can_begin(r)
+        if not ok:
+            return False, f"entry {pos}: {why}"
+        m.post(r, k)
+    if not m.terminated():
+        left = [i for i, d in enumerate(m.done) if not d]
+        r, k, sub, op = m.ops[left[0]]
+        return False, f"after the last entry {len(left)} op(s) never complete, first {op} at rank {r} step {k}"
+    return True, ""
+
+
+def run_to_fixpoint(s: Schedule, comm_model: str) -> _Machine:
+    """The maximal execution: run every step that can begin until none can."""
+    m = _Machine(s, comm_model)
+    progress = True
+    while progress:
+        progress = False
+        for r in range(s.num_ranks):
+            while m.pc[r] < len(s.actions[r]) and m.can_begin(r)[0]:
+                m.post(r, m.pc[r])
+                progress = True
+    return m
+
+
+def terminates(s: Schedule, comm_model: str) -> bool:
+    return run_to_fixpoint(s, comm_model).terminated()
+
+
+# ---- cycle of waits
+
+
+def _key(m: _Machine, e: Event) -> tuple:
+    return (e.kind, e.rank, e.step, e.sub)
+
+
+def _happened(m: _Machine, e: Event) -> bool:
+    kd = e.kind
+    if kd is EventKind.NEVER:
+        return False
+    if kd is EventKind.BEGIN:
+        return m.posted(e.rank, e.step)
+    if kd is EventKind.RETURN:
+        return m.step_returned(e.rank, e.step)
+    u = m.unit_of_step[e.rank].get(e.step)
+    if u is None:
+        return True  # not an event of this schedule; rejected elsewhere
+    if kd is EventKind.ACTIVE:
+        return m.head[e.rank] > u or m.unit_active(e.rank, u)
+    if kd is EventKind.UNIT_DONE:
+        return all(m.done[i] for i in m.units[e.rank][u][1])
+    i = m.op_at.get((e.rank, e.step, e.sub))
+    return i is None or m.done[i]
+
+
+def _done_key(m: _Machine, i: int) -> tuple:
+    """The event at which op i is complete (SEMANTICS.md; see checker.WaitCycle)."""
+    r, k, sub, op = m.ops[i]
+    j = m.partner[i]
+    if m.model == "eager":
+        if op.kind in _SENDS:
+            return (EventKind.BEGIN, r, k, None)
+        return (EventKind.OP_DONE, r, k, sub)
+    if j is None or op.kind in _SENDS:
+        return (EventKind.OP_DONE, r, k, sub)
+    pr, pk, psub, _ = m.ops[j]
+    return (EventKind.OP_DONE, pr, pk, psub)
+
+
+def _waits(m: _Machine, e: Event) -> set[tuple]:
+    """Every event ``e`` directly waits for, recomputed from the semantics."""
+    s = m.s
+    r, k = e.rank, e.step
+    out: set[tuple] = set()
+    never = (EventKind.NEVER, -1, -1, None)
+    if not (0 <= r < s.num_ranks and 0 <= k < len(s.actions[r])):
+        return out
+    a = s.actions[r][k]
+    u = m.unit_of_step[r].get(k)
+    if e.kind is EventKind.BEGIN:
+        if k > 0:
+            prev = s.actions[r][k - 1]
+            out.add((EventKind.RETURN if isinstance(prev, Batch) and prev.wait else EventKind.BEGIN, r, k - 1, None))
+        if u is None:
+            for inp in m.inputs(r, k):
+                if inp[0] == "op":
+                    out.add(_done_key(m, inp[1]))
+                elif inp[0] == "step":
+                    out.add((EventKind.BEGIN, r, inp[1], None))
+                else:
+                    out.add(never)
+    elif e.kind is EventKind.RETURN:
+        out.add((EventKind.BEGIN, r, k, None))
+        if u is not None:
+            if m.model == "nccl":
+                out.add((EventKind.UNIT_DONE, r, k, None))
+            else:
+                out.update(_done_key(m, i) for i in m.units[r][u][1])
+    elif u is not None and m.model == "nccl" and e.kind is EventKind.ACTIVE:
+        out.add((EventKind.BEGIN, r, k, None))
+        if u > 0:
+            out.add((EventKind.UNIT_DONE, r, m.units[r][u - 1][0], None))
+    elif u is not None and m.model == "nccl" and e.kind is EventKind.UNIT_DONE:
+        out.update(_done_key(m, i) for i in m.units[r][u][1])
+    elif e.kind is EventKind.OP_DONE:
+        i = m.op_at.get((r, k, e.sub))
+        if i is None:
+            return out
+        j = m.partner[i]
+        if m.model == "nccl":
+            out.add((EventKind.ACTIVE, r, k, None))
+            if j is None:
+                out.add(never)
+            else:
+                out.add((EventKind.ACTIVE, m.ops[j][0], m.ops[j][1], None))
+        else:
+            out.add((EventKind.BEGIN, r, k, None))
+            if j is None:
+                out.add(never)
+            else:
+                out.add((EventKind.BEGIN, m.ops[j][0], m.ops[j][1], None))
+    return out
+
+
+def check_deadlock(s: Schedule, comm_model: str, cycle: WaitCycle | None) -> tuple[bool, str]:
+    """Validate a cycle of waits (SEMANTICS.md "Witness and counterexample")."""
+    if cycle is None or not cycle.hops:
+        return False, "no hops"
+    m = run_to_fixpoint(s, comm_model)
+    if m.terminated():
+        return False, "the schedule terminates: there is no deadlock"
+    hops = cycle.hops
+    for n, h in enumerate(hops):
+        if n > 0 and _key(m, hops[n - 1].target) != _key(m, h.waiter):
+            return False, f"hop {n} does not start where hop {n - 1} ends"
+        if _key(m, h.target) not in _waits(m, h.waiter):
+            return False, (
+                f"hop {n}: {h.waiter.kind.value} of rank {h.waiter.rank} step {h.waiter.step} "
+                f"does not wait for {h.target.kind.value} of rank {h.target.rank} step {h.target.step}"
+            )
+        if _happened(m, h.waiter):
+            return False, f"hop {n}: {h.waiter.kind.value} of rank {h.waiter.rank} step {h.waiter.step} does happen"
+    last = hops[-1].target
+    if cycle.closed:
+        if _key(m, last) != _key(m, hops[0].waiter):
+            return False, "the cycle does not close"
+    elif last.kind is not EventKind.NEVER:
+        return False, "an open chain must end at an op that never completes"
+    return True, ""
+
+
+# ---- static counterexamples
+
+
+def check_violation(s: Schedule, v: Violation) -> tuple[bool, str]:
+    """Re-derive one static counterexample from the schedule."""
+    p = v.property
+    if p is PropertyId.DEPENDENCIES and v.code == "dep-order":
+        (r, k), (r2, k2) = v.locations
+        if r != r2 or k2 < k:
+            return False, "the needed step is not at or after the needing one on its rank"
+        return True, ""
+    if p is PropertyId.MESSAGE_MATCHING:
+        m = _Machine(s, "eager")
+        if v.code == "payload":
+            (r1, k1), (r2, k2) = v.locations
+            for i, (r, k, _sub, op) in enumerate(m.ops):
+                j = m.partner[i]
+                if r == r1 and k == k1 and op.kind in _SENDS and j is not None:
+                    rr, kk, _, rop = m.ops[j]
+                    if (rr, kk) == (r2, k2) and _expected(s, op) != rop:
+                        return True, ""
+            return False, "no FIFO pair with different payloads at these places"
+        if v.code in ("unmatched-send", "unmatched-recv"):
+            (r1, k1), = v.locations
+            for i, (r, k, _sub, _op) in enumerate(m.ops):
+                if (r, k) == (r1, k1) and m.partner[i] is None:
+                    return True, ""
+            return False, "the op has a FIFO partner"
+    if p is PropertyId.MEMORY:
+        (r, k), = v.locations
+        live = peak = 0
+        for a in s.actions[r]:
+            cs = (a.f, a.b) if isinstance(a, Overlap) else ((a,) if not isinstance(a, (Comm, Batch)) else ())
+            live += sum(1 for c in cs if c.kind is ComputeKind.F)
+            peak = max(peak, live)
+            live -= sum(1 for c in cs if c.kind in (ComputeKind.B, ComputeKind.I))
+        limit = v.arg("limit")
+        return (peak > limit, "" if peak > limit else f"peak {peak} is within {limit}")
+    return True, "not re-derived"
+
+
+def _expected(s: Schedule, op: Comm) -> Comm:
+    if op.kind is CommKind.SEND_F:
+        return Comm(CommKind.RECV_F, s.next_stage(op.stage), op.mb)
+    return Comm(CommKind.RECV_B, s.prev_stage(op.stage), op.mb)

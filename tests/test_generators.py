@@ -274,7 +274,8 @@ def test_dualpipev_pytorch_artifact():
         from verifier.csvio import schedule_to_csv
     except ImportError:
         return
-    assert schedule_to_csv(s, compute_only=True) == expected
+    # line endings aside (Python's csv module writes \r\n), the same text
+    assert schedule_to_csv(s, compute_only=True).splitlines() == expected.splitlines()
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""What one rank must do, derived once from a (lowered) schedule before running.
+
+What it is: ``RankPlan`` holds, for one rank, the stages it runs, the peer of
+every communication op it posts, where each compute takes its input from and
+where its result goes (same rank or a receive/send), which tied layers it
+must all-reduce and with which ranks, and the step after which each
+activation can be freed. ``prepare_schedule`` lowers a compute-only schedule
+and ``stage_layers`` maps a stage to the model layers it runs.
+
+It does not run anything, touch torch.distributed or check correctness: the
+checker (verifier.checker) decides whether the schedule is right, and the
+runtime (fastpath.runtime) executes this plan. Inputs that the plan cannot
+execute at all (a comm op with no peer, an action on the wrong rank) raise
+``ScheduleError`` naming the rank and step; everything subtler is the
+checker's job, and with ``--no-verify`` shows up as a wrong result or a
+watchdog error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from verifier.ir import (
+    Batch,
+    Comm,
+    CommKind,
+    Compute,
+    ComputeKind,
+    Schedule,
+    ScheduleError,
+    comms_of,
+    computes_of,
+    loc,
+)
+from verifier.lowering import lower
+
+
+def prepare_schedule(schedule: Schedule) -> Schedule:
+    """The schedule the runtime executes: lowered when compute-only, else as is."""
+    return lower(schedule) if schedule.is_compute_only else schedule
+
+
+def stage_layers(schedule: Schedule, stage: int, layers_per_stage: int) -> list[int]:
+    """Model layers of ``stage``: schedule layer L -> model layers L*K .. L*K+K-1."""
+    k = layers_per_stage
+    base = schedule.layer_of(stage) * k
+    return list(range(base, base + k))
+
+
+def num_model_layers(schedule: Schedule, layers_per_stage: int) -> int:
+    return (max(schedule.layers) + 1) * layers_per_stage
+
+
+@dataclass(frozen=True)
+class TiedGroup:
+    """Schedule layers whose weight gradients are summed over ``ranks``."""
+
+    ranks: tuple[int, ...]
+    layers: tuple[int, ...]
+
+
+@dataclass
+class RankPlan:
+    rank: int
+    schedule: Schedule
+    stages: tuple[int, ...]
+    peers: dict[tuple[int, int], int] = field(default_factory=dict)  # (step, sub) -> peer
+    # (stage, mb) -> step after which the stage input/output/W state can be freed
+    free_after: dict[tuple[int, int], int] = field(default_factory=dict)
+    tied_groups: tuple[TiedGroup, ...] = ()
+    num_sends: int = 0
+    num_recvs: int = 0
+
+    @property
+    def actions(self):
+        return self.schedule.actions[self.rank]
+
+
+def tied_groups(schedule: Schedule) -> tuple[TiedGroup, ...]:
+    """Every set of 2+ ranks sharing a tied layer, in a fixed order (all ranks agree)."""
+    by_ranks: dict[tuple[int, ...], list[int]] = {}
+    for layer in sorted(schedule.tied_layers):
+        ranks = tuple(sorted({schedule.rank_of(s) for s in schedule.tied_layers[layer]}))
+        if len(ranks) > 1:
+            by_ranks.setdefault(ranks, []).append(layer)
+    return tuple(TiedGroup(r, tuple(ls)) for r, ls in sorted(by_ranks.items()))
+
+
+def build_plan(schedule: Schedule, rank: int) -> RankPlan:
+    """The plan of ``rank`` for an already lowered schedule."""
+    if schedule.is_compute_only and schedule.num_ranks > 1 and any(
+        schedule.rank_of(s) != schedule.rank_of(n)
+        for s in schedule.stage_by_id
+        if (n := schedule.next_stage(s)) is not None
+    ):
+        raise ScheduleError("compute-only schedule; lower it first (prepare_schedule)")
+    plan = RankPlan(
+        rank=rank,
+        schedule=schedule,
+        stages=schedule.stages_on_rank[rank],
+        tied_groups=tied_groups(schedule),
+    )
+    for step, a in enumerate(schedule.actions[rank]):
+        for sub, op in enumerate(comms_of(a)):
+            where = loc(rank, step, sub if isinstance(a, Batch) else None)
+            if op.stage not in schedule.stage_by_id:
+                raise ScheduleError(f"{op} names an unknown stage", where)
+            if schedule.rank_of(op.stage) != rank:
+                raise ScheduleError(
+                    f"{op}: stage {op.stage} is on rank {schedule.rank_of(op.stage)}",
+                    where,
+                )
+            peer = schedule.peer_of(op)
+            if peer is None or peer == rank:
+                raise ScheduleError(f"{op} has no peer on another rank", where)
+            plan.peers[(step, sub)] = peer
+            if op.kind.is_send:
+                plan.num_sends += 1
+            else:
+                plan.num_recvs += 1
+        for c in computes_of(a):
+            if c.stage not in schedule.stage_by_id or schedule.rank_of(c.stage) != rank:
+                raise ScheduleError(f"{c} does not belong on rank {rank}", loc(rank, step))
+            if c.kind in (ComputeKind.B, ComputeKind.W):
+                plan.free_after[(c.stage, c.mb)] = step
+    return plan
+
+
+def recv_key(op: Comm) -> tuple[str, int, int]:
+    """The key a receive is stored under until its consumer takes it."""
+    return ("F" if op.kind is CommKind.RECV_F else "B", op.stage, op.mb)
+
+
+def consumer_key(c: Compute) -> tuple[str, int, int] | None:
+    """The receive key a compute consumes when its input is remote."""
+    if c.kind is ComputeKind.F:
+        return ("F", c.stage, c.mb)
+    if c.kind in (ComputeKind.B, ComputeKind.I):
+        return ("B", c.stage, c.mb)
+    return None

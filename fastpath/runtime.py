@@ -1,0 +1,566 @@
+"""The per-rank executor: runs one rank's actions of a verified schedule on real tensors.
+
+What it is: ``RankRunner`` executes ``plan.actions`` in order on one process of
+a torch.distributed group, with the model layers of its stages:
+
+- communication: each plain ``Comm`` is one ``isend``/``irecv``; each ``Batch``
+  is one ``batch_isend_irecv`` posted at its step. Ops are posted exactly where
+  the schedule posts them (receives no later, sends right when the schedule's
+  producing compute has run) and are matched FIFO per rank pair, tag 0, as
+  specs/SEMANTICS.md says NCCL does. ``Batch(wait=True)`` waits for all of its
+  ops before the next step; otherwise only the compute that consumes a receive
+  waits for it, and sends are waited on lazily (polled each step, all at the
+  end).
+- receive buffers come from a pool keyed by shape (shapes probed once from the
+  model) and go back to it once the activation they hold is dead (after the
+  stage's B or W); stage inputs, outputs and I/W state are dropped at that same
+  step.
+- computes: F through the stage's layers (the loss on a route's last stage), B
+  with ``reference.split.backward_full``, I/W with ``backward_input`` /
+  ``backward_weight``; weight gradients are summed per stage in the order the
+  rank runs them, then per layer, then all-reduced over the ranks that hold a
+  tied layer (one subgroup per rank set): ``grad_order="running"``, the fast
+  one. ``grad_order="microbatch"`` keeps each micro-batch's weight gradient and
+  sums them in micro-batch order, the rule of reference.baseline, passing the
+  running sum of a tied layer from rank to rank (bitwise equal to the
+  reference for every family; costs one gradient copy per micro-batch).
+- CUDA: computes on the current stream, communication posted from a separate
+  comm stream that first waits for an event recorded after the producing
+  compute; receives are consumed with ``work.wait()`` (a stream wait, not a
+  host wait); the forward half of an ``OVERLAP`` runs on a second compute
+  stream. Pool buffers carry the event of their last use before reuse.
+- a timeline: host start/end time of every step and the time spent blocked
+  inside it (on CUDA, step times are host enqueue times; see fastpath.trace).
+
+What it does not cover: checking the schedule (the checker does, before this
+runs), choosing where ops go (the schedule does), anything but the two test
+models' calling convention (one tensor in, one tensor out per layer), and
+multi-node clocks. The CUDA path is written but was not run in this project's
+CI (no GPU); its tests skip themselves without CUDA.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fastpath.plan import RankPlan, consumer_key, recv_key
+from fastpath.watchdog import PeerFailure, Watchdog, WatchdogTimeout, describe_wait
+from reference.split import backward_full, backward_input, backward_weight
+from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, comms_of
+
+
+GRAD_ORDERS = ("microbatch", "running")
+
+
+@dataclass
+class StepTime:
+    start: float
+    end: float
+    blocked: float = 0.0  # seconds inside the step spent waiting for communication
+
+
+@dataclass
+class RankResult:
+    rank: int
+    losses: dict[int, float] = field(default_factory=dict)  # mb -> loss (last stages here)
+    grads: dict[str, torch.Tensor] = field(default_factory=dict)  # layer{i}.{name}
+    timeline: list[StepTime] = field(default_factory=list)
+    step_seconds: float = 0.0
+
+
+class _Pool:
+    """Reusable receive buffers per shape; on CUDA a buffer is reused after its release event."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device):
+        self.dtype, self.device = dtype, device
+        self.free: dict[tuple[int, ...], list] = {}
+        self.allocated = 0
+
+    def take(self, shape: tuple[int, ...], stream=None) -> torch.Tensor:
+        lst = self.free.get(shape)
+        if lst:
+            buf, ev = lst.pop()
+            if ev is not None and stream is not None:
+                stream.wait_event(ev)
+            return buf
+        self.allocated += 1
+        return torch.empty(shape, dtype=self.dtype, device=self.device)
+
+    def give(self, buf: torch.Tensor, event=None) -> None:
+        self.free.setdefault(tuple(buf.shape), []).append((buf, event))
+
+
+class RankRunner:
+    def __init__(
+        self,
+        plan: RankPlan,
+        stage_layers: dict[int, list[int]],
+        layers: dict[int, nn.Module],
+        microbatches: list[tuple[torch.Tensor, torch.Tensor]],
+        loss_fn,
+        *,
+        device: torch.device,
+        backward_loss=None,
+        watchdog: Watchdog | None = None,
+        wait_timeout_s: float = 300.0,
+        group=None,
+        grad_order: str = "microbatch",
+    ):
+        if grad_order not in GRAD_ORDERS:
+            raise ValueError(f"grad_order must be one of {GRAD_ORDERS}, got {grad_order!r}")
+        self.grad_order = grad_order
+        self.plan = plan
+        self.rank = plan.rank
+        self.s = plan.schedule
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.layers = layers  # model layer index -> module (shared by tied stages here)
+        self.stage_layers = {st: stage_layers[st] for st in plan.stages}
+        self.mods = {st: [layers[i] for i in self.stage_layers[st]] for st in plan.stages}
+        self.params = {
+            st: tuple(p for m in self.mods[st] for p in m.parameters()) for st in plan.stages
+        }
+        self.microbatches = [(x.to(device), y.to(device)) for x, y in microbatches]
+        self.loss_fn = loss_fn
+        self.backward_loss = backward_loss or (lambda loss: loss)
+        self.watchdog = watchdog
+        self.timeout = datetime.timedelta(seconds=wait_timeout_s)
+        self.group = group
+        dtype = next(iter(layers.values())).parameters().__next__().dtype
+        self.pool = _Pool(dtype, device)
+        self.shapes = self._probe_shapes()
+        self.tied_pgs = []  # (TiedGroup, process group) where this rank is a member
+        self.pending: list = []  # (work, step, action, what, peer) not yet seen complete
+        if self.cuda:
+            self.compute_stream = torch.cuda.current_stream(device)
+            self.comm_stream = torch.cuda.Stream(device)
+            self.side_stream = torch.cuda.Stream(device)
+        if watchdog is not None:
+            watchdog.set_pending_source(lambda: list(self.pending))
+
+    # ---- setup -----------------------------------------------------------
+    @torch.no_grad()
+    def _probe_shapes(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """stage -> (input shape, output shape), from micro-batch 0 through every layer.
+
+        Every rank holds the layers of its own stages only, so shapes of other
+        stages are taken from the route: these models keep (batch, seq, hidden)
+        through every layer, which the runtime asserts on every forward."""
+        x = self.microbatches[0][0]
+        shape = tuple(x.shape)
+        out = {}
+        for st in self.plan.stages:
+            y = x
+            for m in self.mods[st]:
+                y = m(y)
+            out[st] = (shape, tuple(y.shape))
+        return out
+
+    def setup_tied_groups(self, cache: dict | None = None) -> None:
+        """Create one subgroup per rank set of tied layers (collective: every rank
+        calls it, in the same order); ``cache`` reuses groups across runs."""
+        self.tied_pgs = []
+        cache = {} if cache is None else cache
+        for g in self.plan.tied_groups:
+            pg = cache.get(g.ranks)
+            if pg is None:
+                pg = cache[g.ranks] = dist.new_group(list(g.ranks), timeout=self.timeout)
+            if self.rank in g.ranks:
+                self.tied_pgs.append((g, pg))
+
+    # ---- waiting ---------------------------------------------------------
+    def _wait(self, work, step, action, what: str, peer: int | None) -> float:
+        t0 = time.perf_counter()
+        if self.watchdog is not None:
+            self.watchdog.waiting(step, action, what, peer)
+        try:
+            if self.cuda:
+                work.wait()  # makes the current stream wait; no host block
+            else:
+                work.wait(timeout=self.timeout)
+        except RuntimeError as e:
+            waited = time.perf_counter() - t0
+            text = str(e)
+            if "imed out" in text or waited >= self.timeout.total_seconds() * 0.95:
+                raise WatchdogTimeout(
+                    describe_wait(self.rank, step, action, what, peer, waited)
+                ) from None
+            raise PeerFailure(
+                f"rank {self.rank} step {step} ({action}): {what} with rank {peer} failed: "
+                f"{text.splitlines()[0] if text else type(e).__name__}"
+            ) from None
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.idle()
+        return time.perf_counter() - t0
+
+    # ---- communication -----------------------------------------------------
+    def _post(self, step: int, action, ops: tuple[Comm, ...]) -> list:
+        """Post ops (one batch_isend_irecv when ``action`` is a Batch); returns works."""
+        p2p = []
+        meta = []
+        for sub, op in enumerate(ops):
+            peer = self.plan.peers[(step, sub if isinstance(action, Batch) else 0)]
+            if op.kind.is_send:
+                t = self.send_data.pop((op.kind, op.stage, op.mb), None)
+                if t is None:
+                    raise PeerFailure(
+                        f"rank {self.rank} step {step} ({action}): {op} posted before "
+                        "its data exist (the schedule sends before the producing compute)"
+                    )
+                if self.cuda:
+                    self.comm_stream.wait_event(t[1])
+                    t = t[0]
+                else:
+                    t = t[0]
+                p2p.append(dist.P2POp(dist.isend, t, peer, self.group))
+            else:
+                st_in, st_out = self.shapes[op.stage]
+                shape = st_in if op.kind is CommKind.RECV_F else st_out
+                t = self.pool.take(shape, self.comm_stream if self.cuda else None)
+                p2p.append(dist.P2POp(dist.irecv, t, peer, self.group))
+            meta.append((op, peer, t))
+        if self.cuda:
+            with torch.cuda.stream(self.comm_stream):
+                works = self._issue(p2p, action)
+        else:
+            works = self._issue(p2p, action)
+        out = []
+        for (op, peer, t), w in zip(meta, works):
+            rec = (w, step, action, str(op), peer)
+            if op.kind.is_send:
+                self.sends.append((w, t))
+            else:
+                self.recvs[recv_key(op)] = (w, t, step, action, str(op), peer)
+            self.pending.append(rec)
+            out.append(rec)
+        return out
+
+    @staticmethod
+    def _issue(p2p, action) -> list:
+        if isinstance(action, Batch):
+            return dist.batch_isend_irecv(p2p)
+        op = p2p[0]
+        return [op.op(op.tensor, op.peer, op.group)]
+
+    def _take_recv(self, key, step, action) -> tuple[torch.Tensor, float]:
+        item = self.recvs.pop(key, None)
+        if item is None:
+            raise PeerFailure(
+                f"rank {self.rank} step {step} ({action}): needs {key} but no receive "
+                "for it was posted earlier on this rank"
+            )
+        w, t, rstep, raction, what, peer = item
+        blocked = 0.0 if w in self.done else self._wait(
+            w, step, action, f"{what} (posted at step {rstep})", peer
+        )
+        self.done.add(w)
+        return t, blocked
+
+    def _prune_sends(self) -> None:
+        if self.sends and not self.cuda:
+            self.sends = [(w, t) for (w, t) in self.sends if not w.is_completed()]
+
+    # ---- compute -----------------------------------------------------------
+    def _forward(self, c: Compute, step, action) -> float:
+        s, m = self.s, c.mb
+        key = (c.stage, m)
+        blocked = 0.0
+        prev = s.prev_stage(c.stage)
+        if prev is None:
+            x = self.microbatches[m][0]
+            inp = None
+        elif s.rank_of(prev) == self.rank:
+            x = self.local_fwd.pop(key).detach().requires_grad_()
+            inp = x
+        else:
+            buf, blocked = self._take_recv(consumer_key(c), step, action)
+            self.held[key].append(buf)
+            x = buf.detach().requires_grad_()
+            inp = x
+        y = x
+        for mod in self.mods[c.stage]:
+            y = mod(y)
+        nxt = s.next_stage(c.stage)
+        if nxt is None:
+            loss = self.loss_fn(y, self.microbatches[m][1])
+            self.result.losses[m] = loss.detach()
+            y = self.backward_loss(loss)
+        elif s.rank_of(nxt) == self.rank:
+            self.local_fwd[(nxt, m)] = y
+        else:
+            self.send_data[(CommKind.SEND_F, c.stage, m)] = self._ready(y.detach())
+        self.state[key] = (inp, y)
+        return blocked
+
+    def _ready(self, t: torch.Tensor):
+        t = t.contiguous()
+        if self.cuda:
+            ev = torch.cuda.Event()
+            ev.record(torch.cuda.current_stream(self.device))
+            return (t, ev)
+        return (t, None)
+
+    def _grad_out(self, c: Compute, step, action):
+        s = self.s
+        nxt = s.next_stage(c.stage)
+        if nxt is None:
+            return None, 0.0
+        if s.rank_of(nxt) == self.rank:
+            return self.local_bwd.pop((c.stage, c.mb)), 0.0
+        buf, blocked = self._take_recv(consumer_key(c), step, action)
+        self.held[(c.stage, c.mb)].append(buf)
+        return buf, blocked
+
+    def _backward(self, c: Compute, step, action) -> float:
+        key = (c.stage, c.mb)
+        inp, out = self.state[key]
+        g, blocked = self._grad_out(c, step, action)
+        ins = (inp,) if inp is not None else ()
+        params = self.params[c.stage]
+        if c.kind is ComputeKind.B:
+            gi, gp = backward_full(out, ins, g, params)
+            self._accumulate(c.stage, c.mb, gp)
+        else:
+            gi, wstate = backward_input(out, ins, g, params)
+            self.wstate[key] = wstate
+        if inp is not None:
+            self._pass_grad_back(c, gi[0])
+        return blocked
+
+    def _pass_grad_back(self, c: Compute, gi: torch.Tensor) -> None:
+        prev = self.s.prev_stage(c.stage)
+        if self.s.rank_of(prev) == self.rank:
+            self.local_bwd[(prev, c.mb)] = gi
+        else:
+            self.send_data[(CommKind.SEND_B, c.stage, c.mb)] = self._ready(gi)
+
+    def _weight(self, c: Compute) -> None:
+        gp = backward_weight(self.wstate.pop((c.stage, c.mb)))
+        self._accumulate(c.stage, c.mb, gp)
+
+    def _accumulate(self, stage: int, mb: int, grads) -> None:
+        if self.grad_order == "microbatch":
+            self.per_mb.setdefault(stage, {})[mb] = grads
+            return
+        acc = self.acc.get(stage)
+        if acc is None:
+            self.acc[stage] = list(grads)
+        else:
+            for i, g in enumerate(grads):
+                acc[i] = acc[i] + g
+
+    def _free(self, key, step) -> None:
+        if self.plan.free_after.get(key) != step:
+            return
+        self.state.pop(key, None)
+        ev = None
+        if self.cuda:
+            ev = torch.cuda.Event()
+            ev.record(torch.cuda.current_stream(self.device))
+        for buf in self.held.pop(key, ()):
+            self.pool.give(buf, ev)
+
+    def _compute(self, c: Compute, step, action) -> float:
+        if c.kind is ComputeKind.F:
+            return self._forward(c, step, action)
+        if c.kind is ComputeKind.W:
+            self._weight(c)
+            return 0.0
+        return self._backward(c, step, action)
+
+    def _overlap(self, a: Overlap, step) -> float:
+        if not self.cuda:
+            # One CPU thread runs one op at a time; the pair runs back to back.
+            return self._compute(a.f, step, a) + self._compute(a.b, step, a)
+        cur = torch.cuda.current_stream(self.device)
+        self.side_stream.wait_stream(cur)
+        with torch.cuda.stream(self.side_stream):
+            blocked = self._compute(a.f, step, a)
+        blocked += self._compute(a.b, step, a)
+        cur.wait_stream(self.side_stream)
+        return blocked
+
+    # ---- the step loop -------------------------------------------------------
+    def run(self) -> RankResult:
+        """One training step (every action of this rank once). Returns this rank's part."""
+        self.result = RankResult(self.rank)
+        self.state, self.wstate, self.acc, self.per_mb = {}, {}, {}, {}
+        self.local_fwd, self.local_bwd = {}, {}
+        self.send_data, self.recvs, self.sends = {}, {}, []
+        self.held = {key: [] for key in self.plan.free_after}
+        self.done: set = set()
+        self.pending = []
+        timeline = self.result.timeline
+        clock = time.perf_counter
+        t_begin = clock()
+        for step, a in enumerate(self.plan.actions):
+            t0 = clock()
+            blocked = 0.0
+            if isinstance(a, Compute):
+                blocked = self._compute(a, step, a)
+                self._free((a.stage, a.mb), step)
+            elif isinstance(a, Overlap):
+                blocked = self._overlap(a, step)
+                for c in a.computes:
+                    self._free((c.stage, c.mb), step)
+            else:
+                recs = self._post(step, a, comms_of(a))
+                if isinstance(a, Batch) and a.wait:
+                    for w, _, _, what, peer in recs:
+                        blocked += self._wait(w, step, a, what, peer)
+                        self.done.add(w)
+                self._prune_sends()
+            timeline.append(StepTime(t0, clock(), blocked))
+        self._finish()
+        self.result.step_seconds = clock() - t_begin
+        return self.result
+
+    def _finish(self) -> None:
+        end = len(self.plan.actions)
+        for w, t in self.sends:
+            if w not in self.done:
+                self._wait(w, f"end ({end})", "pending sends", "a posted send", None)
+        if self.recvs:
+            key = next(iter(self.recvs))
+            raise PeerFailure(
+                f"rank {self.rank}: receive {self.recvs[key][4]} posted at step "
+                f"{self.recvs[key][2]} was never consumed by a compute"
+            )
+        self.sends = []
+        self.pending = []
+        self.done = set()
+        if self.grad_order == "microbatch":
+            grads = self._ordered_grads(end)
+        else:
+            grads = self._layer_grads()
+            self._allreduce_tied(grads, end)
+        if self.cuda:
+            self._sync(end)
+        self.result.grads = grads
+
+    def _sync(self, end) -> None:
+        if self.watchdog is not None:
+            self.watchdog.waiting(f"end ({end})", "cuda synchronize", "device work", None)
+        torch.cuda.synchronize(self.device)
+        if self.watchdog is not None:
+            self.watchdog.idle()
+
+    # ---- gradients ---------------------------------------------------------
+    def _names(self, stage: int) -> list[str]:
+        return [
+            f"layer{i}.{n}"
+            for i, mod in zip(self.stage_layers[stage], self.mods[stage])
+            for n, _ in mod.named_parameters()
+        ]
+
+    def _layer_grads(self) -> dict[str, torch.Tensor]:
+        """running order: per-stage sums -> per parameter name (tied stages here summed)."""
+        out: dict[str, torch.Tensor] = {}
+        for st in sorted(self.plan.stages):
+            acc = self.acc.get(st)
+            if acc is None:
+                acc = [torch.zeros_like(p) for p in self.params[st]]
+            for n, g in zip(self._names(st), acc):
+                out[n] = g if n not in out else out[n] + g
+        return out
+
+    def _allreduce_tied(self, grads: dict[str, torch.Tensor], end: int) -> None:
+        for g, pg in self.tied_pgs:
+            names = [n for st in self._stages_of_layers(g.layers) for n in self._names(st)]
+            names = sorted(set(names))
+            flat = torch.cat([grads[n].reshape(-1) for n in names])
+            self._collective(lambda: dist.all_reduce(flat, group=pg), end,
+                             f"all-reduce of tied layers {list(g.layers)}", g.ranks)
+            self._unflatten(flat, names, grads)
+
+    def _stages_of_layers(self, layers) -> list[int]:
+        return [st for st in sorted(self.plan.stages) if self.s.layer_of(st) in layers]
+
+    @staticmethod
+    def _unflatten(flat, names, grads) -> None:
+        off = 0
+        for n in names:
+            k = grads[n].numel()
+            grads[n] = flat[off:off + k].view_as(grads[n])
+            off += k
+
+    def _collective(self, fn, end, what, ranks) -> None:
+        if self.watchdog is not None:
+            self.watchdog.waiting(f"end ({end})", what, what, None)
+        try:
+            fn()
+        except RuntimeError as e:
+            text = str(e)
+            raise PeerFailure(
+                f"rank {self.rank} end ({end}): {what} with ranks {list(ranks)} failed: "
+                f"{text.splitlines()[0] if text else type(e).__name__}"
+            ) from None
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.idle()
+
+    def _ordered_grads(self, end: int) -> dict[str, torch.Tensor]:
+        """microbatch order (reference.baseline's rule): per layer, g_0 + g_1 + ... in
+        micro-batch order. A tied layer's micro-batches live on several ranks; the
+        running sum travels from rank to rank in micro-batch order (one P2P hop per
+        change of owner) and the last owner broadcasts it to the group."""
+        s = self.s
+        out: dict[str, torch.Tensor] = {}
+        pgs = {g.ranks: pg for g, pg in self.tied_pgs}
+        for layer in sorted({s.layer_of(st) for st in self.plan.stages}):
+            mine = self._stages_of_layers((layer,))
+            names = self._names(mine[0])
+            like = [p for p in self.params[mine[0]]]
+            owners = []  # (mb, rank, stage)
+            for m in range(s.num_microbatches):
+                route = s.routes[s.route_of_mb[m]]
+                for st in route.stages:
+                    if s.layer_of(st) == layer:
+                        owners.append((m, s.rank_of(st), st))
+                        break
+            ranks = sorted({r for _, r, _ in owners})
+            partial = None
+            prev_owner = None
+            for m, r, st in owners:
+                if r != prev_owner and prev_owner is not None:
+                    if self.rank == prev_owner:
+                        w = dist.isend(partial.contiguous(), r)
+                        self._wait(w, f"end ({end})", f"layer {layer} gradient",
+                                   f"sending the partial gradient sum of layer {layer}", r)
+                        partial = None
+                    elif self.rank == r:
+                        buf = torch.empty(sum(p.numel() for p in like),
+                                          dtype=like[0].dtype, device=self.device)
+                        w = dist.irecv(buf, prev_owner)
+                        self._wait(w, f"end ({end})", f"layer {layer} gradient",
+                                   f"the partial gradient sum of layer {layer}", prev_owner)
+                        partial = buf
+                prev_owner = r
+                if r != self.rank:
+                    continue
+                g = self.per_mb.get(st, {}).get(m)
+                if g is None:
+                    g = [torch.zeros_like(p) for p in like]
+                flat = torch.cat([x.reshape(-1) for x in g])
+                partial = flat.clone() if partial is None else partial.add_(flat)
+            if len(ranks) > 1:
+                last = owners[-1][1]
+                if self.rank != last:
+                    partial = torch.empty(sum(p.numel() for p in like),
+                                          dtype=like[0].dtype, device=self.device)
+                pg = pgs[tuple(ranks)] if tuple(ranks) in pgs else None
+                self._collective(lambda: dist.broadcast(partial, src=last, group=pg), end,
+                                 f"broadcast of layer {layer} gradient", ranks)
+            if partial is None:
+                partial = torch.cat([torch.zeros_like(p).reshape(-1) for p in like])
+            grads = {n: p for n, p in zip(names, like)}
+            self._unflatten(partial, names, grads)
+            out.update(grads)
+        return out

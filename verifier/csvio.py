@@ -203,7 +203,7 @@ def _rows(text: str, source: str) -> list[list[str]]:
         raise ScheduleError("no rows; a PyTorch schedule CSV has one row of actions per rank", source)
     if "\x00" in text:
         raise ScheduleError(f"binary data, not a CSV (NUL byte at offset {text.index(chr(0))})", source)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         return [row for row in reader]
     except csv.Error as e:

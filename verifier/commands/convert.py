@@ -124,6 +124,8 @@ def _write(path: str, text: str, stdout) -> None:
 
 
 def run(args, stdout, stderr) -> int:
+    if args.output != "-" and Path(args.output).is_dir():
+        raise ScheduleError("is a directory, expected a file to write", str(args.output))
     in_fmt = args.from_format or detect_format(args.input)
     s = load_schedule(args.input, fmt=in_fmt)
     to = _target(args, in_fmt)

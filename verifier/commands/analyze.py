@@ -1,12 +1,119 @@
-"""`python -m verifier analyze`: placeholder until its owner lands it (prints that it is missing)."""
+"""`python -m verifier analyze`: the ASAP timeline of one schedule and its metrics.
 
-HELP = "analyze (not built yet)"
+Not covered: correctness (``check``), pictures (``show``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from verifier import costs as costs_mod
+from verifier.analysis import COMM_MODELS, Analysis, analyze
+
+HELP = "time a schedule: makespan, bubbles, critical path, peak memory"
+
+COSTS_HELP = (
+    "costs: KEY=VALUE list (keys F, B, I, W, FB, FI, comm; e.g. F=1,B=2,W=1,FB=2.5,comm=0) "
+    "or a JSON file {\"F\":1, ..., \"stages\": {\"3\": {\"F\": 2}}}. Missing keys: F=1; "
+    "B=I+W if both given else 2F; I=B-W / W=B-I, or I=W=B/2; FB=F+B; FI=max(FB-W,F,I); comm=0"
+)
+
+DESCRIPTION = f"""\
+Replay a schedule as soon as possible under a cost model and a communication
+model (specs/SEMANTICS.md) and report makespan, per-rank busy time and bubble
+(makespan - busy; an overlapped F&B counts once, for its FB cost), the bubble
+ratio (all bubbles / (ranks x makespan)), the critical path, peak live
+activations per rank (verifier.memory: units of one stage's activation for one
+micro-batch, freed by B or I) and parameter copies per rank (distinct layers
+held x ranks / layers: DualPipe 2, every other family 1). A compute-only
+schedule is lowered first.
+
+{COSTS_HELP}.
+
+--format text (default): a header, one table row per rank, the critical path.
+--format json: one object, schema "pp-analysis/1":
+  name, family, num_ranks, num_microbatches, comm_model,
+  costs {{F,B,I,W,FB,FI,comm[,stages]}}, deadlocked (bool),
+  stuck [{{rank, step, action, waits_for}}], makespan, bubble_ratio, max_bubble,
+  ranks [{{rank, busy, bubble, end, peak_activations, stages, param_copies}}],
+  critical_path [{{what: compute|message, rank, step, label, start, end}}],
+  and with --timeline: timeline [{{rank, step, kind, label, start, end}}].
+--chrome-trace OUT.json writes a trace for Perfetto / chrome://tracing (one
+process per rank, compute and comm threads, flow arrows send -> receive).
+
+exit codes: 0 timed to the end, 1 the replay deadlocked (stuck places are
+listed: rank, step, action and what it waits for), 2 bad input or usage."""
 
 
-def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+def add_arguments(p) -> None:
+    p.add_argument("file", help="schedule file (.json, or PyTorch pipelining .csv)")
+    p.add_argument("--costs", default=None, help=COSTS_HELP)
+    p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl",
+                   help="communication model (default nccl, the strictest)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--timeline", action="store_true",
+                   help="json: include every compute span")
+    p.add_argument("--chrome-trace", metavar="OUT.json", default=None,
+                   help="also write a Chrome/Perfetto trace")
+
+
+def fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def render_text(a: Analysis, max_path: int = 12) -> str:
+    lines = [
+        f"schedule: {a.name or '(unnamed)'}" + (f" [{a.family}]" if a.family else ""),
+        f"ranks {a.num_ranks}, micro-batches {a.num_microbatches}, comm model {a.comm_model}",
+        "costs: " + ", ".join(f"{k}={fmt(v)}" for k, v in a.costs.items() if k != "stages")
+        + (" (+ per-stage overrides)" if "stages" in a.costs else ""),
+    ]
+    if a.deadlocked:
+        lines.append(f"DEADLOCK under {a.comm_model}: the replay got stuck at")
+        lines.extend(f"  {s}" for s in a.stuck)
+        return "\n".join(lines) + "\n"
+    lines.append(
+        f"makespan {fmt(a.makespan)}, bubble ratio {100 * a.bubble_ratio:.2f}%, "
+        f"max bubble {fmt(a.max_bubble)}"
+    )
+    hdr = ("rank", "busy", "bubble", "bubble%", "end", "peak act", "stages", "params")
+    rows = [hdr]
+    for r in a.ranks:
+        rows.append((
+            str(r.rank), fmt(r.busy), fmt(r.bubble),
+            f"{100 * r.bubble / a.makespan:.1f}%" if a.makespan else "-",
+            fmt(r.end), fmt(r.peak_activations), str(r.stages), f"{r.param_copies:g}x",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
+    for row in rows:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    path = a.critical_path
+    lines.append(f"critical path ({len(path)} links, start -> end):")
+    shown = list(path)
+    if len(path) > max_path:
+        half = max_path // 2
+        shown = list(path[:half]) + [None] + list(path[-half:])
+    for p in shown:
+        if p is None:
+            lines.append(f"  ... {len(path) - 2 * (max_path // 2)} more ...")
+            continue
+        where = "" if p.what == "message" else f"rank {p.rank} step {p.step}: "
+        lines.append(f"  [{fmt(p.start)}, {fmt(p.end)}] {where}{p.label}")
+    return "\n".join(lines) + "\n"
 
 
 def run(args, stdout, stderr) -> int:
-    stderr.write("error: 'analyze' is not built yet\n")
-    return 2
+    from verifier.io import load_schedule
+
+    cm = costs_mod.load(args.costs)
+    s = load_schedule(args.file)
+    a = analyze(s, cm, args.comm_model)
+    if args.chrome_trace:
+        from verifier.trace import write_chrome_trace
+
+        write_chrome_trace(a, args.chrome_trace)
+    if args.format == "json":
+        stdout.write(json.dumps(a.to_json(timeline=args.timeline), indent=1) + "\n")
+    else:
+        stdout.write(render_text(a))
+    return 1 if a.deadlocked else 0

@@ -1,0 +1,19 @@
+"""fastpath: run a verified pipeline-parallel schedule fast, one process per rank.
+
+What it is: the real-ranks executor of the project. ``python -m fastpath run
+FILE --nproc R`` (or ``torchrun ... -m fastpath run FILE``) verifies a
+schedule with the checker, runs it under torch.distributed (gloo on CPU, NCCL
+on GPU) with asynchronous P2P posted where the schedule posts it, batches as
+``batch_isend_irecv``, pooled receive buffers, the I/W split, OVERLAP pairs
+and tied-layer gradient reduction; a watchdog turns a hang into an error that
+names the rank, step, action and peer; ``--check`` compares every gradient
+with reference/; ``--trace`` writes what really ran as a pp-schedule.
+
+Layout: plan (what one rank does), runtime (the step loop), watchdog, launch
+(spawn / torchrun), check (verify, differential), trace, cli.
+
+What it does not cover: choosing or repairing schedules (verifier/), a
+single-process simulation (reference/), optimiser steps, multi-node clocks.
+Never imports z3 (the checker runs with its graph engine). The CUDA path
+(streams, events, NCCL) is written but has not been run here: no GPU.
+"""

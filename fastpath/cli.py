@@ -1,0 +1,265 @@
+"""The command line: ``python -m fastpath run FILE --nproc R ...`` (or under torchrun).
+
+What it is: ``main(argv, stdout, stderr) -> int``. ``run`` loads a schedule
+(JSON or PyTorch CSV via verifier.io; a compute-only one is lowered), verifies
+it with the checker (graph engine), runs it on R ranks (spawned here, or the
+ranks of a ``torchrun`` launch: ``torchrun --nproc-per-node R -m fastpath run
+FILE``), optionally compares every gradient and loss with the reference
+executor, writes a trace, and prints what it measured.
+
+What it does not cover: generating schedules (``python -m verifier generate``),
+models other than reference/models.py's, optimiser steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import IO, Sequence
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_WATCHDOG, EXIT_RANK_FAILED = 4, 5
+
+DESCRIPTION = """\
+Run a pipeline-parallel schedule on real ranks (one process per rank,
+torch.distributed: gloo on CPU, NCCL on GPU).
+
+Output (stdout), one line each:
+  fastpath: FILE family=F ranks=R microbatches=M backend=B model=X dtype=D verify=VERDICT
+  step: S s (iteration i of N; slowest rank)                     one per timed iteration
+  rank R: busy=S s idle=S s predicted_bubble=S s                 last iteration
+  param NAME max_abs=E max_rel=E bitwise=yes|no ok=yes|no        with --check
+  loss mb M fast=V reference=V abs_diff=E bitwise=yes|no         with --check
+  check: MATCH bitwise | MATCH within rtol=R atol=A | MISMATCH (N parameters: NAMES)
+  trace: PATH                                                    with --trace
+predicted_bubble is verifier.analysis's bubble with costs calibrated from
+this run's mean F/B/I/W times ("n/a" if the analysis is unavailable).
+
+Exit codes:
+  0  ran (and, with --check, matched the reference within tolerance)
+  1  --check found a difference, or the checker REFUTED the schedule
+  2  bad input or usage (file, flags, ranks that do not fit the schedule)
+  3  the checker said UNKNOWN (never run as if verified; --no-verify overrides)
+  4  watchdog: a rank waited longer than --watchdog-seconds (the message names
+     rank, step, action and peer); every rank is stopped
+  5  a rank failed otherwise (exception, a peer died)
+"""
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Exit(Exception):
+    def __init__(self, status: int):
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # type: ignore[override]
+        raise _Usage(f"{self.prog}: {message}")
+
+    def exit(self, status=0, message=None):  # type: ignore[override]
+        if message:
+            raise _Usage(message.strip())
+        raise _Exit(status)
+
+
+def build_parser(stdout: IO[str]) -> _Parser:
+    p = _Parser(prog="python -m fastpath", description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    r = sub.add_parser("run", help="run a schedule on real ranks", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("file", help="schedule file (pp-schedule JSON, or PyTorch pipelining CSV)")
+    r.add_argument("--nproc", type=int, default=None,
+                   help="ranks to spawn (must equal the schedule's num_ranks; default: it, "
+                        "or WORLD_SIZE under torchrun)")
+    r.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="auto: nccl when CUDA has a device per rank, else gloo (default auto)")
+    r.add_argument("--model", choices=("mlp", "transformer"), default="mlp")
+    r.add_argument("--layers-per-stage", type=int, default=1, metavar="K",
+                   help="model layers per schedule layer (default 1)")
+    r.add_argument("--hidden", type=int, default=16, help="hidden size (default 16)")
+    r.add_argument("--batch", type=int, default=2, help="micro-batch size (default 2)")
+    r.add_argument("--seq", type=int, default=4, help="sequence length (default 4)")
+    r.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--loss-reduction", choices=("sum", "mean"), default="sum")
+    r.add_argument("--grad-order", choices=("microbatch", "running"), default="microbatch",
+                   help="microbatch: sum weight gradients in micro-batch order like "
+                        "reference/ (bitwise in float64); running: one running sum per "
+                        "stage and an all-reduce for tied layers (faster, equal within "
+                        "tolerance). Default microbatch")
+    r.add_argument("--iterations", type=int, default=1, help="timed steps (default 1)")
+    r.add_argument("--warmup", type=int, default=0, help="untimed steps first (default 0)")
+    r.add_argument("--check", action="store_true",
+                   help="compare every gradient and loss with reference/ (exit 1 on a difference)")
+    r.add_argument("--trace", metavar="OUT.json",
+                   help="write what each rank executed, with timestamps, as a pp-schedule")
+    r.add_argument("--watchdog-seconds", type=float, default=300.0,
+                   help="a rank waiting longer than this stops the run (exit 4; default 300)")
+    r.add_argument("--no-verify", action="store_true",
+                   help="run even when the checker refutes the schedule (or says UNKNOWN)")
+    r.add_argument("--comm-model", choices=("nccl", "eager"), default="nccl",
+                   help="the checker's communication model (default nccl, the strictest)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per rank (default: cores / ranks)")
+    p._print_message = lambda m, file=None: stdout.write(m or "")  # type: ignore
+    for a in sub.choices.values():
+        a._print_message = lambda m, file=None: stdout.write(m or "")  # type: ignore
+    return p
+
+
+def _torchrun_env() -> tuple[int, int, int] | None:
+    if "TORCHELASTIC_RUN_ID" in os.environ or (
+        "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and "RANK" in os.environ
+    ):
+        return (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+    return None
+
+
+def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None,
+         stderr: IO[str] | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser(stdout).parse_args(argv)
+    except _Exit as e:
+        return e.status
+    except _Usage as e:
+        stderr.write(f"error: {e}\n")
+        return EXIT_BAD_INPUT
+    if args.command != "run":
+        build_parser(stdout).print_help()
+        return EXIT_BAD_INPUT
+    from verifier.ir import ScheduleError
+
+    try:
+        return _run(args, stdout, stderr)
+    except ScheduleError as e:
+        stderr.write(f"error: {e}\n")
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _bad(stderr, msg: str) -> int:
+    stderr.write(f"error: {msg}\n")
+    return EXIT_BAD_INPUT
+
+
+def _run(args, stdout, stderr) -> int:
+    from fastpath.check import refusal, verify
+    from fastpath.launch import Job, RunFailed, choose_backend, rank_main, spawn
+    from fastpath.plan import prepare_schedule
+    from verifier.io import load_schedule, schedule_to_dict
+
+    for name in ("layers_per_stage", "hidden", "batch", "seq", "iterations"):
+        v = getattr(args, name)
+        if v < 1:
+            return _bad(stderr, f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.warmup < 0:
+        return _bad(stderr, f"--warmup must be >= 0, got {args.warmup}")
+    if not args.watchdog_seconds > 0:
+        return _bad(stderr, f"--watchdog-seconds must be > 0, got {args.watchdog_seconds}")
+    if args.model == "transformer" and args.hidden % 2 and args.hidden > 1:
+        pass  # reference.models picks one head for odd sizes
+    tr = _torchrun_env()
+    rank = tr[0] if tr else 0
+    schedule = prepare_schedule(load_schedule(args.file))
+    nproc = args.nproc if args.nproc is not None else (tr[1] if tr else schedule.num_ranks)
+    if nproc != schedule.num_ranks:
+        return _bad(stderr, f"{args.file}: the schedule has {schedule.num_ranks} ranks, "
+                            f"--nproc is {nproc}")
+    if tr and tr[1] != nproc:
+        return _bad(stderr, f"torchrun started {tr[1]} ranks but the schedule has {nproc}")
+    if args.backend == "nccl":
+        import torch
+
+        if not torch.cuda.is_available():
+            return _bad(stderr, "--backend nccl needs CUDA, and no CUDA device is available")
+    verdict = "not-checked"
+    if not args.no_verify:
+        v = verify(schedule, args.comm_model)
+        verdict = f"{v.verdict}({v.comm_model})"
+        if v.verdict != "VERIFIED":
+            if rank == 0:
+                stderr.write(refusal(v, args.file) + "\n")
+            return EXIT_MISMATCH if v.verdict == "REFUTED" else EXIT_UNKNOWN
+    job = Job(
+        schedule=schedule_to_dict(schedule), model=args.model,
+        layers_per_stage=args.layers_per_stage, hidden=args.hidden, batch=args.batch,
+        seq=args.seq, seed=args.seed, dtype=args.dtype, loss_reduction=args.loss_reduction,
+        grad_order=args.grad_order, iterations=args.iterations, warmup=args.warmup,
+    )
+    backend = choose_backend(args.backend, nproc)
+    try:
+        if tr:
+            results = rank_main(tr[0], tr[1], [job], backend=backend,
+                                watchdog_s=args.watchdog_seconds, local_rank=tr[2],
+                                threads=args.threads)
+            if rank != 0:
+                return EXIT_OK
+        else:
+            results = spawn([job], nproc, backend=backend, watchdog_s=args.watchdog_seconds,
+                            threads=args.threads)
+    except RunFailed as e:
+        stderr.write(f"error: {e}\n")
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - under torchrun: this rank's failure
+        from fastpath.watchdog import WatchdogTimeout
+
+        stderr.write(f"error: rank {rank}: {e}\n")
+        return EXIT_WATCHDOG if isinstance(e, WatchdogTimeout) else EXIT_RANK_FAILED
+    return _report(args, schedule, job, results[0], backend, verdict, stdout, stderr)
+
+
+def _report(args, schedule, job, jr, backend, verdict, stdout, stderr) -> int:
+    from fastpath.check import comparison_lines, differential, merge, reference_run
+    from fastpath.trace import measured_idle, predicted_bubble, trace_schedule
+    from verifier.io import save_schedule
+
+    w = stdout.write
+    w(f"fastpath: {args.file} family={schedule.family or '-'} ranks={schedule.num_ranks} "
+      f"microbatches={schedule.num_microbatches} backend={backend} model={args.model} "
+      f"dtype={args.dtype} verify={verdict}\n")
+    for i, per_rank in enumerate(jr.step_seconds):
+        w(f"step: {max(per_rank):.6f} s (iteration {i + 1} of {len(jr.step_seconds)}; "
+          "slowest rank)\n")
+    idle = measured_idle(jr, schedule)
+    try:
+        pred = predicted_bubble(schedule, jr, args.comm_model)
+    except Exception:  # noqa: BLE001 - a prediction problem never fails the run
+        pred = None
+    for r, (busy, idl) in enumerate(idle):
+        pb = f"{pred[1][r]:.6f} s" if pred else "n/a"
+        w(f"rank {r}: busy={busy:.6f} s idle={idl:.6f} s predicted_bubble={pb}\n")
+    code = EXIT_OK
+    if args.check:
+        from verifier.ir import ScheduleError
+
+        try:
+            ref = reference_run(schedule, job)
+        except ScheduleError as e:
+            stderr.write(f"error: the reference executor refused the schedule: {e}\n")
+            return EXIT_MISMATCH
+        cmp = differential(merge(jr), ref)
+        for line in comparison_lines(cmp):
+            w(line + "\n")
+        if cmp.bitwise:
+            w("check: MATCH bitwise\n")
+        elif cmp.matches:
+            w(f"check: MATCH within rtol={cmp.rtol:g} atol={cmp.atol:g} "
+              f"(max_abs={cmp.max_abs:.3e})\n")
+        else:
+            bad = cmp.mismatched
+            w(f"check: MISMATCH ({len(bad)} parameters: {', '.join(bad[:8])})\n")
+            code = EXIT_MISMATCH
+    if args.trace:
+        save_schedule(trace_schedule(schedule, jr, backend), args.trace)
+        w(f"trace: {args.trace}\n")
+    return code

@@ -106,6 +106,13 @@ class _Reader:
     def ids(self, rank: int, col: int, cell: str, stage: str, mb: str, kind: str):
         if mb == "":
             raise self.fail(rank, col, f"action {_show(cell)} has no micro-batch id after {kind}")
+        if len(stage) > 9 or len(mb) > 9:  # also keeps int() off huge digit strings
+            big, what = (stage, "stage") if len(stage) > 9 else (mb, "micro-batch")
+            raise self.fail(
+                rank, col,
+                f"{what} id {big if len(big) <= 20 else big[:20] + '...'} in {_show(cell)} "
+                f"is out of range (at most {MAX_ID})",
+            )
         s, m = int(stage), int(mb)
         if s > MAX_ID:
             raise self.fail(rank, col, f"stage id {s} in {_show(cell)} is out of range (at most {MAX_ID})")
@@ -156,8 +163,10 @@ class _Reader:
             self.max_mb = max(self.max_mb, b)
             self.has_comm = True
             return Comm(_COMM[kind], s, b)
+        hint = " (PyTorch's old name 'BW' is now 'B')" if kind == "BW" else ""
         raise self.fail(
-            rank, col, f"unknown action type {kind!r} in {_show(whole)}; expected {_EXPECTED}"
+            rank, col,
+            f"unknown action type {kind!r} in {_show(whole)}{hint}; expected {_EXPECTED}",
         )
 
     def cell(self, rank: int, col: int, cell: str) -> Action:
@@ -207,7 +216,10 @@ def _rows(text: str, source: str) -> list[list[str]]:
     try:
         return [row for row in reader]
     except csv.Error as e:
-        raise ScheduleError(f"malformed CSV: {e}", f"{source}: line {reader.line_num}") from None
+        lines = text.splitlines()
+        n = reader.line_num
+        near = f" in {_show(lines[n - 1])}" if 0 < n <= len(lines) else ""
+        raise ScheduleError(f"malformed CSV: {e}{near}", f"{source}: line {n}") from None
 
 
 def csv_to_schedule(text: str, source: str = "<input>") -> Schedule:

@@ -47,9 +47,31 @@ def _where(source: str, path: str) -> str:
     return f"{source}: {path}"
 
 
+# UTF-32 before UTF-16: the UTF-32-LE mark starts with the UTF-16-LE one.
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+    (b"\xff\xfe", "UTF-16-LE"),
+    (b"\xfe\xff", "UTF-16-BE"),
+)
+
+
+def _near(text: str, pos: int) -> str:
+    """The offending text at ``pos`` of a JSON document, for error messages."""
+    snippet = text[pos : pos + 20].split("\n")[0]
+    return f"near {snippet!r}" if snippet else "at end of line" if pos < len(text) else "at end of file"
+
+
 def _decode(data: bytes, source: str) -> str:
     if not data.strip():
         raise ScheduleError("file is empty", source)
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            raise ScheduleError(
+                f"text is {enc} (byte-order mark {data[:len(bom)].hex(' ')}); "
+                "schedules are UTF-8: re-save the file as UTF-8",
+                source,
+            )
     if b"\x00" in data[:4096]:
         raise ScheduleError(
             f"binary data, not a schedule (NUL byte at offset {data.index(0)})", source
@@ -68,10 +90,22 @@ def parse_json_text(text: str, source: str = "<input>") -> Schedule:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ScheduleError(
-            f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", source
+            f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg} ({_near(text, e.pos)})",
+            source,
         ) from None
     except RecursionError:
         raise ScheduleError("invalid JSON: nested too deeply", source) from None
+    except ValueError as e:  # an integer literal over Python's digit limit
+        m = re.search(r"[0-9]{1000,}", text)
+        if m is None:
+            raise ScheduleError(f"invalid JSON: {str(e).split(';')[0]}", source) from None
+        line = text.count("\n", 0, m.start()) + 1
+        col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+        raise ScheduleError(
+            f"invalid JSON at line {line} column {col}: integer literal of "
+            f"{len(m.group())} digits ({_near(text, m.start())[:-1]}...'), too large",
+            source,
+        ) from None
     return schedule_from_dict(doc, source)
 
 

@@ -1,0 +1,170 @@
+"""The bad-input corpus (tests/bad_inputs/): every malformed file gives one clean line.
+
+For each file the real CLI (``verifier.cli.main``; a few also as a real
+``python -m verifier`` process) runs ``convert`` on it, JSON to CSV and CSV to
+JSON, and ``verifier.io.load_schedule`` loads it directly. Asserted: exit 2,
+nothing on stdout, exactly one line on stderr, no traceback, no output file
+left behind, and the message names the file, the place (JSON path with rank
+and step, CSV row/rank and column, or line and column) and the offending
+value, as listed in EXPECTED below.
+
+The ``tocsv_*`` files are valid schedules that the CSV form cannot express:
+they load, and only the conversion to CSV is refused.
+
+Not covered: schedules that load but are *wrong* (the checker's properties).
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from verifier.cli import main
+from verifier.io import load_schedule
+from verifier.ir import ScheduleError
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+ROOT = Path(__file__).resolve().parent.parent
+
+# file -> substrings the one-line message must contain (place and value)
+EXPECTED: dict[str, tuple[str, ...]] = {
+    # --- not a schedule at all
+    "empty.json": ("file is empty",),
+    "whitespace_only.json": ("file is empty",),
+    "empty.csv": ("file is empty",),
+    "directory.json": ("is a directory",),
+    "binary_junk.json": ("binary data", "NUL byte at offset 0"),
+    "binary.csv": ("binary data", "NUL byte at offset 4"),
+    "utf16.json": ("UTF-16-LE", "byte-order mark ff fe"),
+    "utf16.csv": ("UTF-16-LE", "byte-order mark ff fe"),
+    "latin1.json": ("not UTF-8", "byte 0xe9 at offset 62"),
+    # --- broken JSON syntax
+    "truncated.json": ("line 38 column 1", "at end of file"),
+    "trailing_comma.json": ("line 18 column 2", "near '],'"),
+    "deeply_nested.json": ("nested too deeply",),
+    "huge_int_literal.json": ("line 6 column 22", "5000 digits", "'99999"),
+    "nan.json": ("$.num_ranks", "got NaN"),
+    "infinite_float.json": ("$.num_microbatches", "got Infinity"),
+    # --- schema: shape, types, ranges
+    "not_an_object.json": ("$:", "expected object, got [1, 2]"),
+    "null_document.json": ("$:", "got null"),
+    "missing_routes.json": ("$:", "missing required key 'routes'"),
+    "wrong_format.json": ("$.format", "got 'pp-sched'"),
+    "wrong_version.json": ("$.version", "expected '1.0', got '2.0'"),
+    "num_ranks_string.json": ("$.num_ranks", "expected integer, got '2'"),
+    "zero_ranks.json": ("$.num_ranks", "must be >= 1, got 0"),
+    "stage_id_bool.json": ("$.stages[1].id", "got true"),
+    "negative_stage.json": ("$.actions[0][1].stage", "rank 0 step 1", "got -1"),
+    "huge_microbatch.json": ("$.actions[1][2].mb", "rank 1 step 2", "got 1000000000000"),
+    "float_stage.json": ("$.actions[1][3].stage", "rank 1 step 3", "got 1.5"),
+    "unknown_op.json": ("$.actions[1][0].op", "rank 1 step 0", "'FWD'"),
+    "missing_mb.json": ("$.actions[0][2]", "rank 0 step 2", "missing required key 'mb'"),
+    "extra_key.json": ("$.actions[0][0]", "rank 0 step 0", "unknown key 'micro'"),
+    "empty_rank_list.json": ("$.actions", "at least 1 item", "got 0"),
+    "ranks_mismatch.json": ("$.actions", "2 rank lists", "num_ranks is 3"),
+    "overlap_with_comm.json": ("$.actions[0][2].f.op", "rank 0 step 2", "'SEND_F'"),
+    "batch_empty_ops.json": ("$.actions[1][1].ops", "rank 1 step 1", "got 0"),
+    "batch_wait_string.json": ("$.actions[1][1].wait", "rank 1 step 1", "got 'yes'"),
+    "route_no_stages.json": ("$.routes[0].stages", "got 0"),
+    "name_not_string.json": ("$.name", "got 5"),
+    "action_not_object.json": ("$.actions[1][2]", "rank 1 step 2", "got '1F1'"),
+    # --- valid JSON, but no CSV form (only `convert ... -o x.csv` refuses)
+    "tocsv_two_routes.json": ("cannot convert to CSV", "has 2 routes"),
+    "tocsv_tied_layers.json": ("cannot convert to CSV", "stage 1 holds layer 0"),
+    "tocsv_batch.json": ("rank 0 step 1", "BATCH of 1 op", "--flatten-batches"),
+    "tocsv_wrong_rank.json": ("rank 0 step 4", "W(stage 1, mb 0)", "placed on rank 1"),
+    # --- PyTorch CSV
+    "garbage.csv": ("row 1 (rank 0) column 1", "'hello'"),
+    "unknown_action.csv": ("row 1 (rank 0) column 2", "'X'", "'0X0'"),
+    "legacy_bw.csv": ("row 1 (rank 0) column 2", "'BW'", "'0BW0'"),
+    "lowercase_action.csv": ("row 1 (rank 0) column 2", "'0f1'"),
+    "unsupported_unshard.csv": ("row 2 (rank 1) column 1", "unsupported", "'1UNSHARD'"),
+    "unsupported_reduce_grad.csv": ("row 1 (rank 0) column 3", "unsupported", "'0REDUCE_GRAD'"),
+    "bad_microbatch.csv": ("row 1 (rank 0) column 2", "'0F-1'"),
+    "missing_microbatch.csv": ("row 2 (rank 1) column 1", "'1F'", "no micro-batch id"),
+    "huge_microbatch.csv": ("row 1 (rank 0) column 2", "micro-batch id 99999999999"),
+    "huge_digits.csv": ("row 1 (rank 0) column 2", "stage id 11111111111111111111..."),
+    "stage_on_two_ranks.csv": ("row 2 (rank 1) column 1", "'1B0'", "row 1 column 2", "rank 0"),
+    "stage_gap.csv": ("stage(s) 1 appear in no action",),
+    "overlap_three.csv": ("row 2 (rank 1) column 1", "'(1F1;1B0;1W0)OVERLAP_F_B'", "3 sub-action"),
+    "overlap_two_forwards.csv": ("row 1 (rank 0) column 1", "'(0F1;1F0)OVERLAP_F_B'"),
+    "overlap_unclosed.csv": ("row 1 (rank 0) column 2", "'(0F1;1B0OVERLAP_F_B'"),
+    "unclosed_quote.csv": ("line 1", "malformed CSV", "'0F0,\"1F0'"),
+    "only_commas.csv": ("no actions", "2 row(s)"),
+}
+
+FILES = sorted(p.name for p in CORPUS.iterdir())
+
+
+def test_corpus_is_complete():
+    assert len(FILES) >= 30
+    assert set(FILES) == set(EXPECTED), "every corpus file needs an EXPECTED entry"
+    assert (CORPUS / "directory.json").is_dir()
+
+
+def _out_path(name: str, tmp_path: Path) -> Path:
+    return tmp_path / ("out.json" if name.endswith(".csv") else "out.csv")
+
+
+def _check_line(err: str, path: Path, name: str) -> None:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert err.startswith(f"error: {path}"), err
+    for part in EXPECTED[name]:
+        assert part in err, f"{name}: {part!r} not in {err!r}"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_cli_convert_refuses_with_one_located_line(name, tmp_path):
+    path = CORPUS / name
+    out_file = _out_path(name, tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(["convert", str(path), "-o", str(out_file)], out, err)
+    assert rc == 2
+    assert out.getvalue() == ""
+    _check_line(err.getvalue(), path, name)
+    assert list(tmp_path.iterdir()) == [], "a refused conversion must leave no output"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_load_schedule_raises_one_located_line(name):
+    path = CORPUS / name
+    if name.startswith("tocsv_"):
+        s = load_schedule(path)  # valid: only CSV output is refused
+        assert s.num_ranks >= 1
+        return
+    with pytest.raises(ScheduleError) as e:
+        load_schedule(path)
+    msg = str(e.value)
+    assert isinstance(e.value, ValueError)
+    _check_line(f"error: {msg}\n", path, name)
+
+
+@pytest.mark.parametrize(
+    "name", ["truncated.json", "unknown_op.json", "unsupported_unshard.csv",
+             "binary_junk.json", "directory.json", "tocsv_two_routes.json"]
+)
+def test_real_process(name, tmp_path):
+    path = CORPUS / name
+    proc = subprocess.run(
+        [sys.executable, "-m", "verifier", "convert", str(path), "-o",
+         str(_out_path(name, tmp_path))],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    _check_line(proc.stderr, path, name)
+
+
+def test_missing_file_and_usage(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    missing = tmp_path / "nope.json"
+    assert main(["convert", str(missing), "-o", str(tmp_path / "x.csv")], out, err) == 2
+    assert err.getvalue() == f"error: {missing}: no such file\n"
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["convert", str(missing), "-o", "x", "--to", "yaml"], out, err) == 2
+    assert err.getvalue().count("\n") == 1 and "yaml" in err.getvalue()

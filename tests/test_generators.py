@@ -520,20 +520,7 @@ def run_nccl_model(s: Schedule) -> None:
     assert not stuck, f"{s.name}: nccl model deadlock, blocked at {stuck}"
 
 
-_LOWERING_NCCL_CYCLE = (
-    "the shared lowering posts each receive right before its consumer; with two "
-    "stages per rank a pair of ranks then orders its two directions differently "
-    "(zbv 2x4: rank 0 posts SEND_F(0,2) before RECV_F(3,0), rank 1 SEND_F(2,0) "
-    "before RECV_F(1,2)), a cycle under the in-order `nccl` stream model; fine "
-    "under `eager`. A lowering matter, reported to its owner."
-)
-
-
-@pytest.mark.parametrize("family,R,M,v", [
-    x if not (x[0] == "zbv" and x[1] > 1 or x[0] == "interleaved-1f1b" and x[1] > 1 and x[3] > 1 and x[2] >= 2 * x[1])
-    else pytest.param(*x, marks=pytest.mark.xfail(reason=_LOWERING_NCCL_CYCLE, strict=True))
-    for x in grid() if x[1] <= 4 and x[2] >= 2
-])
+@pytest.mark.parametrize("family,R,M,v", [x for x in grid() if x[1] <= 4 and x[2] >= 2])
 def test_nccl_model_no_deadlock(family, R, M, v):
     run_nccl_model(generate(family, R, M, num_chunks=v))
 

@@ -32,7 +32,7 @@ from enum import Enum
 from functools import total_ordering
 from typing import Mapping
 
-from verifier.ir import Schedule, ScheduleError, loc
+from verifier.ir import Schedule, ScheduleError, comms_of, loc
 
 COMM_MODELS = ("nccl", "eager")
 ENGINES = ("auto", "graph", "z3", "both")
@@ -200,6 +200,7 @@ class PropertyResult:
     property: PropertyId
     status: Status
     violations: tuple[Violation, ...] = ()
+    decided_by: str = ""  # "static", "graph" or "z3" ("" when not checked)
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class CheckResult:
     lowered: bool
     certificate: str
     stats: Stats
+    z3_core: tuple[str, ...] = ()
     schedule: Schedule = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
 
     def result_of(self, pid: PropertyId | str) -> PropertyResult:
@@ -267,6 +269,14 @@ def _z3_available() -> bool:
     return True
 
 
+def _has_certificate() -> bool:
+    try:
+        import verifier.certificate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def check(
     schedule: Schedule,
     comm_model: str = "nccl",
@@ -275,6 +285,7 @@ def check(
     *,
     validate_certificate: bool = True,
     z3_timeout_ms: int | None = None,
+    z3_rlimit: int | None = None,
     progress=None,
 ) -> CheckResult:
     """Decide the seven properties of ``schedule`` under ``comm_model``.
@@ -302,30 +313,42 @@ def check(
         schedule = lower(schedule)
         lowered = True
 
-    say("static properties")
-    wf = properties.well_formed(schedule)
-    num_ops = sum(1 for _ in schedule.iter_comms())
-    if wf:
-        props = [PropertyResult(PropertyId.WELL_FORMED, Status.FAILS, tuple(wf))]
-        props += [
-            PropertyResult(p, Status.NOT_CHECKED) for p in list(PropertyId)[1:]
-        ]
+    def result(verdict, chosen, props, witness, cycle, peaks, cert, engine_s, cert_s, num_events, z3_stats, core):
         return CheckResult(
-            verdict=Verdict.REFUTED,
+            verdict=verdict,
             comm_model=comm_model,
-            engine="none",
+            engine=chosen,
             properties=tuple(props),
-            witness=None,
-            cycle=None,
-            peaks=(),
+            witness=witness,
+            cycle=cycle,
+            peaks=tuple(peaks),
             memory_limit=memory_limit,
             lowered=lowered,
-            certificate="",
-            stats=Stats(time.perf_counter() - t0, schedule.num_actions, num_ops, 0, 0.0, 0.0),
+            certificate=cert,
+            stats=Stats(
+                seconds=time.perf_counter() - t0,
+                num_actions=schedule.num_actions,
+                num_ops=num_ops,
+                num_events=num_events,
+                engine_seconds=engine_s,
+                certificate_seconds=cert_s,
+                z3=z3_stats,
+            ),
+            z3_core=tuple(core),
             schedule=schedule,
         )
+
+    say("well-formed")
+    wf = properties.well_formed(schedule)
+    num_ops = sum(len(comms_of(a)) for acts in schedule.actions for a in acts)
+    if wf:
+        props = [PropertyResult(PropertyId.WELL_FORMED, Status.FAILS, tuple(wf), "static")]
+        props += [PropertyResult(p, Status.NOT_CHECKED) for p in list(PropertyId)[1:]]
+        return result(Verdict.REFUTED, "none", props, None, None, (), "", 0.0, 0.0, 0, {}, ())
+    say("static properties")
     static = properties.static_properties(schedule, memory_limit)
-    peaks = tuple(properties.peaks(schedule))
+    peaks = properties.peaks(schedule)
+    static_fail = {p for p, v in static.items() if v}
 
     chosen = engine
     if engine == "auto":
@@ -340,25 +363,21 @@ def check(
 
     witness = None
     cycle = None
-    extra: list[Violation] = []
     dl_status = Status.HOLDS
     dl_viol: tuple[Violation, ...] = ()
+    dl_by = chosen
+    notes: list[Violation] = []  # disagreements, attached to deadlock-free
     num_events = 0
     z3_stats: Mapping[str, object] = {}
-    cert_note = ""
+    core: tuple[str, ...] = ()
     t_engine = time.perf_counter()
-    graph_outcome = None
+
+    graph = None
     if chosen in ("graph", "both"):
         say("graph engine")
-        graph_outcome = hbgraph.decide(schedule, comm_model)
-        num_events = graph_outcome.num_events
-        if graph_outcome.witness is not None:
-            witness = graph_outcome.witness
-        else:
-            cycle = graph_outcome.cycle
-            dl_status = Status.FAILS
-            dl_viol = (graph_outcome.violation,)
-    z3_outcome = None
+        graph = hbgraph.decide(schedule, comm_model)
+        num_events = graph.num_events
+
     if chosen in ("z3", "both"):
         say("z3 engine")
         from verifier import z3engine
@@ -366,57 +385,69 @@ def check(
         kw = {}
         if z3_timeout_ms is not None:
             kw["timeout_ms"] = z3_timeout_ms
-        z3_outcome = z3engine.decide(schedule, comm_model, memory_limit=memory_limit, **kw)
-        z3_stats = dict(getattr(z3_outcome, "stats", {}) or {})
-        z3_dl = _z3_deadlock_status(z3_outcome)
-        if chosen == "z3":
-            if z3_dl is Status.UNKNOWN:
-                dl_status = Status.UNKNOWN
-                dl_viol = (
-                    Violation(
-                        PropertyId.DEADLOCK_FREE,
-                        "solver-unknown",
-                        (),
-                        (("detail", str(getattr(z3_outcome, "reason", "") or "unknown")),),
-                    ),
-                )
-            elif z3_dl is Status.HOLDS:
-                witness = tuple(tuple(x) for x in z3_outcome.order)
-            else:
-                # Z3's core is a minimal counterexample; the graph engine prints
-                # the same deadlock hop by hop (and the two are held together).
-                dl_status = Status.FAILS
-                g = hbgraph.decide(schedule, comm_model)
-                num_events = g.num_events
-                if g.witness is None:
-                    cycle = g.cycle
-                    dl_viol = (g.violation,)
-                else:
-                    dl_status = Status.UNKNOWN
-                    dl_viol = (_disagree("z3 finds a deadlock the graph engine does not"),)
+        if z3_rlimit is not None:
+            kw["rlimit"] = z3_rlimit
+        z3o = z3engine.decide(schedule, comm_model, memory_limit=memory_limit, **kw)
+        z3_stats = dict(getattr(z3o, "stats", {}) or {})
+        core = tuple(getattr(z3o, "core", ()) or ())
+        # Z3 states properties 3-7 at once; the static checks decide 3, 4, 6
+        # and 7 on their own, so hold them against Z3's answer.
+        z3_failed = {PropertyId(p) for p in (z3o.failed_properties or ())}
+        if z3o.status == "unknown":
+            dl_status = Status.UNKNOWN
+            dl_viol = (Violation(PropertyId.DEADLOCK_FREE, "solver-unknown", (), (("detail", z3o.reason or "unknown"),)),)
+        elif z3o.status == "sat":
+            if static_fail:
+                notes.append(_disagree(
+                    "z3 finds every property holds, the static checks find "
+                    + ", ".join(p.value for p in sorted(static_fail)) + " failing"))
+            witness = tuple(tuple(x) for x in z3o.order)
         else:
-            assert graph_outcome is not None
-            if z3_dl is Status.UNKNOWN:
-                dl_status = Status.UNKNOWN
-                dl_viol = dl_viol + (
-                    Violation(
-                        PropertyId.DEADLOCK_FREE,
-                        "solver-unknown",
-                        (),
-                        (("detail", str(getattr(z3_outcome, "reason", "") or "unknown")),),
-                    ),
-                )
-            elif (z3_dl is Status.HOLDS) != (graph_outcome.witness is not None):
-                dl_status = Status.UNKNOWN
-                dl_viol = (
-                    _disagree(
-                        f"graph says {'deadlock-free' if graph_outcome.witness else 'deadlock'}, "
-                        f"z3 says {'deadlock-free' if z3_dl is Status.HOLDS else 'deadlock'}"
-                    ),
-                )
-                witness = None
+            if not z3_failed - {PropertyId.DEADLOCK_FREE} <= static_fail:
+                notes.append(_disagree(
+                    "z3's core names " + ", ".join(p.value for p in sorted(z3_failed))
+                    + " but the static checks find "
+                    + (", ".join(p.value for p in sorted(static_fail)) or "nothing") + " failing"))
+            if PropertyId.DEADLOCK_FREE in z3_failed:
+                dl_status = Status.FAILS
+            elif static_fail:
+                # Z3's core stops at a failing static property (an unmatched op
+                # or a missing producer makes its system unsatisfiable on its
+                # own): deadlock-freedom is then decided by the graph engine.
+                dl_by = "graph"
+            else:
+                notes.append(_disagree("z3 reports unsat without naming a failing property"))
+        if graph is None and (dl_by == "graph" or dl_status is Status.FAILS):
+            graph = hbgraph.decide(schedule, comm_model)
+            num_events = graph.num_events
+            if dl_by == "graph":
+                pass
+            elif graph.witness is not None:
+                notes.append(_disagree("z3 finds a deadlock, the graph engine a witness"))
+        if chosen == "both" and z3o.status != "unknown" and dl_by != "graph":
+            g_ok = graph.witness is not None
+            z_ok = z3o.status == "sat" or PropertyId.DEADLOCK_FREE not in z3_failed
+            if g_ok != z_ok:
+                notes.append(_disagree(
+                    f"graph says {'deadlock-free' if g_ok else 'deadlock'}, "
+                    f"z3 says {'deadlock-free' if z_ok else 'deadlock'}"))
+    if graph is not None and (chosen == "graph" or dl_by == "graph" or dl_status is Status.FAILS
+                              or chosen == "both"):
+        if graph.witness is not None:
+            if chosen in ("graph",) or dl_by == "graph":
+                witness = graph.witness
+        else:
+            dl_status = Status.FAILS
+            cycle = graph.cycle
+            dl_viol = (graph.violation,)
+            witness = None
+    if notes:
+        dl_status = Status.UNKNOWN
+        dl_viol = dl_viol + tuple(notes)
+        witness = None
     engine_seconds = time.perf_counter() - t_engine
 
+    cert_note = ""
     t_cert = time.perf_counter()
     if validate_certificate and (witness is not None or cycle is not None) and _has_certificate():
         say("certificate")
@@ -431,76 +462,31 @@ def check(
         else:
             cert_note = f"rejected: {why}"
             dl_status = Status.UNKNOWN
-            dl_viol = (
+            dl_viol = dl_viol + (
                 Violation(
                     PropertyId.DEADLOCK_FREE,
                     "certificate-rejected",
                     (),
-                    (("engine", chosen), ("detail", why)),
+                    (("engine", dl_by), ("detail", why)),
                 ),
             )
             witness = None
     cert_seconds = time.perf_counter() - t_cert
 
-    props = []
-    for pid in PropertyId:
+    props = [PropertyResult(PropertyId.WELL_FORMED, Status.HOLDS, (), "static")]
+    for pid in list(PropertyId)[1:]:
         if pid is PropertyId.DEADLOCK_FREE:
-            props.append(PropertyResult(pid, dl_status, dl_viol))
+            props.append(PropertyResult(pid, dl_status, dl_viol, dl_by))
         else:
             v = static.get(pid, ())
-            props.append(PropertyResult(pid, Status.FAILS if v else Status.HOLDS, tuple(v)))
-    props_t = tuple(props)
+            props.append(PropertyResult(pid, Status.FAILS if v else Status.HOLDS, tuple(v), "static"))
     verdict = _verdict(props)
-    if verdict is not Verdict.VERIFIED:
-        witness = witness if dl_status is Status.HOLDS else None
-    return CheckResult(
-        verdict=verdict,
-        comm_model=comm_model,
-        engine=chosen,
-        properties=props_t,
-        witness=witness,
-        cycle=cycle,
-        peaks=peaks,
-        memory_limit=memory_limit,
-        lowered=lowered,
-        certificate=cert_note,
-        stats=Stats(
-            seconds=time.perf_counter() - t0,
-            num_actions=schedule.num_actions,
-            num_ops=num_ops,
-            num_events=num_events,
-            engine_seconds=engine_seconds,
-            certificate_seconds=cert_seconds,
-            z3=z3_stats,
-        ),
-        schedule=schedule,
-    )
-
-
-def _has_certificate() -> bool:
-    try:
-        import verifier.certificate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return result(verdict, chosen, props, witness, cycle, peaks, cert_note, engine_seconds,
+                  cert_seconds, num_events, z3_stats, core)
 
 
 def _disagree(detail: str) -> Violation:
     return Violation(PropertyId.DEADLOCK_FREE, "engine-disagree", (), (("detail", detail),))
-
-
-def _z3_deadlock_status(outcome) -> Status:
-    st = getattr(outcome, "status", "unknown")
-    if st == "unknown":
-        return Status.UNKNOWN
-    if st == "sat":
-        return Status.HOLDS
-    failed = tuple(getattr(outcome, "failed_properties", ()) or ())
-    # unsat: the core names the properties it involves; anything but an
-    # explicit non-deadlock property set counts as a deadlock.
-    if failed and "deadlock-free" not in failed:
-        return Status.HOLDS if not failed else Status.FAILS
-    return Status.FAILS
 
 
 __all__ = [

@@ -1,12 +1,171 @@
-"""`python -m verifier compare`: placeholder until its owner lands it (prints that it is missing)."""
+"""`python -m verifier compare`: every family side by side at one size.
 
-HELP = "compare (not built yet)"
+Not covered: searching over sizes or costs (run it once per point).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from verifier import costs as costs_mod
+from verifier.analysis import COMM_MODELS, analyze, published_bubble
+from verifier.commands.analyze import COSTS_HELP
+from verifier.ir import ScheduleError
+
+HELP = "compare all schedule families at one size (table, optional chart)"
+
+DESCRIPTION = f"""\
+Generate every family (verifier.generators) for --ranks R and --microbatches M,
+time each one (the ASAP replay of `analyze`) and print one row per family:
+
+  family     the generator's family name
+  PP         stages on one micro-batch's route (DualPipeV/ZB-V: 2R)
+  makespan   end of the last action
+  bubble     the largest per-rank bubble (makespan - busy)
+  ratio      all bubbles / (ranks x makespan)
+  formula    the DualPipe README's bubble formula where it has one
+             (1F1B, ZB1P = zb-h1, DualPipe, DualPipeV), else -
+  act        peak live activations, worst rank (stage-activation units)
+  params     parameter copies per rank (distinct layers x ranks / layers)
+
+A family that cannot serve the parameters shows "n/a: reason"; one whose
+replay deadlocks under the chosen model shows "DEADLOCK: first stuck place".
+
+{COSTS_HELP}.
+
+-o chart.svg / chart.png also draws a chart (makespan split into busy and
+bubble, and peak activations, one row per family).
+--format json prints a list of objects with the same fields (null for n/a),
+plus status: ok | n/a | deadlock and note.
+
+exit codes: 0 the table was printed (n/a and deadlocks are rows, not errors),
+2 bad input or usage."""
 
 
-def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+def add_arguments(p) -> None:
+    p.add_argument("--ranks", type=int, required=True)
+    p.add_argument("--microbatches", type=int, required=True)
+    p.add_argument("--chunks", type=int, default=None,
+                   help="stages per rank for interleaved-1f1b (default: the generator's)")
+    p.add_argument("--families", default=None,
+                   help="comma-separated subset of the families (default: all)")
+    p.add_argument("--costs", default=None, help=COSTS_HELP)
+    p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("-o", "--output", default=None, metavar="CHART",
+                   help="write a chart (.svg or .png)")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    family: str
+    status: str  # ok | n/a | deadlock
+    note: str
+    pp: int | None = None
+    makespan: float | None = None
+    bubble: float | None = None
+    ratio: float | None = None
+    formula: float | None = None
+    mean_busy: float | None = None
+    peak_activations: float | None = None
+    param_copies: float | None = None
+
+
+def compare(num_ranks: int, num_microbatches: int, costs, comm_model: str = "nccl",
+            families=None, num_chunks: int | None = None) -> list[Row]:
+    from verifier.generators import FAMILIES, generate
+
+    rows = []
+    for fam in families or FAMILIES:
+        try:
+            s = generate(fam, num_ranks, num_microbatches,
+                         num_chunks=num_chunks if fam == "interleaved-1f1b" else None)
+        except ScheduleError as e:
+            rows.append(Row(fam, "n/a", str(e)))
+            continue
+        a = analyze(s, costs, comm_model)
+        pp = max(len(r.stages) for r in s.routes)
+        if a.deadlocked:
+            first = a.stuck[0] if a.stuck else None
+            rows.append(Row(fam, "deadlock", f"{first}" if first else "", pp=pp))
+            continue
+        rows.append(Row(
+            fam, "ok", "", pp=pp, makespan=a.makespan, bubble=a.max_bubble,
+            ratio=a.bubble_ratio, formula=published_bubble(fam, num_ranks, costs),
+            mean_busy=sum(r.busy for r in a.ranks) / len(a.ranks),
+            peak_activations=max(r.peak_activations for r in a.ranks),
+            param_copies=max(r.param_copies for r in a.ranks),
+        ))
+    return rows
+
+
+def _g(x) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def render_table(rows: list[Row]) -> str:
+    hdr = ("family", "PP", "makespan", "bubble", "ratio", "formula", "act", "params")
+    table = [hdr]
+    notes = []
+    for r in rows:
+        if r.status != "ok":
+            label = "n/a" if r.status == "n/a" else "DEADLOCK"
+            notes.append((r.family, f"{label}: {r.note}"))
+            continue
+        table.append((r.family, str(r.pp), _g(r.makespan), _g(r.bubble),
+                      f"{100 * r.ratio:.1f}%", _g(r.formula), _g(r.peak_activations),
+                      f"{r.param_copies:g}x"))
+    widths = [max(len(t[i]) for t in table) for i in range(len(hdr))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(t, widths))) for t in table]
+    for fam, n in notes:
+        lines.append(f"{fam.ljust(widths[0])}  {n}")
+    return "\n".join(lines) + "\n"
 
 
 def run(args, stdout, stderr) -> int:
-    stderr.write("error: 'compare' is not built yet\n")
-    return 2
+    from pathlib import Path
+
+    from verifier.generators import FAMILIES
+
+    cm = costs_mod.load(args.costs)
+    fams = None
+    if args.families:
+        fams = [f.strip() for f in args.families.split(",") if f.strip()]
+        bad = [f for f in fams if f not in FAMILIES]
+        if bad:
+            raise ScheduleError(f"unknown family {bad[0]!r}; choose from {', '.join(FAMILIES)}",
+                                "--families")
+    for name, v in (("--ranks", args.ranks), ("--microbatches", args.microbatches)):
+        if v < 1:
+            raise ScheduleError(f"must be >= 1, got {v}", name)
+    rows = compare(args.ranks, args.microbatches, cm, args.comm_model, fams, args.chunks)
+    title = (f"ranks {args.ranks}, micro-batches {args.microbatches}, comm {args.comm_model}, "
+             f"costs {cm.describe()}")
+    if args.format == "json":
+        stdout.write(json.dumps([{
+            k: getattr(r, k) for k in Row.__slots__} for r in rows], indent=1) + "\n")
+    else:
+        stdout.write(title + "\n" + render_table(rows))
+    if args.output:
+        from verifier.render_chart import ChartRow, chart_png, chart_svg
+
+        crows = [ChartRow(r.family, r.makespan, r.mean_busy, r.peak_activations,
+                          ("n/a: " if r.status == "n/a" else "DEADLOCK: ") + r.note
+                          if r.status != "ok" else "") for r in rows]
+        ext = Path(args.output).suffix.lower()
+        if ext == ".png":
+            data = chart_png(crows, title)
+        elif ext == ".svg":
+            data = chart_svg(crows, title).encode("utf-8")
+        else:
+            raise ScheduleError(f"unknown chart format {ext or '(none)'!r}; use .svg or .png",
+                                args.output)
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as e:
+            raise ScheduleError(f"cannot write: {e.strerror}", args.output) from None
+        if args.format == "text":
+            stdout.write(f"wrote {args.output}\n")
+    return 0

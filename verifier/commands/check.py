@@ -1,12 +1,430 @@
-"""`python -m verifier check`: placeholder until its owner lands it (prints that it is missing)."""
+"""`python -m verifier check`: prove a schedule correct, or show why it is not.
 
-HELP = "check (not built yet)"
+What it is: the command-line face of ``verifier.checker.check``, and the one
+place its result is rendered (text or JSON; specs/check-output.md is the
+normative description of both). It loads the file through
+``verifier.io.load_schedule`` (JSON, or PyTorch CSV by extension).
+
+What it does not cover: deciding anything (verifier.checker), drawing the
+schedule (``show``), timing it (``analyze``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import IO
+
+from verifier.checker import (
+    COMM_MODELS,
+    ENGINES,
+    CheckResult,
+    Event,
+    EventKind,
+    PropertyId,
+    Status,
+    Verdict,
+    Violation,
+    check,
+)
+from verifier.io import load_schedule
+from verifier.ir import Batch, Comm, Compute, Overlap, ScheduleError, loc
+
+HELP = "prove a schedule correct (7 properties) or print counterexamples"
+
+OUTPUT_VERSION = "1.0"
+
+DESCRIPTION = """\
+Check a schedule file (JSON, or PyTorch pipelining CSV by extension) against
+the seven properties of specs/SEMANTICS.md under one communication model, and
+print a verdict with counterexamples. A compute-only schedule is lowered first
+(verifier/lowering.py) and the lowered schedule is what is checked.
+
+properties (ids):
+  well-formed       ids in range, each action on the rank holding its stage
+  exactly-once      per (stage, micro-batch): one F, and one B or one I + one W
+  dependencies      each rank's order allows the data flow (receive before use,
+                    producer before consumer, send after its compute, W after I)
+  message-matching  FIFO pairing per ordered rank pair, equal payloads, none left over
+  deadlock-free     the schedule terminates under the communication model
+  overlap-legal     an OVERLAP pairs an F with a B/I of another micro-batch
+  memory            peak live activations per rank <= --memory-limit (without it:
+                    the peak is reported and the property holds)
+
+communication models (--comm-model):
+  nccl   (default, strictest) one comm stream per rank: its units (a plain op,
+         or a BATCH as a whole) run one after another in post order; a send
+         completes only together with its matched receive, once both units are
+         at the head of their streams; a BATCH with wait blocks its rank until
+         all its ops complete. What NCCL does with P2P kernels on one stream.
+  eager  sends are buffered and complete when posted; a receive completes once
+         its matched send is posted (what PyTorch's schedule simulator assumes).
+  Deadlock-free under nccl implies deadlock-free under eager.
+
+engines (--engine):
+  auto   (default) z3 when the schedule fits its budget, else graph
+  graph  happens-before graph, linear time, any size
+  z3     the declarative encoding (verifier/z3engine.py); solver limits give UNKNOWN
+  both   run both; a disagreement is UNKNOWN (and a bug to report)
+  Every witness order and cycle of waits is validated by an independent
+  certificate checker (verifier/certificate.py); a rejected certificate gives
+  UNKNOWN, never a pass.
+
+text output (default):
+  line 1    VERDICT under MODEL (engine: ENGINE)      VERDICT: VERIFIED|REFUTED|UNKNOWN
+  line 2    schedule: NAME, R ranks, M micro-batches, N steps[, lowered from compute-only]
+  then      one line per property: "  ID  STATUS  detail"
+            STATUS: holds | FAILS | unknown | not-checked
+  then      "counterexamples:" and one line per violation, "  [ID] message",
+            places written "rank R step S" (".J" = J-th op of a BATCH); a
+            deadlock is followed by its cycle of waits, one numbered hop a line:
+            "    1. A waits for B", and the next hop starts at B.
+  --verbose adds timings and a step x rank grid (rows are steps) with the
+            steps named by a counterexample marked with '*'.
+
+JSON output (--format json): one object, specs/check-output.md:
+  {"format": "pp-check", "version": "1.0", "verdict", "comm_model", "engine",
+   "schedule": {...}, "properties": {ID: {"status", "decided_by",
+   "violations": [...]}}, "counterexamples": [...], "cycle": {...}|null,
+   "memory": {"peaks", "limit"}, "certificate", "z3_core", "witness"
+   (with --witness), "stats": {"seconds", ...}}
+
+exit codes:
+  0  VERIFIED (every property holds under the model)
+  1  REFUTED (at least one property fails; counterexamples printed)
+  2  bad input or usage (one line on stderr naming file, place and value)
+  3  UNKNOWN (a solver limit was hit, or engines disagree; never a pass)
+
+progress lines go to stderr only when stderr is a terminal or with --progress.
+"""
 
 
-def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv in PyTorch's format)")
+    p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl",
+                   help="communication model: nccl (default, strictest) or eager")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="decision engine: auto (default), graph, z3, both")
+    p.add_argument("--memory-limit", type=_limit, default=None, metavar="N",
+                   help="max live activations per rank (units of one stage's activation "
+                   "for one micro-batch); without it the peak is reported and passes")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="output format (default text)")
+    p.add_argument("--verbose", action="store_true",
+                   help="text: add timings and a step x rank grid with failing steps marked")
+    p.add_argument("--witness", action="store_true",
+                   help="also print the witness order (rank, step) of a VERIFIED result")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock limit for the z3 engine (default: its own, 60 s); "
+                   "hitting it gives UNKNOWN (exit 3)")
+    p.add_argument("--progress", action="store_true",
+                   help="print progress lines to stderr even when it is not a terminal")
 
 
-def run(args, stdout, stderr) -> int:
-    stderr.write("error: 'check' is not built yet\n")
-    return 2
+def _limit(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return int(v) if v.is_integer() else v
+
+
+def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    show_progress = args.progress or (hasattr(stderr, "isatty") and stderr.isatty())
+
+    def progress(line: str) -> None:
+        if show_progress:
+            stderr.write(f"check: {line}\n")
+            stderr.flush()
+
+    if args.timeout is not None and not args.timeout > 0:
+        raise ScheduleError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    progress(f"loading {args.file}")
+    schedule = load_schedule(args.file)
+    result = check(
+        schedule,
+        comm_model=args.comm_model,
+        engine=args.engine,
+        memory_limit=args.memory_limit,
+        z3_timeout_ms=None if args.timeout is None else int(args.timeout * 1000),
+        progress=progress,
+    )
+    if args.format == "json":
+        doc = to_json(result, source=args.file, with_witness=args.witness)
+        stdout.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        stdout.write(render_text(result, verbose=args.verbose, with_witness=args.witness))
+    return result.verdict.exit_code
+
+
+# ---------------------------------------------------------------- text
+
+
+def _at(e: Event) -> str:
+    return f"{loc(e.rank, e.step)} {e.action}"
+
+
+def _msg(e: Event) -> str:
+    """An op-done event: the op, and its matched partner when it has one."""
+    here = f"{e.action} at {loc(e.rank, e.step, e.sub)}"
+    if e.peer is None:
+        return here
+    pr, pk, psub = e.peer
+    return f"{here} with its matched {e.peer_action} at {loc(pr, pk, psub)}"
+
+
+def _is_comm(e: Event) -> bool:
+    return e.action.startswith(("SEND", "RECV", "BATCH"))
+
+
+def hop_text(h, merge: bool = False) -> str | None:
+    """One hop of a cycle of waits as a sentence; None when ``merge`` folds it
+    into the next one (a plain op's unit completing is that op completing; a
+    wait-BATCH returning is it completing)."""
+    w, t = h.waiter, h.target
+    K = EventKind
+    if w.kind is K.BEGIN:
+        if t.kind in (K.BEGIN, K.RETURN) and t.rank == w.rank and t.step == w.step - 1:
+            what = "return" if t.kind is K.RETURN else ("be posted" if _is_comm(t) else "run")
+            return f"{_at(w)} comes after {_at(t)}, which must {what} first"
+        if t.kind is K.BEGIN:
+            return f"{_at(w)} needs {_at(t)} to run first"
+        if t.kind is K.OP_DONE:
+            return f"{_at(w)} needs its input, the message {_msg(t)}, to complete first"
+        if t.kind is K.NEVER:
+            return f"{_at(w)} needs an input that rank {w.rank} never receives or computes"
+    if w.kind is K.RETURN:
+        if merge and t.kind is K.UNIT_DONE:
+            return None
+        return f"{_at(w)} returns only once its ops complete"
+    if w.kind is K.ACTIVE:
+        if t.kind is K.BEGIN:
+            return f"{_at(w)} enters rank {w.rank}'s comm stream only once rank {w.rank} posts it at step {w.step}"
+        if t.kind is K.UNIT_DONE:
+            return (f"{_at(w)} is queued on rank {w.rank}'s comm stream behind {_at(t)}, "
+                    "which must complete first")
+    if w.kind is K.UNIT_DONE and t.kind is K.OP_DONE:
+        if merge and not w.action.startswith("BATCH"):
+            return None
+        return f"{_at(w)} completes only once its op {_msg(t)} does"
+    if w.kind is K.OP_DONE:
+        if t.kind is K.NEVER:
+            return (f"{w.action} at {loc(w.rank, w.step, w.sub)} has no matched partner "
+                    "(FIFO on its rank pair), so it never completes")
+        if t.kind is K.ACTIVE:
+            return (f"{_msg(w)} complete together, once both head their ranks' comm streams: "
+                    f"{_at(t)} must get there first")
+        if t.kind is K.BEGIN:
+            return f"{_msg(w)} completes only once rank {t.rank} posts {t.action} at step {t.step}"
+    return f"{w.kind.value} of {_at(w)} waits for {t.kind.value} of {_at(t)}"
+
+
+def hop_lines(result: CheckResult) -> list[str]:
+    """The cycle of waits for the text output, one line a hop (internal hops merged)."""
+    if result.cycle is None:
+        return []
+    lines = [hop_text(h, merge=True) for h in result.cycle.hops]
+    return [x for x in lines if x is not None]
+
+
+def _status_text(st: Status) -> str:
+    return "FAILS" if st is Status.FAILS else st.value
+
+
+def _detail(result: CheckResult, pid: PropertyId) -> str:
+    pr = result.result_of(pid)
+    if pr.status is Status.NOT_CHECKED:
+        return "(well-formed fails)"
+    if pr.status is Status.FAILS or pr.status is Status.UNKNOWN:
+        n = len(pr.violations)
+        return f"{n} counterexample{'s' if n != 1 else ''}"
+    if pid is PropertyId.DEADLOCK_FREE:
+        cert = f"; certificate {result.certificate}" if result.certificate else ""
+        return f"witness order of {result.stats.num_actions} steps (decided by {pr.decided_by}{cert})"
+    if pid is PropertyId.MEMORY:
+        pk = " ".join(_num(x) for x in result.peaks)
+        lim = "no limit given" if result.memory_limit is None else f"limit {_num(result.memory_limit)}"
+        return f"peak activations per rank: {pk} ({lim})"
+    return ""
+
+
+def _num(x) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def render_text(result: CheckResult, verbose: bool = False, with_witness: bool = False) -> str:
+    s = result.schedule
+    out = [f"{result.verdict.value} under {result.comm_model} (engine: {result.engine})"]
+    name = s.name or s.family or "(unnamed)"
+    low = ", lowered from compute-only" if result.lowered else ""
+    out.append(
+        f"schedule: {name}, {s.num_ranks} ranks, {s.num_microbatches} micro-batches, "
+        f"{s.num_actions} steps{low}"
+    )
+    width = max(len(p.value) for p in PropertyId)
+    for pr in result.properties:
+        line = f"  {pr.property.value:<{width}}  {_status_text(pr.status):<11}  {_detail(result, pr.property)}"
+        out.append(line.rstrip())
+    viols = result.violations
+    if viols:
+        out.append("counterexamples:")
+        for v in viols:
+            out.append(f"  [{v.property.value}] {v.message}")
+            if v.property is PropertyId.DEADLOCK_FREE and v.code in ("deadlock", "stuck"):
+                lines = hop_lines(result)
+                for i, text in enumerate(lines, 1):
+                    out.append(f"    {i}. {text}")
+                if result.cycle is not None and result.cycle.closed:
+                    out.append(f"    (and hop 1 again: a cycle of {len(lines)} waits)")
+    if result.z3_core and verbose:
+        out.append("z3 unsat core:")
+        out.extend(f"  {c}" for c in result.z3_core)
+    if with_witness and result.witness is not None:
+        out.append("witness: " + " ".join(f"{r}:{k}" for r, k in result.witness))
+    if verbose:
+        st = result.stats
+        out.append(
+            f"stats: {st.seconds:.3f} s total, engine {st.engine_seconds:.3f} s, certificate "
+            f"{st.certificate_seconds:.3f} s, {st.num_actions} steps, {st.num_ops} comm ops, "
+            f"{st.num_events} events"
+        )
+        out.extend(grid(result))
+    return "\n".join(out) + "\n"
+
+
+def _short(a) -> str:
+    if isinstance(a, Compute):
+        return f"{a.kind.value}{a.stage}.{a.mb}"
+    if isinstance(a, Overlap):
+        return f"{_short(a.f)}&{_short(a.b)}"
+    if isinstance(a, Comm):
+        kind = {"SEND_F": "sF", "RECV_F": "rF", "SEND_B": "sB", "RECV_B": "rB"}[a.kind.value]
+        return f"{kind}{a.stage}.{a.mb}"
+    if isinstance(a, Batch):
+        return "[" + " ".join(_short(o) for o in a.ops) + ("]w" if a.wait else "]")
+    return str(a)
+
+
+def grid(result: CheckResult) -> list[str]:
+    """Step x rank grid: one row a step, one column a rank; '*' marks a counterexample step."""
+    s = result.schedule
+    marked = {tuple(x) for v in result.violations for x in v.locations}
+    if result.cycle is not None:
+        for h in result.cycle.hops:
+            for e in (h.waiter, h.target):
+                if e.kind is not EventKind.NEVER:
+                    marked.add((e.rank, e.step))
+    cells = [
+        [("*" if (r, k) in marked else " ") + _short(a) for k, a in enumerate(acts)]
+        for r, acts in enumerate(s.actions)
+    ]
+    depth = max((len(c) for c in cells), default=0)
+    widths = [max([len(f"rank {r}")] + [len(x) for x in cells[r]]) for r in range(s.num_ranks)]
+    head = "step  " + "  ".join(f"{'rank ' + str(r):<{widths[r]}}" for r in range(s.num_ranks))
+    lines = ["grid (* = named by a counterexample; [..]w = BATCH with wait; sF/rF/sB/rB = SEND_F/RECV_F/SEND_B/RECV_B):", head.rstrip()]
+    for k in range(depth):
+        row = "  ".join(
+            f"{cells[r][k] if k < len(cells[r]) else '':<{widths[r]}}" for r in range(s.num_ranks)
+        )
+        lines.append(f"{k:<4}  {row}".rstrip())
+    return lines
+
+
+# ---------------------------------------------------------------- json
+
+
+def _jsonable(x):
+    if isinstance(x, (int, float, str, bool)) or x is None:
+        return x
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(y) for y in x]
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    return str(x)
+
+
+def _violation_json(v: Violation) -> dict:
+    return {
+        "property": v.property.value,
+        "code": v.code,
+        "message": v.message,
+        "locations": [list(x) for x in v.locations],
+        "args": {k: _jsonable(val) for k, val in v.args},
+    }
+
+
+def _event_json(e: Event) -> dict:
+    d = {"kind": e.kind.value}
+    if e.kind is not EventKind.NEVER:
+        d.update(rank=e.rank, step=e.step)
+        if e.sub is not None:
+            d["sub"] = e.sub
+        d["action"] = e.action
+        if e.peer is not None:
+            d["peer"] = {"rank": e.peer[0], "step": e.peer[1], "sub": e.peer[2], "action": e.peer_action}
+    return d
+
+
+def to_json(result: CheckResult, source: str = "", with_witness: bool = False) -> dict:
+    s = result.schedule
+    cyc = None
+    if result.cycle is not None:
+        cyc = {
+            "closed": result.cycle.closed,
+            "hops": [
+                {"waiter": _event_json(h.waiter), "target": _event_json(h.target), "text": hop_text(h)}
+                for h in result.cycle.hops
+            ],
+        }
+    st = result.stats
+    doc = {
+        "format": "pp-check",
+        "version": OUTPUT_VERSION,
+        "verdict": result.verdict.value,
+        "exit_code": result.verdict.exit_code,
+        "comm_model": result.comm_model,
+        "engine": result.engine,
+        "schedule": {
+            "source": source,
+            "name": s.name,
+            "family": s.family,
+            "num_ranks": s.num_ranks,
+            "num_microbatches": s.num_microbatches,
+            "num_steps": s.num_actions,
+            "lowered": result.lowered,
+        },
+        "properties": {
+            pr.property.value: {
+                "status": pr.status.value,
+                "decided_by": pr.decided_by,
+                "violations": [_violation_json(v) for v in pr.violations],
+            }
+            for pr in result.properties
+        },
+        "counterexamples": [_violation_json(v) for v in result.violations],
+        "cycle": cyc,
+        "memory": {"peaks": [_jsonable(p) for p in result.peaks], "limit": result.memory_limit},
+        "certificate": result.certificate,
+        "z3_core": list(result.z3_core),
+        "stats": {
+            "seconds": round(st.seconds, 6),
+            "engine_seconds": round(st.engine_seconds, 6),
+            "certificate_seconds": round(st.certificate_seconds, 6),
+            "num_actions": st.num_actions,
+            "num_ops": st.num_ops,
+            "num_events": st.num_events,
+            "z3": _jsonable(dict(st.z3)),
+        },
+    }
+    if with_witness:
+        doc["witness"] = None if result.witness is None else [list(x) for x in result.witness]
+    return doc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from verifier.cli import main
+
+    sys.exit(main(["check", *sys.argv[1:]]))

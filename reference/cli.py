@@ -1,0 +1,277 @@
+"""The command line: ``python -m reference run FILE ...``.
+
+What it is: loads a schedule (JSON or PyTorch CSV, schema-validated), builds a
+test model (reference.models) with ``layers_per_stage`` model layers per
+schedule layer, runs the schedule in the reference executor in the checker's
+witness order, runs the unpipelined baseline on the same micro-batches, and
+prints per-micro-batch losses and the per-parameter gradient comparison.
+``main(argv, stdout, stderr) -> int``; the help text below is the contract.
+
+What it does not cover: user models (use the Python API, reference.executor),
+timing (benchmarks/bench_reference.py), the checker's own report
+(``python -m verifier check``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import IO, Sequence
+
+import torch
+
+from reference.baseline import LOSS_REDUCTIONS, compare, run_baseline
+from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
+from reference.models import MODELS, make_layers, make_microbatches, num_model_layers
+from verifier.ir import ScheduleError
+
+EXIT_MATCH, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+
+DESCRIPTION = """\
+Run a schedule in the single-process reference executor and compare its losses
+and gradients with an unpipelined run of the same model on the same
+micro-batches.
+
+The model: --layers-per-stage K model blocks per schedule layer (schedule layer
+L holds blocks L*K .. L*K+K-1; tied stages hold copies of the same blocks, whose
+gradients are summed). Micro-batches: inputs and targets of shape
+(--batch, --seq, --hidden), drawn from --seed. Loss: mean squared error per
+micro-batch; --loss-reduction sum (default) back-propagates the sum over
+micro-batches, mean the mean.
+
+Order of execution: the checker's witness (graph engine, eager communication
+model). A schedule the checker refutes is not run (exit 1, RESULT: REFUTED)
+unless --force, which runs the rank programs round-robin as far as they go and
+reports the first fault the executor detects (message tag mismatch, compute run
+twice or never, data used before it exists, every rank blocked).
+
+Output (text): a header, then one line per micro-batch
+  loss mb M: PIPELINE baseline BASELINE bitwise|diff D
+then one line per parameter (named layer{i}.{name})
+  grad NAME: max_abs A max_rel R bitwise|within tolerance|MISMATCH
+and a last line
+  RESULT: MATCH bitwise | MATCH within tolerance ... | MISMATCH ... |
+          FAULT <kind> at rank R step S: ... | REFUTED by the checker: ...
+Gradients are expected bitwise equal (per-micro-batch gradients summed in
+micro-batch order in both runs); the tolerance otherwise is
+|a-b| <= atol + rtol*|b| with float64 rtol 1e-10 atol 1e-12, float32 rtol 1e-4
+atol 1e-6. --format json prints one JSON object with the same content
+(keys: schedule, model, order, losses, params, result, bitwise, fault).
+
+exit codes: 0 match (bitwise or within tolerance); 1 mismatch, a fault the
+executor detected, or the checker refuted the schedule (the RESULT line says
+which); 2 bad input or usage (one line on stderr, no traceback)."""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Exit(Exception):
+    def __init__(self, status: int):
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
+        if message:
+            raise _UsageError(message.strip())
+        raise _Exit(status)
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def build_parser(stdout: IO[str]) -> _Parser:
+    parser = _Parser(
+        prog="python -m reference",
+        description="Reference executor for pipeline-parallel schedules.\n\n"
+        "exit codes: 0 match, 1 mismatch / executor fault / refuted, 2 bad input",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    p = sub.add_parser(
+        "run",
+        help="run a schedule and compare with the unpipelined baseline",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv: PyTorch pipelining)")
+    p.add_argument("--model", choices=MODELS, default="mlp", help="test model (default mlp)")
+    p.add_argument("--layers-per-stage", type=_positive, default=1, metavar="K",
+                   help="model blocks per schedule layer (default 1)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="parameter and data type (default float64)")
+    p.add_argument("--seed", type=_int, default=0, help="weights and data seed (default 0)")
+    p.add_argument("--hidden", type=_positive, default=16, help="hidden size (default 16)")
+    p.add_argument("--batch", type=_positive, default=2, help="micro-batch size (default 2)")
+    p.add_argument("--seq", type=_positive, default=4, help="sequence length (default 4)")
+    p.add_argument("--loss-reduction", choices=LOSS_REDUCTIONS, default="sum",
+                   help="combine micro-batch losses by sum (default) or mean")
+    p.add_argument("--force", action="store_true",
+                   help="run even if the checker refutes it, round-robin, as far as it goes")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    for parser_ in (parser, p):
+        parser_._print_message = lambda message, file=None: stdout.write(message or "")  # type: ignore
+    return parser
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.17g}"
+
+
+def _run(args, stdout: IO[str]) -> int:
+    from verifier.io import load_schedule
+
+    s = load_schedule(args.file)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    k = args.layers_per_stage
+    n = num_model_layers(s, k)
+    layers = make_layers(args.model, n, hidden=args.hidden, seed=args.seed, dtype=dtype)
+    mbs = make_microbatches(
+        args.model, s.num_microbatches, hidden=args.hidden, batch=args.batch,
+        seq=args.seq, seed=args.seed, dtype=dtype,
+    )
+    header = {
+        "schedule": {
+            "file": args.file, "name": s.name, "family": s.family,
+            "num_ranks": s.num_ranks, "num_microbatches": s.num_microbatches,
+            "num_stages": s.num_stages, "tied_layers": len(s.tied_layers),
+        },
+        "model": {
+            "model": args.model, "num_layers": n, "layers_per_stage": k,
+            "hidden": args.hidden, "batch": args.batch, "seq": args.seq,
+            "dtype": args.dtype, "seed": args.seed, "loss_reduction": args.loss_reduction,
+        },
+    }
+    order = "round-robin (forced)" if args.force else "checker witness (graph engine, eager model)"
+    out: dict = {**header, "order": order}
+    text = [
+        f"schedule: {args.file}: {s.name or '(unnamed)'}"
+        f"{' [' + s.family + ']' if s.family else ''}: {s.num_ranks} ranks, "
+        f"{s.num_microbatches} micro-batches, {s.num_stages} stages, "
+        f"{len(s.tied_layers)} tied layers",
+        f"model: {args.model} x {n} blocks ({k} per schedule layer), hidden {args.hidden}, "
+        f"batch {args.batch}, seq {args.seq}, {args.dtype}, seed {args.seed}, "
+        f"loss reduction {args.loss_reduction}",
+        f"order: {order}",
+    ]
+    try:
+        res = run_pipeline(
+            s, layers, mbs, layers_per_stage=k, loss_reduction=args.loss_reduction,
+            force=args.force,
+        )
+    except RefutedScheduleError as e:
+        out.update(result="refuted", bitwise=False, losses=[], params=[],
+                   fault={"kind": e.kind, "rank": None, "step": None, "message": e.detail})
+        text.append(f"RESULT: REFUTED by the checker: {e.detail}")
+        _emit(args, stdout, out, text)
+        return EXIT_MISMATCH
+    except ExecutionError as e:
+        out.update(result="fault", bitwise=False, losses=[], params=[],
+                   fault={"kind": e.kind, "rank": e.rank, "step": e.step, "message": e.detail})
+        where = f" at rank {e.rank} step {e.step}" if e.rank is not None else ""
+        text.append(f"RESULT: FAULT {e.kind}{where}: {e.detail}")
+        _emit(args, stdout, out, text)
+        return EXIT_MISMATCH
+    base = run_baseline(layers, mbs, loss_reduction=args.loss_reduction)
+    c = compare(res, base)
+    losses, params = [], []
+    for x in c.losses:
+        losses.append({"mb": x.mb, "pipeline": x.pipeline, "baseline": x.baseline,
+                       "abs_diff": x.abs_diff, "bitwise": x.bitwise})
+        state = "bitwise" if x.bitwise else f"diff {x.abs_diff:.3e}"
+        text.append(f"loss mb {x.mb}: {_fmt(x.pipeline)} baseline {_fmt(x.baseline)} {state}")
+    for p in c.params:
+        params.append({"name": p.name, "max_abs": p.max_abs, "max_rel": p.max_rel,
+                       "bitwise": p.bitwise, "within_tolerance": p.within_tolerance})
+        state = "bitwise" if p.bitwise else ("within tolerance" if p.within_tolerance else "MISMATCH")
+        text.append(f"grad {p.name}: max_abs {p.max_abs:.3e} max_rel {p.max_rel:.3e} {state}")
+    for name in c.missing:
+        text.append(f"grad {name}: MISSING from the pipelined run")
+    for name in c.extra:
+        text.append(f"grad {name}: EXTRA (not in the baseline)")
+    tol = f"rtol {c.rtol:g} atol {c.atol:g}"
+    if c.bitwise:
+        result = "match"
+        text.append(f"RESULT: MATCH bitwise ({len(c.params)} parameters, {len(c.losses)} losses)")
+    elif c.matches:
+        result = "match"
+        text.append(f"RESULT: MATCH within tolerance {tol}: max abs {c.max_abs:.3e}, "
+                    f"max rel {c.max_rel:.3e}")
+    else:
+        result = "mismatch"
+        bad = list(c.mismatched)
+        bad_losses = [x.mb for x in c.losses
+                      if abs(x.pipeline - x.baseline) > c.atol + c.rtol * abs(x.baseline)]
+        text.append(
+            f"RESULT: MISMATCH ({tol}): {len(bad)} parameter(s) "
+            f"[{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}], "
+            f"{len(bad_losses)} loss(es) {bad_losses[:5]}; max abs {c.max_abs:.3e}"
+        )
+    out.update(result=result, bitwise=c.bitwise, losses=losses, params=params, fault=None,
+               tolerance={"rtol": c.rtol, "atol": c.atol})
+    _emit(args, stdout, out, text)
+    return EXIT_MATCH if result == "match" else EXIT_MISMATCH
+
+
+def _emit(args, stdout: IO[str], out: dict, text: list[str]) -> None:
+    if args.format == "json":
+        stdout.write(json.dumps(out, indent=1, allow_nan=True) + "\n")
+    else:
+        stdout.write("\n".join(text) + "\n")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(stdout)
+        args = parser.parse_args(argv)
+    except _Exit as e:
+        return e.status
+    except _UsageError as e:
+        stderr.write(f"error: {e}\n")
+        return EXIT_BAD_INPUT
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return _run(args, stdout)
+    except ExecutionError as e:  # pragma: no cover - _run reports these itself
+        stderr.write(f"error: {e}\n")
+        return EXIT_MISMATCH
+    except (ScheduleError, ValueError) as e:
+        stderr.write(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_MATCH
+    except KeyboardInterrupt:
+        stderr.write("interrupted\n")
+        return 130
+
+
+__all__ = ["main", "build_parser", "DESCRIPTION"]

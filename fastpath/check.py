@@ -79,7 +79,7 @@ def merge(job_result) -> MergedResult:
 
 
 def reference_run(schedule: Schedule, job):
-    from fastpath.launch import DTYPES
+    from fastpath.launch import DTYPES, cpu_threads
     from reference.executor import run_pipeline
     from reference.models import make_layers, make_microbatches, num_model_layers
 
@@ -88,8 +88,13 @@ def reference_run(schedule: Schedule, job):
                          hidden=job.hidden, seed=job.seed, dtype=dtype)
     mbs = make_microbatches(job.model, schedule.num_microbatches, hidden=job.hidden,
                             batch=job.batch, seq=job.seq, seed=job.seed, dtype=dtype)
-    return run_pipeline(schedule, layers, mbs, layers_per_stage=job.layers_per_stage,
-                        loss_reduction=job.loss_reduction)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(job, schedule.num_ranks))  # same kernels' reductions
+    try:
+        return run_pipeline(schedule, layers, mbs, layers_per_stage=job.layers_per_stage,
+                            loss_reduction=job.loss_reduction)
+    finally:
+        torch.set_num_threads(before)
 
 
 def differential(merged: MergedResult, reference):

@@ -195,18 +195,19 @@ def _run(args, stdout, stderr) -> int:
         layers_per_stage=args.layers_per_stage, hidden=args.hidden, batch=args.batch,
         seq=args.seq, seed=args.seed, dtype=args.dtype, loss_reduction=args.loss_reduction,
         grad_order=args.grad_order, iterations=args.iterations, warmup=args.warmup,
+        threads=args.threads,
     )
     backend = choose_backend(args.backend, nproc)
     try:
         if tr:
             results = rank_main(tr[0], tr[1], [job], backend=backend,
                                 watchdog_s=args.watchdog_seconds, local_rank=tr[2],
-                                threads=args.threads)
+                                )
             if rank != 0:
                 return EXIT_OK
         else:
             results = spawn([job], nproc, backend=backend, watchdog_s=args.watchdog_seconds,
-                            threads=args.threads)
+                            )
     except RunFailed as e:
         stderr.write(f"error: {e}\n")
         return e.exit_code

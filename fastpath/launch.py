@@ -24,6 +24,7 @@ the differential check (fastpath.check) and the command line (fastpath.cli).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import queue as queue_mod
@@ -56,6 +57,14 @@ class Job:
     grad_order: str = "microbatch"
     iterations: int = 1
     warmup: int = 0
+    threads: int | None = None  # torch CPU threads per rank (None: cores // ranks)
+
+
+def cpu_threads(job: Job, world: int) -> int:
+    """Intra-op threads a CPU rank uses; reductions inside a kernel (LayerNorm's
+    weight gradient) round differently with another count, so the reference
+    comparison runs with the same number."""
+    return job.threads or max(1, (os.cpu_count() or 1) // world)
 
 
 @dataclass
@@ -105,6 +114,8 @@ def _run_job(job: Job, rank: int, world: int, device, watchdog, wait_s: float,
     if sched.num_ranks != world:
         raise ValueError(f"the schedule has {sched.num_ranks} ranks but {world} were started")
     dtype = DTYPES[job.dtype]
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(job, world))
     plan = build_plan(sched, rank)
     smap = stage_layer_map(sched, job.layers_per_stage)
     needed = sorted({i for st in plan.stages for i in smap[st]})
@@ -154,11 +165,13 @@ def rank_main(rank: int, world: int, jobs: list[Job], *, backend: str = "auto",
 
     backend = choose_backend(backend, world)
     device = _device(backend, rank if local_rank is None else local_rank)
-    if device.type == "cpu":
-        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world))
+    if threads:
+        jobs = [dataclasses.replace(j, threads=threads) for j in jobs]
     wd = Watchdog(rank, watchdog_s, on_fire=fire)
     wd.start()
-    timeout = datetime.timedelta(seconds=watchdog_s)
+    # Collectives (gather, tied all-reduce) time out later than the watchdog, so a
+    # stuck P2P wait is what gets reported, not its consequence on another rank.
+    timeout = datetime.timedelta(seconds=2 * watchdog_s + 10)
     kw = dict(device_id=device) if device.type == "cuda" else {}
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
                             timeout=timeout, **kw)
@@ -170,6 +183,7 @@ def rank_main(rank: int, world: int, jobs: list[Job], *, backend: str = "auto",
     wd.waiting("end", "gathering results", "rank 0's gather", 0)
     gathered = [None] * world if rank == 0 else None
     dist.gather_object(out, gathered, dst=0)
+    dist.destroy_process_group()  # together, so no rank tears down under another
     wd.idle()
     wd.stop()
     if rank != 0:

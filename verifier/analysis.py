@@ -26,7 +26,8 @@ with post/active/complete times), the makespan, per-rank busy time (the sum of
 its compute spans; an OVERLAP counts once, for its FB cost) and bubble
 (makespan - busy), the bubble ratio (total bubble / (ranks * makespan)), the
 critical path (the chain of computes and messages that determines the
-makespan, found by following each event's latest input), peak live
+makespan, found by following each event's latest input), the order in which
+steps begin (a witness order of SEMANTICS.md, for verifier.certificate), peak live
 activations per rank (verifier.memory, program order) and parameter copies per
 rank. If the replay gets stuck, the result says ``deadlocked`` and lists, per
 stuck rank, the step and what it waits for.
@@ -154,6 +155,9 @@ class Analysis:
     critical_path: tuple[PathItem, ...]
     computes: tuple[ComputeSpan, ...] = field(repr=False)
     messages: tuple[Message, ...] = field(repr=False)
+    # every (rank, step) in the order the steps begin in the timeline (ties in
+    # causal order): a witness order of SEMANTICS.md; empty when deadlocked
+    order: tuple[tuple[int, int], ...] = field(repr=False, default=())
 
     @property
     def max_bubble(self) -> float:
@@ -270,6 +274,8 @@ class _Replay:
         # cause of each step's return: ('s', r, k) | ('o', op) | ('u', unit) | None
         self.cause: list[list[object]] = [[None] * len(a) for a in s.actions]
         self.spans: list[ComputeSpan] = []
+        # (begin time, rank, step) in processing order, which is causal
+        self.begins: list[tuple[float, int, int]] = []
         # data events: key -> (time, (rank, step))
         self.done: dict[tuple, tuple[float, int, int]] = {}
         self.recv_of: dict[tuple, int] = {}
@@ -392,6 +398,7 @@ class _Replay:
                     kk = "FB" if a.b.kind is _B else "FI"
                     end = start + 0.5 * (self.dur[(kk, a.f.stage)] + self.dur[(kk, a.b.stage)])
                 self.spans.append(ComputeSpan(r, k, a, start, end))
+                self.begins.append((start, r, k))
                 self.ret[r][k] = end
                 self.cause[r][k] = cause
                 for c in cs:
@@ -411,6 +418,7 @@ class _Replay:
             else:
                 if self.posted[r] < k:
                     self.posted[r] = k
+                    self.begins.append((t, r, k))
                     u = self._post(r, k, a, t)
                 else:
                     u = self._unit_at[(r, k)]
@@ -781,6 +789,8 @@ class _Replay:
             critical_path=path,
             computes=spans,
             messages=tuple(messages),
+            order=() if deadlocked else tuple(
+                (r, k) for _, r, k in sorted(self.begins, key=lambda x: x[0])),
         )
 
 

@@ -235,3 +235,29 @@ def test_user_model_api_sequential_and_apply_to():
         run_pipeline(s, model, mbs, stage_layers={0: [0], 1: [2, 3]})
     with pytest.raises(ScheduleError, match="4 micro-batches but 3"):
         run_pipeline(s, model, mbs[:3], stage_layers={0: [0, 1], 1: [2, 3]})
+
+
+def test_reference_runs_without_z3():
+    """reference/ never imports z3: the witness comes from the graph engine."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; sys.modules['z3'] = None\n"
+        "import torch; torch.set_num_threads(1)\n"
+        "from verifier.generators import generate\n"
+        "from reference.executor import run_pipeline\n"
+        "from reference.baseline import run_baseline, compare\n"
+        "from reference.models import make_layers, make_microbatches\n"
+        "s = generate('dualpipe', 2, 4)\n"
+        "L = make_layers('mlp', 2, hidden=4); mbs = make_microbatches('mlp', 4, hidden=4)\n"
+        "r = run_pipeline(s, L, mbs)\n"
+        "assert r.order == 'witness' and compare(r, run_baseline(L, mbs)).bitwise\n"
+        "assert 'z3' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]

@@ -128,42 +128,35 @@ def well_formed(s: Schedule) -> list[Violation]:
 
 # --------------------------------------------------------------------- 2
 def exactly_once(s: Schedule) -> list[Violation]:
-    where: dict[tuple, list[str]] = defaultdict(list)
+    where: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
     for rank, step, c in s.iter_computes():
-        where[(c.kind, c.stage, c.mb)].append(_at(rank, step))
+        where[(c.kind, c.stage, c.mb)].append((rank, step))
     out: list[Violation] = []
+
+    def text(places) -> str:
+        return ", ".join(_at(r, k) for r, k in places)
+
     for r in s.routes:
         for st in r.stages:
             for m in r.microbatches:
-                f, b, i, w = (where.get((k, st, m), ()) for k in (_F, _B, _I, _W))
+                f, b, i, w = (where.get((k, st, m), []) for k in (_F, _B, _I, _W))
                 if not f:
                     out.append(_v(_EO, "missing-f", (), stage=st, mb=m))
                 for kind, places in ((_F, f), (_B, b), (_I, i), (_W, w)):
                     if len(places) > 1:
                         out.append(
-                            _v(_EO, "duplicate", _locs(places), kind=kind.value, stage=st, mb=m,
-                               count=len(places), places=", ".join(places))
+                            _v(_EO, "duplicate", places, kind=kind.value, stage=st, mb=m,
+                               count=len(places), places=text(places))
                         )
                 if b and (i or w):
-                    out.append(
-                        _v(_EO, "b-and-split", _locs(b + i + w), stage=st, mb=m,
-                           places=", ".join(list(b) + list(i) + list(w)))
-                    )
+                    out.append(_v(_EO, "b-and-split", b + i + w, stage=st, mb=m, places=text(b + i + w)))
                 elif not b and not i and not w:
                     out.append(_v(_EO, "missing-backward", (), stage=st, mb=m))
                 elif not b and i and not w:
-                    out.append(_v(_EO, "i-without-w", _locs(i), stage=st, mb=m))
+                    out.append(_v(_EO, "i-without-w", i, stage=st, mb=m))
                 elif not b and w and not i:
-                    out.append(_v(_EO, "w-without-i", _locs(w), stage=st, mb=m))
+                    out.append(_v(_EO, "w-without-i", w, stage=st, mb=m))
     return out
-
-
-def _locs(places) -> tuple[tuple[int, int], ...]:
-    out = []
-    for p in places:  # "rank R step S"
-        parts = p.split()
-        out.append((int(parts[1]), int(parts[3])))
-    return tuple(out)
 
 
 # --------------------------------------------------------------------- 3

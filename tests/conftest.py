@@ -22,3 +22,14 @@ settings.register_profile(
     "deep", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_addoption(parser):
+    # tests/test_golden.py: rewrite tests/golden/ from the current CLI output
+    # (or set REGEN_GOLDEN=1)
+    parser.addoption(
+        "--regen-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the golden files of tests/test_golden.py instead of comparing",
+    )

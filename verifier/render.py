@@ -290,7 +290,7 @@ def to_svg(p: Picture, px_per_unit: float | None = None, comm: bool = False,
         y0 = g.y(c.rank)
         kinds = "&".join(x.kind for x in c.parts)
         out.append(f'<g class="cell" data-rank="{c.rank}" data-step="{c.step}" '
-                   f'data-kind="{kinds}"><title>rank {c.rank} step {c.step}: '
+                   f'data-kind="{escape(kinds)}"><title>rank {c.rank} step {c.step}: '
                    f'{escape(c.label)} [{c.start:g}, {c.end:g}]</title>')
         single = len(c.parts) == 1
         for part in c.parts:

@@ -1,0 +1,307 @@
+"""Benchmark: fastpath step time against DeepSeek's DualPipe and torch.distributed.pipelining.
+
+What it measures, in one run, on gloo (CPU), same model (reference/models.py
+MLP blocks, float32), same micro-batches, same number of ranks:
+
+- fastpath ``dualpipe``  vs DeepSeek's ``dualpipe.DualPipe`` 1.0.0 (PyPI; it
+  asserts CUDA, so this harness, in the DualPipe worker only, makes
+  ``torch.cuda.current_device`` return "cpu" and allocates its receive buffers
+  on CPU; nothing else of it is changed). Its modules are plain blocks, so its
+  zero-bubble W steps do no work (weight gradients are computed in its B);
+  fastpath runs the same schedule with a real I/W split.
+- fastpath ``1f1b`` / ``zbv`` / ``dualpipev`` vs PyTorch's ``Schedule1F1B`` /
+  ``ScheduleZBVZeroBubble`` / ``ScheduleDualPipeV`` (PipelineStage per stage,
+  ``scale_grads=False`` so both sum micro-batch losses).
+
+Step time: every rank passes a barrier, runs one training step (forward and
+backward of every micro-batch; tied/mirrored layers' gradients all-reduced
+for DualPipe and fastpath dualpipe), and the slowest rank's time is the step
+time; the median over the timed iterations is reported, after warm-up. The
+ratio is fastpath / other (<= 1.0 means fastpath is at least as fast).
+fastpath runs with ``grad_order="running"`` (its fast gradient order).
+
+Beside it, fastpath's measured idle time per rank (makespan minus compute)
+and the bubble ``verifier.analysis`` predicts for the same schedule with the
+measured mean F/B/I/W durations as costs (comm cost 0: the prediction has no
+communication latency, the measurement has gloo's).
+
+Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
+[--hidden 256] [--batch 4] [--seq 64] [--iterations 10] [--warmup 3]
+[--only NAME ...]``. Output: one line per comparison and one per rank.
+
+What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
+are not measured), multi-node, optimiser steps, memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+
+
+# ---------------------------------------------------------------- config
+def _layers_and_data(cfg, num_layers):
+    from reference.models import make_layers, make_microbatches
+
+    layers = make_layers("mlp", num_layers, hidden=cfg["hidden"], seed=0, dtype=torch.float32)
+    mbs = make_microbatches("mlp", cfg["M"], hidden=cfg["hidden"], batch=cfg["batch"],
+                            seq=cfg["seq"], seed=0, dtype=torch.float32)
+    return layers, mbs
+
+
+def _loss(out, tgt):
+    from reference.models import loss_fn
+
+    return loss_fn(out, tgt)
+
+
+# ---------------------------------------------------------------- workers
+def _timed(step, iters, warmup):
+    times = []
+    for i in range(warmup + iters):
+        dist.barrier()
+        t0 = time.perf_counter()
+        loss = step()
+        t = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(t)
+    return times, loss
+
+
+def _dualpipe_worker(rank, R, cfg):
+    import dualpipe.comm as dcomm
+    from dualpipe import DualPipe, set_p2p_tensor_dtype, set_p2p_tensor_shapes
+
+    torch.cuda.current_device = lambda: "cpu"  # DualPipe asserts its modules are on it
+
+    def cpu_buffers():
+        return [torch.empty(s, dtype=dcomm.TENSOR_DTYPE, requires_grad=True)
+                for s in dcomm.TENSOR_SHAPES]
+
+    dcomm.build_from_tensor_shapes = cpu_buffers
+    layers, mbs = _layers_and_data(cfg, R)
+    m0, m1 = layers[rank], layers[R - 1 - rank]
+    dp = DualPipe((m0, m1))
+    set_p2p_tensor_shapes([(cfg["batch"], cfg["seq"], cfg["hidden"])])
+    set_p2p_tensor_dtype(torch.float32)
+    M, half = cfg["M"], cfg["M"] // 2
+    x0 = torch.cat([mbs[m][0] for m in range(half)])
+    y0 = torch.cat([mbs[m][1] for m in range(half)])
+    x1 = torch.cat([mbs[m][0] for m in range(half, M)])
+    y1 = torch.cat([mbs[m][1] for m in range(half, M)])
+    mirror = dist.new_group([min(rank, R - 1 - rank), max(rank, R - 1 - rank)]) if R > 1 else None
+    groups = {}
+    for r in range(R // 2):
+        groups[r] = dist.new_group([r, R - 1 - r])
+    mirror = groups[min(rank, R - 1 - rank)]
+
+    def step():
+        for p in dp.parameters():
+            p.grad = None
+        if rank == 0:
+            loss, _ = dp.step(x0, num_chunks=M, criterion=_loss, labels=(y1,))
+        elif rank == R - 1:
+            loss, _ = dp.step(x1, num_chunks=M, criterion=_loss, labels=(y0,))
+        else:
+            loss, _ = dp.step(num_chunks=M)
+        # the mirrored copies: layer r lives on ranks r and R-1-r; sum their grads
+        flat = torch.cat([p.grad.reshape(-1) for m in (m0, m1) for p in m.parameters()])
+        dist.all_reduce(flat, group=mirror)
+        return None if loss is None else float(loss.sum())
+
+    return _timed(step, cfg["iters"], cfg["warmup"])
+
+
+def _torch_worker(rank, R, cfg, family):
+    from torch.distributed.pipelining import PipelineStage
+    from torch.distributed.pipelining.schedules import (
+        Schedule1F1B,
+        ScheduleDualPipeV,
+        ScheduleZBVZeroBubble,
+    )
+
+    v = family != "1f1b"
+    n_stages = 2 * R if v else R
+    layers, mbs = _layers_and_data(cfg, n_stages)
+    ids = [rank, 2 * R - 1 - rank] if v else [rank]
+    dev = torch.device("cpu")
+    stages = [PipelineStage(layers[i], i, n_stages, dev) for i in ids]
+    M = cfg["M"]
+    cls = {"1f1b": Schedule1F1B, "zbv": ScheduleZBVZeroBubble, "dualpipev": ScheduleDualPipeV}
+    if v:
+        sched = cls[family](stages, M, loss_fn=_loss, scale_grads=False)
+    else:
+        sched = cls[family](stages[0], M, loss_fn=_loss, scale_grads=False)
+    x = torch.cat([mb[0] for mb in mbs])
+    y = torch.cat([mb[1] for mb in mbs])
+    first = 0 in ids
+    last = (n_stages - 1) in ids
+
+    def step():
+        for i in ids:
+            for p in layers[i].parameters():
+                p.grad = None
+        losses = [] if last else None
+        args = (x,) if first else ()
+        kw = dict(target=y, losses=losses) if last else {}
+        sched.step(*args, **kw)
+        return float(sum(float(l.detach()) for l in losses)) if last else None
+
+    return _timed(step, cfg["iters"], cfg["warmup"])
+
+
+def _entry(rank, R, port, kind, cfg, q):
+    try:
+        torch.set_num_threads(cfg["threads"])
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=R)
+        if kind == "dualpipe":
+            times, loss = _dualpipe_worker(rank, R, cfg)
+        else:
+            times, loss = _torch_worker(rank, R, cfg, kind)
+        dist.barrier()
+        q.put(("ok", rank, times, loss))
+        dist.destroy_process_group()
+    except BaseException as e:  # noqa: BLE001
+        import traceback
+
+        q.put(("error", rank, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}", None))
+    q.close()
+    q.join_thread()
+    os._exit(0)
+
+
+def run_other(kind, R, cfg, timeout=300):
+    from fastpath.launch import free_port
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_entry, args=(r, R, port, kind, cfg, q), daemon=True)
+             for r in range(R)]
+    for p in procs:
+        p.start()
+    out = {}
+    t_end = time.monotonic() + timeout
+    try:
+        while len(out) < R:
+            if time.monotonic() > t_end:
+                raise RuntimeError(f"{kind}: timed out after {timeout}s")
+            try:
+                status, rank, times, loss = q.get(timeout=1.0)
+            except Exception:  # noqa: BLE001 - queue.Empty
+                continue
+            if status == "error":
+                raise RuntimeError(f"{kind} rank {rank}: {times}")
+            out[rank] = (times, loss)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    per_iter = [max(out[r][0][i] for r in range(R)) for i in range(cfg["iters"])]
+    losses = [out[r][1] for r in range(R) if out[r][1] is not None]
+    return per_iter, sum(losses)
+
+
+def run_fastpath(family, R, cfg, timeout=300):
+    from fastpath.launch import Job, spawn
+    from fastpath.plan import prepare_schedule
+    from fastpath.trace import measured_idle, predicted_bubble
+    from verifier.generators import generate
+    from verifier.io import schedule_to_dict
+
+    s = prepare_schedule(generate(family, R, cfg["M"]))
+    job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
+              seq=cfg["seq"], dtype="float32", grad_order="running",
+              iterations=cfg["iters"], warmup=cfg["warmup"], threads=cfg["threads"])
+    jr = spawn([job], R, watchdog_s=120, deadline_s=timeout)[0]
+    per_iter = [max(x) for x in jr.step_seconds]
+    loss = sum(float(v) for r in jr.ranks for v in r.losses.values())
+    idle = measured_idle(jr, s)
+    try:
+        pred = predicted_bubble(s, jr)
+    except Exception as e:  # noqa: BLE001
+        pred = None
+        print(f"  (predicted bubble unavailable: {type(e).__name__}: {e})")
+    return per_iter, loss, idle, pred
+
+
+def _verdict(family, R, M, comm_model):
+    from fastpath.check import verify
+    from fastpath.plan import prepare_schedule
+    from verifier.generators import generate
+
+    return verify(prepare_schedule(generate(family, R, M)), comm_model).verdict
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--microbatches", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
+    ap.add_argument("--only", nargs="*", default=None,
+                    choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
+    a = ap.parse_args(argv)
+    R, M = a.ranks, a.microbatches
+    cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
+               warmup=a.warmup, threads=a.threads or max(1, (os.cpu_count() or 1) // R))
+    print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
+          f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} iterations={a.iterations} "
+          f"warmup={a.warmup} torch={torch.__version__}")
+    pairs = [("dualpipe", "DeepSeek DualPipe 1.0.0"),
+             ("1f1b", "torch Schedule1F1B"),
+             ("zbv", "torch ScheduleZBVZeroBubble"),
+             ("dualpipev", "torch ScheduleDualPipeV")]
+    worst = 0.0
+    for family, other_name in pairs:
+        if a.only and family not in a.only:
+            continue
+        v = _verdict(family, R, M, "nccl")
+        if v != "VERIFIED":
+            v2 = _verdict(family, R, M, "eager")
+            print(f"{family}: the checker says {v} under nccl, {v2} under eager for the "
+                  "lowered schedule; fastpath refuses unverified schedules")
+            if v2 != "VERIFIED":
+                print(f"{family}: SKIPPED (no verified schedule to run)")
+                continue
+        try:
+            fp, fp_loss, idle, pred = run_fastpath(family, R, cfg)
+            ot, ot_loss = run_other(family, R, cfg)
+        except Exception as e:  # noqa: BLE001
+            print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
+            continue
+        f_med, o_med = statistics.median(fp), statistics.median(ot)
+        ratio = f_med / o_med
+        worst = max(worst, ratio)
+        print(f"{family}: fastpath {f_med * 1e3:.2f} ms vs {other_name} {o_med * 1e3:.2f} ms "
+              f"ratio {ratio:.3f}x (median of {len(fp)}; loss sums {fp_loss:.6f} / "
+              f"{ot_loss:.6f})")
+        for r, (busy, idl) in enumerate(idle):
+            pb = f"{pred[1][r] * 1e3:.2f} ms" if pred else "n/a"
+            print(f"  rank {r}: busy {busy * 1e3:.2f} ms idle {idl * 1e3:.2f} ms "
+                  f"predicted bubble {pb}")
+    print(f"worst ratio: {worst:.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

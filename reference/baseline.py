@@ -205,8 +205,9 @@ def compare(
     rtol: float | None = None,
     atol: float | None = None,
 ) -> Comparison:
-    """Per-parameter and per-loss differences of ``result`` (anything with
-    ``grads`` and ``losses``, e.g. a PipelineResult) against ``baseline``.
+    """Per-parameter and per-loss differences of ``result`` against ``baseline``
+    (anything with ``grads``: name -> tensor and ``losses``: per micro-batch,
+    tensors or floats; e.g. a PipelineResult or a BaselineResult).
     Tolerances default to ``default_tolerance`` of the baseline's dtype."""
     some = next(iter(baseline.grads.values()), None)
     dt = some.dtype if some is not None else torch.float64
@@ -226,11 +227,11 @@ def compare(
         if lp is None:
             losses.append(LossDiff(m, float("nan"), float(lb), float("inf"), False))
             continue
-        losses.append(
-            LossDiff(
-                m, float(lp), float(lb), abs(float(lp) - float(lb)), bool(torch.equal(lp, lb))
-            )
-        )
+        if isinstance(lp, Tensor) and isinstance(lb, Tensor):
+            same = lp.dtype == lb.dtype and bool(torch.equal(lp, lb))
+        else:  # plain floats (e.g. gathered from other processes)
+            same = float(lp) == float(lb)
+        losses.append(LossDiff(m, float(lp), float(lb), abs(float(lp) - float(lb)), same))
     if len(result.losses) > len(baseline.losses):
         missing = missing + tuple(
             f"loss of micro-batch {m} (not in baseline)"

@@ -44,7 +44,9 @@ Order of execution: the checker's witness (graph engine, eager communication
 model). A schedule the checker refutes is not run (exit 1, RESULT: REFUTED)
 unless --force, which runs the rank programs round-robin as far as they go and
 reports the first fault the executor detects (message tag mismatch, compute run
-twice or never, data used before it exists, every rank blocked).
+twice or never, data used before it exists, every rank blocked). The executor
+follows the eager model (sends buffered): a schedule that deadlocks only under
+the stricter nccl model runs here; `python -m verifier check` decides that.
 
 Output (text): a header, then one line per micro-batch
   loss mb M: PIPELINE baseline BASELINE bitwise|diff D

@@ -24,7 +24,9 @@ How it runs:
 - Semantics follow specs/SEMANTICS.md under the ``eager`` communication model
   (sends buffered; a receive completes once its send is posted; a BATCH with
   ``wait`` blocks the rank until its receives have completed). The two halves
-  of an OVERLAP run one after the other (forward first).
+  of an OVERLAP run one after the other (forward first); they must be an F
+  and a B or I, and since each half checks its own inputs before either runs,
+  halves that depend on each other stop the run.
 - Order of execution, never invented here: by default the checker's witness
   (``verifier.checker.check(schedule, comm_model="eager", engine="graph")``, a
   valid order of step beginnings). A refuted schedule raises
@@ -109,6 +111,12 @@ class WellFormedError(ExecutionError):
     """An action on the wrong rank, an unknown stage, a micro-batch off its route."""
 
     kind = "well-formed"
+
+
+class OverlapError(ExecutionError):
+    """An OVERLAP whose halves are not a forward and a backward (B or I)."""
+
+    kind = "overlap-legal"
 
 
 class BlockedError(ExecutionError):
@@ -502,12 +510,17 @@ class _Run:
                 return why
             self._compute(rank, step, a)
         elif isinstance(a, Overlap):
+            if a.f.kind is not ComputeKind.F or a.b.kind not in (ComputeKind.B, ComputeKind.I):
+                raise OverlapError(
+                    f"{a}: the halves must be a forward and a backward (B or I), got "
+                    f"{a.f.kind.value} and {a.b.kind.value}",
+                    rank,
+                    step,
+                )
             for c in (a.f, a.b):
                 why = self._ready(rank, step, c)
                 if why is not None:
                     return why
-            if (a.f.stage, a.f.mb) == (a.b.stage, a.b.mb):
-                raise WellFormedError(f"{a}: both halves are the same (stage, mb)", rank, step)
             self._compute(rank, step, a.f)
             self._compute(rank, step, a.b)
         elif isinstance(a, Comm):
@@ -765,6 +778,7 @@ __all__ = [
     "ExactlyOnceError",
     "DependencyError",
     "WellFormedError",
+    "OverlapError",
     "BlockedError",
     "RefutedScheduleError",
     "PipelineResult",

@@ -36,6 +36,8 @@ from verifier.ir import Schedule, ScheduleError, comms_of, loc
 
 COMM_MODELS = ("nccl", "eager")
 ENGINES = ("auto", "graph", "z3", "both")
+# auto gives Z3 this long before the graph engine decides instead
+AUTO_Z3_TIMEOUT_MS = 10_000
 
 
 @total_ordering
@@ -234,6 +236,7 @@ class CheckResult:
     certificate: str
     stats: Stats
     z3_core: tuple[str, ...] = ()
+    engine_note: str = ""  # e.g. why auto fell back from z3 to graph
     schedule: Schedule = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
 
     def result_of(self, pid: PropertyId | str) -> PropertyResult:
@@ -313,6 +316,8 @@ def check(
         schedule = lower(schedule)
         lowered = True
 
+    engine_note = ""
+
     def result(verdict, chosen, props, witness, cycle, peaks, cert, engine_s, cert_s, num_events, z3_stats, core):
         return CheckResult(
             verdict=verdict,
@@ -335,6 +340,7 @@ def check(
                 z3=z3_stats,
             ),
             z3_core=tuple(core),
+            engine_note=engine_note,
             schedule=schedule,
         )
 
@@ -368,6 +374,7 @@ def check(
     dl_viol: tuple[Violation, ...] = ()
     dl_by = chosen
     notes: list[Violation] = []  # disagreements, attached to deadlock-free
+    engine_note = ""
     num_events = 0
     z3_stats: Mapping[str, object] = {}
     core: tuple[str, ...] = ()
@@ -386,6 +393,8 @@ def check(
         kw = {}
         if z3_timeout_ms is not None:
             kw["timeout_ms"] = z3_timeout_ms
+        elif engine == "auto":
+            kw["timeout_ms"] = AUTO_Z3_TIMEOUT_MS
         if z3_rlimit is not None:
             kw["rlimit"] = z3_rlimit
         z3o = z3engine.decide(schedule, comm_model, memory_limit=memory_limit, **kw)
@@ -394,7 +403,12 @@ def check(
         # Z3 states properties 3-7 at once; the static checks decide 3, 4, 6
         # and 7 on their own, so hold them against Z3's answer.
         z3_failed = {PropertyId(p) for p in (z3o.failed_properties or ())}
-        if z3o.status == "unknown":
+        if z3o.status == "unknown" and engine == "auto":
+            # auto: Z3 gave up within its budget; the graph engine decides (a
+            # complete procedure whose certificate is validated below)
+            engine_note = f"z3 gave up ({z3o.reason or 'unknown'}); decided by the graph engine"
+            chosen = dl_by = "graph"
+        elif z3o.status == "unknown":
             dl_status = Status.UNKNOWN
             dl_viol = (Violation(PropertyId.DEADLOCK_FREE, "solver-unknown", (), (("detail", z3o.reason or "unknown"),)),)
         elif z3o.status == "sat":

@@ -63,7 +63,8 @@ communication models (--comm-model):
   Deadlock-free under nccl implies deadlock-free under eager.
 
 engines (--engine):
-  auto   (default) z3 when the schedule fits its budget, else graph
+  auto   (default) z3 when the schedule fits its budget, else graph; if z3
+         gives up (10 s unless --timeout) the graph engine decides (noted)
   graph  happens-before graph, linear time, any size
   z3     the declarative encoding (verifier/z3engine.py); solver limits give UNKNOWN
   both   run both; a disagreement is UNKNOWN (and a bug to report)
@@ -264,6 +265,8 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
         f"schedule: {name}, {s.num_ranks} ranks, {s.num_microbatches} micro-batches, "
         f"{s.num_actions} steps{low}"
     )
+    if result.engine_note:
+        out.append(f"note: {result.engine_note}")
     width = max(len(p.value) for p in PropertyId)
     for pr in result.properties:
         line = f"  {pr.property.value:<{width}}  {_status_text(pr.status):<11}  {_detail(result, pr.property)}"
@@ -387,6 +390,7 @@ def to_json(result: CheckResult, source: str = "", with_witness: bool = False) -
         "exit_code": result.verdict.exit_code,
         "comm_model": result.comm_model,
         "engine": result.engine,
+        "engine_note": result.engine_note,
         "schedule": {
             "source": source,
             "name": s.name,

@@ -264,8 +264,18 @@ class RankRunner:
         return t, blocked
 
     def _prune_sends(self) -> None:
-        if self.sends and not self.cuda:
-            self.sends = [(w, t) for (w, t) in self.sends if not w.is_completed()]
+        """Drop completed sends (their tensors may be freed); ``is_completed`` does not
+        block (on NCCL it queries the work's CUDA event)."""
+        if self.sends:
+            keep = []
+            for w, t in self.sends:
+                if w.is_completed():
+                    self.done.add(w)
+                else:
+                    keep.append((w, t))
+            self.sends = keep
+        if len(self.pending) > 64:
+            self.pending = [p for p in self.pending if p[0] not in self.done]
 
     # ---- compute -----------------------------------------------------------
     def _forward(self, c: Compute, step, action) -> float:

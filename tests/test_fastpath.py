@@ -1,0 +1,260 @@
+"""fastpath without process groups: plans, CLI input handling, trace, comparison, watchdog.
+
+The multi-process runs are in test_fastpath_multiprocess.py (marked), the CUDA
+ones in test_fastpath_gpu.py (skip without CUDA).
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastpath.check import comparison_lines, differential, merge, reference_run, verify
+from fastpath.cli import main
+from fastpath.launch import Job, JobResult
+from fastpath.plan import build_plan, prepare_schedule, stage_layers, tied_groups
+from fastpath.runtime import RankResult, StepTime, _Pool
+from fastpath.trace import measured_idle, trace_schedule
+from reference.models import stage_layer_map
+from verifier.generators import generate
+from verifier.io import save_schedule, schedule_to_dict
+from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, ScheduleError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------- plan
+@pytest.mark.parametrize("family,R,M", [("1f1b", 2, 4), ("dualpipe", 4, 8), ("zb-h1", 4, 4),
+                                        ("dualpipev", 2, 4), ("interleaved-1f1b", 2, 2)])
+def test_plan_peers_and_frees(family, R, M):
+    s = prepare_schedule(generate(family, R, M))
+    plans = [build_plan(s, r) for r in range(R)]
+    assert sum(p.num_sends for p in plans) == sum(p.num_recvs for p in plans) > 0
+    for p in plans:
+        for (step, sub), peer in p.peers.items():
+            a = s.actions[p.rank][step]
+            op = a.ops[sub] if isinstance(a, Batch) else a
+            assert peer == s.peer_of(op) != p.rank
+        # every (stage, mb) of this rank is freed exactly at its B or W step
+        for (st, m), step in p.free_after.items():
+            a = s.actions[p.rank][step]
+            kinds = {c.kind for c in ([a.f, a.b] if hasattr(a, "f") else [a])
+                     if getattr(c, "stage", None) == st and getattr(c, "mb", None) == m}
+            assert kinds & {ComputeKind.B, ComputeKind.W}
+        assert len(p.free_after) == sum(
+            len(s.routes[s.route_of_stage(st)].microbatches) for st in p.stages)
+
+
+def test_tied_groups_dualpipe_four_ranks():
+    s = generate("dualpipe", 4, 8)
+    assert tied_groups(s) == tied_groups(s)
+    got = {g.ranks: g.layers for g in tied_groups(s)}
+    assert got == {(0, 3): (0, 3), (1, 2): (1, 2)}
+    assert tied_groups(generate("1f1b", 2, 2)) == ()
+
+
+def test_stage_layers_match_reference_map():
+    s = generate("dualpipev", 2, 4)
+    ref = stage_layer_map(s, 3)
+    for st in s.stage_by_id:
+        assert stage_layers(s, st, 3) == ref[st]
+
+
+def test_plan_rejects_op_on_wrong_rank():
+    s = prepare_schedule(generate("1f1b", 2, 2))
+    bad = s.with_actions([list(s.actions[0]) + [Comm(CommKind.SEND_F, 1, 0)],
+                          list(s.actions[1])])
+    with pytest.raises(ScheduleError, match="rank 0 step"):
+        build_plan(bad, 0)
+    nopeer = s.with_actions([list(s.actions[0]) + [Comm(CommKind.RECV_F, 0, 0)],
+                             list(s.actions[1])])
+    with pytest.raises(ScheduleError, match="no peer"):
+        build_plan(nopeer, 0)
+
+
+def test_pool_reuses_buffers():
+    pool = _Pool(torch.float64, torch.device("cpu"))
+    a = pool.take((2, 3))
+    pool.give(a)
+    b = pool.take((2, 3))
+    assert b is a and pool.allocated == 1
+    c = pool.take((2, 3))
+    assert c is not a and pool.allocated == 2
+
+
+# ---------------------------------------------------------------- CLI input
+def test_help_documents_flags_and_exit_codes():
+    code, out, _ = _run(["run", "--help"])
+    assert code == 0
+    for flag in ("--nproc", "--backend", "--model", "--layers-per-stage", "--dtype", "--seed",
+                 "--check", "--trace", "--watchdog-seconds", "--no-verify", "--comm-model",
+                 "--grad-order", "--loss-reduction", "--iterations", "--warmup", "--threads"):
+        assert flag in out, flag
+    for code_line in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 "):
+        assert f"\n  {code_line}" in out, code_line
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run"], "file"),
+    (["run", "/nonexistent/x.json"], "no such file"),
+    (["run", "FILE", "--nproc", "3"], "--nproc is 3"),
+    (["run", "FILE", "--layers-per-stage", "0"], "--layers-per-stage must be >= 1"),
+    (["run", "FILE", "--watchdog-seconds", "0"], "--watchdog-seconds must be > 0"),
+    (["run", "FILE", "--model", "cnn"], "invalid choice"),
+])
+def test_bad_input_exit_2(tmp_path, argv, needle):
+    f = tmp_path / "s.json"
+    save_schedule(generate("1f1b", 2, 2), f)
+    argv = [str(f) if a == "FILE" else a for a in argv]
+    code, out, err = _run(argv)
+    assert code == 2, (out, err)
+    assert needle in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_nccl_without_cuda_is_bad_input(tmp_path):
+    f = tmp_path / "s.json"
+    save_schedule(generate("1f1b", 2, 2), f)
+    code, _, err = _run(["run", str(f), "--backend", "nccl"])
+    assert code == 2 and "needs CUDA" in err
+
+
+def _broken(tmp_path):
+    s = prepare_schedule(generate("1f1b", 2, 2))
+    acts0 = [a for a in s.actions[0]
+             if not (isinstance(a, Batch) and any(o.kind is CommKind.SEND_F and o.mb == 1
+                                                  for o in a.ops))]
+    f = tmp_path / "broken.json"
+    save_schedule(s.with_actions([acts0, list(s.actions[1])]), f)
+    return f
+
+
+def test_refuted_schedule_is_refused_with_counterexample(tmp_path):
+    code, out, err = _run(["run", str(_broken(tmp_path))])
+    assert code == 1
+    assert "REFUTED" in err and "not running it" in err
+    assert "rank 1 step" in err  # located counterexample
+    assert out == ""  # nothing ran
+
+
+def test_fastpath_never_imports_z3():
+    code = (
+        "import sys, fastpath.cli, fastpath.launch, fastpath.runtime, fastpath.trace\n"
+        "from fastpath.check import verify\n"
+        "from fastpath.plan import prepare_schedule\n"
+        "from verifier.generators import generate\n"
+        "assert verify(prepare_schedule(generate('dualpipe', 2, 4))).verdict == 'VERIFIED'\n"
+        "assert 'z3' not in sys.modules, 'z3 imported'\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+# ---------------------------------------------------------------- trace / idle
+def _fake_result(s):
+    ranks = []
+    for r, acts in enumerate(s.actions):
+        tl = [StepTime(10.0 + k, 10.5 + k, 0.25 if isinstance(a, Compute) else 0.0)
+              for k, a in enumerate(acts)]
+        ranks.append(RankResult(r, timeline=tl))
+    return JobResult(ranks, [[1.0] * s.num_ranks])
+
+
+def test_trace_schedule_keeps_actions_and_times():
+    s = prepare_schedule(generate("zb-h1", 2, 4))
+    jr = _fake_result(s)
+    tr = trace_schedule(s, jr)
+    assert tr.actions == s.actions
+    times = tr.params["trace"]["times"]
+    assert times[0][0] == [0.0, 0.5, 0.25]
+    assert [len(t) for t in times] == [len(a) for a in s.actions]
+    # round trip through the format
+    from verifier.io import schedule_from_dict
+
+    back = schedule_from_dict(schedule_to_dict(tr))
+    assert back.actions == s.actions and back.params["trace"]["times"] == times
+
+
+def test_measured_idle_is_makespan_minus_compute():
+    s = prepare_schedule(generate("1f1b", 2, 2))
+    jr = _fake_result(s)
+    span = max(len(a) for a in s.actions) - 1 + 0.5
+    for r, (busy, idle) in enumerate(measured_idle(jr, s)):
+        n_comp = sum(isinstance(a, Compute) for a in s.actions[r])
+        assert busy == pytest.approx(0.25 * n_comp)
+        assert idle == pytest.approx(span - busy)
+
+
+# ---------------------------------------------------------------- differential
+def test_differential_detects_a_one_ulp_difference():
+    s = prepare_schedule(generate("1f1b", 2, 2))
+    job = Job(schedule_to_dict(s))
+    ref = reference_run(s, job)
+    ranks = [RankResult(0, losses={0: ref.losses[0], 1: ref.losses[1]},
+                        grads={n: g.clone() for n, g in ref.grads.items()})]
+    same = differential(merge(JobResult(ranks)), ref)
+    assert same.bitwise and same.matches
+    name = sorted(ref.grads)[0]
+    g = ranks[0].grads[name]
+    g.view(-1)[0] = torch.nextafter(g.view(-1)[0], torch.tensor(float("inf"), dtype=g.dtype))
+    diff = differential(merge(JobResult(ranks)), ref)
+    assert not diff.bitwise and diff.matches  # 1 ulp: within tolerance, not bitwise
+    g.view(-1)[0] += 1e-3
+    bad = differential(merge(JobResult(ranks)), ref)
+    assert not bad.matches and name in bad.mismatched
+    assert any(line.startswith(f"param {name} ") and "ok=no" in line
+               for line in comparison_lines(bad))
+
+
+# ---------------------------------------------------------------- watchdog thread
+def test_watchdog_thread_ends_a_blocked_process_with_exit_4():
+    code = (
+        "import time\n"
+        "from fastpath.watchdog import Watchdog\n"
+        "w = Watchdog(3, 0.3, on_fire=lambda m: print(m, flush=True), grace_s=0.2, poll_s=0.05)\n"
+        "w.start()\n"
+        "w.waiting(7, 'F(stage 1, mb 2)', 'the tied all-reduce', 2)\n"
+        "time.sleep(20)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 4
+    assert "rank 3 stuck at step 7 (F(stage 1, mb 2))" in p.stdout
+    assert "rank 2" in p.stdout
+
+
+# ---------------------------------------------------------------- one rank, no group
+def test_one_rank_runner_with_overlap_matches_reference_bitwise():
+    """The step loop itself (OVERLAP, local hand-offs, I/W) with no process group."""
+    from fastpath.runtime import RankRunner
+    from reference.models import loss_fn, make_layers, make_microbatches
+    from verifier.ir import Overlap, Route, Schedule, Stage
+
+    F, B, I, W = ComputeKind.F, ComputeKind.B, ComputeKind.I, ComputeKind.W  # noqa: E741
+    c = Compute
+    acts = [c(F, 0, 0), c(F, 1, 0), c(F, 0, 1), Overlap(c(F, 1, 1), c(I, 1, 0)),
+            c(W, 1, 0), c(B, 0, 0), c(B, 1, 1), c(I, 0, 1), c(W, 0, 1)]
+    s = Schedule(num_ranks=1, num_microbatches=2, stages=(Stage(0, 0, 0), Stage(1, 0, 1)),
+                 routes=(Route((0, 1), (0, 1)),), actions=(tuple(acts),), name="v1")
+    layers = dict(enumerate(make_layers("transformer", 2)))
+    runner = RankRunner(build_plan(s, 0), stage_layer_map(s, 1), layers,
+                        make_microbatches("transformer", 2), loss_fn,
+                        device=torch.device("cpu"))
+    res = runner.run()
+    assert [len(runner.state), len(runner.wstate)] == [0, 0]  # everything freed
+    job = Job(schedule_to_dict(s), model="transformer", threads=torch.get_num_threads())
+    cmp = differential(merge(JobResult([res])), reference_run(s, job))
+    assert cmp.bitwise, cmp.mismatched

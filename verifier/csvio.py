@@ -74,8 +74,10 @@ MAX_ID = 10_000_000  # the same bound as the JSON schema's index
 
 _CELL = re.compile(r"([0-9]+)([A-Z_]+)([0-9]*)")
 _OVERLAP = re.compile(r"\(([^()]*)\)([A-Z_]*)")
+_FAST = re.compile(r"([0-9]{1,9})(F|B|I|W|SEND_F|RECV_F|SEND_B|RECV_B)([0-9]{1,9})")
 _COMPUTE = {k.value: k for k in ComputeKind}
 _COMM = {k.value: k for k in CommKind}
+_MAKE = {**{v: (Compute, k) for v, k in _COMPUTE.items()}, **{v: (Comm, k) for v, k in _COMM.items()}}
 _UNSUPPORTED = {
     "UNSHARD": "FSDP parameter unshard",
     "RESHARD": "FSDP parameter reshard",
@@ -232,15 +234,35 @@ def csv_to_schedule(text: str, source: str = "<input>") -> Schedule:
     rd = _Reader(source)
     actions: list[tuple[Action, ...]] = []
     idle: dict[str, list[int]] = {}
+    # Fast path for the common plain cell; anything else (and every error)
+    # goes through _Reader.cell, which is the one statement of the dialect.
+    fast, stage_at, make = _FAST.fullmatch, rd.stage_at, _MAKE
+    max_mb, has_comm = -1, False
     for rank, row in enumerate(rows):
         acts: list[Action] = []
         for col, raw in enumerate(row):
+            m = fast(raw)
+            if m is not None:
+                s, kind, b = int(m[1]), m[2], int(m[3])
+                at = stage_at.get(s)
+                if s <= MAX_ID and b <= MAX_ID and (at is None or at[0] == rank):
+                    if at is None:
+                        stage_at[s] = (rank, col)
+                    if b > max_mb:
+                        max_mb = b
+                    cls, k = make[kind]
+                    if cls is Comm:
+                        has_comm = True
+                    acts.append(cls(k, s, b))
+                    continue
             cell = raw.strip()
             if not cell:
                 idle.setdefault(str(rank), []).append(col)
                 continue
             acts.append(rd.cell(rank, col, cell))
         actions.append(tuple(acts))
+    rd.max_mb = max(rd.max_mb, max_mb)
+    rd.has_comm = rd.has_comm or has_comm
     if not rd.stage_at:
         raise ScheduleError(
             f"no actions in any of its {len(rows)} row(s); nothing to infer stages "
@@ -393,6 +415,15 @@ def schedule_to_csv(
     for rank, acts in enumerate(s.actions):
         cells: list[str] = []
         for step, a in enumerate(acts):
+            tp = type(a)
+            if tp is Compute or (tp is Comm and not compute_only):  # fast path
+                st = a.stage
+                if rank_of.get(st) == rank:
+                    seen_stages.add(st)
+                    if a.mb > max_mb:
+                        max_mb = a.mb
+                    cells.append(f"{st}{a.kind.value}{a.mb}")
+                    continue
             if isinstance(a, (Comm, Batch)) and compute_only:
                 continue
             if isinstance(a, Batch) and not flatten_batches:

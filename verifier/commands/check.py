@@ -119,6 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock limit for the z3 engine (default: its own, 60 s); "
                    "hitting it gives UNKNOWN (exit 3)")
+    p.add_argument("--rlimit", type=int, default=None, metavar="N",
+                   help="deterministic resource limit for the z3 engine (z3's rlimit; "
+                   "hitting it gives UNKNOWN, exit 3)")
     p.add_argument("--progress", action="store_true",
                    help="print progress lines to stderr even when it is not a terminal")
 
@@ -143,6 +146,8 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 
     if args.timeout is not None and not args.timeout > 0:
         raise ScheduleError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.rlimit is not None and args.rlimit < 1:
+        raise ScheduleError(f"--rlimit must be >= 1, got {args.rlimit}")
     progress(f"loading {args.file}")
     schedule = load_schedule(args.file)
     result = check(
@@ -150,14 +155,16 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         comm_model=args.comm_model,
         engine=args.engine,
         memory_limit=args.memory_limit,
-        z3_timeout_ms=None if args.timeout is None else int(args.timeout * 1000),
+        z3_timeout_ms=None if args.timeout is None else max(1, int(args.timeout * 1000)),
+        z3_rlimit=args.rlimit,
         progress=progress,
     )
     if args.format == "json":
         doc = to_json(result, source=args.file, with_witness=args.witness)
         stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
-        stdout.write(render_text(result, verbose=args.verbose, with_witness=args.witness))
+        stdout.write(render_text(result, verbose=args.verbose, with_witness=args.witness,
+                                 source=args.file))
     return result.verdict.exit_code
 
 
@@ -256,10 +263,11 @@ def _num(x) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def render_text(result: CheckResult, verbose: bool = False, with_witness: bool = False) -> str:
+def render_text(result: CheckResult, verbose: bool = False, with_witness: bool = False,
+                source: str = "") -> str:
     s = result.schedule
     out = [f"{result.verdict.value} under {result.comm_model} (engine: {result.engine})"]
-    name = s.name or s.family or "(unnamed)"
+    name = s.name or s.family or source or "(unnamed)"
     low = ", lowered from compute-only" if result.lowered else ""
     out.append(
         f"schedule: {name}, {s.num_ranks} ranks, {s.num_microbatches} micro-batches, "

@@ -43,7 +43,14 @@ class PeerFailure(FastpathError):
 
 def describe_wait(rank: int, step: int | str, action: object, what: str, peer: int | None,
                   waited: float) -> str:
-    peer_txt = f" from/to rank {peer}" if peer is not None else ""
+    if peer is None:
+        peer_txt = ""
+    elif "RECV" in what or "partial gradient sum" in what and "sending" not in what:
+        peer_txt = f" from rank {peer}"
+    elif "SEND" in what or "sending" in what:
+        peer_txt = f" to rank {peer}"
+    else:
+        peer_txt = f" with rank {peer}"
     return (
         f"watchdog: rank {rank} stuck at step {step} ({action}): waited {waited:.1f}s "
         f"for {what}{peer_txt}"

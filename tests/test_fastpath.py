@@ -233,7 +233,7 @@ def test_watchdog_thread_ends_a_blocked_process_with_exit_4():
                        timeout=60)
     assert p.returncode == 4
     assert "rank 3 stuck at step 7 (F(stage 1, mb 2))" in p.stdout
-    assert "rank 2" in p.stdout
+    assert "with rank 2" in p.stdout
 
 
 # ---------------------------------------------------------------- one rank, no group

@@ -456,3 +456,15 @@ def test_analyze_cli_deadlock_exit_1_and_bad_costs_exit_2(tmp_path):
     assert rc == 2 and "W=-2" in err and "Traceback" not in err
     rc, out, err = _cli("analyze", str(tmp_path / "missing.json"))
     assert rc == 2
+
+
+@pytest.mark.parametrize("bad, what", [
+    (Compute(F, 9, 0), "not on any route"),
+    (Compute(F, 0, 5), "micro-batch 5"),
+    (Comm(RECV_F, 0, 0), "no peer"),
+])
+def test_malformed_input_is_a_schedule_error_naming_the_place(bad, what):
+    s = _two_rank([bad], [Compute(F, 1, 0)])
+    with pytest.raises(ScheduleError) as e:
+        analyze(s)
+    assert what in str(e.value) and "rank 0 step 0" in str(e.value)

@@ -227,6 +227,17 @@ def label_of(a: Action) -> str:
 
 
 # ------------------------------------------------------------ the replay ---
+def _check_computes(s: Schedule) -> None:
+    on_route, known, M = s._route_pos, s.stage_by_id, s.num_microbatches
+    for r, k, c in s.iter_computes():
+        if c.stage not in on_route or c.stage not in known:
+            raise ScheduleError(f"{c} names a stage that is not on any route; analyze needs "
+                                "a well-formed schedule (run `check`)", loc(r, k))
+        if not 0 <= c.mb < M:
+            raise ScheduleError(f"{c} has micro-batch {c.mb} outside 0..{M - 1}; analyze "
+                                "needs a well-formed schedule (run `check`)", loc(r, k))
+
+
 def analyze(
     s: Schedule, costs: CostModel = DEFAULT, comm_model: str = "nccl"
 ) -> Analysis:
@@ -237,6 +248,7 @@ def analyze(
     if s.is_compute_only and any(s.actions):
         from verifier.lowering import lower
 
+        _check_computes(s)  # lowering assumes well-formed computes
         s = lower(s)
     from verifier.analysis_replay import replay
 

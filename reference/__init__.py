@@ -16,3 +16,26 @@ What it does not cover: speed across devices, real communication, memory
 savings (fastpath/ does that); it never imports z3 and never derives a schedule
 of its own.
 """
+
+from reference.baseline import Comparison, compare, run_baseline
+from reference.executor import (
+    ExecutionError,
+    PipelineResult,
+    RefutedScheduleError,
+    run_pipeline,
+)
+from reference.models import make_layers, make_microbatches, loss_fn, stage_layer_map
+
+__all__ = [
+    "Comparison",
+    "ExecutionError",
+    "PipelineResult",
+    "RefutedScheduleError",
+    "compare",
+    "loss_fn",
+    "make_layers",
+    "make_microbatches",
+    "run_baseline",
+    "run_pipeline",
+    "stage_layer_map",
+]

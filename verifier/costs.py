@@ -162,6 +162,23 @@ class CostModel:
 DEFAULT = CostModel()
 
 
+def scaled(cm: CostModel, factor: float) -> CostModel:
+    """The same model with every compute duration times ``factor`` (comm unchanged).
+
+    ``compare`` uses it to run each family on the same model: a stage of a
+    route with PP stages on R ranks is R/PP of a one-stage-per-rank stage.
+    """
+    def sc(c: StageCosts) -> StageCosts:
+        return StageCosts(F=c.F * factor, B=c.B * factor, I=c.I * factor, W=c.W * factor,
+                          FB=c.FB * factor, FI=c.FI * factor, comm=c.comm)
+
+    if factor == 1:
+        return cm
+    return CostModel(default=sc(cm.default),
+                     per_stage={k: sc(v) for k, v in cm.per_stage.items()},
+                     given=dict(cm.given))
+
+
 def _number(text: str, key: str, where: str) -> float:
     try:
         v = float(text)

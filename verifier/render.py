@@ -132,7 +132,11 @@ def layout(s: Schedule, a: Analysis) -> Picture:
             comm.append((m.dst, m.start, m.end, False))
     durs = [c.end - c.start for c in cells if c.end > c.start]
     bubble = f"  bubble {100 * a.bubble_ratio:.1f}%" if not a.deadlocked else "  DEADLOCKED"
-    title = f"{s.name or s.family or 'schedule'}  makespan {a.makespan:g}{bubble}"
+    c = a.costs
+    cost_txt = " ".join(f"{k}={c[k]:g}" for k in ("F", "B", "I", "W", "FB", "comm")
+                        if k in c and (k != "comm" or c[k]))
+    title = (f"{s.name or s.family or 'schedule'}  {a.comm_model}  {cost_txt}  "
+             f"makespan {a.makespan:g}{bubble}")
     return Picture(title, s.num_ranks, nchunks, a.makespan, min(durs) if durs else 1.0,
                    tuple(cells), tuple(idle), tuple(comm))
 

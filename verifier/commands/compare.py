@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 
 from verifier import costs as costs_mod
+from verifier.costs import scaled
 from verifier.analysis import COMM_MODELS, analyze, published_bubble
 from verifier.commands.analyze import COSTS_HELP
 from verifier.ir import ScheduleError
@@ -26,8 +27,18 @@ time each one (the ASAP replay of `analyze`) and print one row per family:
   ratio      all bubbles / (ranks x makespan)
   formula    the DualPipe README's bubble formula where it has one
              (1F1B, ZB1P = zb-h1, DualPipe, DualPipeV), else -
-  act        peak live activations, worst rank (stage-activation units)
+  act        peak live activations, worst rank, in units of one
+             one-stage-per-rank stage's activation (see below)
   params     parameter copies per rank (distinct layers x ranks / layers)
+
+Same model, same ranks: the costs describe one stage of a one-stage-per-rank
+pipeline (1/R of the model). A family whose route has PP stages (interleaved,
+ZB-V, DualPipeV: PP = chunks x R) runs each stage at R/PP of those costs, and
+its activation count is scaled by R/PP too, so every row is the same model on
+the same R ranks. DualPipe's stages are whole 1/R stages (its route has R
+stages; each rank holds two, mirrored: params 2x). --per-stage-costs turns
+this off (every stage of every family costs the given costs, activations in
+that family's stage units). The formula column uses the scaled costs.
 
 A family that cannot serve the parameters shows "n/a: reason"; one whose
 replay deadlocks under the chosen model shows "DEADLOCK: first stuck place".
@@ -53,6 +64,8 @@ def add_arguments(p) -> None:
     p.add_argument("--costs", default=None, help=COSTS_HELP)
     p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--per-stage-costs", action="store_true",
+                   help="do not scale costs and activations by R/PP (see above)")
     p.add_argument("-o", "--output", default=None, metavar="CHART",
                    help="write a chart (.svg or .png)")
 
@@ -73,7 +86,9 @@ class Row:
 
 
 def compare(num_ranks: int, num_microbatches: int, costs, comm_model: str = "nccl",
-            families=None, num_chunks: int | None = None) -> list[Row]:
+            families=None, num_chunks: int | None = None, normalize: bool = True) -> list[Row]:
+    """One Row per family (see DESCRIPTION); ``normalize``: costs and activations
+    per R/PP as described there."""
     from verifier.generators import FAMILIES, generate
 
     rows = []
@@ -84,17 +99,21 @@ def compare(num_ranks: int, num_microbatches: int, costs, comm_model: str = "ncc
         except ScheduleError as e:
             rows.append(Row(fam, "n/a", str(e)))
             continue
-        a = analyze(s, costs, comm_model)
         pp = max(len(r.stages) for r in s.routes)
+        # same model on the same ranks: a stage of a PP-stage route is R/PP of
+        # the one-stage-per-rank stage the costs describe
+        scale = num_ranks / pp if normalize else 1.0
+        fam_costs = scaled(costs, scale)
+        a = analyze(s, fam_costs, comm_model)
         if a.deadlocked:
             first = a.stuck[0] if a.stuck else None
             rows.append(Row(fam, "deadlock", f"{first}" if first else "", pp=pp))
             continue
         rows.append(Row(
             fam, "ok", "", pp=pp, makespan=a.makespan, bubble=a.max_bubble,
-            ratio=a.bubble_ratio, formula=published_bubble(fam, num_ranks, costs),
+            ratio=a.bubble_ratio, formula=published_bubble(fam, num_ranks, fam_costs),
             mean_busy=sum(r.busy for r in a.ranks) / len(a.ranks),
-            peak_activations=max(r.peak_activations for r in a.ranks),
+            peak_activations=max(r.peak_activations for r in a.ranks) * scale,
             param_copies=max(r.param_copies for r in a.ranks),
         ))
     return rows
@@ -140,9 +159,11 @@ def run(args, stdout, stderr) -> int:
     for name, v in (("--ranks", args.ranks), ("--microbatches", args.microbatches)):
         if v < 1:
             raise ScheduleError(f"must be >= 1, got {v}", name)
-    rows = compare(args.ranks, args.microbatches, cm, args.comm_model, fams, args.chunks)
+    rows = compare(args.ranks, args.microbatches, cm, args.comm_model, fams, args.chunks,
+                   normalize=not args.per_stage_costs)
     title = (f"ranks {args.ranks}, micro-batches {args.microbatches}, comm {args.comm_model}, "
-             f"costs {cm.describe()}")
+             f"costs {cm.describe()}"
+             + (" per stage" if args.per_stage_costs else " per 1/R of the model"))
     if args.format == "json":
         stdout.write(json.dumps([{
             k: getattr(r, k) for k in Row.__slots__} for r in rows], indent=1) + "\n")

@@ -42,6 +42,11 @@ How it runs:
   and at the end (every (stage, micro-batch) of a route must have had its F
   and its B or I+W, every send matched, every received payload consumed).
 
+Cost: every micro-batch's weight gradient is kept until the end (one tensor
+per parameter per micro-batch), the price of a fixed summation order; the
+weight pass of a split backward repeats the activation-gradient work inside the
+stage (reference.split).
+
 What it does not cover: real concurrency or communication (fastpath/), the
 ``nccl`` model's stricter blocking (the checker decides deadlock-freedom under
 it; this executor runs eager semantics), memory savings, optimiser steps.

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,7 @@ from verifier.ir import (
 from verifier.lowering import strip_communication
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parent.parent
 # PyTorch's artifacts (pytorch/pytorch test/distributed/pipelining/artifacts)
 ARTIFACTS = {
     "dualpipev_4rank_10mb.csv": (4, 8, 10, {0: 0, 1: 1, 2: 2, 3: 3, 4: 3, 5: 2, 6: 1, 7: 0}),
@@ -100,10 +103,13 @@ def test_artifact_details():
     ]
 
 
-def test_crlf_and_whitespace_are_accepted():
+def test_crlf_is_kept_and_whitespace_accepted():
     text = (FIXTURES / "zb1p_2rank_2stagep_comms.csv").read_text()
-    s = csv_to_schedule(text.replace("\n", "\r\n"))
-    assert core(s) == core(csv_to_schedule(text))
+    crlf = text.replace("\n", "\r\n")
+    s = csv_to_schedule(crlf)
+    assert s.actions == csv_to_schedule(text).actions
+    assert s.params[PARAMS_KEY] == {"form": "compute_comms", "newline": "\r\n"}
+    assert schedule_to_csv(parse_json_text(dumps_json(s))) == crlf
     s2 = csv_to_schedule(" 0F0 , 1F0\n")
     assert s2.actions == ((Compute(ComputeKind.F, 0, 0), Compute(ComputeKind.F, 1, 0)),)
 
@@ -171,6 +177,68 @@ def test_pytorch_infers_the_same_placement():
             actions, ours.num_ranks, ours.num_stages, ours.num_microbatches
         )
         assert mapping == {st.id: st.rank for st in ours.stages}, name
+
+
+def _pytorch_dumps():
+    """CSV text written by PyTorch's own schedule classes (``_dump_csv``, both forms).
+
+    The schedules are built on stand-in stage objects carrying only what the
+    constructors read (indices, sizes); nothing runs.
+    """
+    import types
+    import warnings
+
+    sched = _torch()
+    out = []
+    classes = [
+        (sched.ScheduleInterleaved1F1B, False), (sched.ScheduleLoopedBFS, False),
+        (sched.ScheduleInterleavedZeroBubble, False), (sched.ScheduleZBVZeroBubble, True),
+        (sched.ScheduleDualPipeV, True),
+    ]
+    for cls, v in classes:
+        for R, M in ((2, 4), (4, 8), (4, 12)):
+            n = 2 * R
+            idx = [0, n - 1] if v else [0, R]  # the stages of rank 0
+            stages = [types.SimpleNamespace(
+                num_stages=n, group_size=R, group_rank=0, stage_index=i, is_first=i == 0,
+                is_last=i == n - 1, stage_index_to_group_rank=None, submod=None) for i in idx]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                schedule = cls(stages, M)
+            for form in ("compute_only", "compute_comms"):
+                buf = io.StringIO()
+                # what _dump_csv does, into memory
+                rows = (schedule.pipeline_order if form == "compute_only"
+                        else schedule.pipeline_order_with_comms)
+                w = csv.writer(buf)
+                for rank in rows:
+                    w.writerow(rows[rank])
+                out.append((f"{cls.__name__}-{R}-{M}-{form}", form, buf.getvalue(),
+                            dict(schedule.stage_index_to_group_rank)))
+    return out
+
+
+def test_pytorch_dumps_read_and_written_back():
+    fsdp = ("UNSHARD", "RESHARD", "REDUCE_GRAD")
+    dumps = _pytorch_dumps()
+    assert len(dumps) == 30
+    for name, form, text, placement in dumps:
+        assert text.endswith("\r\n"), name  # csv.writer's default
+        if form == "compute_only":
+            s = csv_to_schedule(text, source=name)
+            assert schedule_to_csv(parse_json_text(dumps_json(s))) == text, name
+        else:
+            with pytest.raises(ScheduleError, match=r"row 1 \(rank 0\) column 1: unsupported "
+                               r"PyTorch action '0UNSHARD'.*--drop-fsdp"):
+                csv_to_schedule(text, source=name)
+            s = csv_to_schedule(text, source=name, drop_fsdp=True)
+            kept = "".join(
+                ",".join(c for c in line.split(",") if not c.endswith(fsdp)) + "\r\n"
+                for line in text.split("\r\n")[:-1]
+            )
+            assert not s.is_compute_only
+            assert schedule_to_csv(s) == kept, name
+        assert {st.id: st.rank for st in s.stages} == placement, name
 
 
 # ------------------------------------------------------------ generators round trip
@@ -498,12 +566,42 @@ def test_convert_cli_refusals_and_flags(tmp_path):
     assert rc == 2 and "is a directory" in err
 
 
+def test_convert_drop_fsdp(tmp_path):
+    src = tmp_path / "pt.csv"
+    src.write_text("0UNSHARD,0F0,0SEND_F0,0RECV_B0,0B0,0REDUCE_GRAD,0RESHARD\r\n"
+                   "1UNSHARD,1RECV_F0,1F0,1B0,1SEND_B0,1RESHARD\r\n", newline="")
+    rc, out, err = run_cli(["convert", src, "-o", tmp_path / "a.json"])
+    assert rc == 2 and "row 1 (rank 0) column 1" in err and "'0UNSHARD'" in err
+    rc, out, err = run_cli(["convert", src, "-o", tmp_path / "a.json", "--drop-fsdp"])
+    assert rc == 0, err
+    s = load_schedule(tmp_path / "a.json")
+    assert s.num_actions == 8 and s.rank_of(1) == 1
+    rc, out, err = run_cli(["convert", tmp_path / "a.json", "-o", "-"])
+    assert out == "0F0,0SEND_F0,0RECV_B0,0B0\r\n1RECV_F0,1F0,1B0,1SEND_B0\r\n"
+
+
+def test_real_process_round_trip(tmp_path):
+    src = FIXTURES / "dualpipev_4rank_10mb.csv"
+    for args in ([src, "-o", tmp_path / "a.json"], [tmp_path / "a.json", "-o", tmp_path / "b.csv"]):
+        proc = subprocess.run([sys.executable, "-m", "verifier", "convert", *map(str, args)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        assert proc.stdout.startswith("wrote ")
+    assert (tmp_path / "b.csv").read_bytes() == src.read_bytes()
+
+
 def test_convert_help_documents_every_flag_and_exit_code():
     rc, out, err = run_cli(["convert", "--help"])
     assert rc == 0 and err == ""
-    for flag in ("-o", "--output", "--to", "--from", "--compute-only", "--flatten-batches",
-                 "IN", "-h"):
-        assert flag in out
+    from verifier.cli import build_parser
+
+    sub = build_parser(io.StringIO())._subparsers._group_actions[0].choices["convert"]
+    flags = [o for a in sub._actions for o in a.option_strings]
+    assert len(flags) >= 8
+    for flag in flags + ["--drop-fsdp", "--flatten-batches", "IN"]:
+        assert flag in out, flag
+    for a in sub._actions:
+        assert a.help, a.option_strings  # every flag is explained
     assert "exit codes:" in out
     assert "  0  converted" in out and "  2  bad input" in out
     rc, out, err = run_cli(["convert"])

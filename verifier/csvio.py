@@ -24,10 +24,17 @@ What a CSV does not carry, and how reading infers it (as PyTorch does):
 - layer of stage s = s (no tied stages);
 - one route through stages 0, 1, .., S-1 taken by every micro-batch;
 - num_microbatches = 1 + the largest micro-batch id in any cell;
-- name, family and params are empty, except that idle cells are kept in
-  ``params["pytorch_csv"] = {"form": ..., "idle": {"<rank>": [column, ..]}}``
-  (0-based column indices), so that writing the schedule back in the same form
+- name, family and params are empty, except that the layout is kept in
+  ``params["pytorch_csv"] = {"form": ..., "idle": {"<rank>": [column, ..]},
+  "newline": "\\r\\n"}`` (idle cells as 0-based column indices; ``newline``
+  only when every line ends with CRLF, as ``csv.writer`` in PyTorch's
+  ``_dump_csv`` writes), so that writing the schedule back in the same form
   reproduces the file byte for byte.
+
+PyTorch's runtime puts UNSHARD / RESHARD / REDUCE_GRAD (data-parallel
+parameter and gradient collectives) into every compute_comms dump. They are
+refused with the rank and column unless ``drop_fsdp=True`` (``convert
+--drop-fsdp``), which drops them: the result then says nothing about them.
 
 Writing is the inverse and refuses, with one line naming what and why, every
 schedule whose reading-back would differ: more than one route (two-direction
@@ -38,12 +45,12 @@ A ``Batch`` has no CSV form: writing compute_comms refuses a schedule with
 batches unless ``flatten_batches=True``, which writes each batch's ops one by
 one in order; that loses the grouping (under the ``nccl`` model a group is one
 unit, separate ops are separate units) and a batch's wait point. An overlap is
-written forward first. Output rows end with ``\\n`` (the artifacts' form);
-reading accepts ``\\n`` and ``\\r\\n``.
+written forward first. Output rows end with ``\\n`` (the form of the
+artifacts in PyTorch's repository) unless ``newline`` says CRLF; reading
+accepts both.
 
-Not covered: PyTorch's FSDP and gradient-reduction actions (UNSHARD, RESHARD,
-REDUCE_GRAD) are refused on reading with the rank and column; PyTorch's own
-lowering passes (``_add_send_recv`` etc.) are not reproduced here
+Not covered: modelling PyTorch's FSDP and gradient-reduction actions (see
+above); PyTorch's own lowering passes (``_add_send_recv`` etc.) are not reproduced here
 (``verifier.lowering`` is ours).
 """
 
@@ -98,6 +105,8 @@ class _Reader:
         self.stage_at: dict[int, tuple[int, int]] = {}  # stage -> (rank, column)
         self.max_mb = -1
         self.has_comm = False
+        self.drop_fsdp = False
+        self.dropped = 0
 
     def where(self, rank: int, col: int) -> str:
         return f"{self.source}: row {rank + 1} (rank {rank}) column {col + 1}"
@@ -134,7 +143,7 @@ class _Reader:
                 f"stage on the one rank whose row runs it",
             )
 
-    def simple(self, rank: int, col: int, cell: str, whole: str) -> Compute | Comm:
+    def simple(self, rank: int, col: int, cell: str, whole: str) -> Compute | Comm | None:
         m = _CELL.fullmatch(cell)
         if m is None:
             raise self.fail(
@@ -144,10 +153,14 @@ class _Reader:
             )
         stage, kind, mb = m.groups()
         if kind in _UNSUPPORTED:
+            if self.drop_fsdp and whole == cell:
+                self.dropped += 1
+                return None
             raise self.fail(
                 rank, col,
                 f"unsupported PyTorch action {_show(whole)} ({kind}: {_UNSUPPORTED[kind]}); "
-                f"this verifier models {_EXPECTED} only",
+                f"this verifier models {_EXPECTED} only (`convert --drop-fsdp` drops "
+                "UNSHARD, RESHARD and REDUCE_GRAD, which move nothing between pipeline ranks)",
             )
         if kind == "OVERLAP_F_B":
             raise self.fail(
@@ -171,7 +184,7 @@ class _Reader:
             f"unknown action type {kind!r} in {_show(whole)}{hint}; expected {_EXPECTED}",
         )
 
-    def cell(self, rank: int, col: int, cell: str) -> Action:
+    def cell(self, rank: int, col: int, cell: str) -> Action | None:
         if cell.startswith("("):
             m = _OVERLAP.fullmatch(cell)
             if m is None:
@@ -193,7 +206,7 @@ class _Reader:
                     f"OVERLAP_F_B {_show(cell)} has {len(parts)} sub-action(s); "
                     f"it must have exactly two, a forward and a backward (B or I)",
                 )
-            subs = [self.simple(rank, col, p, cell) for p in parts]
+            subs = [self.simple(rank, col, p, cell) for p in parts]  # never None here
             fs = [c for c in subs if isinstance(c, Compute) and c.kind is ComputeKind.F]
             bs = [
                 c for c in subs
@@ -224,14 +237,20 @@ def _rows(text: str, source: str) -> list[list[str]]:
         raise ScheduleError(f"malformed CSV: {e}{near}", f"{source}: line {n}") from None
 
 
-def csv_to_schedule(text: str, source: str = "<input>") -> Schedule:
+def csv_to_schedule(
+    text: str, source: str = "<input>", *, drop_fsdp: bool = False
+) -> Schedule:
     """Parse PyTorch pipelining CSV text (either form) into a Schedule.
 
     What is inferred is stated in the module docstring. Raises ScheduleError
     (one line: source, row/rank and column, the offending cell) on bad input.
+    ``drop_fsdp``: drop PyTorch's UNSHARD / RESHARD / REDUCE_GRAD cells instead
+    of refusing them (PyTorch's runtime puts them in every compute_comms dump;
+    they are data-parallel collectives that this verifier does not model).
     """
     rows = _rows(text, source)
     rd = _Reader(source)
+    rd.drop_fsdp = drop_fsdp
     actions: list[tuple[Action, ...]] = []
     idle: dict[str, list[int]] = {}
     # Fast path for the common plain cell; anything else (and every error)
@@ -240,6 +259,7 @@ def csv_to_schedule(text: str, source: str = "<input>") -> Schedule:
     max_mb, has_comm = -1, False
     for rank, row in enumerate(rows):
         acts: list[Action] = []
+        n_idle = 0
         for col, raw in enumerate(row):
             m = fast(raw)
             if m is not None:
@@ -256,10 +276,13 @@ def csv_to_schedule(text: str, source: str = "<input>") -> Schedule:
                     acts.append(cls(k, s, b))
                     continue
             cell = raw.strip()
-            if not cell:
-                idle.setdefault(str(rank), []).append(col)
+            if not cell:  # the index it will have when written back
+                idle.setdefault(str(rank), []).append(len(acts) + n_idle)
+                n_idle += 1
                 continue
-            acts.append(rd.cell(rank, col, cell))
+            a = rd.cell(rank, col, cell)
+            if a is not None:
+                acts.append(a)
         actions.append(tuple(acts))
     rd.max_mb = max(rd.max_mb, max_mb)
     rd.has_comm = rd.has_comm or has_comm
@@ -281,11 +304,14 @@ def csv_to_schedule(text: str, source: str = "<input>") -> Schedule:
         )
     num_mb = rd.max_mb + 1
     params: dict = {}
-    if idle:
-        params[PARAMS_KEY] = {
-            "form": COMPUTE_COMMS if rd.has_comm else COMPUTE_ONLY,
-            "idle": idle,
-        }
+    crlf = text.count("\r\n")
+    if idle or (crlf and crlf == text.count("\n")):
+        meta: dict = {"form": COMPUTE_COMMS if rd.has_comm else COMPUTE_ONLY}
+        if idle:
+            meta["idle"] = idle
+        if crlf and crlf == text.count("\n"):
+            meta["newline"] = "\r\n"
+        params[PARAMS_KEY] = meta
     return Schedule(
         num_ranks=len(rows),
         num_microbatches=num_mb,
@@ -355,19 +381,24 @@ def _flat_ops(a: Action) -> Iterable[Compute | Comm]:
     return (a,)
 
 
-def _idle_for(s: Schedule, form: str, src: str | None) -> dict[int, list[int]]:
+def _layout(s: Schedule, form: str, src: str | None) -> tuple[dict[int, list[int]], str]:
+    """(idle cells per rank, line ending) recorded in params when the CSV was read."""
     meta = s.params.get(PARAMS_KEY)
     if meta is None:
-        return {}
+        return {}, "\n"
     bad = ScheduleError(
         f"params.{PARAMS_KEY} must be {{\"form\": \"compute_only\"|\"compute_comms\", "
-        f"\"idle\": {{\"<rank>\": [column, ...]}}}}, got {str(meta)[:60]!r}",
+        f"\"idle\": {{\"<rank>\": [column, ...]}}, \"newline\": \"\\n\"|\"\\r\\n\"}}, "
+        f"got {str(meta)[:60]!r}",
         src,
     )
     if not isinstance(meta, dict) or meta.get("form") not in (COMPUTE_ONLY, COMPUTE_COMMS):
         raise bad
+    newline = meta.get("newline", "\n")
+    if newline not in ("\n", "\r\n"):
+        raise bad
     if meta["form"] != form:
-        return {}
+        return {}, newline
     idle = meta.get("idle", {})
     if not isinstance(idle, dict):
         raise bad
@@ -380,7 +411,7 @@ def _idle_for(s: Schedule, form: str, src: str | None) -> dict[int, list[int]]:
         ):
             raise bad
         out[int(k)] = sorted(cols)
-    return out
+    return out, newline
 
 
 def schedule_to_csv(
@@ -411,7 +442,7 @@ def schedule_to_csv(
     seen_stages: set[int] = set()
     max_mb = -1
     lines: list[str] = []
-    idle = _idle_for(s, form, src)
+    idle, newline = _layout(s, form, src)
     for rank, acts in enumerate(s.actions):
         cells: list[str] = []
         for step, a in enumerate(acts):
@@ -475,7 +506,7 @@ def schedule_to_csv(
             f"is {s.num_microbatches}; a CSV infers num_microbatches from the largest id",
             src,
         )
-    return "".join(line + "\n" for line in lines)
+    return "".join(line + newline for line in lines)
 
 
 def flatten_batches(schedule: Schedule) -> Schedule:

@@ -222,6 +222,18 @@ def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
     Raises ScheduleError (one line, names the file) for every kind of bad input.
     """
     source = str(path)
+    text = read_text(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "csv":
+        from verifier.csvio import csv_to_schedule
+
+        return csv_to_schedule(text, source=source)
+    return parse_json_text(text, source)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a schedule file, or ScheduleError (missing, directory, binary, not UTF-8)."""
+    source = str(path)
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -230,13 +242,7 @@ def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
         raise ScheduleError("is a directory, expected a schedule file", source) from None
     except OSError as e:
         raise ScheduleError(f"cannot read: {e.strerror}", source) from None
-    text = _decode(data, source)
-    fmt = fmt or detect_format(path)
-    if fmt == "csv":
-        from verifier.csvio import csv_to_schedule
-
-        return csv_to_schedule(text, source=source)
-    return parse_json_text(text, source)
+    return _decode(data, source)
 
 
 def save_schedule(s: Schedule, path: str | Path, fmt: str | None = None) -> None:

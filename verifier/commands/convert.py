@@ -16,8 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from verifier.csvio import flatten_batches, schedule_to_csv
-from verifier.io import detect_format, dumps_json, load_schedule
+from verifier.csvio import csv_to_schedule, flatten_batches, schedule_to_csv
+from verifier.io import detect_format, dumps_json, load_schedule, read_text
 from verifier.ir import Batch, ScheduleError
 from verifier.lowering import strip_communication
 
@@ -43,8 +43,12 @@ Refused with one error line (exit 2), naming what and why:
   - writing compute_comms CSV from a schedule with BATCH actions, unless
     --flatten-batches (or --compute-only);
   - reading PyTorch actions this verifier does not model (UNSHARD, RESHARD,
-    REDUCE_GRAD): the message names the row (rank) and column.
+    REDUCE_GRAD; PyTorch's runtime puts them in every compute_comms dump):
+    the message names the row (rank) and column; --drop-fsdp drops them.
 The name, family and params of a JSON schedule are not written to CSV.
+Line endings (LF, or CRLF as PyTorch's _dump_csv writes) and idle cells of
+a CSV are kept in params.pytorch_csv of the JSON, so CSV -> JSON -> CSV
+reproduces the file byte for byte.
 
 output: the converted schedule in OUT; with '-o -' it goes to stdout and
 nothing else is printed, otherwise one line on stdout:
@@ -77,6 +81,12 @@ def add_arguments(p) -> None:
         help="drop communication actions: CSV in PyTorch's compute_only form, "
         "JSON with computes only (without this flag CSV output is compute_only "
         "exactly when the schedule has no communication, else compute_comms)",
+    )
+    p.add_argument(
+        "--drop-fsdp", action="store_true",
+        help="when reading CSV, drop PyTorch's UNSHARD, RESHARD and REDUCE_GRAD "
+        "actions (data-parallel collectives this verifier does not model) instead "
+        "of refusing them; what is checked afterwards says nothing about them",
     )
     p.add_argument(
         "--flatten-batches", action="store_true",
@@ -127,7 +137,10 @@ def run(args, stdout, stderr) -> int:
     if args.output != "-" and Path(args.output).is_dir():
         raise ScheduleError("is a directory, expected a file to write", str(args.output))
     in_fmt = args.from_format or detect_format(args.input)
-    s = load_schedule(args.input, fmt=in_fmt)
+    if in_fmt == "csv" and args.drop_fsdp:
+        s = csv_to_schedule(read_text(args.input), source=str(args.input), drop_fsdp=True)
+    else:
+        s = load_schedule(args.input, fmt=in_fmt)
     to = _target(args, in_fmt)
     if args.compute_only:
         s = strip_communication(s)

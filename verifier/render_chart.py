@@ -2,8 +2,8 @@
 
 What it is: ``chart_svg(rows, title)`` and ``chart_png(rows, title)`` for a
 list of ``ChartRow``: the left bar is the makespan split into the mean busy
-time per rank (coloured) and the mean bubble (grey), with the numbers written
-beside it; the right bar is the peak live activations of the worst rank (in
+time per rank (coloured) and the mean bubble per rank (grey), with the numbers
+written beside it; the right bar is the peak live activations of the worst rank (in
 stage-activation units, verifier.memory). Families that could not be built
 or timed show their reason instead of bars.
 
@@ -36,7 +36,7 @@ _ROW_H = 30
 _LEFT = 210
 _BAR_W = 560
 _ACT_W = 220
-_GAP = 190
+_GAP = 300
 
 
 def _scales(rows):
@@ -49,11 +49,11 @@ def _texts(r: ChartRow) -> tuple[str, str]:
     if r.makespan is None:
         return (r.note, "")
     bub = r.makespan - (r.busy or 0.0)
-    return (f"{r.makespan:g} (bubble {bub:.4g})", f"{r.peak_activations:g}")
+    return (f"{r.makespan:.4g} (mean bubble {bub:.3g})", f"{r.peak_activations:.3g}")
 
 
 def chart_png(rows: list[ChartRow], title: str) -> bytes:
-    w = _LEFT + _BAR_W + _GAP + _ACT_W + 60
+    w = max(_LEFT + _BAR_W + _GAP + _ACT_W + 60, text_width(title, 2) + 20)
     h = 60 + len(rows) * _ROW_H + 20
     img = np.full((h, w, 3), 255, dtype=np.uint8)
     draw_text(img, 10, 10, title, (0, 0, 0), 2)
@@ -72,7 +72,7 @@ def chart_png(rows: list[ChartRow], title: str) -> bytes:
         xe = _LEFT + int(round(r.makespan * sx))
         img[y + 2:y + _ROW_H - 6, _LEFT:xb] = _BUSY
         img[y + 2:y + _ROW_H - 6, xb:xe] = _BUBBLE
-        draw_text(img, xe + 6, y + 8, main, (0, 0, 0), 1 if text_width(main, 2) > _GAP else 2)
+        draw_text(img, xe + 6, y + 6, main, (0, 0, 0), 1 if text_width(main, 2) > _GAP - 8 else 2)
         xa = x_act + int(round((r.peak_activations or 0) * sa))
         img[y + 2:y + _ROW_H - 6, x_act:xa] = _ACT
         draw_text(img, xa + 6, y + 6, act, (0, 0, 0), 2)

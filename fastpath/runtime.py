@@ -71,6 +71,7 @@ class RankResult:
     losses: dict[int, float] = field(default_factory=dict)  # mb -> loss (last stages here)
     grads: dict[str, torch.Tensor] = field(default_factory=dict)  # layer{i}.{name}
     timeline: list[StepTime] = field(default_factory=list)
+    executed: list = field(default_factory=list)  # the actions dispatched, in order
     step_seconds: float = 0.0
 
 
@@ -410,8 +411,10 @@ class RankRunner:
         timeline = self.result.timeline
         clock = time.perf_counter
         t_begin = clock()
+        executed = self.result.executed
         for step, a in enumerate(self.plan.actions):
             t0 = clock()
+            executed.append(a)
             blocked = 0.0
             if isinstance(a, Compute):
                 blocked = self._compute(a, step, a)

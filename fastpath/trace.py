@@ -37,8 +37,7 @@ def trace_schedule(schedule: Schedule, job_result, backend: str = "gloo") -> Sch
     times = []
     actions = []
     for r, res in enumerate(job_result.ranks):
-        executed = schedule.actions[r][: len(res.timeline)]
-        actions.append(executed)
+        actions.append(list(res.executed))
         times.append([
             [round(x.start - t0, 9), round(x.end - t0, 9), round(x.blocked, 9)]
             for x in res.timeline

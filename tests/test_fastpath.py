@@ -169,7 +169,7 @@ def _fake_result(s):
     for r, acts in enumerate(s.actions):
         tl = [StepTime(10.0 + k, 10.5 + k, 0.25 if isinstance(a, Compute) else 0.0)
               for k, a in enumerate(acts)]
-        ranks.append(RankResult(r, timeline=tl))
+        ranks.append(RankResult(r, timeline=tl, executed=list(acts)))
     return JobResult(ranks, [[1.0] * s.num_ranks])
 
 

@@ -191,6 +191,9 @@ def test_cli_check_and_trace_equal_schedule(tmp_path):
 
     buf = io.StringIO()
     assert verifier_main(["check", str(out)], buf, io.StringIO()) == 0, buf.getvalue()
+    buf = io.StringIO()
+    assert verifier_main(["analyze", str(out)], buf, io.StringIO()) == 0
+    assert "makespan" in buf.getvalue()
 
 
 def test_torchrun_launch(tmp_path):

@@ -468,3 +468,16 @@ def test_malformed_input_is_a_schedule_error_naming_the_place(bad, what):
     with pytest.raises(ScheduleError) as e:
         analyze(s)
     assert what in str(e.value) and "rank 0 step 0" in str(e.value)
+
+
+def test_chrome_trace_flow_finishes_lie_inside_their_receive_slice():
+    for model in ("nccl", "eager"):
+        a = analyze(generate("zb-h1", 3, 6), parse_kv("comm=0.5"), model)
+        ev = chrome_trace(a)["traceEvents"]
+        slices = [e for e in ev if e["ph"] == "X" and e["cat"] == "comm"]
+        for f in (e for e in ev if e["ph"] == "f"):
+            assert any(x["pid"] == f["pid"] and x["tid"] == f["tid"]
+                       and x["ts"] <= f["ts"] <= x["ts"] + x["dur"] for x in slices)
+        for s_ in (e for e in ev if e["ph"] == "s"):
+            assert any(x["pid"] == s_["pid"] and x["tid"] == s_["tid"] and x["ts"] == s_["ts"]
+                       for x in slices)

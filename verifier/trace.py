@@ -7,8 +7,9 @@ OVERLAP is one event named ``F&B``) and ``comm`` threads (each message's send
 on the sender and its receive on the receiver, from the moment the transfer
 can start to its completion; overlapping waits are spread over ``comm``,
 ``comm 2``, ... so that slices on one thread never partially overlap). A flow
-arrow (``"s"`` on the send, ``"f"`` with ``"bp": "e"`` on the receive, same
-``id``) joins every matched send to its receive.
+arrow (``"s"`` at the start of the send slice, ``"f"`` with ``"bp": "e"``
+inside the receive slice, same ``id``) joins every matched send to its
+receive.
 
 Time: one cost unit is shown as 1 ms (``ts``/``dur`` are in microseconds).
 
@@ -56,6 +57,7 @@ def chrome_trace(a: Analysis) -> dict:
         slices.append((m.dst, rstart, m.end,
                        f"{m.recv.kind.value} s{m.recv.stage} m{m.recv.mb} <- rank {m.src}",
                        {"step": m.recv_step, "posted": m.recv_post * US_PER_UNIT}, m.id, "f"))
+    msg_start = {m.id: m.start for m in a.messages}
     slices.sort(key=lambda x: (x[0], x[1], -(x[2] - x[1])))
     lanes: dict[int, list[float]] = {}
     named: set[tuple[int, int]] = set()
@@ -76,8 +78,11 @@ def chrome_trace(a: Analysis) -> dict:
         ts, dur = start * US_PER_UNIT, (end - start) * US_PER_UNIT
         ev.append({"ph": "X", "pid": rank, "tid": tid, "name": name, "cat": "comm",
                    "ts": ts, "dur": dur, "args": args})
+        # the finish binds inside the receive slice: where the data can first
+        # flow (both ends active under nccl; the later post under eager)
+        fts = ts if ph == "s" else max(ts, msg_start[mid] * US_PER_UNIT)
         flow = {"ph": ph, "pid": rank, "tid": tid, "name": "message", "cat": "message",
-                "id": mid, "ts": ts if ph == "s" else ts + dur}
+                "id": mid, "ts": fts}
         if ph == "f":
             flow["bp"] = "e"
         ev.append(flow)

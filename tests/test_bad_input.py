@@ -8,6 +8,9 @@ left behind, and the message names the file, the place (JSON path with rank
 and step, CSV row/rank and column, or line and column) and the offending
 value, as listed in EXPECTED below.
 
+Fuzzing (hypothesis) then feeds random CSV text, edited JSON text and random
+bytes to the readers: each either loads or raises ScheduleError with one line.
+
 The ``tocsv_*`` files are valid schedules that the CSV form cannot express:
 they load, and only the conversion to CSV is refused.
 
@@ -168,3 +171,59 @@ def test_missing_file_and_usage(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert main(["convert", str(missing), "-o", "x", "--to", "yaml"], out, err) == 2
     assert err.getvalue().count("\n") == 1 and "yaml" in err.getvalue()
+
+
+# ------------------------------------------------------------ fuzzing: never a traceback
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from verifier.csvio import csv_to_schedule  # noqa: E402
+from verifier.io import parse_json_text  # noqa: E402
+
+_CSV_ALPHABET = "0123456789FBIWSENDRCV_OLAPUH(;), \"\n\r\t"
+_CSV_TOKENS = st.sampled_from(
+    ["0F0", "1B0", "2I1", "0W1", "0SEND_F0", "1RECV_F0", "1SEND_B0", "0RECV_B0",
+     "(0F1;1B0)OVERLAP_F_B", "0UNSHARD", ",", ",", "\n", "\r\n", "", "(", ")", ";", "\"",
+     "99999999999", "-1", " "]
+)
+
+
+def _one_line_or_schedule(fn, *args, **kw):
+    try:
+        return fn(*args, **kw)
+    except ScheduleError as e:
+        assert "\n" not in str(e) and "Traceback" not in str(e)
+        return None
+
+
+@given(st.one_of(st.text(alphabet=_CSV_ALPHABET, max_size=80),
+                 st.lists(_CSV_TOKENS, max_size=30).map("".join)))
+def test_csv_reader_never_raises_anything_else(text):
+    for drop in (False, True):
+        s = _one_line_or_schedule(csv_to_schedule, text, "fuzz.csv", drop_fsdp=drop)
+        if s is not None:
+            assert s.num_ranks >= 1 and s.num_stages >= 1
+
+
+_VALID_JSON = (CORPUS.parent / "bad_inputs" / "tocsv_batch.json").read_text()
+
+
+@given(st.lists(st.tuples(st.integers(0, len(_VALID_JSON)), st.integers(0, 3),
+                          st.sampled_from(['"', "{", "}", "[", "]", ",", ":", "1", "-",
+                                           "null", "\\", "e9", "\u00e9", ""])),
+                min_size=1, max_size=4))
+def test_json_reader_never_raises_anything_else(edits):
+    text = _VALID_JSON
+    for pos, cut, ins in edits:
+        text = text[:pos] + ins + text[pos + cut:]
+    _one_line_or_schedule(parse_json_text, text, "fuzz.json")
+
+
+@given(st.binary(max_size=200), st.sampled_from([".json", ".csv"]))
+def test_load_schedule_on_random_bytes(tmp_path_factory, data, ext):
+    path = tmp_path_factory.mktemp("fuzz") / f"f{ext}"
+    path.write_bytes(data)
+    try:
+        load_schedule(path)
+    except ScheduleError as e:
+        assert "\n" not in str(e) and str(e).startswith(str(path))

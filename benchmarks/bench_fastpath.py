@@ -16,7 +16,9 @@ MLP blocks, float32), same micro-batches, same number of ranks:
 Step time: every rank passes a barrier, runs one training step (forward and
 backward of every micro-batch; tied/mirrored layers' gradients all-reduced
 for DualPipe and fastpath dualpipe), and the slowest rank's time is the step
-time; the median over the timed iterations is reported, after warm-up. The
+time; the median over the timed iterations of every round is reported, after
+warm-up; rounds alternate fastpath and the other system (``--repeats``) so
+background load on the machine falls on both alike. The
 ratio is fastpath / other (<= 1.0 means fastpath is at least as fast).
 fastpath runs with ``grad_order="running"`` (its fast gradient order).
 
@@ -27,7 +29,7 @@ communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
 [--hidden 256] [--batch 4] [--seq 64] [--iterations 10] [--warmup 3]
-[--only NAME ...]``. Output: one line per comparison and one per rank.
+[--repeats 2] [--only NAME ...]``. Output: one line per comparison and one per rank.
 
 What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
 are not measured), multi-node, optimiser steps, memory.
@@ -258,6 +260,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="alternating rounds (fastpath, other) per comparison (default 2)")
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
@@ -283,9 +287,13 @@ def main(argv=None) -> int:
             if v2 != "VERIFIED":
                 print(f"{family}: SKIPPED (no verified schedule to run)")
                 continue
+        fp, ot = [], []
         try:
-            fp, fp_loss, idle, pred = run_fastpath(family, R, cfg)
-            ot, ot_loss = run_other(family, R, cfg)
+            for _ in range(a.repeats):  # alternate, so background load hits both alike
+                f_times, fp_loss, idle, pred = run_fastpath(family, R, cfg)
+                o_times, ot_loss = run_other(family, R, cfg)
+                fp += f_times
+                ot += o_times
         except Exception as e:  # noqa: BLE001
             print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
             continue
@@ -293,7 +301,7 @@ def main(argv=None) -> int:
         ratio = f_med / o_med
         worst = max(worst, ratio)
         print(f"{family}: fastpath {f_med * 1e3:.2f} ms vs {other_name} {o_med * 1e3:.2f} ms "
-              f"ratio {ratio:.3f}x (median of {len(fp)}; loss sums {fp_loss:.6f} / "
+              f"ratio {ratio:.3f}x (median of {len(fp)} / {len(ot)}; loss sums {fp_loss:.6f} / "
               f"{ot_loss:.6f})")
         for r, (busy, idl) in enumerate(idle):
             pb = f"{pred[1][r] * 1e3:.2f} ms" if pred else "n/a"

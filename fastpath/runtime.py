@@ -75,6 +75,16 @@ class RankResult:
     step_seconds: float = 0.0
 
 
+def _unalias(grads, grad_out):
+    """Autograd may hand back the incoming gradient itself as a parameter's gradient
+    (``y = x + p`` with p of y's shape); that tensor is a pooled receive buffer that
+    the next receive overwrites, so such a gradient is copied."""
+    if grad_out is None:
+        return grads
+    ptr = grad_out.untyped_storage().data_ptr()
+    return tuple(g.clone() if g.untyped_storage().data_ptr() == ptr else g for g in grads)
+
+
 class _Pool:
     """Reusable receive buffers per shape; on CUDA a buffer is reused after its release event."""
 
@@ -337,7 +347,7 @@ class RankRunner:
         params = self.params[c.stage]
         if c.kind is ComputeKind.B:
             gi, gp = backward_full(out, ins, g, params)
-            self._accumulate(c.stage, c.mb, gp)
+            self._accumulate(c.stage, c.mb, _unalias(gp, g))
         else:
             gi, wstate = backward_input(out, ins, g, params)
             self.wstate[key] = wstate
@@ -353,8 +363,10 @@ class RankRunner:
             self.send_data[(CommKind.SEND_B, c.stage, c.mb)] = self._ready(gi)
 
     def _weight(self, c: Compute) -> None:
-        gp = backward_weight(self.wstate.pop((c.stage, c.mb)))
-        self._accumulate(c.stage, c.mb, gp)
+        state = self.wstate.pop((c.stage, c.mb))
+        g = state.grad_outputs[0] if state.grad_outputs else None
+        gp = backward_weight(state)
+        self._accumulate(c.stage, c.mb, _unalias(gp, g))
 
     def _accumulate(self, stage: int, mb: int, grads) -> None:
         if self.grad_order == "microbatch":
@@ -362,10 +374,10 @@ class RankRunner:
             return
         acc = self.acc.get(stage)
         if acc is None:
-            self.acc[stage] = list(grads)
+            self.acc[stage] = list(grads)  # fresh tensors from autograd: ours to add into
         else:
-            for i, g in enumerate(grads):
-                acc[i] = acc[i] + g
+            for a, g in zip(acc, grads):
+                a.add_(g)
 
     def _free(self, key, step) -> None:
         if self.plan.free_after.get(key) != step:

@@ -1,0 +1,695 @@
+"""The Z3 engine: properties 3-7 of specs/SEMANTICS.md as one difference-logic system.
+
+What it is: the declarative specification of what a schedule means, in one
+place. ``encode`` turns a (lowered) schedule into integer *event times* and
+difference constraints ``t[x] - t[y] >= c``, grouped under labels that name the
+property, rank and step they state; ``decide`` hands them to Z3 (QF_IDL) with
+every group tracked, so that
+
+- SAT gives a witness timing (``Z3Outcome.times``) and a global execution
+  order of all actions (``Z3Outcome.order``, actions sorted by start time);
+- UNSAT gives a minimal unsat core: the labels of a minimal counterexample
+  (a deadlock is the cycle of waits, hop by hop);
+- a resource limit (deterministic ``rlimit``) or wall-clock timeout gives
+  ``unknown`` with the reason. Unknown is never a pass.
+
+Events per action at (rank r, step i): ``post`` (the program reaches the
+step), for computes ``start`` and one ``finish`` per compute (two for an
+OVERLAP, whose halves share the start), ``return``; under ``nccl`` each
+communication unit (a plain op, or a BATCH as a whole) has ``active`` and
+``complete``, and each matched send/receive pair one shared ``complete`` (the
+rendezvous); under ``eager`` each receive has its own ``complete`` and a send
+completes when posted. Every causal edge has weight 1 (durations >= 1), so a
+cycle of waits of any length is infeasible and a satisfying assignment lists
+dependent events in strictly increasing time.
+
+Label prefixes (``PROPERTY_IDS`` plus ``program``):
+
+- ``program``: the meaning of one step (program order, durations, when it
+  returns, a unit is active only once posted and completes with its ops). Not
+  a property; it appears in cores as the glue of a cycle.
+- ``dependencies``: the static data-flow order on each rank (a consumer after
+  its producer / receive, a send after its compute, W after I); constant
+  true/false once the rank's program is known. When it fails the matching
+  timing edge is left out, so the core is that one label.
+- ``message-matching``: FIFO pairing per ordered rank pair, payload equality,
+  no unmatched op (constant true/false once paired: it states the property).
+- ``deadlock-free``: the waits of the model: a compute waits for its inputs,
+  a send for its compute, a unit for the previous one on the comm stream
+  (nccl), a send/receive for its peer unit being active (nccl) or a receive
+  for its send being posted (eager).
+- ``overlap-legal``: the halves of an OVERLAP are F and B/I and independent.
+- ``memory``: live activations by program order (the verifier.memory rule,
+  one unit per stage and micro-batch) at most ``memory_limit``.
+
+What it does not cover: properties 1-2 (well-formed, exactly-once; the static
+checks of verifier.properties), weighted memory, the verdict and its printing
+(verifier.checker), and the linear-time engine (verifier.hbgraph). The input is
+assumed well-formed; unmatched messages and missing producers are reported,
+not crashed on. This is the only module of verifier/ that imports z3.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+import z3
+
+from verifier.ir import (
+    Batch,
+    Comm,
+    CommKind,
+    Compute,
+    ComputeKind,
+    Overlap,
+    Schedule,
+    comms_of,
+    computes_of,
+    loc,
+)
+from verifier.lowering import lower
+
+COMM_MODELS: tuple[str, ...] = ("nccl", "eager")
+PROPERTY_IDS: tuple[str, ...] = (
+    "dependencies",
+    "message-matching",
+    "deadlock-free",
+    "overlap-legal",
+    "memory",
+)
+DEFAULT_RLIMIT = 200_000_000
+DEFAULT_TIMEOUT_MS = 60_000
+# Cores at most this long are re-minimised by deletion (one small check per label).
+CORE_DELETION_MAX = 400
+# fits_budget: constraint count up to which decide() is expected within the defaults.
+BUDGET_MAX_CONSTRAINTS = 400_000
+
+
+@dataclass(frozen=True)
+class Z3Outcome:
+    """What Z3 decided about one schedule under one communication model."""
+
+    status: str  # "sat" | "unsat" | "unknown"
+    order: tuple[tuple[int, int], ...] | None
+    times: Mapping[str, int] | None
+    core: tuple[str, ...]
+    failed_properties: tuple[str, ...]
+    reason: str
+    stats: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in ("sat", "unsat", "unknown"):
+            raise ValueError(f"status must be sat, unsat or unknown, got {self.status!r}")
+        if self.status == "sat" and (self.order is None or self.times is None):
+            raise ValueError("a sat outcome needs order and times")
+        if self.status == "unsat" and not self.core:
+            raise ValueError("an unsat outcome needs a non-empty core")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The constraint system of one schedule, as plain data (no z3 objects).
+
+    ``variables`` names every integer variable: time events (``num_time_events``
+    of them, first) then memory counters. ``groups`` maps a label to its
+    difference constraints ``(x, y, c)`` meaning ``v[x] - v[y] >= c``;
+    ``constants`` maps a label to the truth value it asserts.
+    ``action_post[r][i]`` is the variable of the time step i of rank r starts.
+    """
+
+    variables: tuple[str, ...]
+    num_time_events: int
+    groups: Mapping[str, tuple[tuple[int, int, int], ...]]
+    constants: Mapping[str, bool]
+    action_start: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_constraints(self) -> int:
+        return sum(len(g) for g in self.groups.values()) + len(self.constants)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.groups) + tuple(self.constants)
+
+
+# ---------------------------------------------------------------------------
+# The encoding
+# ---------------------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.groups: dict[str, list[tuple[int, int, int]]] = {}
+        self.constants: dict[str, bool] = {}
+
+    def var(self, name: str) -> int:
+        self.names.append(name)
+        return len(self.names) - 1
+
+    def after(self, label: str, later: int, earlier: int, gap: int = 1) -> None:
+        """``later`` happens at least ``gap`` after ``earlier``."""
+        self.groups.setdefault(label, []).append((later, earlier, gap))
+
+    def const(self, label: str, value: bool) -> None:
+        while label in self.constants:
+            label += "'"
+        self.constants[label] = value
+
+
+def _safe(fn, *args):
+    try:
+        return fn(*args)
+    except (KeyError, IndexError):
+        return None
+
+
+def _overlap_dependent(s: Schedule, o: Overlap) -> bool:
+    """The backward of ``o`` needs the forward of ``o`` (SEMANTICS, overlap-legal)."""
+    if o.f.mb != o.b.mb:
+        return False
+    pf, pb = _safe(lambda: s._route_pos[o.f.stage]), _safe(lambda: s._route_pos[o.b.stage])
+    return pf is not None and pb is not None and pf[0] == pb[0] and pb[1] >= pf[1]
+
+
+def _desc(s: Schedule, r: int, i: int) -> str:
+    return f"{loc(r, i)} {s.actions[r][i]}"
+
+
+def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = None) -> Encoding:
+    """The constraint system of properties 3-7 for a schedule with communication."""
+    if comm_model not in COMM_MODELS:
+        raise ValueError(f"comm_model must be one of {COMM_MODELS}, got {comm_model!r}")
+    nccl = comm_model == "nccl"
+    b = _Builder()
+    R = s.num_ranks
+
+    # -- events and the meaning of each step ("program") ------------------
+    post: list[list[int]] = []  # start of a compute step, post of a comm step
+    ret: list[list[int]] = []
+    finish: dict[tuple[int, int, int], int] = {}  # (rank, step, half) -> var
+    unit_active: dict[tuple[int, int], int] = {}  # nccl: (rank, step) of a unit
+    unit_complete: dict[tuple[int, int], int] = {}
+    for r in range(R):
+        post.append([]), ret.append([])
+        for i, a in enumerate(s.actions[r]):
+            lab = f"program: {_desc(s, r, i)}"
+            cs = computes_of(a)
+            # the step starts (a compute) or is posted (communication) once step i-1 returned
+            st = b.var(f"{loc(r, i)} {'start' if cs else 'post'}")
+            if i > 0:
+                b.after(lab, st, ret[r][i - 1])
+            if cs:
+                fins = []
+                for h, _c in enumerate(cs):
+                    f = b.var(f"{loc(r, i, h) if len(cs) > 1 else loc(r, i)} finish")
+                    b.after(lab, f, st)
+                    finish[(r, i, h)] = f
+                    fins.append(f)
+                if len(fins) == 1:
+                    rt = fins[0]  # a compute returns when it finishes
+                else:
+                    rt = b.var(f"{loc(r, i)} return")
+                    for f in fins:
+                        b.after(lab, rt, f)
+            else:
+                rt = st  # isend/irecv semantics: returns once posted ...
+                if isinstance(a, Batch) and a.wait:  # ... unless it waits (see below)
+                    rt = b.var(f"{loc(r, i)} return")
+                    b.after(lab, rt, st)
+                if nccl and comms_of(a):
+                    act = b.var(f"{loc(r, i)} active")
+                    b.after(lab, act, st)
+                    unit_active[(r, i)] = act
+                    unit_complete[(r, i)] = b.var(f"{loc(r, i)} complete")
+            post[r].append(st)
+            ret[r].append(rt)
+
+    # nccl: one comm stream per rank, units in post order
+    if nccl:
+        for r in range(R):
+            prev = None
+            for i, a in enumerate(s.actions[r]):
+                if (r, i) not in unit_active:
+                    continue
+                if prev is not None:
+                    b.after(
+                        f"deadlock-free: {loc(r, i)} waits {loc(r, prev)} on rank {r}'s "
+                        f"comm stream ({s.actions[r][i]} after {s.actions[r][prev]})",
+                        unit_active[(r, i)],
+                        unit_complete[(r, prev)],
+                    )
+                prev = i
+
+    # -- message matching: FIFO per ordered rank pair -----------------------
+    sends: dict[tuple[int, int], list[tuple[int, int, int, Comm]]] = {}
+    recvs: dict[tuple[int, int], list[tuple[int, int, int, Comm]]] = {}
+    for r, i, op in s.iter_comms():
+        j = s.actions[r][i].ops.index(op) if isinstance(s.actions[r][i], Batch) else None
+        peer = _safe(s.peer_of, op)
+        where = loc(r, i, j)
+        if peer is None:
+            b.const(f"message-matching: {where} {op} has no peer on its route", False)
+            continue
+        if op.kind.is_send:
+            sends.setdefault((r, peer), []).append((r, i, j, op))
+        else:
+            recvs.setdefault((peer, r), []).append((r, i, j, op))
+    completion: dict[tuple[int, int, int | None], int] = {}  # op place -> complete var
+    for pair in sorted(set(sends) | set(recvs)):
+        ss, rs = sends.get(pair, []), recvs.get(pair, [])
+        for k in range(max(len(ss), len(rs))):
+            if k >= len(rs):
+                r, i, j, op = ss[k]
+                b.const(
+                    f"message-matching: {loc(r, i, j)} {op} (send #{k} from rank {pair[0]} "
+                    f"to rank {pair[1]}) has no matching receive: rank {pair[1]} posts "
+                    f"{len(rs)} receive(s) from rank {pair[0]}",
+                    False,
+                )
+                continue
+            if k >= len(ss):
+                r, i, j, op = rs[k]
+                b.const(
+                    f"message-matching: {loc(r, i, j)} {op} (receive #{k} on rank {pair[1]} "
+                    f"from rank {pair[0]}) has no matching send: rank {pair[0]} posts "
+                    f"{len(ss)} send(s) to rank {pair[1]}",
+                    False,
+                )
+                continue
+            (sr, si, sj, sop), (rr, ri, rj, rop) = ss[k], rs[k]
+            expected = _safe(s.matching_op, sop)
+            same = expected == rop
+            b.const(
+                f"message-matching: {loc(sr, si, sj)} {sop} pairs with {loc(rr, ri, rj)} "
+                f"{rop}: payload "
+                + ("equal" if same else f"differs (the receive expects {_safe(s.matching_op, rop)})"),
+                same,
+            )
+            if nccl:
+                c = b.var(f"{loc(sr, si, sj)} -> {loc(rr, ri, rj)} complete")
+                b.after(
+                    f"deadlock-free: {loc(sr, si, sj)} {sop} waits {loc(rr, ri, rj)} {rop} "
+                    f"(its unit active)",
+                    c,
+                    unit_active[(rr, ri)],
+                )
+                b.after(
+                    f"deadlock-free: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} "
+                    f"(its unit active)",
+                    c,
+                    unit_active[(sr, si)],
+                )
+                for r, i in ((sr, si), (rr, ri)):
+                    b.after(f"program: {_desc(s, r, i)}", unit_complete[(r, i)], c)
+                completion[(sr, si, sj)] = completion[(rr, ri, rj)] = c
+            else:
+                c = b.var(f"{loc(rr, ri, rj)} complete")
+                b.after(f"program: {_desc(s, rr, ri)}", c, post[rr][ri])
+                b.after(
+                    f"deadlock-free: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} "
+                    f"(posted)",
+                    c,
+                    post[sr][si],
+                )
+                completion[(rr, ri, rj)] = c
+                completion[(sr, si, sj)] = post[sr][si]
+
+    # a waited BATCH (or, under nccl, a unit: the stream still has it) returns when complete
+    for r in range(R):
+        for i, a in enumerate(s.actions[r]):
+            if isinstance(a, Batch) and a.wait:
+                lab = f"program: {_desc(s, r, i)}"
+                for j, _op in enumerate(a.ops):
+                    c = completion.get((r, i, j))
+                    if c is not None:  # an unmatched op never completes: its const is false
+                        b.after(lab, ret[r][i], c)
+
+    # -- data dependencies -----------------------------------------------
+    for r in range(R):
+        acts = s.actions[r]
+        comp_at: dict[tuple[ComputeKind, int, int], tuple[int, int]] = {}
+        recv_at: dict[tuple[CommKind, int, int], tuple[int, int | None]] = {}
+        for i, a in enumerate(acts):
+            for h, c in enumerate(computes_of(a)):
+                comp_at.setdefault((c.kind, c.stage, c.mb), (i, h))
+            for j, op in enumerate(comms_of(a)):
+                if not op.kind.is_send:
+                    recv_at.setdefault(
+                        (op.kind, op.stage, op.mb), (i, j if isinstance(a, Batch) else None)
+                    )
+
+        def need_compute(i, wait_var, what, kinds, stage, mb, same_step_ok=False):
+            """``wait_var`` (of step i) waits for a compute of ``kinds`` on (stage, mb)."""
+            found = [comp_at[(k, stage, mb)] for k in kinds if (k, stage, mb) in comp_at]
+            need = "/".join(k.value for k in kinds) + f"(stage {stage}, mb {mb})"
+            if not found:
+                b.const(f"dependencies: {loc(r, i)} {what} needs {need}, not on rank {r}", False)
+                return
+            pi, ph = min(found)
+            if pi == i and same_step_ok:
+                return  # the two halves of one OVERLAP: overlap-legal states that
+            ok = pi < i
+            b.const(
+                f"dependencies: {loc(r, i)} {what} after {need} at {loc(r, pi)}"
+                + ("" if ok else " (it comes later)"),
+                ok,
+            )
+            if ok:
+                b.after(
+                    f"deadlock-free: {loc(r, i)} {what} waits {loc(r, pi)} {need}",
+                    wait_var,
+                    finish[(r, pi, ph)],
+                )
+
+        def need_recv(i, wait_var, what, kind, stage, mb):
+            op = Comm(kind, stage, mb)
+            place = recv_at.get((kind, stage, mb))
+            if place is None:
+                b.const(f"dependencies: {loc(r, i)} {what} needs {op}, not posted on rank {r}", False)
+                return
+            ok = place[0] < i
+            b.const(
+                f"dependencies: {loc(r, i)} {what} after {op} at {loc(r, *place)}"
+                + ("" if ok else " (it comes later)"),
+                ok,
+            )
+            c = completion.get((r, *place))
+            if ok and c is not None:
+                b.after(
+                    f"deadlock-free: {loc(r, i)} {what} waits {loc(r, *place)} {op} (complete)",
+                    wait_var,
+                    c,
+                )
+
+        for i, a in enumerate(acts):
+            for c in computes_of(a):
+                if c.stage not in s._route_pos or c.stage not in s.stage_by_id:
+                    continue  # unknown stage: well-formed reports it
+                same_ok = isinstance(a, Overlap)
+                if c.kind is ComputeKind.F:
+                    p = s.prev_stage(c.stage)
+                    if p is not None and _safe(s.rank_of, p) != r:
+                        need_recv(i, post[r][i], str(c), CommKind.RECV_F, c.stage, c.mb)
+                    elif p is not None:
+                        need_compute(i, post[r][i], str(c), (ComputeKind.F,), p, c.mb, same_ok)
+                elif c.kind in (ComputeKind.B, ComputeKind.I):
+                    need_compute(i, post[r][i], str(c), (ComputeKind.F,), c.stage, c.mb, same_ok)
+                    n = s.next_stage(c.stage)
+                    if n is not None and _safe(s.rank_of, n) != r:
+                        need_recv(i, post[r][i], str(c), CommKind.RECV_B, c.stage, c.mb)
+                    elif n is not None:
+                        need_compute(
+                            i, post[r][i], str(c), (ComputeKind.B, ComputeKind.I), n, c.mb, same_ok
+                        )
+                else:  # W
+                    need_compute(i, post[r][i], str(c), (ComputeKind.I,), c.stage, c.mb)
+            for op in comms_of(a):
+                if not op.kind.is_send or op.stage not in s._route_pos:
+                    continue
+                kinds = (
+                    (ComputeKind.F,)
+                    if op.kind is CommKind.SEND_F
+                    else (ComputeKind.B, ComputeKind.I)
+                )
+                need_compute(i, post[r][i], str(op), kinds, op.stage, op.mb)
+
+    # -- overlap legality -------------------------------------------------
+    for r in range(R):
+        for i, a in enumerate(s.actions[r]):
+            if not isinstance(a, Overlap):
+                continue
+            kinds_ok = a.f.kind is ComputeKind.F and a.b.kind in (ComputeKind.B, ComputeKind.I)
+            dep = _overlap_dependent(s, a) if kinds_ok else False
+            b.const(
+                f"overlap-legal: {_desc(s, r, i)}: "
+                + (
+                    "halves are F and B/I"
+                    if not kinds_ok
+                    else "the backward depends on the forward"
+                    if dep
+                    else "halves independent"
+                ),
+                kinds_ok and not dep,
+            )
+
+    num_time = len(b.names)
+
+    # -- memory: live activations by program order ------------------------
+    if memory_limit is not None:
+        zero = b.var("memory zero")
+        for r in range(R):
+            live = zero
+            acc = f"memory: rank {r} live activations by program order"
+            for i, a in enumerate(s.actions[r]):
+                cs = computes_of(a)
+                nf = sum(1 for c in cs if c.kind is ComputeKind.F)
+                nb = sum(1 for c in cs if c.kind in (ComputeKind.B, ComputeKind.I))
+                if not cs:
+                    continue
+                mid = b.var(f"memory {loc(r, i)} peak")
+                b.after(acc, mid, live, nf)
+                b.after(acc, live, mid, -nf)
+                if nf:
+                    b.after(
+                        f"memory: {loc(r, i)} live activations at most {memory_limit}",
+                        zero,
+                        mid,
+                        -memory_limit,
+                    )
+                out = b.var(f"memory {loc(r, i)} after")
+                b.after(acc, out, mid, -nb)
+                b.after(acc, mid, out, nb)
+                live = out
+
+    return Encoding(
+        variables=tuple(b.names),
+        num_time_events=num_time,
+        groups=MappingProxyType({k: tuple(v) for k, v in b.groups.items()}),
+        constants=MappingProxyType(dict(b.constants)),
+        action_start=tuple(tuple(x) for x in post),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Solving
+# ---------------------------------------------------------------------------
+
+
+def property_of(label: str) -> str:
+    """The property id (or ``program``) a label states."""
+    return label.split(":", 1)[0]
+
+
+def smtlib(enc: Encoding, labels=None, tracked: bool = True) -> str:
+    """The system as SMT-LIB 2 text: ``(=> p<k> ...)`` per label k when tracked."""
+    use = list(enc.labels) if labels is None else list(labels)
+    lines = ["(set-logic QF_IDL)"]
+    lines += [f"(declare-const t{k} Int)" for k in range(len(enc.variables))]
+    for k, lab in enumerate(use):
+        if lab in enc.groups:
+            body = " ".join(f"(>= (- t{x} t{y}) {_num(c)})" for x, y, c in enc.groups[lab])
+            body = f"(and {body})" if len(enc.groups[lab]) > 1 else body
+        else:
+            body = "true" if enc.constants[lab] else "false"
+        if tracked:
+            lines.append(f"(declare-const p{k} Bool)")
+            lines.append(f"(assert (=> p{k} {body}))")
+        else:
+            lines.append(f"(assert {body})")
+    return "\n".join(lines)
+
+
+def _num(c: int) -> str:
+    return str(c) if c >= 0 else f"(- {-c})"
+
+
+def _solver(rlimit: int, timeout_ms: int) -> z3.Solver:
+    s = z3.SolverFor("QF_IDL")
+    s.set("rlimit", int(rlimit))
+    s.set("timeout", int(timeout_ms))
+    return s
+
+
+def _rlimit_count(s: z3.Solver) -> int:
+    st = s.statistics()
+    for k in st.keys():
+        if k == "rlimit count":
+            return int(st.get_key_value(k))
+    return 0
+
+
+_MODEL_LINE = re.compile(r"\(define-fun t(\d+) \(\) Int\s+(\(- \d+\)|-?\d+)\)")
+
+
+def _model_times(m: z3.ModelRef, n: int) -> list[int]:
+    vals = [0] * n
+    for k, v in _MODEL_LINE.findall(m.sexpr()):
+        k = int(k)
+        if k < n:
+            vals[k] = -int(v[3:-1]) if v.startswith("(") else int(v)
+    return vals
+
+
+def _solve_order(enc: Encoding) -> list[str]:
+    """Labels in a topological order of the constraint graph (constants first).
+
+    A hint only: z3 takes assumptions in the order given, and adding the edges
+    of a difference-logic system source-first keeps its incremental
+    propagation near-linear. Labels on a cycle go last. No answer depends on it.
+    """
+    n = len(enc.variables)
+    succ: list[list[int]] = [[] for _ in range(n)]
+    indeg = [0] * n
+    for g in enc.groups.values():
+        for x, y, _c in g:
+            succ[y].append(x)
+            indeg[x] += 1
+    pos = [n] * n
+    ready = [k for k in range(n) if indeg[k] == 0]
+    done = 0
+    while ready:
+        v = ready.pop()
+        pos[v] = done
+        done += 1
+        for w in succ[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
+    keyed = [(-1, k, lab) for k, lab in enumerate(enc.constants)]
+    keyed += [
+        (max(pos[x] for x, _y, _c in g), len(keyed) + k, lab)
+        for k, (lab, g) in enumerate(enc.groups.items())
+    ]
+    return [lab for _p, _k, lab in sorted(keyed)]
+
+
+def _check(enc: Encoding, labels, rlimit: int, timeout_ms: int):
+    """Check the system restricted to ``labels``; (result, solver, assumption bools)."""
+    s = _solver(rlimit, timeout_ms)
+    s.from_string(smtlib(enc, labels))
+    ps = [z3.Bool(f"p{k}") for k in range(len(labels))]
+    return s.check(*ps), s, ps
+
+
+def decide(
+    schedule: Schedule,
+    comm_model: str = "nccl",
+    *,
+    memory_limit: int | None = None,
+    rlimit: int = DEFAULT_RLIMIT,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    minimize_core: bool = True,
+) -> Z3Outcome:
+    """Decide properties 3-7 of ``schedule`` under ``comm_model`` (see module docstring)."""
+    t0 = time.perf_counter()
+    if schedule.is_compute_only:
+        schedule = lower(schedule)
+    enc = encode(schedule, comm_model, memory_limit)
+    labels = _solve_order(enc)
+    t1 = time.perf_counter()
+    res, s, ps = _check(enc, labels, rlimit, timeout_ms)
+    t2 = time.perf_counter()
+    stats: dict[str, object] = {
+        "comm_model": comm_model,
+        "num_events": enc.num_time_events,
+        "num_variables": len(enc.variables),
+        "num_constraints": enc.num_constraints,
+        "num_labels": len(labels),
+        "encode_seconds": round(t1 - t0, 4),
+        "solve_seconds": round(t2 - t1, 4),
+        "rlimit_used": _rlimit_count(s),
+    }
+    if res == z3.sat:
+        vals = _model_times(s.model(), enc.num_time_events)
+        times = {enc.variables[k]: vals[k] for k in range(enc.num_time_events)}
+        order = sorted(
+            ((vals[v], r, i) for r, row in enumerate(enc.action_start) for i, v in enumerate(row))
+        )
+        return Z3Outcome(
+            status="sat",
+            order=tuple((r, i) for _, r, i in order),
+            times=MappingProxyType(times),
+            core=(),
+            failed_properties=(),
+            reason="",
+            stats=MappingProxyType(stats),
+        )
+    if res == z3.unknown:
+        return Z3Outcome(
+            status="unknown",
+            order=None,
+            times=None,
+            core=(),
+            failed_properties=(),
+            reason=s.reason_unknown() or "unknown",
+            stats=MappingProxyType(stats),
+        )
+    index = {str(p): k for k, p in enumerate(ps)}
+    core = [labels[index[str(p)]] for p in s.unsat_core()]
+    stats["core_size_raw"] = len(core)
+    if minimize_core:
+        core = _minimize(enc, core, rlimit, timeout_ms)
+        stats["core_minimize_seconds"] = round(time.perf_counter() - t2, 4)
+    order_of = {lab: k for k, lab in enumerate(labels)}
+    core.sort(key=order_of.__getitem__)
+    core = _cycle_order(core)
+    failed = tuple(p for p in PROPERTY_IDS if any(property_of(c) == p for c in core))
+    return Z3Outcome(
+        status="unsat",
+        order=None,
+        times=None,
+        core=tuple(core),
+        failed_properties=failed,
+        reason="",
+        stats=MappingProxyType(stats),
+    )
+
+
+def _minimize(enc: Encoding, core: list[str], rlimit: int, timeout_ms: int) -> list[str]:
+    """Deletion-based minimisation: drop each label whose removal keeps the core unsat."""
+    falses = [c for c in core if c in enc.constants and not enc.constants[c]]
+    if falses:  # a constant-false label is a core on its own
+        return [falses[0]]
+    if len(core) > CORE_DELETION_MAX:
+        return core
+    keep = list(core)
+    k = 0
+    while k < len(keep):
+        trial = keep[:k] + keep[k + 1 :]
+        res, s, ps = _check(enc, trial, rlimit, timeout_ms)
+        if res == z3.unsat:
+            used = {str(p) for p in s.unsat_core()}
+            keep = [lab for j, lab in enumerate(trial) if f"p{j}" in used]
+        else:
+            k += 1
+    return keep
+
+
+def _cycle_order(core: list[str]) -> list[str]:
+    """Order the labels of a core so consecutive waits share a place (hop by hop)."""
+    places = [re.findall(r"rank \d+ step \d+", lab) for lab in core]
+    if len(core) < 3 or not all(places):
+        return core
+    out, rest = [0], set(range(1, len(core)))
+    while rest:
+        last = places[out[-1]]
+        nxt = next((j for j in sorted(rest) if places[j][0] in last[1:] or places[j][0] == last[-1]), None)
+        if nxt is None:
+            nxt = min(rest)
+        out.append(nxt)
+        rest.discard(nxt)
+    return [core[j] for j in out]
+
+
+def fits_budget(schedule: Schedule) -> bool:
+    """True when decide() is expected to finish within the default budget (a size estimate)."""
+    n_comm = sum(1 for _ in schedule.iter_comms())
+    if schedule.is_compute_only:
+        n_comm = 2 * sum(1 for _ in schedule.iter_computes())
+    estimate = 6 * schedule.num_actions + 5 * n_comm
+    return estimate <= BUDGET_MAX_CONSTRAINTS

@@ -574,6 +574,7 @@ def test_convert_drop_fsdp(tmp_path):
     assert rc == 2 and "row 1 (rank 0) column 1" in err and "'0UNSHARD'" in err
     rc, out, err = run_cli(["convert", src, "-o", tmp_path / "a.json", "--drop-fsdp"])
     assert rc == 0, err
+    assert out.endswith(", 8 actions, 5 UNSHARD/RESHARD/REDUCE_GRAD dropped\n"), out
     s = load_schedule(tmp_path / "a.json")
     assert s.num_actions == 8 and s.rank_of(1) == 1
     rc, out, err = run_cli(["convert", tmp_path / "a.json", "-o", "-"])

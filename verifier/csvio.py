@@ -50,8 +50,8 @@ artifacts in PyTorch's repository) unless ``newline`` says CRLF; reading
 accepts both.
 
 Not covered: modelling PyTorch's FSDP and gradient-reduction actions (see
-above); PyTorch's own lowering passes (``_add_send_recv`` etc.) are not reproduced here
-(``verifier.lowering`` is ours).
+above); PyTorch's own lowering passes (``_add_send_recv`` etc.) are not
+reproduced here (``verifier.lowering`` is ours).
 """
 
 from __future__ import annotations
@@ -106,7 +106,6 @@ class _Reader:
         self.max_mb = -1
         self.has_comm = False
         self.drop_fsdp = False
-        self.dropped = 0
 
     def where(self, rank: int, col: int) -> str:
         return f"{self.source}: row {rank + 1} (rank {rank}) column {col + 1}"
@@ -154,7 +153,6 @@ class _Reader:
         stage, kind, mb = m.groups()
         if kind in _UNSUPPORTED:
             if self.drop_fsdp and whole == cell:
-                self.dropped += 1
                 return None
             raise self.fail(
                 rank, col,

@@ -13,6 +13,7 @@ Not covered: lowering a compute-only schedule to one with communication
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from verifier.csvio import csv_to_schedule, flatten_batches, schedule_to_csv
 from verifier.io import detect_format, dumps_json, load_schedule, read_text
 from verifier.ir import Batch, ScheduleError
 from verifier.lowering import strip_communication
+
+_FSDP_CELL = re.compile(r"(?:^|,)\s*[0-9]+(?:UNSHARD|RESHARD|REDUCE_GRAD)[0-9]*\s*(?=,|$)", re.M)
 
 HELP = "convert a schedule between JSON and PyTorch pipelining CSV"
 
@@ -53,6 +56,8 @@ reproduces the file byte for byte.
 output: the converted schedule in OUT; with '-o -' it goes to stdout and
 nothing else is printed, otherwise one line on stdout:
   wrote OUT: FORMAT FORM, R ranks, S stages, M micro-batches, N actions
+  (then ", K batches" when there are, ", D UNSHARD/RESHARD/REDUCE_GRAD dropped"
+  with --drop-fsdp)
 
 exit codes:
   0  converted
@@ -137,8 +142,11 @@ def run(args, stdout, stderr) -> int:
     if args.output != "-" and Path(args.output).is_dir():
         raise ScheduleError("is a directory, expected a file to write", str(args.output))
     in_fmt = args.from_format or detect_format(args.input)
+    dropped = 0
     if in_fmt == "csv" and args.drop_fsdp:
-        s = csv_to_schedule(read_text(args.input), source=str(args.input), drop_fsdp=True)
+        text = read_text(args.input)
+        s = csv_to_schedule(text, source=str(args.input), drop_fsdp=True)
+        dropped = len(_FSDP_CELL.findall(text))
     else:
         s = load_schedule(args.input, fmt=in_fmt)
     to = _target(args, in_fmt)
@@ -161,6 +169,8 @@ def run(args, stdout, stderr) -> int:
     if args.output != "-":
         n_batch = sum(isinstance(a, Batch) for acts in s.actions for a in acts)
         extra = f", {n_batch} batches" if n_batch else ""
+        if dropped:
+            extra += f", {dropped} UNSHARD/RESHARD/REDUCE_GRAD dropped"
         stdout.write(
             f"wrote {args.output}: {to} {form}, {s.num_ranks} ranks, {s.num_stages} stages, "
             f"{s.num_microbatches} micro-batches, {s.num_actions} actions{extra}\n"

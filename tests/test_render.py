@@ -180,3 +180,23 @@ def test_compare_cli_table_json_chart(tmp_path):
     assert decode_png((tmp_path / "c.png").read_bytes()).shape[1] > 500
     rc, o, e = _cli("compare", "--ranks", "4", "--microbatches", "8", "--families", "nope")
     assert rc == 2 and "nope" in e
+
+
+def test_critical_path_and_stuck_markers():
+    s = generate("1f1b", 4, 8)
+    a = analyze(s)
+    pic = layout(s, a, critical=True)
+    crit = [c for c in pic.cells if c.critical]
+    assert len(crit) == sum(1 for p in a.critical_path if p.what == "compute") > 0
+    root = ET.fromstring(to_svg(pic))
+    assert sum(1 for r in root.iter(f"{SVG}rect") if r.get("class") == "critical") == len(crit)
+    img = decode_png(to_png(pic))
+    assert (img == np.array([220, 0, 0], dtype=np.uint8)).all(axis=2).sum() > 50
+    assert not layout(s, a).stuck and not any(c.critical for c in layout(s, a).cells)
+
+    from tests.test_analysis import _crossing
+
+    x = _crossing()
+    pic = layout(x, analyze(x))
+    assert {r for r, _, _ in pic.stuck} == {0, 1}
+    assert "stuck at step 3" in to_svg(pic)

@@ -71,6 +71,7 @@ class Cell:
     end: float
     parts: tuple[Part, ...]
     label: str
+    critical: bool = False  # on the critical path
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,16 @@ class Picture:
     cells: tuple[Cell, ...]
     idle: tuple[tuple[int, float, float], ...]  # (rank, start, end)
     comm: tuple[tuple[int, float, float, bool], ...]  # (rank, start, end, is_send)
+    stuck: tuple[tuple[int, float, str], ...] = ()  # deadlock: (rank, time, "STUCK AT STEP k")
 
 
-def layout(s: Schedule, a: Analysis) -> Picture:
-    """Cells and idle gaps of the analysed timeline (see the module docstring)."""
+def layout(s: Schedule, a: Analysis, critical: bool = False) -> Picture:
+    """Cells and idle gaps of the analysed timeline (see the module docstring).
+
+    ``critical``: mark the cells on the critical path (drawn with a red border).
+    """
+    on_path = {(p.rank, p.step) for p in a.critical_path if p.what == "compute"} \
+        if critical else set()
     chunk_of: dict[int, int] = {}
     nchunks = 1
     for r in range(s.num_ranks):
@@ -111,7 +118,8 @@ def layout(s: Schedule, a: Analysis) -> Picture:
                 Part(act.b.kind.value, act.b.stage, act.b.mb, chunk_of.get(act.b.stage, 0),
                      mid, c.end),
             )
-        cells.append(Cell(c.rank, c.step, c.start, c.end, parts, label_of(act)))
+        cells.append(Cell(c.rank, c.step, c.start, c.end, parts, label_of(act),
+                          (c.rank, c.step) in on_path))
     idle = []
     by_rank: dict[int, list[Cell]] = {}
     for cell in cells:
@@ -137,8 +145,13 @@ def layout(s: Schedule, a: Analysis) -> Picture:
                         if k in c and (k != "comm" or c[k]))
     title = (f"{s.name or s.family or 'schedule'}  {a.comm_model}  {cost_txt}  "
              f"makespan {a.makespan:g}{bubble}")
+    ends = {r: 0.0 for r in range(s.num_ranks)}
+    for cell in cells:
+        ends[cell.rank] = max(ends[cell.rank], cell.end)
+    stuck = tuple((x.rank, ends[x.rank], f"STUCK AT STEP {x.step}") for x in a.stuck
+                  if not x.action.startswith("comm stream"))
     return Picture(title, s.num_ranks, nchunks, a.makespan, min(durs) if durs else 1.0,
-                   tuple(cells), tuple(idle), tuple(comm))
+                   tuple(cells), tuple(idle), tuple(comm), stuck)
 
 
 def colour_of(kind: str, chunk: int, num_chunks: int) -> tuple[tuple[int, int, int], bool]:
@@ -192,13 +205,29 @@ def _geometry(p: Picture, px_per_unit: float | None, comm: bool, max_width: int)
     comm_h = 7 if comm else 0
     row_gap = 0 if not comm else 3
     width = left + int(math.ceil(p.makespan * ppu)) + 12
-    legend_y = top + p.num_ranks * (row_h + row_gap + comm_h) + 12
+    legend_y = top + p.num_ranks * (row_h + row_gap + comm_h) + 12 + AXIS_H
     height = legend_y + GLYPH_H * 2 + 16
-    width = max(width, 620)
+    width = max(width, 620, text_width(p.title, 2) + 20)
+    if p.stuck:
+        width += text_width("STUCK AT STEP 0000", 2) + 10
     return _Geom(ppu, left, top, row_h, row_gap, comm_h, font, width, height, legend_y)
 
 
 _LEGEND = (("F", "F"), ("B", "B"), ("I", "I"), ("W", "W"))
+AXIS_H = 22
+CRITICAL = (220, 0, 0)
+
+
+def _ticks(g: "_Geom", makespan: float, scale: int) -> list[float]:
+    """Tick times: a round step whose labels do not collide."""
+    label_w = text_width(f"{makespan:g}", scale) + 12
+    step = 1.0
+    for m in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+        step = float(m)
+        if step * g.ppu >= label_w:
+            break
+    n = int(makespan // step)
+    return [i * step for i in range(n + 1)]
 
 
 # --------------------------------------------------------------------- PNG --
@@ -252,6 +281,22 @@ def to_png(p: Picture, px_per_unit: float | None = None, comm: bool = False,
             y0 = g.y(r) + g.row_h + 1
             rect(g.x(t0), y0, max(g.x(t1), g.x(t0) + 1), y0 + g.comm_h - 2,
                  (90, 90, 90) if is_send else (170, 170, 170))
+    ay = g.legend_y - AXIS_H - 4
+    draw_text(img, 8, ay + 4, "TIME", TEXT, 2)
+    img[ay, g.left:g.x(p.makespan) + 1] = TEXT
+    for tt in _ticks(g, p.makespan, 1):
+        xx = g.x(tt)
+        img[ay:ay + 5, xx] = TEXT
+        lab = f"{tt:g}"
+        draw_text(img, xx - text_width(lab, 1) // 2, ay + 8, lab, TEXT, 1)
+    for c in p.cells:
+        if c.critical:
+            y0 = g.y(c.rank)
+            rect(g.x(c.start), y0, g.x(c.end) + 1, y0 + g.row_h, None, CRITICAL, 3)
+    for r, tt, text in p.stuck:
+        x0, y0 = g.x(tt), g.y(r)
+        rect(x0, y0, x0 + 4, y0 + g.row_h, CRITICAL)
+        draw_text(img, x0 + 8, y0 + (g.row_h - 2 * GLYPH_H) // 2, text, CRITICAL, 2)
     x = g.left
     for kind, name in _LEGEND:
         for ch in range(min(p.num_chunks, 2)):
@@ -312,6 +357,26 @@ def to_svg(p: Picture, px_per_unit: float | None = None, comm: bool = False,
             out.append(f'<rect x="{g.x(c.start)}" y="{y0}" width="{g.x(c.end) - g.x(c.start)}" '
                        f'height="{g.row_h}" fill="none" stroke="#000000" stroke-width="2"/>')
         out.append("</g>")
+    ay = g.legend_y - AXIS_H - 4
+    out.append(f'<text x="8" y="{ay + 14}" font-size="14" font-weight="bold">time</text>')
+    out.append(f'<line x1="{g.left}" y1="{ay}" x2="{g.x(p.makespan)}" y2="{ay}" '
+               'stroke="#000000"/>')
+    for tt in _ticks(g, p.makespan, 1):
+        xx = g.x(tt)
+        out.append(f'<line x1="{xx}" y1="{ay}" x2="{xx}" y2="{ay + 5}" stroke="#000000"/>')
+        out.append(f'<text x="{xx}" y="{ay + 17}" font-size="11" text-anchor="middle">'
+                   f'{tt:g}</text>')
+    for c in p.cells:
+        if c.critical:
+            out.append(f'<rect class="critical" x="{g.x(c.start)}" y="{g.y(c.rank)}" '
+                       f'width="{g.x(c.end) - g.x(c.start)}" height="{g.row_h}" fill="none" '
+                       f'stroke="{_hex(CRITICAL)}" stroke-width="3"/>')
+    for r, tt, text in p.stuck:
+        x0, y0 = g.x(tt), g.y(r)
+        out.append(f'<rect class="stuck" x="{x0}" y="{y0}" width="4" height="{g.row_h}" '
+                   f'fill="{_hex(CRITICAL)}"/>')
+        out.append(f'<text x="{x0 + 8}" y="{y0 + g.row_h / 2 + 5:.1f}" font-size="14" '
+                   f'fill="{_hex(CRITICAL)}">{escape(text.lower())}</text>')
     if comm:
         for r, t0, t1, is_send in p.comm:
             y0 = g.y(r) + g.row_h + 1

@@ -21,7 +21,9 @@ DualPipe README: one row per rank, time across, a cell per compute with its
 micro-batch id; F orange, B green, I teal, W blue; a rank's later stage (the
 reverse direction of DualPipe, the way back up a V) in a darker shade with
 white digits; an overlapped F&B as one cell (forward and backward parts in one
-thick border); idle time white with grey unit ticks.
+thick border); idle time white with grey unit ticks; a time axis below.
+--critical-path outlines the cells of the critical path in red; a deadlocked
+schedule is drawn up to where each rank got stuck, marked in red.
 
 -o FILE picks the format by extension: .png, .svg, or .txt (text grid without
 colours). Without -o the text grid goes to stdout, with ANSI colours when
@@ -45,6 +47,8 @@ def add_arguments(p) -> None:
                    help="pixels per cost unit (PNG/SVG; default: fit, at most 8000 px wide)")
     p.add_argument("--dt", type=float, default=None,
                    help="text: time units per character (default: half the shortest compute)")
+    p.add_argument("--critical-path", action="store_true",
+                   help="outline the critical path's cells in red (PNG/SVG)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
 
 
@@ -62,7 +66,7 @@ def run(args, stdout, stderr) -> int:
     if s.is_compute_only and any(s.actions):
         s = lower(s)
     a = analyze(s, cm, args.comm_model)
-    pic = layout(s, a)
+    pic = layout(s, a, critical=args.critical_path)
     if a.deadlocked:
         stderr.write(f"deadlock under {a.comm_model}; drawn up to where it got stuck:\n")
         for x in a.stuck:

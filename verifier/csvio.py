@@ -456,11 +456,16 @@ def schedule_to_csv(
             if isinstance(a, (Comm, Batch)) and compute_only:
                 continue
             if isinstance(a, Batch) and not flatten_batches:
+                trivial = all(
+                    len(b.ops) == 1 and not b.wait
+                    for row in s.actions for b in row if isinstance(b, Batch)
+                )
                 raise ScheduleError(
                     f"a BATCH of {len(a.ops)} op(s) (wait={str(a.wait).lower()}) has no "
                     "PyTorch CSV form; pass --flatten-batches to write its ops one by one "
-                    "(the grouping and wait point are lost) or --compute-only to write "
-                    "the computes only",
+                    + ("(here every batch is one op without a wait, so nothing is lost)"
+                       if trivial else "(the grouping and wait points are lost)")
+                    + " or --compute-only to write the computes only",
                     at(rank, step),
                 )
             for op in _flat_ops(a):

@@ -44,24 +44,9 @@ from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
 from verifier.costs import DEFAULT, CostModel
-from verifier.ir import (
-    Action,
-    Batch,
-    Comm,
-    CommKind,
-    Compute,
-    ComputeKind,
-    Overlap,
-    Schedule,
-    ScheduleError,
-    loc,
-)
-from verifier.memory import peak_activations
+from verifier.ir import Action, Comm, Compute, Overlap, Schedule, ScheduleError, loc
 
 COMM_MODELS = ("nccl", "eager")
-
-_F, _B, _I, _W = ComputeKind.F, ComputeKind.B, ComputeKind.I, ComputeKind.W
-_RECV_F, _RECV_B = CommKind.RECV_F, CommKind.RECV_B
 
 
 # ---------------------------------------------------------------- results ---

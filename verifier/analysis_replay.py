@@ -211,7 +211,8 @@ class Replay:
         self.begins: list[tuple[float, int, int]] = []
         self.u_post: list[float | None] = [None] * nunits
         self.u_active: list[float | None] = [None] * nunits
-        self.u_acause: list[int] = [_NONE] * nunits  # unit-done event of the previous unit, or -1 post
+        # why a unit became active: UD + previous unit (it completed), or -1 (posted)
+        self.u_acause: list[int] = [_NONE] * nunits
         self.u_left = [len(x) for x in u_ops]
         self.op_cause: list[object] = [None] * nops
         self.sptr = [0] * R
@@ -517,7 +518,8 @@ class Replay:
         items.reverse()
         out: list[PathItem] = []
         for it in items:
-            if not out or (out[-1].label, out[-1].rank, out[-1].step) != (it.label, it.rank, it.step):
+            last = out[-1] if out else None
+            if last is None or (last.label, last.rank, last.step) != (it.label, it.rank, it.step):
                 out.append(it)
         return tuple(out)
 

@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from verifier.render_font import GLYPH_H, draw_text, encode_png, text_width
+from verifier.render_font import draw_text, encode_png, text_width
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +119,4 @@ def chart_svg(rows: list[ChartRow], title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["ChartRow", "chart_png", "chart_svg", "GLYPH_H"]
+__all__ = ["ChartRow", "chart_png", "chart_svg"]

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPECTED: dict[str, tuple[str, ...]] = {
     # --- not a schedule at all
     "empty.json": ("file is empty",),
-    "whitespace_only.json": ("file is empty",),
+    "whitespace_only.json": ("file has only whitespace",),
     "empty.csv": ("file is empty",),
     "directory.json": ("is a directory",),
     "binary_junk.json": ("binary data", "NUL byte at offset 0"),

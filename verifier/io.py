@@ -64,7 +64,7 @@ def _near(text: str, pos: int) -> str:
 
 def _decode(data: bytes, source: str) -> str:
     if not data.strip():
-        raise ScheduleError("file is empty", source)
+        raise ScheduleError("file is empty" if not data else "file has only whitespace", source)
     for bom, enc in _BOMS:
         if data.startswith(bom):
             raise ScheduleError(

@@ -39,33 +39,43 @@ class _Machine:
     def __init__(self, s: Schedule, model: str):
         self.s, self.model = s, model
         self.n = s.num_ranks
+        # the route tables, read straight from the IR's placement
+        self.rank = {st.id: st.rank for st in s.stages}
+        self.nxt: dict[int, int | None] = {}
+        self.prv: dict[int, int | None] = {}
+        for route in s.routes:
+            for k, sid in enumerate(route.stages):
+                self.nxt[sid] = route.stages[k + 1] if k + 1 < len(route.stages) else None
+                self.prv[sid] = route.stages[k - 1] if k > 0 else None
         self.pc = [0] * self.n  # next step to begin, per rank
         # ops: id -> (rank, step, sub, Comm); units: per rank, list of (step, [op ids])
         self.ops: list[tuple[int, int, int | None, Comm]] = []
         self.units: list[list[tuple[int, list[int]]]] = [[] for _ in range(self.n)]
         self.unit_of_step: list[dict[int, int]] = [dict() for _ in range(self.n)]
-        self.op_at: dict[tuple, int] = {}
+        ops = self.ops
         for r, acts in enumerate(s.actions):
             for k, a in enumerate(acts):
-                if isinstance(a, Comm):
+                tp = type(a)
+                if tp is Comm:
                     lst = [(None, a)]
-                elif isinstance(a, Batch):
+                elif tp is Batch:
                     lst = list(enumerate(a.ops))
                 else:
                     continue
                 ids = []
                 for sub, op in lst:
-                    self.op_at[(r, k, sub)] = len(self.ops)
-                    ids.append(len(self.ops))
-                    self.ops.append((r, k, sub, op))
+                    ids.append(len(ops))
+                    ops.append((r, k, sub, op))
                 self.unit_of_step[r][k] = len(self.units[r])
                 self.units[r].append((k, ids))
         # FIFO matching, written afresh: a queue per (src, dst)
         sends: dict[tuple[int, int], list[int]] = defaultdict(list)
         recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
+        towards_next = (CommKind.SEND_F, CommKind.RECV_B)
+        nxt, prv, rank = self.nxt, self.prv, self.rank
         for i, (r, _k, _sub, op) in enumerate(self.ops):
-            nb = s.next_stage(op.stage) if op.kind in (CommKind.SEND_F, CommKind.RECV_B) else s.prev_stage(op.stage)
-            peer = s.rank_of(nb)
+            nb = nxt[op.stage] if op.kind in towards_next else prv[op.stage]
+            peer = rank[nb]
             if op.kind in _SENDS:
                 sends[(r, peer)].append(i)
             else:
@@ -90,6 +100,13 @@ class _Machine:
         self.done = [False] * len(self.ops)
         self.head = [0] * self.n  # nccl: index of the first unit not yet complete
         self.unit_done = [[False] * len(u) for u in self.units]
+
+    @property
+    def op_at(self) -> dict[tuple, int]:
+        """(rank, step, sub) -> op id (built on first use: only cycles need it)."""
+        if not hasattr(self, "_op_at"):
+            self._op_at = {(r, k, sub): i for i, (r, k, sub, _op) in enumerate(self.ops)}
+        return self._op_at
 
     # ---- events
     def posted(self, r: int, k: int) -> bool:
@@ -157,21 +174,22 @@ class _Machine:
     # ---- what a compute waits for (written from SEMANTICS.md "Programs")
     def inputs(self, r: int, k: int) -> list[tuple]:
         """('op', op id) | ('step', step) | ('never', text) for each input of step k."""
-        s = self.s
-        a = s.actions[r][k]
-        cs = (a.f, a.b) if isinstance(a, Overlap) else ((a,) if hasattr(a, "kind") and isinstance(a.kind, ComputeKind) else ())
+        a = self.s.actions[r][k]
+        tp = type(a)
+        cs = (a.f, a.b) if tp is Overlap else ((a,) if tp is not Comm and tp is not Batch else ())
         out = []
+        rank = self.rank
         for c in cs:
             want: list[tuple] = []
             if c.kind is ComputeKind.F:
-                p = s.prev_stage(c.stage)
+                p = self.prv[c.stage]
                 if p is not None:
-                    want.append(("recv", CommKind.RECV_F, c.stage, c.mb) if s.rank_of(p) != r else ("comp", (ComputeKind.F,), p, c.mb))
+                    want.append(("recv", CommKind.RECV_F, c.stage, c.mb) if rank[p] != r else ("comp", (ComputeKind.F,), p, c.mb))
             elif c.kind in (ComputeKind.B, ComputeKind.I):
                 want.append(("comp", (ComputeKind.F,), c.stage, c.mb))
-                nx = s.next_stage(c.stage)
+                nx = self.nxt[c.stage]
                 if nx is not None:
-                    if s.rank_of(nx) != r:
+                    if rank[nx] != r:
                         want.append(("recv", CommKind.RECV_B, c.stage, c.mb))
                     else:
                         want.append(("comp", (ComputeKind.B, ComputeKind.I), nx, c.mb))
@@ -207,7 +225,7 @@ class _Machine:
         if k > 0 and not self.step_returned(r, k - 1):
             return False, f"rank {r} step {k - 1} has not returned"
         a = self.s.actions[r][k]
-        if not isinstance(a, (Comm, Batch)):
+        if type(a) is not Comm and type(a) is not Batch:
             for inp in self.inputs(r, k):
                 if not self.input_ready(r, inp):
                     what = inp[1] if inp[0] == "never" else (

@@ -33,8 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from verifier.checker import Event, EventKind, Hop, PropertyId, Violation, WaitCycle
-from verifier.ir import Batch, CommKind, Schedule, comms_of, computes_of
-from verifier.properties import first_steps, fifo_pairs, needs
+from verifier.ir import Batch, CommKind, Compute, Overlap, Schedule
+from verifier.properties import index
 
 _BEGIN, _RETURN, _ACTIVE, _UNIT_DONE, _OP_DONE, _NEVER = range(6)
 _KINDS = (
@@ -59,146 +59,153 @@ class GraphOutcome:
 
 
 class _Graph:
-    __slots__ = ("kind", "rank", "step", "sub", "succ", "indeg", "info")
+    """Nodes are ints. 0 is NEVER; 1..A are BEGIN(r, k) in (rank, step) order;
+    the rest are described by ``extra[v - A - 1] = (kind, rank, step, info)``
+    (info: the op index and its partner's for OP_DONE)."""
 
-    def __init__(self) -> None:
-        self.kind: list[int] = []
-        self.rank: list[int] = []
-        self.step: list[int] = []
-        self.sub: list = []
-        self.succ: list[list[int]] = []
-        self.indeg: list[int] = []
-        self.info: dict[int, tuple] = {}  # OP_DONE -> (op record, peer record or None)
+    __slots__ = ("succ", "indeg", "brank", "bstep", "extra", "num_actions", "idx")
 
-    def node(self, kind: int, rank: int, step: int, sub=None) -> int:
-        self.kind.append(kind)
-        self.rank.append(rank)
-        self.step.append(step)
-        self.sub.append(sub)
-        self.succ.append([])
-        self.indeg.append(0)
-        return len(self.kind) - 1
+    def node_kind(self, v: int) -> int:
+        if v == 0:
+            return _NEVER
+        if v <= self.num_actions:
+            return _BEGIN
+        return self.extra[v - self.num_actions - 1][0]
+
+    def place(self, v: int) -> tuple[int, int]:
+        if v == 0:
+            return (-1, -1)
+        if v <= self.num_actions:
+            return (self.brank[v], self.bstep[v])
+        e = self.extra[v - self.num_actions - 1]
+        return (e[1], e[2])
 
 
 def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
     """The happens-before graph of a well-formed schedule; returns (graph, NEVER)."""
-    g = _Graph()
-    succ, indeg = g.succ, g.indeg
-    never = g.node(_NEVER, -1, -1)
-    indeg[never] = 1  # never fires
+    idx = index(s)
+    A = s.num_actions
+    succ: list[list[int]] = [[] for _ in range(A + 1)]
+    indeg = [0] * (A + 1)
+    indeg[0] = 1  # NEVER never fires
+    brank: list[int] = [-1]
+    bstep: list[int] = [-1]
+    extra: list[tuple] = []
+    never = 0
 
-    def edge(a: int, b: int) -> None:
-        succ[a].append(b)
-        indeg[b] += 1
+    def new(kind: int, r: int, k: int, info=None) -> int:
+        extra.append((kind, r, k, info))
+        succ.append([])
+        indeg.append(0)
+        return A + len(extra)
 
-    begin: list[list[int]] = []
+    base: list[int] = []
     ret: list[list[int]] = []
+    b = 1
     for r, acts in enumerate(s.actions):
-        bs, rs = [], []
-        prev = -1
+        n = len(acts)
+        base.append(b)
+        brank.extend([r] * n)
+        bstep.extend(range(n))
+        rr = list(range(b, b + n))
         for k, a in enumerate(acts):
-            b = g.node(_BEGIN, r, k)
-            if prev >= 0:
-                edge(prev, b)
-            if isinstance(a, Batch) and a.wait:
-                rt = g.node(_RETURN, r, k)
-                edge(b, rt)
-            else:
-                rt = b
-            bs.append(b)
-            rs.append(rt)
-            prev = rt
-        begin.append(bs)
-        ret.append(rs)
+            if type(a) is Batch and a.wait:
+                v = new(_RETURN, r, k)
+                succ[b + k].append(v)
+                indeg[v] += 1
+                rr[k] = v
+        for k in range(1, n):
+            succ[rr[k - 1]].append(b + k)
+            indeg[b + k] += 1
+        ret.append(rr)
+        b += n
 
-    # ---- communication
-    pairs, unmatched_sends, unmatched_recvs, _ = fifo_pairs(s)
-    done: dict[tuple, int] = {}  # (rank, step, sub) -> node at which the op is done
+    ops, partner = idx.ops, idx.partner
+    done = [0] * len(ops)
     if comm_model == "nccl":
-        active: dict[tuple[int, int], int] = {}
-        udone: dict[tuple[int, int], int] = {}
-        for r, acts in enumerate(s.actions):
-            prev_u = -1
-            for k, a in enumerate(acts):
-                if not comms_of(a):
-                    continue
-                act = g.node(_ACTIVE, r, k)
-                edge(begin[r][k], act)
-                if prev_u >= 0:
-                    edge(prev_u, act)
-                ud = g.node(_UNIT_DONE, r, k)
-                if isinstance(a, Batch) and a.wait:
-                    edge(ud, ret[r][k])
-                active[(r, k)] = act
-                udone[(r, k)] = ud
-                prev_u = ud
-        for snd, rcv in pairs:
-            d = g.node(_OP_DONE, snd[0], snd[1], snd[2])
-            g.info[d] = (snd, rcv)
-            edge(active[(snd[0], snd[1])], d)
-            edge(active[(rcv[0], rcv[1])], d)
-            edge(d, udone[(snd[0], snd[1])])
-            edge(d, udone[(rcv[0], rcv[1])])
-            done[snd[:3]] = d
-            done[rcv[:3]] = d
-        for x, _k in unmatched_sends + unmatched_recvs:
-            d = g.node(_OP_DONE, x[0], x[1], x[2])
-            g.info[d] = (x, None)
-            edge(never, d)
-            edge(active[(x[0], x[1])], d)
-            edge(d, udone[(x[0], x[1])])
-            done[x[:3]] = d
+        unit_of_op = [0] * len(ops)
+        units: list[tuple[int, int, int, int]] = []  # (rank, step, ACTIVE, UNIT_DONE)
+        last_rank, last_step, prev_ud = -1, -1, -1
+        for i, (r, k, _sub, _op) in enumerate(ops):
+            if r != last_rank or k != last_step:
+                act = new(_ACTIVE, r, k)
+                bk = base[r] + k
+                succ[bk].append(act)
+                indeg[act] += 1
+                if r == last_rank and prev_ud >= 0:
+                    succ[prev_ud].append(act)
+                    indeg[act] += 1
+                ud = new(_UNIT_DONE, r, k)
+                rv = ret[r][k]
+                if rv != bk:  # a wait-BATCH returns when its unit is done
+                    succ[ud].append(rv)
+                    indeg[rv] += 1
+                units.append((r, k, act, ud))
+                last_rank, last_step, prev_ud = r, k, ud
+            unit_of_op[i] = len(units) - 1
+        for i, (r, k, sub, op) in enumerate(ops):
+            j = partner[i]
+            if j >= 0 and j < i:
+                continue
+            if j >= 0:
+                x, y = (i, j) if op.kind.is_send else (j, i)
+                d = new(_OP_DONE, ops[x][0], ops[x][1], (x, y))
+                for z in (x, y):
+                    u = units[unit_of_op[z]]
+                    succ[u[2]].append(d)
+                    succ[d].append(u[3])
+                    indeg[u[3]] += 1
+                indeg[d] += 2
+                done[x] = done[y] = d
+            else:
+                d = new(_OP_DONE, r, k, (i, -1))
+                u = units[unit_of_op[i]]
+                succ[never].append(d)
+                succ[u[2]].append(d)
+                succ[d].append(u[3])
+                indeg[d] += 2
+                indeg[u[3]] += 1
+                done[i] = d
     else:  # eager
-        for snd, rcv in pairs:
-            done[snd[:3]] = begin[snd[0]][snd[1]]
-            d = g.node(_OP_DONE, rcv[0], rcv[1], rcv[2])
-            g.info[d] = (rcv, snd)
-            edge(begin[rcv[0]][rcv[1]], d)
-            edge(begin[snd[0]][snd[1]], d)
-            done[rcv[:3]] = d
-        for x, _k in unmatched_sends:
-            done[x[:3]] = begin[x[0]][x[1]]
-        for x, _k in unmatched_recvs:
-            d = g.node(_OP_DONE, x[0], x[1], x[2])
-            g.info[d] = (x, None)
-            edge(never, d)
-            edge(begin[x[0]][x[1]], d)
-            done[x[:3]] = d
-        for r, acts in enumerate(s.actions):
-            for k, a in enumerate(acts):
-                if isinstance(a, Batch) and a.wait:
-                    rt = ret[r][k]
-                    for j in range(len(a.ops)):
-                        d = done[(r, k, j)]
-                        if d != begin[r][k]:
-                            edge(d, rt)
+        for i, (r, k, sub, op) in enumerate(ops):
+            bk = base[r] + k
+            if op.kind.is_send:
+                done[i] = bk
+                continue
+            j = partner[i]
+            d = new(_OP_DONE, r, k, (i, j))
+            succ[bk].append(d)
+            src = never if j < 0 else base[ops[j][0]] + ops[j][1]
+            succ[src].append(d)
+            indeg[d] += 2
+            done[i] = d
+            rv = ret[r][k]
+            if rv != bk:
+                succ[d].append(rv)
+                indeg[rv] += 1
 
-    # ---- data dependencies of computes
-    firsts = first_steps(s)
+    # data dependencies of computes
     for r, acts in enumerate(s.actions):
-        first = firsts[r]
-        first_op: dict[tuple, int] = {}
+        first = idx.first[r]
+        first_recv = idx.first_recv[r]
+        b0 = base[r]
         for k, a in enumerate(acts):
-            ops = comms_of(a)
-            if not ops:
+            tp = type(a)
+            if tp is not Compute and tp is not Overlap:
                 continue
-            batched = isinstance(a, Batch)
-            for j, op in enumerate(ops):
-                if op.kind is CommKind.RECV_F or op.kind is CommKind.RECV_B:
-                    first_op.setdefault((op.kind, op.stage, op.mb), done[(r, k, j if batched else None)])
-        for k, a in enumerate(acts):
-            cs = computes_of(a)
-            if not cs:
-                continue
-            b = begin[r][k]
-            for c in cs:
-                for key in needs(s, r, c):
-                    if isinstance(key[0], CommKind):
-                        src = first_op.get(key, never)
+            bk = b0 + k
+            for c in ((a,) if tp is Compute else (a.f, a.b)):
+                for key in idx.needs(r, c):
+                    if type(key[0]) is CommKind:
+                        i = first_recv.get(key)
+                        src = never if i is None else done[i]
                     else:
                         at = first.get(key)
-                        src = never if at is None else begin[r][at]
-                    edge(src, b)
+                        src = never if at is None else b0 + at
+                    succ[src].append(bk)
+                    indeg[bk] += 1
+    g = _Graph()
+    g.succ, g.indeg, g.brank, g.bstep, g.extra, g.num_actions, g.idx = succ, indeg, brank, bstep, extra, A, idx
     return g, never
 
 
@@ -208,17 +215,16 @@ def decide(s: Schedule, comm_model: str) -> GraphOutcome:
     n = len(indeg)
     queue = [v for v in range(n) if indeg[v] == 0]
     i = 0
-    while i < len(queue):
-        v = queue[i]
-        i += 1
+    for v in queue:  # the list grows while it is walked: Kahn's algorithm
         for w in succ[v]:
             indeg[w] -= 1
             if indeg[w] == 0:
                 queue.append(w)
     num_events = n - 1  # NEVER is not an event
+    A = g.num_actions
     if len(queue) == num_events:
-        kind, rank, step = g.kind, g.rank, g.step
-        witness = tuple((rank[v], step[v]) for v in queue if kind[v] == _BEGIN)
+        brank, bstep = g.brank, g.bstep
+        witness = tuple((brank[v], bstep[v]) for v in queue if v <= A)
         return GraphOutcome(witness, None, None, num_events, 0)
     fired = bytearray(n)
     for v in queue:
@@ -227,20 +233,16 @@ def decide(s: Schedule, comm_model: str) -> GraphOutcome:
 
 
 def _refute(s: Schedule, g: _Graph, never: int, fired: bytearray, num_stuck: int, total: int) -> GraphOutcome:
-    n = len(g.kind)
+    n = len(g.indeg)
     preds: dict[int, list[int]] = {}
     for v in range(n):
         for w in g.succ[v]:
             if not fired[w]:
                 preds.setdefault(w, []).append(v)
     # start at the first stuck step, lowest rank first
-    start = min(
-        (v for v in range(n) if not fired[v] and g.kind[v] == _BEGIN),
-        key=lambda v: (g.rank[v], g.step[v]),
-        default=None,
-    )
+    start = next((v for v in range(1, g.num_actions + 1) if not fired[v]), None)
     if start is None:  # only op completions are stuck
-        start = min((v for v in range(n) if not fired[v] and v != never), key=lambda v: (g.rank[v], g.step[v]))
+        start = min((v for v in range(1, n) if not fired[v]), key=g.place)
     path: list[int] = [start]
     seen = {start: 0}
     cur = start
@@ -250,7 +252,8 @@ def _refute(s: Schedule, g: _Graph, never: int, fired: bytearray, num_stuck: int
             nxt = never
         else:
             # prefer a wait on another action over program order, for short cycles
-            other = [p for p in cands if (g.rank[p], g.step[p]) != (g.rank[cur], g.step[cur] - 1)]
+            pr, pk = g.place(cur)
+            other = [p for p in cands if g.place(p) != (pr, pk - 1)]
             nxt = (other or cands)[0]
         if nxt == never:
             path.append(never)
@@ -279,21 +282,19 @@ def _refute(s: Schedule, g: _Graph, never: int, fired: bytearray, num_stuck: int
     return GraphOutcome(None, cycle, viol, total, num_stuck)
 
 
-def _op_text(s: Schedule, rec) -> str:
-    return str(rec[3])
-
-
 def _event(s: Schedule, g: _Graph, v: int) -> Event:
-    kind = _KINDS[g.kind[v]]
+    kind = _KINDS[g.node_kind(v)]
     if kind is EventKind.NEVER:
         return Event(kind, -1, -1)
-    r, k = g.rank[v], g.step[v]
-    action = s.actions[r][k]
+    r, k = g.place(v)
     if kind is EventKind.OP_DONE:
-        rec, peer = g.info[v]
+        x, y = g.extra[v - g.num_actions - 1][3]
+        ops = g.idx.ops
+        rec = ops[x]
+        peer = None if y < 0 else ops[y]
         return Event(
             kind, rec[0], rec[1], rec[2], str(rec[3]),
             None if peer is None else (peer[0], peer[1], peer[2]),
             "" if peer is None else str(peer[3]),
         )
-    return Event(kind, r, k, None, str(action))
+    return Event(kind, r, k, None, str(s.actions[r][k]))

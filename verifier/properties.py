@@ -83,37 +83,57 @@ def well_formed(s: Schedule) -> list[Violation]:
             out.append(_v(_WF, "mb-routes", (), mb=m, count=mb_routes[m]))
     if out:  # placement is broken: per-action checks would only repeat it
         return out
-    by_id = s.stage_by_id
+    # per stage: (rank, route index, rank towards next stage, rank towards previous)
+    table: dict[int, tuple] = {}
+    for ri, r in enumerate(s.routes):
+        n = len(r.stages)
+        for k, sid in enumerate(r.stages):
+            nxt = by_rank(s, r.stages[k + 1]) if k + 1 < n else None
+            prv = by_rank(s, r.stages[k - 1]) if k > 0 else None
+            table[sid] = (by_rank(s, sid), ri, nxt, prv)
     route_of_mb = s.route_of_mb
+    towards_next = (CommKind.SEND_F, CommKind.RECV_B)
     for rank, acts in enumerate(s.actions):
         for step, a in enumerate(acts):
-            if isinstance(a, Batch) and not a.ops:
-                out.append(_v(_WF, "empty-batch", [(rank, step)], action=f"{_at(rank, step)} {a}"))
-            subs = computes_of(a) + comms_of(a)
+            tp = type(a)
+            if tp is Compute or tp is Comm:
+                subs: tuple = (a,)
+            elif tp is Overlap:
+                subs = (a.f, a.b)
+            else:
+                subs = a.ops
+                if not subs:
+                    out.append(_v(_WF, "empty-batch", [(rank, step)], action=f"{_at(rank, step)} {a}"))
             for j, op in enumerate(subs):
-                sub = j if len(subs) > 1 else None
-                where = f"{_at(rank, step, sub)} {op}"
-                st = by_id.get(op.stage)
-                if st is None:
+                t_ = table.get(op.stage)
+                mb = op.mb
+                if t_ is not None and 0 <= mb < M and route_of_mb[mb] == t_[1] and t_[0] == rank:
+                    if type(op) is not Comm:
+                        continue
+                    peer = t_[2] if op.kind in towards_next else t_[3]
+                    if peer is not None and peer != rank:
+                        continue
+                where = f"{_at(rank, step, j if len(subs) > 1 else None)} {op}"
+                if t_ is None:
                     out.append(_v(_WF, "action-stage", [(rank, step)], action=where, stage=op.stage))
                     continue
-                if not 0 <= op.mb < M:
-                    out.append(_v(_WF, "action-mb", [(rank, step)], action=where, mb=op.mb, max_mb=M - 1))
+                if not 0 <= mb < M:
+                    out.append(_v(_WF, "action-mb", [(rank, step)], action=where, mb=mb, max_mb=M - 1))
                     continue
-                ri = s.route_of_stage(op.stage)
-                if route_of_mb[op.mb] != ri:
+                ri = t_[1]
+                if route_of_mb[mb] != ri:
                     out.append(
-                        _v(_WF, "action-route", [(rank, step)], action=where, mb=op.mb, stage=op.stage, route=ri)
+                        _v(_WF, "action-route", [(rank, step)], action=where, mb=mb, stage=op.stage, route=ri)
                     )
-                if st.rank != rank:
+                if t_[0] != rank:
                     out.append(
-                        _v(_WF, "action-rank", [(rank, step)], action=where, stage=op.stage, owner=st.rank, rank=rank)
+                        _v(_WF, "action-rank", [(rank, step)], action=where, stage=op.stage, owner=t_[0], rank=rank)
                     )
                     continue
-                if isinstance(op, Comm):
-                    peer = s.peer_of(op)
+                if type(op) is Comm:
+                    peer = t_[2] if op.kind in towards_next else t_[3]
                     if peer is None:
-                        end = "last" if op.kind in (CommKind.SEND_F, CommKind.RECV_B) else "first"
+                        end = "last" if op.kind in towards_next else "first"
                         out.append(
                             _v(_WF, "no-peer", [(rank, step)], action=where,
                                reason=f"stage {op.stage} is the {end} stage of its route")
@@ -124,6 +144,10 @@ def well_formed(s: Schedule) -> list[Violation]:
                                reason=f"the neighbouring stage is on the same rank {rank}")
                         )
     return out
+
+
+def by_rank(s: Schedule, stage: int) -> int:
+    return s.stage_by_id[stage].rank
 
 
 # --------------------------------------------------------------------- 2
@@ -159,49 +183,123 @@ def exactly_once(s: Schedule) -> list[Violation]:
     return out
 
 
-# --------------------------------------------------------------------- 3
-def first_steps(s: Schedule):
-    """Per rank, the first step of each compute and comm op: key -> step.
+# --------------------------------------------------------------------- index
+class Index:
+    """One pass over a well-formed schedule: stage tables, every comm op, the
+    first occurrence of each compute/op per rank, and the FIFO matching. Built
+    once per schedule (``index``) and shared by the properties and the graph
+    engine; never by the certificate checker.
 
-    Keys: ("F"|"B"|"I"|"W"|"BI", stage, mb) for computes ("BI": B or I) and
-    (CommKind, stage, mb) for comm ops.
+    - ``ops[i] = (rank, step, sub, Comm)``, in post order per rank (``sub``: the
+      op's index in a BATCH, None for a plain op);
+    - ``first[rank]``: key -> step, keys (ComputeKind, stage, mb),
+      ("BI", stage, mb) for the first B or I, and (CommKind, stage, mb);
+    - ``first_recv[rank]``: (RECV kind, stage, mb) -> op index;
+    - ``partner[i]``: the op FIFO-matched with op i, or -1;
+    - ``unmatched``: (op index, position k on its rank pair) of unmatched ops;
+    - ``counts[(src, dst)] = (#sends, #receives)``.
     """
-    out = []
-    for acts in s.actions:
-        first: dict[tuple, int] = {}
-        for step, a in enumerate(acts):
-            for c in computes_of(a):
-                first.setdefault((c.kind, c.stage, c.mb), step)
-                if c.kind is _B or c.kind is _I:
-                    first.setdefault(("BI", c.stage, c.mb), step)
-            for op in comms_of(a):
-                first.setdefault((op.kind, op.stage, op.mb), step)
-        out.append(first)
-    return out
+
+    def __init__(self, s: Schedule):
+        rank_of = {st.id: st.rank for st in s.stages}
+        nxt: dict[int, int | None] = {}
+        prv: dict[int, int | None] = {}
+        for r in s.routes:
+            st = r.stages
+            for k, sid in enumerate(st):
+                nxt[sid] = st[k + 1] if k + 1 < len(st) else None
+                prv[sid] = st[k - 1] if k > 0 else None
+        self.rank_of, self.next, self.prev = rank_of, nxt, prv
+        to_next = {sid: (None if n is None else rank_of[n]) for sid, n in nxt.items()}
+        to_prev = {sid: (None if p is None else rank_of[p]) for sid, p in prv.items()}
+        ops: list[tuple] = []
+        firsts: list[dict] = []
+        first_recvs: list[dict] = []
+        sends: dict[tuple[int, int], list[int]] = defaultdict(list)
+        recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
+        SF, RF, SB = CommKind.SEND_F, CommKind.RECV_F, CommKind.SEND_B
+        for rank, acts in enumerate(s.actions):
+            first: dict = {}
+            first_recv: dict = {}
+            for step, a in enumerate(acts):
+                tp = type(a)
+                if tp is Compute or tp is Overlap:
+                    for c in ((a,) if tp is Compute else (a.f, a.b)):
+                        key = (c.kind, c.stage, c.mb)
+                        if key not in first:
+                            first[key] = step
+                        if c.kind is _B or c.kind is _I:
+                            key = ("BI", c.stage, c.mb)
+                            if key not in first:
+                                first[key] = step
+                    continue
+                batched = tp is Batch
+                for j, op in enumerate(a.ops if batched else (a,)):
+                    i = len(ops)
+                    ops.append((rank, step, j if batched else None, op))
+                    kind = op.kind
+                    key = (kind, op.stage, op.mb)
+                    if key not in first:
+                        first[key] = step
+                    if kind is SF:
+                        sends[(rank, to_next[op.stage])].append(i)
+                    elif kind is SB:
+                        sends[(rank, to_prev[op.stage])].append(i)
+                    else:
+                        if key not in first_recv:
+                            first_recv[key] = i
+                        src = to_prev[op.stage] if kind is RF else to_next[op.stage]
+                        recvs[(src, rank)].append(i)
+            firsts.append(first)
+            first_recvs.append(first_recv)
+        self.ops, self.first, self.first_recv = ops, firsts, first_recvs
+        partner = [-1] * len(ops)
+        unmatched: list[tuple[int, int]] = []
+        counts: dict[tuple[int, int], tuple[int, int]] = {}
+        for key in sorted(set(sends) | set(recvs)):
+            a, b = sends.get(key, []), recvs.get(key, [])
+            counts[key] = (len(a), len(b))
+            for x, y in zip(a, b):
+                partner[x] = y
+                partner[y] = x
+            unmatched.extend((x, k) for k, x in enumerate(a[len(b):], start=len(b)))
+            unmatched.extend((x, k) for k, x in enumerate(b[len(a):], start=len(a)))
+        self.partner, self.unmatched, self.counts = partner, unmatched, counts
+        self.pair_list = [(x, y) for x, y in enumerate(partner) if y > x]
+
+    def needs(self, rank: int, c: Compute) -> list[tuple]:
+        """What compute ``c`` on ``rank`` consumes (SEMANTICS.md "Programs"), as keys
+        of ``first``/``first_recv``: a receive or a compute on this rank."""
+        kind, st, mb = c.kind, c.stage, c.mb
+        if kind is _F:
+            p = self.prev[st]
+            if p is None:
+                return []
+            return [(CommKind.RECV_F, st, mb) if self.rank_of[p] != rank else (_F, p, mb)]
+        if kind is _B or kind is _I:
+            n = self.next[st]
+            if n is None:
+                return [(_F, st, mb)]
+            return [(_F, st, mb), (CommKind.RECV_B, st, mb) if self.rank_of[n] != rank else ("BI", n, mb)]
+        return [(_I, st, mb)]
+
+
+_CACHE: list = [None, None]
+
+
+def index(s: Schedule) -> Index:
+    """The Index of a well-formed schedule (the last one is cached)."""
+    if _CACHE[0] is not s:
+        _CACHE[0], _CACHE[1] = s, Index(s)
+    return _CACHE[1]
+
+
+def first_steps(s: Schedule):
+    return index(s).first
 
 
 def needs(s: Schedule, rank: int, c: Compute) -> list[tuple]:
-    """What compute ``c`` on ``rank`` consumes (SEMANTICS.md "Programs"), as keys
-    of ``first_steps``: a receive on this rank or a compute on this rank."""
-    out: list[tuple] = []
-    if c.kind is _F:
-        p = s.prev_stage(c.stage)
-        if p is not None:
-            if s.rank_of(p) != rank:
-                out.append((CommKind.RECV_F, c.stage, c.mb))
-            else:
-                out.append((_F, p, c.mb))
-    elif c.kind is _B or c.kind is _I:
-        out.append((_F, c.stage, c.mb))
-        n = s.next_stage(c.stage)
-        if n is not None:
-            if s.rank_of(n) != rank:
-                out.append((CommKind.RECV_B, c.stage, c.mb))
-            else:
-                out.append(("BI", n, c.mb))
-    else:
-        out.append((_I, c.stage, c.mb))
-    return out
+    return index(s).needs(rank, c)
 
 
 def _key_text(key: tuple) -> str:
@@ -212,29 +310,37 @@ def _key_text(key: tuple) -> str:
 
 def dependencies(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
-    firsts = first_steps(s)
+    idx = index(s)
+    SF, SB = CommKind.SEND_F, CommKind.SEND_B
     for rank, acts in enumerate(s.actions):
-        first = firsts[rank]
+        first = idx.first[rank]
         for step, a in enumerate(acts):
-            for c in computes_of(a):
-                for key in needs(s, rank, c):
-                    _dep(out, rank, step, f"{_at(rank, step)} {c}", key, first)
-            for op in comms_of(a):
-                if op.kind is CommKind.SEND_F:
+            tp = type(a)
+            if tp is Compute or tp is Overlap:
+                for c in ((a,) if tp is Compute else (a.f, a.b)):
+                    for key in idx.needs(rank, c):
+                        at = first.get(key)
+                        if at is None or at >= step:
+                            _dep(out, rank, step, c, key, at)
+                continue
+            for op in (a.ops if tp is Batch else (a,)):
+                if op.kind is SF:
                     key = (_F, op.stage, op.mb)
-                elif op.kind is CommKind.SEND_B:
+                elif op.kind is SB:
                     key = ("BI", op.stage, op.mb)
                 else:
                     continue
-                _dep(out, rank, step, f"{_at(rank, step)} {op}", key, first)
+                at = first.get(key)
+                if at is None or at >= step:
+                    _dep(out, rank, step, op, key, at)
     return out
 
 
-def _dep(out, rank, step, action, key, first) -> None:
-    at = first.get(key)
+def _dep(out, rank, step, what, key, at) -> None:
+    action = f"{_at(rank, step)} {what}"
     if at is None:
         out.append(_v(_DEP, "dep-missing", [(rank, step)], action=action, needed=_key_text(key), rank=rank))
-    elif at >= step:
+    else:
         out.append(
             _v(_DEP, "dep-order", [(rank, step), (rank, at)], action=action, needed=_key_text(key),
                other=_at(rank, at))
@@ -249,27 +355,17 @@ def fifo_pairs(s: Schedule):
     (rank, step, sub, Comm) with ``sub`` its index in a BATCH (None for a plain
     op), pairs are (send, recv), and counts maps (src, dst) -> (#sends, #recvs).
     """
-    sends: dict[tuple[int, int], list] = defaultdict(list)
-    recvs: dict[tuple[int, int], list] = defaultdict(list)
-    for rank, acts in enumerate(s.actions):
-        for step, a in enumerate(acts):
-            ops = comms_of(a)
-            batched = isinstance(a, Batch)
-            for j, op in enumerate(ops):
-                peer = s.peer_of(op)
-                rec = (rank, step, j if batched else None, op)
-                if op.kind is CommKind.SEND_F or op.kind is CommKind.SEND_B:
-                    sends[(rank, peer)].append(rec)
-                else:
-                    recvs[(peer, rank)].append(rec)
-    pairs, us, ur, counts = [], [], [], {}
-    for key in sorted(set(sends) | set(recvs)):
-        a, b = sends.get(key, []), recvs.get(key, [])
-        counts[key] = (len(a), len(b))
-        pairs.extend(zip(a, b))
-        us.extend((x, k) for k, x in enumerate(a[len(b):], start=len(b)))
-        ur.extend((x, k) for k, x in enumerate(b[len(a):], start=len(a)))
-    return pairs, us, ur, counts
+    idx = index(s)
+    ops = idx.ops
+    pairs = []
+    for x, y in idx.pair_list:
+        if ops[x][3].kind.is_send:
+            pairs.append((ops[x], ops[y]))
+        else:
+            pairs.append((ops[y], ops[x]))
+    us = [(ops[i], k) for i, k in idx.unmatched if ops[i][3].kind.is_send]
+    ur = [(ops[i], k) for i, k in idx.unmatched if not ops[i][3].kind.is_send]
+    return pairs, us, ur, idx.counts
 
 
 def _nth(k: int) -> str:
@@ -280,14 +376,26 @@ def _nth(k: int) -> str:
 
 def message_matching(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
-    pairs, us, ur, counts = fifo_pairs(s)
-    for snd, rcv in pairs:
-        expected = s.matching_op(snd[3])
-        if expected != rcv[3]:
+    idx = index(s)
+    ops, nxt, prv = idx.ops, idx.next, idx.prev
+    SF, RF, RB = CommKind.SEND_F, CommKind.RECV_F, CommKind.RECV_B
+    for x, y in idx.pair_list:
+        snd, rcv = ops[x], ops[y]
+        if not snd[3].kind.is_send:
+            snd, rcv = rcv, snd
+        so, ro = snd[3], rcv[3]
+        if so.kind is SF:
+            if ro.kind is RF and ro.mb == so.mb and ro.stage == nxt[so.stage]:
+                continue
+        elif ro.kind is RB and ro.mb == so.mb and ro.stage == prv[so.stage]:
+            continue
+        expected = s.matching_op(so)
+        if expected != ro:
             out.append(
                 _v(_MM, "payload", [(snd[0], snd[1]), (rcv[0], rcv[1])], send=str(snd[3]),
                    send_at=_at(*snd[:3]), recv=str(rcv[3]), recv_at=_at(*rcv[:3]), expected=str(expected))
             )
+    _pairs, us, ur, counts = fifo_pairs(s) if idx.unmatched else ([], [], [], {})
     for (x, k) in us:
         peer = s.peer_of(x[3])
         out.append(

@@ -18,6 +18,15 @@ COSTS_HELP = (
     "B=I+W if both given else 2F; I=B-W / W=B-I, or I=W=B/2; FB=F+B; FI=max(FB-W,F,I); comm=0"
 )
 
+COSTS_DOC = """\
+costs (--costs): a KEY=VALUE list, keys F, B, I, W, FB (an overlapped F&B),
+FI (an overlapped F&I), comm (message latency), e.g. F=1,B=2,W=1,FB=2.5,comm=0;
+or a JSON file {"F": 1, ..., "stages": {"3": {"F": 2}}} with per-stage
+overrides. Missing keys: F=1; B=I+W if both given, else 2F; I=B-W or W=B-I if
+one is given, else I=W=B/2; FB=F+B; FI=max(FB-W, F, I); comm=0. A bad value
+is an error naming the key (F, B, FB, FI > 0; I, W, comm >= 0; B = I+W;
+FB >= max(F, B)). Times are in the units of the costs."""
+
 DESCRIPTION = f"""\
 Replay a schedule as soon as possible under a cost model and a communication
 model (specs/SEMANTICS.md) and report makespan, per-rank busy time and bubble
@@ -28,7 +37,7 @@ micro-batch, freed by B or I) and parameter copies per rank (distinct layers
 held x ranks / layers: DualPipe 2, every other family 1). A compute-only
 schedule is lowered first.
 
-{COSTS_HELP}.
+{COSTS_DOC}
 
 --format text (default): a header, one table row per rank, the critical path.
 --format json: one object, schema "pp-analysis/1":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from verifier import costs as costs_mod
 from verifier.costs import scaled
 from verifier.analysis import COMM_MODELS, analyze, published_bubble
-from verifier.commands.analyze import COSTS_HELP
+from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
 from verifier.ir import ScheduleError
 
 HELP = "compare all schedule families at one size (table, optional chart)"
@@ -43,7 +43,7 @@ that family's stage units). The formula column uses the scaled costs.
 A family that cannot serve the parameters shows "n/a: reason"; one whose
 replay deadlocks under the chosen model shows "DEADLOCK: first stuck place".
 
-{COSTS_HELP}.
+{COSTS_DOC}
 
 -o chart.svg / chart.png also draws a chart (makespan split into busy and
 bubble, and peak activations, one row per family).

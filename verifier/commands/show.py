@@ -10,7 +10,7 @@ from pathlib import Path
 
 from verifier import costs as costs_mod
 from verifier.analysis import COMM_MODELS, analyze
-from verifier.commands.analyze import COSTS_HELP
+from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
 from verifier.ir import ScheduleError
 
 HELP = "draw a schedule's timeline (PNG, SVG or a coloured text grid)"
@@ -29,7 +29,7 @@ schedule is drawn up to where each rank got stuck, marked in red.
 colours). Without -o the text grid goes to stdout, with ANSI colours when
 stdout is a terminal (or --color always).
 
-{COSTS_HELP}.
+{COSTS_DOC}
 
 exit codes: 0 drawn, 1 the replay deadlocked (the picture shows what ran
 before it got stuck; the stuck places go to stderr), 2 bad input or usage."""

@@ -560,8 +560,8 @@ class Replay:
             for r in range(self.R):
                 if self.sptr[r] < len(self.units[r]):
                     u = self.units[r][self.sptr[r]]
-                    if self.u_post[u] is None:
-                        continue
+                    if self.u_post[u] is None or self.pc[r] == self.u_step[u]:
+                        continue  # not posted, or the program's own entry says it
                     for op in self.u_ops[u]:
                         if ev[OD + op] is None:
                             out.append(Stuck(r, self.u_step[u],

@@ -153,7 +153,7 @@ def test_help_documents_flags_and_exit_codes(request, monkeypatch):
     code, out, _ = _run("check", "--help")
     assert code == 0
     for flag in ("--comm-model", "--engine", "--memory-limit", "--format", "--verbose", "--progress",
-                 "--witness", "--timeout"):
+                 "--witness", "--timeout", "--rlimit"):
         assert flag in out
     for line in ("0  VERIFIED", "1  REFUTED", "2  bad input", "3  UNKNOWN"):
         assert line in out

@@ -248,8 +248,13 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
     # -- message matching: FIFO per ordered rank pair -----------------------
     sends: dict[tuple[int, int], list[tuple[int, int, int, Comm]]] = {}
     recvs: dict[tuple[int, int], list[tuple[int, int, int, Comm]]] = {}
-    for r, i, op in s.iter_comms():
-        j = s.actions[r][i].ops.index(op) if isinstance(s.actions[r][i], Batch) else None
+    posted = (
+        (r, i, j if isinstance(a, Batch) else None, op)
+        for r in range(R)
+        for i, a in enumerate(s.actions[r])
+        for j, op in enumerate(comms_of(a))
+    )
+    for r, i, j, op in posted:
         peer = _safe(s.peer_of, op)
         where = loc(r, i, j)
         if peer is None:
@@ -523,15 +528,14 @@ def _rlimit_count(s: z3.Solver) -> int:
     return 0
 
 
-_MODEL_LINE = re.compile(r"\(define-fun t(\d+) \(\) Int\s+(\(- \d+\)|-?\d+)\)")
-
-
 def _model_times(m: z3.ModelRef, n: int) -> list[int]:
-    vals = [0] * n
-    for k, v in _MODEL_LINE.findall(m.sexpr()):
-        k = int(k)
-        if k < n:
-            vals[k] = -int(v[3:-1]) if v.startswith("(") else int(v)
+    """Values of t0..t{n-1} in the model (through the C API: one call per variable)."""
+    ctx = m.ctx.ref()
+    vals = []
+    for k in range(n):
+        d = z3.Int(f"t{k}", m.ctx).decl().ast
+        v = z3.Z3_model_get_const_interp(ctx, m.model, d)
+        vals.append(int(z3.Z3_get_numeral_string(ctx, v)) if v else 0)
     return vals
 
 
@@ -569,11 +573,13 @@ def _solve_order(enc: Encoding) -> list[str]:
 
 
 def _check(enc: Encoding, labels, rlimit: int, timeout_ms: int):
-    """Check the system restricted to ``labels``; (result, solver, assumption bools)."""
+    """Check the system restricted to ``labels``: (result, solver, rlimit used)."""
     s = _solver(rlimit, timeout_ms)
     s.from_string(smtlib(enc, labels))
     ps = [z3.Bool(f"p{k}") for k in range(len(labels))]
-    return s.check(*ps), s, ps
+    base = _rlimit_count(s)  # z3's counter is process-wide: report the difference
+    res = s.check(*ps)
+    return res, s, _rlimit_count(s) - base
 
 
 def decide(
@@ -592,7 +598,7 @@ def decide(
     enc = encode(schedule, comm_model, memory_limit)
     labels = _solve_order(enc)
     t1 = time.perf_counter()
-    res, s, ps = _check(enc, labels, rlimit, timeout_ms)
+    res, s, used = _check(enc, labels, rlimit, timeout_ms)
     t2 = time.perf_counter()
     stats: dict[str, object] = {
         "comm_model": comm_model,
@@ -602,10 +608,12 @@ def decide(
         "num_labels": len(labels),
         "encode_seconds": round(t1 - t0, 4),
         "solve_seconds": round(t2 - t1, 4),
-        "rlimit_used": _rlimit_count(s),
+        "rlimit_used": used,
     }
     if res == z3.sat:
         vals = _model_times(s.model(), enc.num_time_events)
+        low = min(vals, default=0)
+        vals = [v - low for v in vals]  # the witness starts at time 0
         times = {enc.variables[k]: vals[k] for k in range(enc.num_time_events)}
         order = sorted(
             ((vals[v], r, i) for r, row in enumerate(enc.action_start) for i, v in enumerate(row))
@@ -626,11 +634,10 @@ def decide(
             times=None,
             core=(),
             failed_properties=(),
-            reason=s.reason_unknown() or "unknown",
+            reason=_unknown_reason(s, used, rlimit, t2 - t1, timeout_ms),
             stats=MappingProxyType(stats),
         )
-    index = {str(p): k for k, p in enumerate(ps)}
-    core = [labels[index[str(p)]] for p in s.unsat_core()]
+    core = [labels[int(str(p)[1:])] for p in s.unsat_core()]
     stats["core_size_raw"] = len(core)
     if minimize_core:
         core = _minimize(enc, core, rlimit, timeout_ms)
@@ -650,6 +657,15 @@ def decide(
     )
 
 
+def _unknown_reason(s, used: int, rlimit: int, seconds: float, timeout_ms: int) -> str:
+    said = s.reason_unknown() or "unknown"
+    if rlimit and used >= rlimit:
+        return f"resource limit hit: rlimit {rlimit} (used {used}); z3: {said}"
+    if seconds * 1000 >= timeout_ms:
+        return f"timeout hit: {timeout_ms} ms; z3: {said}"
+    return f"z3: {said}"
+
+
 def _minimize(enc: Encoding, core: list[str], rlimit: int, timeout_ms: int) -> list[str]:
     """Deletion-based minimisation: drop each label whose removal keeps the core unsat."""
     falses = [c for c in core if c in enc.constants and not enc.constants[c]]
@@ -661,7 +677,7 @@ def _minimize(enc: Encoding, core: list[str], rlimit: int, timeout_ms: int) -> l
     k = 0
     while k < len(keep):
         trial = keep[:k] + keep[k + 1 :]
-        res, s, ps = _check(enc, trial, rlimit, timeout_ms)
+        res, s, _used = _check(enc, trial, rlimit, timeout_ms)
         if res == z3.unsat:
             used = {str(p) for p in s.unsat_core()}
             keep = [lab for j, lab in enumerate(trial) if f"p{j}" in used]

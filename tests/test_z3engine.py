@@ -1,0 +1,511 @@
+"""Tests of the Z3 engine (verifier/z3engine.py) against hand-made schedules,
+the generators, and a tiny operational replay written here independently.
+
+The replay (``_Machine``) executes a schedule step by step under the
+operational reading of specs/SEMANTICS.md (one comm stream per rank whose head
+unit is active under nccl; buffered sends under eager). It is used two ways:
+``replay(order)`` checks that the engine's witness order is executable, and
+``simulate()`` runs greedily to decide termination, which the engine's
+verdict must agree with on mutated schedules.
+
+Not covered here: the checker's verdict and output (tests of verifier.checker),
+the graph engine.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import pytest
+from hypothesis import given, strategies as st
+
+from verifier import z3engine as Z
+from verifier.ir import (
+    B,
+    Batch,
+    Comm,
+    Compute,
+    F,
+    I,
+    Overlap,
+    RECV_B,
+    RECV_F,
+    Route,
+    SEND_B,
+    SEND_F,
+    Schedule,
+    Stage,
+    W,
+    comms_of,
+    computes_of,
+)
+from verifier.lowering import lower
+from verifier.memory import peak_activations
+
+try:
+    from verifier.generators import FAMILIES, generate
+except ImportError:  # pragma: no cover - the generators are another part
+    FAMILIES, generate = (), None
+
+
+# ---------------------------------------------------------------------------
+# hand-made schedules
+# ---------------------------------------------------------------------------
+
+
+def linear(num_ranks: int, num_mb: int, actions) -> Schedule:
+    stages = tuple(Stage(s, s, s) for s in range(num_ranks))
+    routes = (Route(tuple(range(num_ranks)), tuple(range(num_mb))),)
+    return Schedule(num_ranks, num_mb, stages, routes, tuple(tuple(a) for a in actions))
+
+
+def one_f_one_b(num_ranks: int, num_mb: int, split: bool = False) -> Schedule:
+    """Compute-only 1F1B (ZB-H1-like with W right after I when ``split``)."""
+    acts = []
+    for r in range(num_ranks):
+        warm = min(num_ranks - 1 - r, num_mb)
+        seq = [Compute(F, r, m) for m in range(warm)]
+
+        def back(m):
+            return [Compute(I, r, m), Compute(W, r, m)] if split else [Compute(B, r, m)]
+
+        f, b = warm, 0
+        while f < num_mb:
+            seq.append(Compute(F, r, f))
+            f += 1
+            seq += back(b)
+            b += 1
+        while b < num_mb:
+            seq += back(b)
+            b += 1
+        acts.append(seq)
+    return linear(num_ranks, num_mb, acts)
+
+
+def issue_172668() -> Schedule:
+    """pytorch/pytorch#172668: plain unbatched P2P that hangs on one NCCL stream."""
+    r0 = [
+        Compute(F, 0, 0), Comm(SEND_F, 0, 0), Compute(F, 0, 1), Comm(SEND_F, 0, 1),
+        Comm(RECV_B, 0, 0), Compute(B, 0, 0), Comm(RECV_B, 0, 1), Compute(B, 0, 1),
+    ]
+    r1 = [
+        Comm(RECV_F, 1, 0), Compute(F, 1, 0), Compute(B, 1, 0), Comm(SEND_B, 1, 0),
+        Comm(RECV_F, 1, 1), Compute(F, 1, 1), Compute(B, 1, 1), Comm(SEND_B, 1, 1),
+    ]
+    return linear(2, 2, [r0, r1])
+
+
+def gpipe_plain() -> Schedule:
+    """2 ranks, 2 micro-batches, all forwards then all backwards, plain ops."""
+    r0 = [
+        Compute(F, 0, 0), Comm(SEND_F, 0, 0), Compute(F, 0, 1), Comm(SEND_F, 0, 1),
+        Comm(RECV_B, 0, 0), Compute(B, 0, 0), Comm(RECV_B, 0, 1), Compute(B, 0, 1),
+    ]
+    r1 = [
+        Comm(RECV_F, 1, 0), Comm(RECV_F, 1, 1), Compute(F, 1, 0), Compute(F, 1, 1),
+        Compute(B, 1, 0), Comm(SEND_B, 1, 0), Compute(B, 1, 1), Comm(SEND_B, 1, 1),
+    ]
+    return linear(2, 2, [r0, r1])
+
+
+def v_one_rank(*actions) -> Schedule:
+    """One rank holding both stages of a V (stage 0 then stage 1), 2 micro-batches."""
+    stages = (Stage(0, 0, 0), Stage(1, 0, 1))
+    routes = (Route((0, 1), (0, 1)),)
+    return Schedule(1, 2, stages, routes, (tuple(actions),))
+
+
+def c(kind, stage, mb):
+    return Compute(kind, stage, mb)
+
+
+# ---------------------------------------------------------------------------
+# the tiny operational replay
+# ---------------------------------------------------------------------------
+
+
+def fifo_pairs(s: Schedule):
+    """place -> matched place (FIFO per ordered rank pair), and the payload verdict."""
+    sends, recvs = defaultdict(list), defaultdict(list)
+    for r, acts in enumerate(s.actions):
+        for i, a in enumerate(acts):
+            for j, op in enumerate(comms_of(a)):
+                peer = s.peer_of(op)
+                (sends[(r, peer)] if op.kind.is_send else recvs[(peer, r)]).append((r, i, j, op))
+    match, ok = {}, True
+    for key in set(sends) | set(recvs):
+        ok &= len(sends[key]) == len(recvs[key])
+        for x, y in zip(sends[key], recvs[key]):
+            match[x[:3]], match[y[:3]] = y[:3], x[:3]
+            ok &= s.matching_op(x[3]) == y[3]
+    return match, ok
+
+
+class _Machine:
+    def __init__(self, s: Schedule, model: str):
+        self.s, self.nccl = s, model == "nccl"
+        self.match, _ = fifo_pairs(s)
+        self.pc = [0] * s.num_ranks
+        self.waiting = [None] * s.num_ranks
+        self.done = [set() for _ in range(s.num_ranks)]  # (kind, stage, mb)
+        self.posted, self.completed = set(), set()
+        self.received = [set() for _ in range(s.num_ranks)]  # completed recv ops
+        self.stream = [[] for _ in range(s.num_ranks)]
+
+    def _has(self, r, kinds, stage, mb):
+        return any((k, stage, mb) in self.done[r] for k in kinds)
+
+    def ready(self, r: int, i: int) -> bool:
+        s = self.s
+        if self.pc[r] != i or self.waiting[r] is not None or i >= len(s.actions[r]):
+            return False
+        a = s.actions[r][i]
+        for c in computes_of(a):
+            if c.kind is F:
+                p = s.prev_stage(c.stage)
+                if p is not None and s.rank_of(p) != r:
+                    if (RECV_F, c.stage, c.mb) not in self.received[r]:
+                        return False
+                elif p is not None and not self._has(r, (F,), p, c.mb):
+                    return False
+            elif c.kind in (B, I):
+                if not self._has(r, (F,), c.stage, c.mb):
+                    return False
+                n = s.next_stage(c.stage)
+                if n is not None and s.rank_of(n) != r:
+                    if (RECV_B, c.stage, c.mb) not in self.received[r]:
+                        return False
+                elif n is not None and not self._has(r, (B, I), n, c.mb):
+                    return False
+            elif not self._has(r, (I,), c.stage, c.mb):
+                return False
+        for op in comms_of(a):
+            if op.kind is SEND_F and not self._has(r, (F,), op.stage, op.mb):
+                return False
+            if op.kind is SEND_B and not self._has(r, (B, I), op.stage, op.mb):
+                return False
+        return True
+
+    def execute(self, r: int, i: int) -> None:
+        a = self.s.actions[r][i]
+        for c in computes_of(a):
+            self.done[r].add((c.kind, c.stage, c.mb))
+        ops = comms_of(a)
+        for j, op in enumerate(ops):
+            self.posted.add((r, i, j))
+            if op.kind.is_send and not self.nccl:
+                self.completed.add((r, i, j))
+        if ops and self.nccl:
+            self.stream[r].append(i)
+        if isinstance(a, Batch) and a.wait:
+            self.waiting[r] = i
+        else:
+            self.pc[r] += 1
+        self.settle()
+
+    def _complete(self, place):
+        self.completed.add(place)
+        r, i, j = place
+        op = comms_of(self.s.actions[r][i])[j]
+        if not op.kind.is_send:
+            self.received[r].add((op.kind, op.stage, op.mb))
+
+    def settle(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for place in sorted(self.posted - self.completed):
+                peer = self.match.get(place)
+                if peer is None or peer not in self.posted:
+                    continue
+                if self.nccl:
+                    heads = [self.stream[x[0]][:1] == [x[1]] for x in (place, peer)]
+                    if all(heads):
+                        self._complete(place), self._complete(peer)
+                        changed = True
+                elif place not in self.completed:
+                    self._complete(place)
+                    changed = True
+            for r in range(self.s.num_ranks):
+                while self.stream[r]:
+                    i = self.stream[r][0]
+                    n = len(comms_of(self.s.actions[r][i]))
+                    if all((r, i, j) in self.completed for j in range(n)):
+                        self.stream[r].pop(0)
+                        changed = True
+                    else:
+                        break
+                w = self.waiting[r]
+                if w is not None:
+                    n = len(comms_of(self.s.actions[r][w]))
+                    if all((r, w, j) in self.completed for j in range(n)):
+                        self.waiting[r] = None
+                        self.pc[r] += 1
+                        changed = True
+
+    def terminated(self) -> bool:
+        return (
+            all(self.pc[r] == len(self.s.actions[r]) for r in range(self.s.num_ranks))
+            and self.posted == self.completed
+        )
+
+
+def replay(s: Schedule, model: str, order) -> bool:
+    """True when ``order`` executes the whole schedule, each action ready in turn."""
+    m = _Machine(s, model)
+    m.settle()
+    for r, i in order:
+        if not m.ready(r, i):
+            return False
+        m.execute(r, i)
+    return m.terminated()
+
+
+def simulate(s: Schedule, model: str) -> bool:
+    """True when the schedule terminates under ``model`` (greedy: the model is monotone)."""
+    m = _Machine(s, model)
+    progress = True
+    while progress:
+        progress = False
+        for r in range(s.num_ranks):
+            while m.ready(r, m.pc[r]):
+                m.execute(r, m.pc[r])
+                progress = True
+    return m.terminated()
+
+
+def assert_sat_with_valid_witness(s: Schedule, model: str) -> Z.Z3Outcome:
+    out = Z.decide(s, model)
+    assert out.status == "sat", (out.core, out.reason)
+    lowered = lower(s) if s.is_compute_only else s
+    assert sorted(out.order) == sorted(
+        (r, i) for r in range(lowered.num_ranks) for i in range(len(lowered.actions[r]))
+    )
+    assert replay(lowered, model, out.order), "witness order does not replay"
+    assert min(out.times.values()) == 0
+    return out
+
+
+# ---------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", Z.COMM_MODELS)
+@pytest.mark.parametrize("num_ranks,num_mb", [(2, 3), (3, 5), (4, 8)])
+def test_1f1b_is_sat_with_a_replayable_witness(model, num_ranks, num_mb):
+    out = assert_sat_with_valid_witness(one_f_one_b(num_ranks, num_mb), model)
+    assert out.stats["num_events"] > 0 and out.stats["rlimit_used"] > 0
+
+
+def test_issue_172668_deadlocks_under_nccl_with_the_cycle_in_the_core():
+    s = issue_172668()
+    assert not simulate(s, "nccl") and simulate(s, "eager")
+    out = Z.decide(s, "nccl")
+    assert out.status == "unsat"
+    assert out.failed_properties == ("deadlock-free",)
+    text = "\n".join(out.core)
+    # the cycle: rank 0's SEND_F(mb 1) waits rank 1's RECV_F(mb 1), queued behind
+    # rank 1's SEND_B(mb 0), which waits rank 0's RECV_B(mb 0), queued behind SEND_F(mb 1)
+    assert "rank 0 step 3 SEND_F(stage 0, mb 1) waits rank 1 step 4 RECV_F(stage 1, mb 1)" in text
+    assert "rank 1 step 3 SEND_B(stage 1, mb 0) waits rank 0 step 4 RECV_B(stage 0, mb 0)" in text
+    assert "rank 1 step 4 waits rank 1 step 3 on rank 1's comm stream" in text
+    assert "rank 0 step 4 waits rank 0 step 3 on rank 0's comm stream" in text
+    assert len(out.core) <= 6
+    assert_sat_with_valid_witness(s, "eager")
+
+
+def test_core_is_minimal_each_label_needed():
+    s = issue_172668()
+    out = Z.decide(s, "nccl")
+    enc = Z.encode(s, "nccl")
+    res, _, _ = Z._check(enc, list(out.core), Z.DEFAULT_RLIMIT, Z.DEFAULT_TIMEOUT_MS)
+    assert str(res) == "unsat"
+    for k in range(len(out.core)):
+        rest = list(out.core[:k] + out.core[k + 1 :])
+        res, _, _ = Z._check(enc, rest, Z.DEFAULT_RLIMIT, Z.DEFAULT_TIMEOUT_MS)
+        assert str(res) == "sat", f"label {out.core[k]!r} is not needed"
+
+
+@pytest.mark.parametrize("model", Z.COMM_MODELS)
+def test_plain_gpipe_is_sat(model):
+    assert simulate(gpipe_plain(), model)
+    assert_sat_with_valid_witness(gpipe_plain(), model)
+
+
+@pytest.mark.parametrize("model", Z.COMM_MODELS)
+def test_mismatched_payload_is_reported_even_without_a_hang(model):
+    s = gpipe_plain()
+    r1 = list(s.actions[1])
+    r1[0], r1[1] = r1[1], r1[0]  # rank 1 posts RECV_F(mb 1) first: FIFO pairs it with mb 0
+    s = s.with_actions([s.actions[0], r1])
+    assert simulate(s, model) and not fifo_pairs(s)[1]
+    out = Z.decide(s, model)
+    assert out.status == "unsat" and out.failed_properties == ("message-matching",)
+    assert len(out.core) == 1
+    assert "rank 0 step 1 SEND_F(stage 0, mb 0) pairs with rank 1 step 0 RECV_F(stage 1, mb 1)" in out.core[0]
+    assert "payload differs" in out.core[0]
+
+
+@pytest.mark.parametrize("model", Z.COMM_MODELS)
+def test_unmatched_receive_is_in_the_core_not_a_crash(model):
+    s = gpipe_plain()
+    s = s.with_actions([s.actions[0], s.actions[1] + (Comm(RECV_F, 1, 1),)])
+    out = Z.decide(s, model)
+    assert out.status == "unsat" and out.failed_properties == ("message-matching",)
+    assert "rank 1 step 8 RECV_F(stage 1, mb 1)" in out.core[0] and "no matching send" in out.core[0]
+
+
+def test_unmatched_send_is_in_the_core():
+    s = gpipe_plain()
+    s = s.with_actions([s.actions[0] + (Comm(SEND_F, 0, 1),), s.actions[1]])
+    out = Z.decide(s, "nccl")
+    assert out.status == "unsat" and out.failed_properties == ("message-matching",)
+    assert "rank 0 step 8 SEND_F(stage 0, mb 1)" in out.core[0]
+    assert "no matching receive" in out.core[0]
+
+
+@pytest.mark.parametrize("model", Z.COMM_MODELS)
+def test_w_before_its_i(model):
+    s = one_f_one_b(2, 3, split=True)
+    assert_sat_with_valid_witness(s, model)
+    r1 = list(s.actions[1])
+    k = r1.index(Compute(I, 1, 0))
+    assert r1[k + 1] == Compute(W, 1, 0)
+    r1[k], r1[k + 1] = r1[k + 1], r1[k]
+    bad = s.with_actions([s.actions[0], r1])
+    out = Z.decide(bad, model)
+    assert out.status == "unsat" and out.failed_properties == ("dependencies",)
+    assert len(out.core) == 1
+    assert "W(stage 1, mb 0) after I(stage 1, mb 0)" in out.core[0]
+    assert out.core[0].endswith("(it comes later)")
+
+
+def test_legal_overlap_is_sat_and_dependent_overlap_is_refuted():
+    good = v_one_rank(
+        c(F, 0, 0), c(F, 1, 0), c(F, 0, 1), Overlap(c(F, 1, 1), c(B, 1, 0)),
+        c(B, 1, 1), c(B, 0, 1), c(B, 0, 0),
+    )
+    assert simulate(good, "nccl")
+    assert_sat_with_valid_witness(good, "nccl")
+    bad = v_one_rank(
+        c(F, 0, 0), c(F, 0, 1), Overlap(c(F, 1, 0), c(B, 1, 0)),
+        c(F, 1, 1), c(B, 1, 1), c(B, 0, 1), c(B, 0, 0),
+    )
+    assert not simulate(bad, "nccl")
+    out = Z.decide(bad, "nccl")
+    assert out.status == "unsat" and out.failed_properties == ("overlap-legal",)
+    assert len(out.core) == 1 and "the backward depends on the forward" in out.core[0]
+    assert out.core[0].startswith("overlap-legal: rank 0 step 2 OVERLAP[")
+
+
+def test_overlap_of_two_forwards_is_illegal():
+    s = v_one_rank(
+        c(F, 0, 0), Overlap(c(F, 0, 1), c(F, 1, 0)),
+        c(F, 1, 1), c(B, 1, 1), c(B, 1, 0), c(B, 0, 1), c(B, 0, 0),
+    )
+    out = Z.decide(s, "nccl")
+    assert out.status == "unsat" and out.failed_properties == ("overlap-legal",)
+    assert "halves are F and B/I" in out.core[0]
+
+
+@pytest.mark.parametrize("num_ranks,num_mb", [(2, 4), (4, 6)])
+def test_memory_limit_is_tight_at_the_peak(num_ranks, num_mb):
+    s = lower(one_f_one_b(num_ranks, num_mb))
+    peak = int(max(peak_activations(s)))
+    assert Z.decide(s, "nccl", memory_limit=peak).status == "sat"
+    out = Z.decide(s, "nccl", memory_limit=peak - 1)
+    assert out.status == "unsat" and out.failed_properties == ("memory",)
+    assert any("rank 0" in c and f"at most {peak - 1}" in c for c in out.core)
+
+
+def test_tiny_rlimit_is_unknown_never_sat():
+    s = lower(one_f_one_b(4, 8))
+    out = Z.decide(s, "nccl", rlimit=2000)
+    assert out.status == "unknown" and out.order is None
+    assert "rlimit" in out.reason
+    assert Z.decide(s, "nccl").status == "sat"
+
+
+def test_replay_rejects_a_wrong_order():
+    s = lower(one_f_one_b(2, 3))
+    out = Z.decide(s, "nccl")
+    assert not replay(s, "nccl", tuple(reversed(out.order)))
+    assert not replay(s, "nccl", out.order[:-1])
+
+
+def test_encoding_is_difference_logic():
+    enc = Z.encode(lower(one_f_one_b(3, 4)), "nccl", memory_limit=3)
+    assert all(
+        isinstance(x, int) and isinstance(y, int) and isinstance(c, int)
+        for g in enc.groups.values()
+        for x, y, c in g
+    )
+    text = Z.smtlib(enc)
+    assert text.startswith("(set-logic QF_IDL)")
+    assert all(Z.property_of(lab) in Z.PROPERTY_IDS + ("program",) for lab in enc.labels)
+
+
+def test_fits_budget():
+    assert Z.fits_budget(one_f_one_b(4, 8))
+    big = linear(1, 1, [[Compute(F, 0, 0)] * (Z.BUDGET_MAX_CONSTRAINTS // 4)])
+    assert not Z.fits_budget(big)
+
+
+def test_bad_comm_model_is_a_value_error():
+    with pytest.raises(ValueError, match="comm_model"):
+        Z.decide(gpipe_plain(), "mpi")
+
+
+# ---- generators -----------------------------------------------------------
+
+needs_generators = pytest.mark.skipif(generate is None, reason="verifier.generators absent")
+
+
+def _gen(family, num_ranks):
+    return generate(family, num_ranks, 2 * num_ranks)
+
+
+@needs_generators
+@pytest.mark.parametrize("num_ranks", [2, 4, 8])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_is_sat_under_nccl(family, num_ranks):
+    s = _gen(family, num_ranks)
+    out = assert_sat_with_valid_witness(s, "nccl")
+    if num_ranks <= 4:
+        assert_sat_with_valid_witness(s, "eager")
+    assert out.failed_properties == ()
+
+
+def _mutate(s: Schedule, rng: random.Random) -> Schedule:
+    acts = [list(a) for a in s.actions]
+    for _ in range(rng.randint(1, 3)):
+        r = rng.randrange(s.num_ranks)
+        if len(acts[r]) < 2:
+            continue
+        k = rng.randrange(len(acts[r]) - 1)
+        if rng.random() < 0.3 and isinstance(acts[r][k], Batch):
+            acts[r][k] = Batch(acts[r][k].ops, wait=not acts[r][k].wait)
+        else:
+            acts[r][k], acts[r][k + 1] = acts[r][k + 1], acts[r][k]
+    return s.with_actions(acts)
+
+
+@needs_generators
+@given(
+    family=st.sampled_from([f for f in FAMILIES]),
+    num_ranks=st.sampled_from([2, 4]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_verdict_agrees_with_the_replay_on_mutated_schedules(family, num_ranks, seed):
+    s = _mutate(_gen(family, num_ranks), random.Random(seed))
+    for model in Z.COMM_MODELS:
+        expected = simulate(s, model) and fifo_pairs(s)[1]
+        out = Z.decide(s, model)
+        assert out.status == ("sat" if expected else "unsat"), (model, out.core)
+        if expected:
+            assert replay(s, model, out.order)
+    # nccl is the strictest model: terminating under nccl implies under eager
+    if simulate(s, "nccl"):
+        assert simulate(s, "eager")

@@ -37,6 +37,7 @@ from verifier.ir import Batch, CommKind, Compute, Overlap, Schedule
 from verifier.properties import index
 
 _BEGIN, _RETURN, _ACTIVE, _UNIT_DONE, _OP_DONE, _NEVER = range(6)
+_SF, _SB = CommKind.SEND_F, CommKind.SEND_B
 _KINDS = (
     EventKind.BEGIN,
     EventKind.RETURN,
@@ -93,12 +94,6 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
     extra: list[tuple] = []
     never = 0
 
-    def new(kind: int, r: int, k: int, info=None) -> int:
-        extra.append((kind, r, k, info))
-        succ.append([])
-        indeg.append(0)
-        return A + len(extra)
-
     base: list[int] = []
     ret: list[list[int]] = []
     b = 1
@@ -110,7 +105,10 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
         rr = list(range(b, b + n))
         for k, a in enumerate(acts):
             if type(a) is Batch and a.wait:
-                v = new(_RETURN, r, k)
+                extra.append((_RETURN, r, k, None))
+                succ.append([])
+                indeg.append(0)
+                v = A + len(extra)
                 succ[b + k].append(v)
                 indeg[v] += 1
                 rr[k] = v
@@ -128,14 +126,20 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
         last_rank, last_step, prev_ud = -1, -1, -1
         for i, (r, k, _sub, _op) in enumerate(ops):
             if r != last_rank or k != last_step:
-                act = new(_ACTIVE, r, k)
+                extra.append((_ACTIVE, r, k, None))
+                succ.append([])
+                indeg.append(0)
+                act = A + len(extra)
                 bk = base[r] + k
                 succ[bk].append(act)
                 indeg[act] += 1
                 if r == last_rank and prev_ud >= 0:
                     succ[prev_ud].append(act)
                     indeg[act] += 1
-                ud = new(_UNIT_DONE, r, k)
+                extra.append((_UNIT_DONE, r, k, None))
+                succ.append([])
+                indeg.append(0)
+                ud = A + len(extra)
                 rv = ret[r][k]
                 if rv != bk:  # a wait-BATCH returns when its unit is done
                     succ[ud].append(rv)
@@ -148,8 +152,11 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
             if j >= 0 and j < i:
                 continue
             if j >= 0:
-                x, y = (i, j) if op.kind.is_send else (j, i)
-                d = new(_OP_DONE, ops[x][0], ops[x][1], (x, y))
+                x, y = (i, j) if (op.kind is _SF or op.kind is _SB) else (j, i)
+                extra.append((_OP_DONE, ops[x][0], ops[x][1], (x, y)))
+                succ.append([])
+                indeg.append(0)
+                d = A + len(extra)
                 for z in (x, y):
                     u = units[unit_of_op[z]]
                     succ[u[2]].append(d)
@@ -158,7 +165,10 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
                 indeg[d] += 2
                 done[x] = done[y] = d
             else:
-                d = new(_OP_DONE, r, k, (i, -1))
+                extra.append((_OP_DONE, r, k, (i, -1)))
+                succ.append([])
+                indeg.append(0)
+                d = A + len(extra)
                 u = units[unit_of_op[i]]
                 succ[never].append(d)
                 succ[u[2]].append(d)
@@ -169,11 +179,14 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
     else:  # eager
         for i, (r, k, sub, op) in enumerate(ops):
             bk = base[r] + k
-            if op.kind.is_send:
+            if op.kind is _SF or op.kind is _SB:
                 done[i] = bk
                 continue
             j = partner[i]
-            d = new(_OP_DONE, r, k, (i, j))
+            extra.append((_OP_DONE, r, k, (i, j)))
+            succ.append([])
+            indeg.append(0)
+            d = A + len(extra)
             succ[bk].append(d)
             src = never if j < 0 else base[ops[j][0]] + ops[j][1]
             succ[src].append(d)

@@ -192,8 +192,8 @@ class Index:
 
     - ``ops[i] = (rank, step, sub, Comm)``, in post order per rank (``sub``: the
       op's index in a BATCH, None for a plain op);
-    - ``first[rank]``: key -> step, keys (ComputeKind, stage, mb),
-      ("BI", stage, mb) for the first B or I, and (CommKind, stage, mb);
+    - ``first[rank]``: key -> step, keys (ComputeKind, stage, mb) and
+      ("BI", stage, mb) for the first B or I;
     - ``first_recv[rank]``: (RECV kind, stage, mb) -> op index;
     - ``partner[i]``: the op FIFO-matched with op i, or -1;
     - ``unmatched``: (op index, position k on its rank pair) of unmatched ops;
@@ -238,14 +238,12 @@ class Index:
                     i = len(ops)
                     ops.append((rank, step, j if batched else None, op))
                     kind = op.kind
-                    key = (kind, op.stage, op.mb)
-                    if key not in first:
-                        first[key] = step
                     if kind is SF:
                         sends[(rank, to_next[op.stage])].append(i)
                     elif kind is SB:
                         sends[(rank, to_prev[op.stage])].append(i)
                     else:
+                        key = (kind, op.stage, op.mb)
                         if key not in first_recv:
                             first_recv[key] = i
                         src = to_prev[op.stage] if kind is RF else to_next[op.stage]
@@ -312,14 +310,20 @@ def dependencies(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
     idx = index(s)
     SF, SB = CommKind.SEND_F, CommKind.SEND_B
+    ops = idx.ops
     for rank, acts in enumerate(s.actions):
         first = idx.first[rank]
+        first_recv = idx.first_recv[rank]
         for step, a in enumerate(acts):
             tp = type(a)
             if tp is Compute or tp is Overlap:
                 for c in ((a,) if tp is Compute else (a.f, a.b)):
                     for key in idx.needs(rank, c):
-                        at = first.get(key)
+                        if type(key[0]) is CommKind:
+                            i = first_recv.get(key)
+                            at = None if i is None else ops[i][1]
+                        else:
+                            at = first.get(key)
                         if at is None or at >= step:
                             _dep(out, rank, step, c, key, at)
                 continue

@@ -20,7 +20,9 @@ time; the median over the timed iterations of every round is reported, after
 warm-up; rounds alternate fastpath and the other system (``--repeats``) so
 background load on the machine falls on both alike. The
 ratio is fastpath / other (<= 1.0 means fastpath is at least as fast).
-fastpath runs with ``grad_order="running"`` (its fast gradient order).
+fastpath runs with ``grad_order="running"`` (its fast gradient order) and
+``split="graph"`` (W reuses the gradients I captured; ``--split autograd``
+measures reference/split.py's recomputing split instead).
 
 Beside it, fastpath's measured idle time per rank (makespan minus compute)
 and the bubble ``verifier.analysis`` predicts for the same schedule with the
@@ -227,7 +229,7 @@ def run_fastpath(family, R, cfg, timeout=300):
 
     s = prepare_schedule(generate(family, R, cfg["M"]))
     job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
-              seq=cfg["seq"], dtype="float32", grad_order="running",
+              seq=cfg["seq"], dtype="float32", grad_order="running", split=cfg["split"],
               iterations=cfg["iters"], warmup=cfg["warmup"], threads=cfg["threads"])
     jr = spawn([job], R, watchdog_s=120, deadline_s=timeout)[0]
     per_iter = [max(x) for x in jr.step_seconds]
@@ -260,6 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
+    ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
+                    help="fastpath's I/W split (default graph)")
     ap.add_argument("--repeats", type=int, default=2,
                     help="alternating rounds (fastpath, other) per comparison (default 2)")
     ap.add_argument("--only", nargs="*", default=None,
@@ -267,9 +271,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     R, M = a.ranks, a.microbatches
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
-               warmup=a.warmup, threads=a.threads or max(1, (os.cpu_count() or 1) // R))
+               warmup=a.warmup, split=a.split, threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
-          f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} iterations={a.iterations} "
+          f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} split={a.split} "
+          f"iterations={a.iterations} "
           f"warmup={a.warmup} torch={torch.__version__}")
     pairs = [("dualpipe", "DeepSeek DualPipe 1.0.0"),
              ("1f1b", "torch Schedule1F1B"),

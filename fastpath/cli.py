@@ -92,6 +92,12 @@ def build_parser(stdout: IO[str]) -> _Parser:
                         "reference/ (bitwise in float64); running: one running sum per "
                         "stage and an all-reduce for tied layers (faster, equal within "
                         "tolerance). Default microbatch")
+    r.add_argument("--split", choices=("autograd", "graph"), default="autograd",
+                   help="I/W split: autograd (reference/split.py: W repeats the stage's "
+                        "activation-gradient work) or graph (PyTorch pipelining's "
+                        "stage_backward_input/weight: W reuses what I captured; faster). "
+                        "Both are bitwise equal to reference/ on the test models. "
+                        "Default autograd")
     r.add_argument("--iterations", type=int, default=1, help="timed steps (default 1)")
     r.add_argument("--warmup", type=int, default=0, help="untimed steps first (default 0)")
     r.add_argument("--check", action="store_true",
@@ -194,7 +200,8 @@ def _run(args, stdout, stderr) -> int:
         schedule=schedule_to_dict(schedule), model=args.model,
         layers_per_stage=args.layers_per_stage, hidden=args.hidden, batch=args.batch,
         seq=args.seq, seed=args.seed, dtype=args.dtype, loss_reduction=args.loss_reduction,
-        grad_order=args.grad_order, iterations=args.iterations, warmup=args.warmup,
+        grad_order=args.grad_order, split=args.split, iterations=args.iterations,
+        warmup=args.warmup,
         threads=args.threads,
     )
     backend = choose_backend(args.backend, nproc)

@@ -55,6 +55,7 @@ class Job:
     dtype: str = "float64"
     loss_reduction: str = "sum"
     grad_order: str = "microbatch"
+    split: str = "autograd"  # I/W split: "autograd" (reference.split) or "graph"
     iterations: int = 1
     warmup: int = 0
     threads: int | None = None  # torch CPU threads per rank (None: cores // ranks)
@@ -131,7 +132,7 @@ def _run_job(job: Job, rank: int, world: int, device, watchdog, wait_s: float,
         plan, smap, layers, mbs,
         lambda out, tgt: loss_fn(out, tgt),
         device=device, watchdog=watchdog, wait_timeout_s=wait_s,
-        grad_order=job.grad_order,
+        grad_order=job.grad_order, split=job.split,
         backward_loss=lambda loss: loss_for_backward(loss, job.loss_reduction, M),
     )
     runner.setup_tied_groups(group_cache)

@@ -17,7 +17,12 @@ a torch.distributed group, with the model layers of its stages:
   step.
 - computes: F through the stage's layers (the loss on a route's last stage), B
   with ``reference.split.backward_full``, I/W with ``backward_input`` /
-  ``backward_weight``; weight gradients are summed per stage in the order the
+  ``backward_weight`` (``split="autograd"``: W repeats the activation-gradient
+  work of the stage) or, with ``split="graph"``, PyTorch pipelining's
+  ``stage_backward_input`` / ``stage_backward_weight`` (W starts from the
+  gradients I captured at the weight-consuming nodes: no recomputation; a
+  private torch API; a route's first stage, with no input gradient to
+  compute, always uses the autograd split); weight gradients are summed per stage in the order the
   rank runs them, then per layer, then all-reduced over the ranks that hold a
   tied layer (one subgroup per rank set): ``grad_order="running"``, the fast
   one. ``grad_order="microbatch"`` keeps each micro-batch's weight gradient and
@@ -56,6 +61,43 @@ from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, co
 
 
 GRAD_ORDERS = ("microbatch", "running")
+SPLITS = ("autograd", "graph")
+
+
+@dataclass
+class _GraphW:
+    """W state of the "graph" split: the gradients captured at the weight-consuming
+    nodes during I (torch.distributed.pipelining._backward's param groups)."""
+
+    groups: list
+    params: tuple
+    grad_out: torch.Tensor | None
+
+
+def _graph_backward_input(out, ins, g, params):
+    """I without recomputation in W: PyTorch pipelining's ``stage_backward_input``
+    (a private torch API; it walks the autograd graph once per call)."""
+    from torch.distributed.pipelining._backward import stage_backward_input
+
+    dinputs, groups = stage_backward_input([out], None if g is None else [g], list(ins),
+                                           iter(params))
+    gi = tuple(torch.zeros_like(x) if d is None else d for x, d in zip(ins, dinputs))
+    return gi, _GraphW(groups, tuple(params), g)
+
+
+def _graph_backward_weight(state: _GraphW) -> tuple:
+    """W from the captured gradients, returned (``.grad`` left as it was)."""
+    from torch.distributed.pipelining._backward import stage_backward_weight
+
+    saved = [p.grad for p in state.params]
+    for p in state.params:
+        p.grad = None
+    try:
+        stage_backward_weight(iter(state.params), state.groups)
+        return tuple(torch.zeros_like(p) if p.grad is None else p.grad for p in state.params)
+    finally:
+        for p, s in zip(state.params, saved):
+            p.grad = s
 
 
 @dataclass
@@ -122,10 +164,14 @@ class RankRunner:
         wait_timeout_s: float = 300.0,
         group=None,
         grad_order: str = "microbatch",
+        split: str = "autograd",
     ):
         if grad_order not in GRAD_ORDERS:
             raise ValueError(f"grad_order must be one of {GRAD_ORDERS}, got {grad_order!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.grad_order = grad_order
+        self.split = split
         self.plan = plan
         self.rank = plan.rank
         self.s = plan.schedule
@@ -349,7 +395,10 @@ class RankRunner:
             gi, gp = backward_full(out, ins, g, params)
             self._accumulate(c.stage, c.mb, _unalias(gp, g))
         else:
-            gi, wstate = backward_input(out, ins, g, params)
+            if self.split == "graph" and ins:
+                gi, wstate = _graph_backward_input(out, ins, g, params)
+            else:
+                gi, wstate = backward_input(out, ins, g, params)
             self.wstate[key] = wstate
         if inp is not None:
             self._pass_grad_back(c, gi[0])
@@ -364,8 +413,11 @@ class RankRunner:
 
     def _weight(self, c: Compute) -> None:
         state = self.wstate.pop((c.stage, c.mb))
-        g = state.grad_outputs[0] if state.grad_outputs else None
-        gp = backward_weight(state)
+        if isinstance(state, _GraphW):
+            g, gp = state.grad_out, _graph_backward_weight(state)
+        else:
+            g = state.grad_outputs[0] if state.grad_outputs else None
+            gp = backward_weight(state)
         self._accumulate(c.stage, c.mb, _unalias(gp, g))
 
     def _accumulate(self, stage: int, mb: int, grads) -> None:

@@ -99,7 +99,8 @@ def test_help_documents_flags_and_exit_codes():
     assert code == 0
     for flag in ("--nproc", "--backend", "--model", "--layers-per-stage", "--dtype", "--seed",
                  "--check", "--trace", "--watchdog-seconds", "--no-verify", "--comm-model",
-                 "--grad-order", "--loss-reduction", "--iterations", "--warmup", "--threads"):
+                 "--grad-order", "--loss-reduction", "--iterations", "--warmup", "--threads",
+                 "--split"):
         assert flag in out, flag
     for code_line in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 "):
         assert f"\n  {code_line}" in out, code_line

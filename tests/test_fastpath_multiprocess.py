@@ -43,7 +43,7 @@ def _check_all(jobs, results, expect_bitwise=True):
     lines = []
     for (fam, R, M, model, s, job), jr in zip(jobs, results):
         cmp = differential(merge(jr), reference_run(s, job))
-        lines.append(f"{fam} R={R} M={M} {model} {job.grad_order}: max_abs={cmp.max_abs:.3e} "
+        lines.append(f"{fam} R={R} M={M} {model} {job.grad_order} {job.split}: max_abs={cmp.max_abs:.3e} "
                      f"bitwise={cmp.bitwise}")
         assert not cmp.missing and not cmp.extra, (fam, cmp.missing, cmp.extra)
         assert len(cmp.losses) == M
@@ -86,6 +86,10 @@ def test_every_family_two_ranks_mlp_bitwise():
     # plus the fast gradient order (running sums + all-reduce) and a mean loss
     extra = _jobs([("dualpipe", 2, 4, "mlp"), ("zb-h1", 2, 4, "mlp")], grad_order="running",
                   loss_reduction="mean")
+    # the graph I/W split (PyTorch pipelining's helpers) on the split families
+    graph = _jobs([("zb-h1", 2, 4, "mlp"), ("zbv", 2, 4, "mlp"), ("dualpipev", 2, 4, "mlp"),
+                   ("dualpipe", 2, 4, "mlp")], split="graph")
+    jobs = jobs + graph
     t = time.monotonic()
     res = spawn([j[-1] for j in jobs + extra], 2, watchdog_s=60, deadline_s=150)
     print(f"spawned 2 ranks, {len(jobs) + len(extra)} schedules in {time.monotonic() - t:.1f}s")

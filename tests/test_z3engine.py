@@ -479,15 +479,40 @@ def test_every_family_is_sat_under_nccl(family, num_ranks):
 
 
 def _mutate(s: Schedule, rng: random.Random) -> Schedule:
+    """1-3 local edits: flip a batch's wait, split a batch into plain ops (maybe
+    reversed), make a rank's batches single waited ops, post a communication
+    action later, swap two nearby communication actions, or swap neighbours."""
     acts = [list(a) for a in s.actions]
     for _ in range(rng.randint(1, 3)):
         r = rng.randrange(s.num_ranks)
-        if len(acts[r]) < 2:
-            continue
-        k = rng.randrange(len(acts[r]) - 1)
-        if rng.random() < 0.3 and isinstance(acts[r][k], Batch):
+        comm_at = [k for k, a in enumerate(acts[r]) if comms_of(a)]
+        batches = [k for k in comm_at if isinstance(acts[r][k], Batch)]
+        edit = rng.choice(("wait", "split", "swap-comm", "swap", "plain", "delay"))
+        if edit == "plain":  # every batch of the rank becomes single-op waited batches
+            acts[r] = [
+                x
+                for a in acts[r]
+                for x in ([Batch((op,), True) for op in a.ops] if isinstance(a, Batch) else [a])
+            ]
+        elif edit == "delay" and comm_at:  # post a communication action 1-4 steps later
+            k = rng.choice(comm_at)
+            a = acts[r].pop(k)
+            acts[r].insert(min(k + rng.randint(1, 4), len(acts[r])), a)
+        elif edit == "wait" and batches:
+            k = rng.choice(batches)
             acts[r][k] = Batch(acts[r][k].ops, wait=not acts[r][k].wait)
-        else:
+        elif edit == "split" and batches:
+            k = rng.choice(batches)
+            ops = list(acts[r][k].ops)
+            if rng.random() < 0.5:
+                ops.reverse()
+            acts[r][k : k + 1] = ops
+        elif edit == "swap-comm" and len(comm_at) >= 2:
+            j = rng.randrange(len(comm_at) - 1)
+            a, b = comm_at[j], comm_at[min(j + rng.randint(1, 2), len(comm_at) - 1)]
+            acts[r][a], acts[r][b] = acts[r][b], acts[r][a]
+        elif len(acts[r]) >= 2:
+            k = rng.randrange(len(acts[r]) - 1)
             acts[r][k], acts[r][k + 1] = acts[r][k + 1], acts[r][k]
     return s.with_actions(acts)
 
@@ -509,3 +534,39 @@ def test_verdict_agrees_with_the_replay_on_mutated_schedules(family, num_ranks, 
     # nccl is the strictest model: terminating under nccl implies under eager
     if simulate(s, "nccl"):
         assert simulate(s, "eager")
+
+
+def _unbatched(s: Schedule, wait: bool) -> Schedule:
+    """Every BATCH split into its ops, as plain ops or as single-op waited batches."""
+    return s.with_actions(
+        [
+            x
+            for a in acts
+            for x in (
+                [Batch((op,), True) if wait else op for op in a.ops]
+                if isinstance(a, Batch)
+                else [a]
+            )
+        ]
+        for acts in s.actions
+    )
+
+
+@needs_generators
+@pytest.mark.parametrize("wait", [False, True])
+@pytest.mark.parametrize("num_ranks", [2, 4])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unbatched_families_agree_with_the_replay(family, num_ranks, wait):
+    """Splitting DualPipe's batches into single ops deadlocks on one NCCL stream
+    (why DeepSeek batches them); the single-direction families survive it."""
+    s = _unbatched(_gen(family, num_ranks), wait)
+    verdicts = {}
+    for model in Z.COMM_MODELS:
+        out = Z.decide(s, model)
+        verdicts[model] = out.status
+        assert out.status == ("sat" if simulate(s, model) else "unsat")
+        if out.status == "unsat":
+            assert out.failed_properties == ("deadlock-free",)
+    assert verdicts["eager"] == "sat"
+    if family in ("dualpipe", "dualpipev"):
+        assert verdicts["nccl"] == "unsat"

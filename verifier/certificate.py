@@ -97,6 +97,12 @@ class _Machine:
                 cs = (a.f, a.b) if isinstance(a, Overlap) else ((a,) if not isinstance(a, (Comm, Batch)) else ())
                 for c in cs:
                     self.first_comp[r].setdefault((c.kind, c.stage, c.mb), k)
+        # op id -> (rank, index of its unit on that rank)
+        self.op_unit = [(0, 0)] * len(self.ops)
+        for r in range(self.n):
+            for u, (_k, ids) in enumerate(self.units[r]):
+                for i in ids:
+                    self.op_unit[i] = (r, u)
         self.done = [False] * len(self.ops)
         self.head = [0] * self.n  # nccl: index of the first unit not yet complete
         self.unit_done = [[False] * len(u) for u in self.units]
@@ -116,42 +122,48 @@ class _Machine:
         return u == self.head[r] and self.posted(r, self.units[r][u][0])
 
     def step_returned(self, r: int, k: int) -> bool:
-        a = self.s.actions[r][k]
-        if not self.posted(r, k):
+        if self.pc[r] <= k:
             return False
-        if isinstance(a, Batch) and a.wait:
-            return all(self.done[i] for i in self.units[r][self.unit_of_step[r][k]][1])
+        a = self.s.actions[r][k]
+        if type(a) is Batch and a.wait:
+            u = self.unit_of_step[r][k]
+            if self.model == "nccl":
+                return self.unit_done[r][u]
+            return all(self.done[i] for i in self.units[r][u][1])
         return True
 
     # ---- communication progress
     def settle(self, ranks) -> None:
-        """Complete everything the model allows, starting from ``ranks``."""
+        """Complete everything the model allows, starting from ``ranks`` (nccl)."""
+        if self.model == "eager":
+            return
         work = list(ranks)
+        head, units, done, partner = self.head, self.units, self.done, self.partner
+        pc, op_unit = self.pc, self.op_unit
         while work:
             r = work.pop()
-            if self.model == "eager":
-                continue
-            while self.head[r] < len(self.units[r]):
-                u = self.head[r]
-                k, ids = self.units[r][u]
-                if not self.posted(r, k):
+            units_r = units[r]
+            while head[r] < len(units_r):
+                u = head[r]
+                k, ids = units_r[u]
+                if pc[r] <= k:
                     break
+                complete = True
                 for i in ids:
-                    if self.done[i]:
+                    if done[i]:
                         continue
-                    j = self.partner[i]
-                    if j is None:
-                        continue
-                    pr, pk = self.ops[j][0], self.ops[j][1]
-                    pu = self.unit_of_step[pr][pk]
-                    if self.unit_active(pr, pu):
-                        self.done[i] = self.done[j] = True
-                        work.append(pr)
-                if all(self.done[i] for i in ids):
-                    self.unit_done[r][u] = True
-                    self.head[r] += 1
-                else:
+                    j = partner[i]
+                    if j is not None:
+                        pr, pu = op_unit[j]
+                        if head[pr] == pu and pc[pr] > units[pr][pu][0]:  # partner unit active
+                            done[i] = done[j] = True
+                            work.append(pr)
+                            continue
+                    complete = False
+                if not complete:
                     break
+                self.unit_done[r][u] = True
+                head[r] += 1
 
     def post(self, r: int, k: int) -> None:
         self.pc[r] = k + 1

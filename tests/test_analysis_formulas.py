@@ -23,10 +23,9 @@ stages on R ranks, so its PP+1 is in units of half a 1F1B-on-R-ranks stage.
 Where the formulas hold (found by these tests; see the report):
 
 - 1F1B: for every cost and size tried, under ``eager`` (the shared lowering's
-  communication). Under ``nccl`` it holds at 4 ranks, but the current shared
-  lowering (commit eedae4d) posts the warm-up receives early in one batch,
-  which stalls the in-order comm stream: at 8 ranks the bubble is 28, not 21
-  (strict xfail below, so the fix is noticed).
+  communication). Under ``nccl`` too, since the shared lowering posts messages
+  in the order of an as-soon-as-possible reference execution (an earlier
+  lowering that used a round-robin order gave 28, not 21, at 8 ranks).
 - ZB-H1: exactly when W <= min(F, I). In general the ASAP bubble is
   (PP-1) * max(F+I-W, F, I), which is the formula when W <= min(F, I).
 - DualPipe / DualPipeV: exactly when I = F (with max(F, B) <= F&B <= F+B), as in
@@ -78,14 +77,14 @@ def test_1f1b_formula_under_nccl_at_4_ranks():
     assert b == [9.0] * 4
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared lowering eedae4d posts RECV_F of the whole warm-up in one batch with the "
-    "first SEND_F; under nccl the unit completes only with its last receive, so the "
-    "next send waits: 1F1B 8 ranks gets bubble 28, not (PP-1)(F+B) = 21"))
-def test_1f1b_formula_under_nccl_at_8_ranks():
-    s = generate("1f1b", 8, 20)
+@pytest.mark.parametrize("family,R,expected", [
+    ("1f1b", 8, 21.0), ("1f1b", 16, 45.0), ("gpipe", 16, 45.0), ("zb-h1", 16, 30.0),
+])
+def test_single_direction_formulas_under_nccl(family, R, expected):
+    """(PP-1)(F+B) for 1F1B/GPipe, (PP-1)(F+B-2W) for ZB-H1, under the strict model too."""
+    s = generate(family, R, 2 * R + 4)
     _, b = _bubbles(s, "F=1,B=2,W=0.5", "nccl")
-    assert b == [21.0] * 8
+    assert max(b) == expected
 
 
 @pytest.mark.parametrize("R", RANKS)

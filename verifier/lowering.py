@@ -10,8 +10,9 @@ shared by every consumer:
   before F(s, m), RECV_B(s, m) before B(s, m) or I(s, m)), *or earlier where
   that is needed so every rank posts its messages in one global order*: the
   order in which their data are produced in a reference execution of the
-  compute-only schedule (ranks advanced round-robin, each as far as its data
-  allow). A receive is moved up only past sends of later messages;
+  compute-only schedule (every compute as soon as possible with unit
+  durations F=I=W=1, B=2; ties by rank, then step). A receive is moved up only
+  past sends of later messages;
 - neighbouring stages on the same rank exchange nothing (the turn of a V);
 - all communication between two consecutive computes of a rank is posted as
   one ``Batch(wait=False)`` in that global order; only the computes that
@@ -94,26 +95,38 @@ def _produced(c: Compute) -> list[tuple[str, int, int]]:
     return [("W", c.stage, c.mb)]
 
 
-def reference_order(s: Schedule) -> dict[tuple[int, int], int]:
-    """(rank, step) -> position in a reference execution of the computes.
+# Unit durations of the reference execution (B = I + W, an OVERLAP costs both halves).
+_DURATION = {ComputeKind.F: 1, ComputeKind.B: 2, ComputeKind.I: 1, ComputeKind.W: 1}
 
-    Ranks are advanced round-robin, each as far as its inputs exist. Steps that
-    never run (a dependency cycle) are absent.
+
+def reference_order(s: Schedule) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """(rank, step) -> (finish time, rank, step) in a reference execution of the computes.
+
+    The reference execution starts every compute as soon as its rank is free and
+    its inputs exist, with unit durations (F=1, I=1, W=1, B=2). Sorting by the
+    returned keys gives a global order consistent with every rank's program
+    order and with every data dependency. Steps that never run (a dependency
+    cycle) are absent.
     """
-    done: set[tuple[str, int, int]] = set()
+    ready: dict[tuple[str, int, int], int] = {}
     pos = [0] * s.num_ranks
-    order: dict[tuple[int, int], int] = {}
+    free = [0] * s.num_ranks
+    order: dict[tuple[int, int], tuple[int, int, int]] = {}
     progressed = True
     while progressed:
         progressed = False
         for r, acts in enumerate(s.actions):
             while pos[r] < len(acts):
                 cs = computes_of(acts[pos[r]])
-                if not all(d in done for c in cs for d in _inputs(s, c)):
+                needs = [d for c in cs for d in _inputs(s, c)]
+                if not all(d in ready for d in needs):
                     break
+                start = max([free[r]] + [ready[d] for d in needs])
+                free[r] = start + sum(_DURATION[c.kind] for c in cs)
                 for c in cs:
-                    done.update(_produced(c))
-                order[(r, pos[r])] = len(order)
+                    for d in _produced(c):
+                        ready[d] = free[r]
+                order[(r, pos[r])] = (free[r], r, pos[r])
                 pos[r] += 1
                 progressed = True
     return order
@@ -127,20 +140,20 @@ def lower(s: Schedule) -> Schedule:
             s.name or None,
         )
     order = reference_order(s)
-    never = len(order) + 1  # key of messages whose producer never runs
-    # key of each message = position of its producing compute (then its index there)
-    key: dict[tuple[CommKind, int, int], tuple[int, int]] = {}
+    never = (1 << 62, 0, 0, 0)  # key of messages whose producer never runs
+    # key of each message = the reference key of its producing compute, then its index there
+    key: dict[tuple[CommKind, int, int], tuple[int, int, int, int]] = {}
     for r, acts in enumerate(s.actions):
         for i, a in enumerate(acts):
-            k = order.get((r, i), never)
+            k = order.get((r, i))
             for j, op in enumerate(x for c in computes_of(a) for x in _sends(s, r, c)):
-                key[(op.kind, op.stage, op.mb)] = (k, j)
+                key[(op.kind, op.stage, op.mb)] = never if k is None else (*k, j)
 
-    def msg_key(op: Comm) -> tuple[int, int]:
+    def msg_key(op: Comm) -> tuple[int, int, int, int]:
         if op.kind.is_send:
-            return key.get((op.kind, op.stage, op.mb), (never, 0))
+            return key.get((op.kind, op.stage, op.mb), never)
         peer = s.matching_op(op)
-        return key.get((peer.kind, peer.stage, peer.mb), (never, 0))
+        return key.get((peer.kind, peer.stage, peer.mb), never)
 
     out: list[list[Action]] = []
     for rank, acts in enumerate(s.actions):

@@ -184,7 +184,12 @@ def _agree(s: Schedule, with_z3: bool = True) -> int:
     if properties.well_formed(s):
         return 2
     for model in ("nccl", "eager"):
-        g = hbgraph.decide(s, model)
+        g = hbgraph.decide_explicit(s, model)
+        fast = hbgraph._fast(s, model)  # the implicit-edge fast path decides the same
+        assert (fast is not None) == (g.witness is not None), model
+        if fast is not None:
+            assert fast[1] == g.num_events
+            assert certificate.check_witness(s, model, fast[0])[0]
         if g.witness is not None:
             ok, why = certificate.check_witness(s, model, g.witness)
         else:

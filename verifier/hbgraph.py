@@ -1,7 +1,11 @@
 """The graph engine: deadlock-freedom by a happens-before graph, in linear time.
 
 What it is: the events of specs/SEMANTICS.md as nodes, "cannot happen before"
-as edges, and Kahn's topological sort. Every node fired: the schedule
+as edges, and Kahn's topological sort. ``decide`` first runs Kahn with the
+program-order, stream-order and pair edges left implicit (``_fast``: ranks
+advance while their waits are met; a fired event wakes its waiters); only if
+something never fires does it build the explicit graph (``build``) to extract
+the counterexample. Every node fired: the schedule
 terminates, and the order in which steps began is the witness. Some node
 never fires: walking back from a stuck step along stuck predecessors reaches
 either a cycle of waits or an op whose peer is never posted; that walk is the
@@ -222,7 +226,168 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
     return g, never
 
 
+def _fast(s: Schedule, comm_model: str):
+    """Kahn's algorithm with the program-order, stream-order and pair edges left
+    implicit: each rank advances while the next step's waits are met, and an
+    event that fires wakes the ranks waiting for it. Returns (witness, number
+    of events) when everything fires, else None (then ``decide`` builds the
+    explicit graph for the counterexample). Same events, same waits as
+    ``build``; the tests hold the two against each other."""
+    idx = index(s)
+    ops, partner = idx.ops, idx.partner
+    nccl = comm_model == "nccl"
+    R = s.num_ranks
+    # units: global ids, per rank in post order
+    unit_rank: list[int] = []
+    unit_step: list[int] = []
+    unit_ops: list[list[int]] = []
+    unit_of_op = [0] * len(ops)
+    runits: list[list[int]] = [[] for _ in range(R)]
+    step_unit: list[dict[int, int]] = [dict() for _ in range(R)]
+    last = (-1, -1)
+    for i, (r, k, _sub, _op) in enumerate(ops):
+        if (r, k) != last:
+            u = len(unit_rank)
+            unit_rank.append(r)
+            unit_step.append(k)
+            unit_ops.append([])
+            runits[r].append(u)
+            step_unit[r][k] = u
+            last = (r, k)
+        unit_ops[-1].append(i)
+        unit_of_op[i] = len(unit_rank) - 1
+    num_units = len(unit_rank)
+    # per rank and step: None for a comm step, else the compute's inputs as
+    # ints: i >= 0 is "op i done", -1 - j is "step j of this rank ran", and
+    # NEVER_ (a large sentinel) an input that never comes
+    NEVER_ = 1 << 62
+    desc: list[list] = []
+    waits_after: list[list[int]] = []  # unit whose completion the step after k waits for (-1: none)
+    for r, acts in enumerate(s.actions):
+        first, first_recv = idx.first[r], idx.first_recv[r]
+        row: list = []
+        wa: list[int] = []
+        for k, a in enumerate(acts):
+            tp = type(a)
+            if tp is Compute or tp is Overlap:
+                inp = []
+                for c in ((a,) if tp is Compute else (a.f, a.b)):
+                    for key in idx.needs(r, c):
+                        if type(key[0]) is CommKind:
+                            i = first_recv.get(key)
+                            inp.append(NEVER_ if i is None else i)
+                        else:
+                            at = first.get(key)
+                            inp.append(NEVER_ if at is None or at >= k else -1 - at)
+                row.append(inp)
+                wa.append(-1)
+            else:
+                row.append(None)
+                wa.append(step_unit[r][k] if tp is Batch and a.wait else -1)
+        desc.append(row)
+        waits_after.append(wa)
+
+    pc = [0] * R
+    head = [0] * R  # index into runits[r] of the first unit not complete (nccl)
+    posted = bytearray(num_units)
+    left = [len(x) for x in unit_ops]
+    done = bytearray(len(ops))
+    waiters: dict[int, list[int]] = {}
+    witness: list[tuple[int, int]] = []
+    ready = list(range(R - 1, -1, -1))
+
+    def finish_op(i: int) -> None:
+        done[i] = 1
+        w = waiters.pop(i, None)
+        if w:
+            ready.extend(w)
+        u = unit_of_op[i]
+        left[u] -= 1
+        if left[u] == 0:
+            r = unit_rank[u]
+            ready.append(r)
+            if nccl:
+                head[r] += 1
+                ru = runits[r]
+                if head[r] < len(ru) and posted[ru[head[r]]]:
+                    activate(ru[head[r]])
+
+    def activate(u: int) -> None:  # nccl: unit u is at the head of its stream
+        for i in unit_ops[u]:
+            if done[i]:
+                continue
+            j = partner[i]
+            if j < 0:
+                continue
+            v = unit_of_op[j]
+            pr = unit_rank[v]
+            if posted[v] and head[pr] < len(runits[pr]) and runits[pr][head[pr]] == v:
+                finish_op(i)
+                finish_op(j)
+
+    while ready:
+        r = ready.pop()
+        row, wa, k = desc[r], waits_after[r], pc[r]
+        n = len(row)
+        while k < n:
+            if k and wa[k - 1] >= 0 and left[wa[k - 1]]:
+                break  # the previous step is a BATCH with wait, not complete yet
+            inp = row[k]
+            if inp is not None:
+                blocked = False
+                for x in inp:
+                    if x >= 0:
+                        if x == NEVER_ or not done[x]:
+                            if x != NEVER_:
+                                waiters.setdefault(x, []).append(r)
+                            blocked = True
+                            break
+                    elif k <= -1 - x:  # a local producer not yet run (cannot happen: at < k)
+                        blocked = True
+                        break
+                if blocked:
+                    break
+                k += 1
+                pc[r] = k
+                witness.append((r, k - 1))
+                continue
+            k += 1
+            pc[r] = k
+            witness.append((r, k - 1))
+            u = step_unit[r][k - 1]
+            posted[u] = 1
+            if nccl:
+                if runits[r][head[r]] == u:
+                    activate(u)
+            else:
+                for i in unit_ops[u]:
+                    j = partner[i]
+                    if ops[i][3].kind is _SF or ops[i][3].kind is _SB:
+                        finish_op(i)
+                        if j >= 0 and posted[unit_of_op[j]] and not done[j]:
+                            finish_op(j)
+                    elif j >= 0 and posted[unit_of_op[j]] and not done[i]:
+                        finish_op(i)
+            k = pc[r]
+    if len(witness) != s.num_actions or not all(done):
+        return None
+    num_waits = sum(1 for wa in waits_after for u in wa if u >= 0)
+    if nccl:
+        n_events = s.num_actions + num_waits + 2 * num_units + len(idx.pair_list) + len(idx.unmatched)
+    else:
+        n_events = s.num_actions + num_waits + sum(1 for o in ops if not (o[3].kind is _SF or o[3].kind is _SB))
+    return tuple(witness), n_events
+
+
 def decide(s: Schedule, comm_model: str) -> GraphOutcome:
+    fast = _fast(s, comm_model)
+    if fast is not None:
+        return GraphOutcome(fast[0], None, None, fast[1], 0)
+    return decide_explicit(s, comm_model)
+
+
+def decide_explicit(s: Schedule, comm_model: str) -> GraphOutcome:
+    """Kahn's algorithm on the explicit graph (``build``); the counterexample path."""
     g, never = build(s, comm_model)
     succ, indeg = g.succ, list(g.indeg)
     n = len(indeg)

@@ -78,15 +78,19 @@ def build_parser(stdout: IO[str]) -> _Parser:
                         "or WORLD_SIZE under torchrun)")
     r.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                    help="auto: nccl when CUDA has a device per rank, else gloo (default auto)")
-    r.add_argument("--model", choices=("mlp", "transformer"), default="mlp")
+    r.add_argument("--model", choices=("mlp", "transformer"), default="mlp",
+                   help="reference/models.py layer stack (default mlp)")
     r.add_argument("--layers-per-stage", type=int, default=1, metavar="K",
                    help="model layers per schedule layer (default 1)")
     r.add_argument("--hidden", type=int, default=16, help="hidden size (default 16)")
     r.add_argument("--batch", type=int, default=2, help="micro-batch size (default 2)")
     r.add_argument("--seq", type=int, default=4, help="sequence length (default 4)")
-    r.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--loss-reduction", choices=("sum", "mean"), default="sum")
+    r.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="parameters and activations (default float64)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="seed of the layers and micro-batches (default 0)")
+    r.add_argument("--loss-reduction", choices=("sum", "mean"), default="sum",
+                   help="gradients of the sum or the mean of micro-batch losses (default sum)")
     r.add_argument("--grad-order", choices=("microbatch", "running"), default="microbatch",
                    help="microbatch: sum weight gradients in micro-batch order like "
                         "reference/ (bitwise in float64); running: one running sum per "

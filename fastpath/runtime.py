@@ -55,7 +55,13 @@ import torch.distributed as dist
 from torch import nn
 
 from fastpath.plan import RankPlan, consumer_key, recv_key
-from fastpath.watchdog import PeerFailure, Watchdog, WatchdogTimeout, describe_wait
+from fastpath.watchdog import (
+    FastpathError,
+    PeerFailure,
+    Watchdog,
+    WatchdogTimeout,
+    describe_wait,
+)
 from reference.split import backward_full, backward_input, backward_weight
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, comms_of
 
@@ -206,9 +212,9 @@ class RankRunner:
     def _probe_shapes(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
         """stage -> (input shape, output shape), from micro-batch 0 through every layer.
 
-        Every rank holds the layers of its own stages only, so shapes of other
-        stages are taken from the route: these models keep (batch, seq, hidden)
-        through every layer, which the runtime asserts on every forward."""
+        A stage's input is assumed to have the micro-batch input's shape (true of
+        layer stacks that keep (batch, seq, hidden), like reference/models.py);
+        every forward checks its output against the probed shape."""
         x = self.microbatches[0][0]
         shape = tuple(x.shape)
         out = {}
@@ -288,6 +294,14 @@ class RankRunner:
                 works = self._issue(p2p, action)
         else:
             works = self._issue(p2p, action)
+        if len(works) != len(meta):
+            # NCCL coalesces a batch into one work that stands for every op in it
+            if len(works) != 1:
+                raise PeerFailure(
+                    f"rank {self.rank} step {step} ({action}): {len(meta)} ops posted but "
+                    f"{len(works)} works came back"
+                )
+            works = [works[0]] * len(meta)
         out = []
         for (op, peer, t), w in zip(meta, works):
             rec = (w, step, action, str(op), peer)
@@ -354,6 +368,12 @@ class RankRunner:
         y = x
         for mod in self.mods[c.stage]:
             y = mod(y)
+        if tuple(y.shape) != self.shapes[c.stage][1]:
+            raise FastpathError(
+                f"rank {self.rank} step {step} ({action}): stage {c.stage} produced shape "
+                f"{tuple(y.shape)}, expected {self.shapes[c.stage][1]} (receive buffers are "
+                "sized from micro-batch 0; every micro-batch must have its shape)"
+            )
         nxt = s.next_stage(c.stage)
         if nxt is None:
             loss = self.loss_fn(y, self.microbatches[m][1])

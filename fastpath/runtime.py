@@ -328,7 +328,10 @@ class RankRunner:
                 "for it was posted earlier on this rank"
             )
         w, t, rstep, raction, what, peer = item
-        blocked = 0.0 if w in self.done else self._wait(
+        # On CUDA a wait is a stream wait on the *current* stream, so it is repeated
+        # for every consumer (an OVERLAP's halves run on two streams); on CPU a
+        # completed work is not waited on twice.
+        blocked = 0.0 if (w in self.done and not self.cuda) else self._wait(
             w, step, action, f"{what} (posted at step {rstep})", peer
         )
         self.done.add(w)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastpath.check import comparison_lines, differential, merge, reference_run, verify
+from fastpath.check import comparison_lines, differential, merge, reference_run
 from fastpath.cli import main
 from fastpath.launch import Job, JobResult
 from fastpath.plan import build_plan, prepare_schedule, stage_layers, tied_groups

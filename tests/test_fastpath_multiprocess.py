@@ -25,7 +25,7 @@ from fastpath.plan import prepare_schedule
 from fastpath.watchdog import EXIT_WATCHDOG
 from verifier.generators import generate
 from verifier.io import load_schedule, schedule_to_dict
-from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind
+from verifier.ir import Batch, CommKind, Compute, ComputeKind
 
 pytestmark = pytest.mark.multiprocess
 ROOT = Path(__file__).resolve().parents[1]

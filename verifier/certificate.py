@@ -48,61 +48,61 @@ class _Machine:
                 self.nxt[sid] = route.stages[k + 1] if k + 1 < len(route.stages) else None
                 self.prv[sid] = route.stages[k - 1] if k > 0 else None
         self.pc = [0] * self.n  # next step to begin, per rank
-        # ops: id -> (rank, step, sub, Comm); units: per rank, list of (step, [op ids])
-        self.ops: list[tuple[int, int, int | None, Comm]] = []
+        # one pass over the programs: ops (id -> (rank, step, sub, Comm)), units
+        # (per rank: (step, [op ids])), the FIFO queues per (src, dst) written
+        # afresh, and first occurrences ("which event a compute waits for")
+        ops: list[tuple[int, int, int | None, Comm]] = []
+        self.ops = ops
         self.units: list[list[tuple[int, list[int]]]] = [[] for _ in range(self.n)]
         self.unit_of_step: list[dict[int, int]] = [dict() for _ in range(self.n)]
-        ops = self.ops
+        self.first_recv: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
+        self.first_comp: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
+        self.op_unit: list[tuple[int, int]] = []  # op id -> (rank, unit index on it)
+        sends: dict[tuple[int, int], list[int]] = defaultdict(list)
+        recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
+        nxt, prv, rank = self.nxt, self.prv, self.rank
+        SF, SB, RF = CommKind.SEND_F, CommKind.SEND_B, CommKind.RECV_F
+        op_unit = self.op_unit
         for r, acts in enumerate(s.actions):
+            units_r, uos, frecv, fcomp = self.units[r], self.unit_of_step[r], self.first_recv[r], self.first_comp[r]
             for k, a in enumerate(acts):
                 tp = type(a)
                 if tp is Comm:
-                    lst = [(None, a)]
+                    lst = ((None, a),)
                 elif tp is Batch:
-                    lst = list(enumerate(a.ops))
+                    lst = tuple(enumerate(a.ops))
                 else:
+                    for c in ((a.f, a.b) if tp is Overlap else (a,)):
+                        key = (c.kind, c.stage, c.mb)
+                        if key not in fcomp:
+                            fcomp[key] = k
                     continue
+                u = len(units_r)
                 ids = []
                 for sub, op in lst:
-                    ids.append(len(ops))
+                    i = len(ops)
+                    ids.append(i)
                     ops.append((r, k, sub, op))
-                self.unit_of_step[r][k] = len(self.units[r])
-                self.units[r].append((k, ids))
-        # FIFO matching, written afresh: a queue per (src, dst)
-        sends: dict[tuple[int, int], list[int]] = defaultdict(list)
-        recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
-        towards_next = (CommKind.SEND_F, CommKind.RECV_B)
-        nxt, prv, rank = self.nxt, self.prv, self.rank
-        for i, (r, _k, _sub, op) in enumerate(self.ops):
-            nb = nxt[op.stage] if op.kind in towards_next else prv[op.stage]
-            peer = rank[nb]
-            if op.kind in _SENDS:
-                sends[(r, peer)].append(i)
-            else:
-                recvs[(peer, r)].append(i)
-        self.partner: list[int | None] = [None] * len(self.ops)
+                    op_unit.append((r, u))
+                    kind = op.kind
+                    if kind is SF:
+                        sends[(r, rank[nxt[op.stage]])].append(i)
+                    elif kind is SB:
+                        sends[(r, rank[prv[op.stage]])].append(i)
+                    else:
+                        key = (kind, op.stage, op.mb)
+                        if key not in frecv:
+                            frecv[key] = i
+                        peer = rank[prv[op.stage]] if kind is RF else rank[nxt[op.stage]]
+                        recvs[(peer, r)].append(i)
+                uos[k] = u
+                units_r.append((k, ids))
+        self.partner: list[int | None] = [None] * len(ops)
         for key, lst in sends.items():
             other = recvs.get(key, [])
             for a, b in zip(lst, other):
                 self.partner[a] = b
                 self.partner[b] = a
-        # first occurrences per rank, for "which event a compute waits for"
-        self.first_recv: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
-        for i, (r, _k, _sub, op) in enumerate(self.ops):
-            if op.kind not in _SENDS:
-                self.first_recv[r].setdefault((op.kind, op.stage, op.mb), i)
-        self.first_comp: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
-        for r, acts in enumerate(s.actions):
-            for k, a in enumerate(acts):
-                cs = (a.f, a.b) if isinstance(a, Overlap) else ((a,) if not isinstance(a, (Comm, Batch)) else ())
-                for c in cs:
-                    self.first_comp[r].setdefault((c.kind, c.stage, c.mb), k)
-        # op id -> (rank, index of its unit on that rank)
-        self.op_unit = [(0, 0)] * len(self.ops)
-        for r in range(self.n):
-            for u, (_k, ids) in enumerate(self.units[r]):
-                for i in ids:
-                    self.op_unit[i] = (r, u)
         self.done = [False] * len(self.ops)
         self.head = [0] * self.n  # nccl: index of the first unit not yet complete
         self.unit_done = [[False] * len(u) for u in self.units]
@@ -254,13 +254,61 @@ def check_witness(s: Schedule, comm_model: str, witness) -> tuple[bool, str]:
     m = _Machine(s, comm_model)
     if len(witness) != s.num_actions:
         return False, f"witness has {len(witness)} entries, the schedule {s.num_actions} steps"
+    actions, pc, done = s.actions, m.pc, m.done
+    nccl = comm_model == "nccl"
+    unit_of_step, units, unit_done = m.unit_of_step, m.units, m.unit_done
+    first_recv, first_comp = m.first_recv, m.first_comp
+    prv, nxt, rank_of = m.prv, m.nxt, m.rank
+    Fk, Bk, Ik = ComputeKind.F, ComputeKind.B, ComputeKind.I
+    RF, RB = CommKind.RECV_F, CommKind.RECV_B
+    R = s.num_ranks
     for pos, (r, k) in enumerate(witness):
-        if not 0 <= r < s.num_ranks or m.pc[r] != k:
+        if not 0 <= r < R or pc[r] != k:
             return False, f"entry {pos}: rank {r} step {k} is not the rank's next step"
-        ok, why = m.can_begin(r)
-        if not ok:
-            return False, f"entry {pos}: {why}"
-        m.post(r, k)
+        acts = actions[r]
+        if k:
+            prev = acts[k - 1]
+            if type(prev) is Batch and prev.wait:
+                u = unit_of_step[r][k - 1]
+                if not (unit_done[r][u] if nccl else all(done[i] for i in units[r][u][1])):
+                    return False, f"entry {pos}: {m.can_begin(r)[1]}"
+        a = acts[k]
+        tp = type(a)
+        if tp is Comm or tp is Batch:
+            m.post(r, k)
+            continue
+        # a compute: every input there (written out here for speed; ``inputs``
+        # says the same in words for the error message)
+        fr, fc = first_recv[r], first_comp[r]
+        for c in ((a.f, a.b) if tp is Overlap else (a,)):
+            kind, st, mb = c.kind, c.stage, c.mb
+            if kind is Fk:
+                p = prv[st]
+                if p is None:
+                    continue
+                if rank_of[p] != r:
+                    i = fr.get((RF, st, mb))
+                    ok = i is not None and done[i]
+                else:
+                    j = fc.get((Fk, p, mb))
+                    ok = j is not None and j < k
+            elif kind is Bk or kind is Ik:
+                j = fc.get((Fk, st, mb))
+                ok = j is not None and j < k
+                n = nxt[st]
+                if ok and n is not None:
+                    if rank_of[n] != r:
+                        i = fr.get((RB, st, mb))
+                        ok = i is not None and done[i]
+                    else:
+                        js = [x for x in (fc.get((Bk, n, mb)), fc.get((Ik, n, mb))) if x is not None]
+                        ok = bool(js) and min(js) < k
+            else:
+                j = fc.get((Ik, st, mb))
+                ok = j is not None and j < k
+            if not ok:
+                return False, f"entry {pos}: {m.can_begin(r)[1] or f'rank {r} step {k} {a} waits for its input'}"
+        pc[r] = k + 1
     if not m.terminated():
         left = [i for i, d in enumerate(m.done) if not d]
         r, k, sub, op = m.ops[left[0]]

@@ -152,6 +152,19 @@ def by_rank(s: Schedule, stage: int) -> int:
 
 # --------------------------------------------------------------------- 2
 def exactly_once(s: Schedule) -> list[Violation]:
+    count = index(s).count
+    for r in s.routes:
+        for st in r.stages:
+            for m in r.microbatches:
+                if count.get((_F, st, m)) != 1:
+                    return _exactly_once(s)
+                b, i, w = count.get((_B, st, m)), count.get((_I, st, m)), count.get((_W, st, m))
+                if not (b == 1 and i is None and w is None) and not (b is None and i == 1 and w == 1):
+                    return _exactly_once(s)
+    return []  # (a well-formed schedule has no compute off its routes)
+
+
+def _exactly_once(s: Schedule) -> list[Violation]:
     where: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
     for rank, step, c in s.iter_computes():
         where[(c.kind, c.stage, c.mb)].append((rank, step))
@@ -213,6 +226,8 @@ class Index:
         to_next = {sid: (None if n is None else rank_of[n]) for sid, n in nxt.items()}
         to_prev = {sid: (None if p is None else rank_of[p]) for sid, p in prv.items()}
         ops: list[tuple] = []
+        count: dict[tuple, int] = {}  # (ComputeKind, stage, mb) -> how many times it runs
+        overlaps: list[tuple[int, int]] = []
         firsts: list[dict] = []
         first_recvs: list[dict] = []
         sends: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -224,8 +239,11 @@ class Index:
             for step, a in enumerate(acts):
                 tp = type(a)
                 if tp is Compute or tp is Overlap:
+                    if tp is Overlap:
+                        overlaps.append((rank, step))
                     for c in ((a,) if tp is Compute else (a.f, a.b)):
                         key = (c.kind, c.stage, c.mb)
+                        count[key] = count.get(key, 0) + 1
                         if key not in first:
                             first[key] = step
                         if c.kind is _B or c.kind is _I:
@@ -251,6 +269,7 @@ class Index:
             firsts.append(first)
             first_recvs.append(first_recv)
         self.ops, self.first, self.first_recv = ops, firsts, first_recvs
+        self.count, self.overlaps = count, overlaps
         partner = [-1] * len(ops)
         unmatched: list[tuple[int, int]] = []
         counts: dict[tuple[int, int], tuple[int, int]] = {}
@@ -419,23 +438,23 @@ def message_matching(s: Schedule) -> list[Violation]:
 # --------------------------------------------------------------------- 6
 def overlap_legal(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
-    for rank, acts in enumerate(s.actions):
-        for step, a in enumerate(acts):
-            if not isinstance(a, Overlap):
-                continue
-            where = f"{_at(rank, step)} {a}"
-            if a.f.kind is not _F or a.b.kind not in (_B, _I):
-                out.append(
-                    _v(_OV, "overlap-kinds", [(rank, step)], action=where, f_kind=a.f.kind.value,
-                       b_kind=a.b.kind.value)
-                )
-            elif a.f.mb == a.b.mb:
-                # one micro-batch takes one route, and every backward of it needs
-                # the loss, which needs every forward of it
-                out.append(
-                    _v(_OV, "overlap-dependent", [(rank, step)], action=where, mb=a.f.mb,
-                       route=s.route_of_mb[a.f.mb])
-                )
+    for rank, step in index(s).overlaps:
+        a = s.actions[rank][step]
+        if a.f.kind is _F and (a.b.kind is _B or a.b.kind is _I) and a.f.mb != a.b.mb:
+            continue
+        where = f"{_at(rank, step)} {a}"
+        if a.f.kind is not _F or a.b.kind not in (_B, _I):
+            out.append(
+                _v(_OV, "overlap-kinds", [(rank, step)], action=where, f_kind=a.f.kind.value,
+                   b_kind=a.b.kind.value)
+            )
+        elif a.f.mb == a.b.mb:
+            # one micro-batch takes one route, and every backward of it needs
+            # the loss, which needs every forward of it
+            out.append(
+                _v(_OV, "overlap-dependent", [(rank, step)], action=where, mb=a.f.mb,
+                   route=s.route_of_mb[a.f.mb])
+            )
     return out
 
 

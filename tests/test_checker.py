@@ -36,7 +36,6 @@ from verifier.ir import (
     SEND_B,
     SEND_F,
     W,
-    Batch,
     Comm,
     Compute,
     Overlap,

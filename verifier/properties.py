@@ -27,7 +27,6 @@ from verifier.ir import (
     ComputeKind,
     Overlap,
     Schedule,
-    comms_of,
     computes_of,
     loc,
 )

@@ -24,7 +24,6 @@ from verifier.checker import (
     EventKind,
     PropertyId,
     Status,
-    Verdict,
     Violation,
     check,
 )

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -161,6 +162,9 @@ class _Builder:
         self.constants[label] = value
 
 
+_RETURNS_WAITED = "returns once posted and all its ops complete"
+
+
 def _safe(fn, *args):
     try:
         return fn(*args)
@@ -197,17 +201,19 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
     for r in range(R):
         post.append([]), ret.append([])
         for i, a in enumerate(s.actions[r]):
-            lab = f"program: {_desc(s, r, i)}"
+            def lab(what, r=r, i=i):
+                return f"program: {_desc(s, r, i)} {what}"
+
             cs = computes_of(a)
             # the step starts (a compute) or is posted (communication) once step i-1 returned
             st = b.var(f"{loc(r, i)} {'start' if cs else 'post'}")
             if i > 0:
-                b.after(lab, st, ret[r][i - 1])
+                b.after(lab(f"{'starts' if cs else 'is posted'} after step {i - 1} returns"), st, ret[r][i - 1])
             if cs:
                 fins = []
                 for h, _c in enumerate(cs):
                     f = b.var(f"{loc(r, i, h) if len(cs) > 1 else loc(r, i)} finish")
-                    b.after(lab, f, st)
+                    b.after(lab("finishes after it starts"), f, st)
                     finish[(r, i, h)] = f
                     fins.append(f)
                 if len(fins) == 1:
@@ -215,15 +221,15 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 else:
                     rt = b.var(f"{loc(r, i)} return")
                     for f in fins:
-                        b.after(lab, rt, f)
+                        b.after(lab("returns when both halves finish"), rt, f)
             else:
                 rt = st  # isend/irecv semantics: returns once posted ...
                 if isinstance(a, Batch) and a.wait:  # ... unless it waits (see below)
                     rt = b.var(f"{loc(r, i)} return")
-                    b.after(lab, rt, st)
+                    b.after(lab(_RETURNS_WAITED), rt, st)
                 if nccl and comms_of(a):
                     act = b.var(f"{loc(r, i)} active")
-                    b.after(lab, act, st)
+                    b.after(lab("is active on the comm stream once posted"), act, st)
                     unit_active[(r, i)] = act
                     unit_complete[(r, i)] = b.var(f"{loc(r, i)} complete")
             post[r].append(st)
@@ -310,11 +316,19 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                     unit_active[(sr, si)],
                 )
                 for r, i in ((sr, si), (rr, ri)):
-                    b.after(f"program: {_desc(s, r, i)}", unit_complete[(r, i)], c)
+                    b.after(
+                        f"program: {_desc(s, r, i)} completes when its ops complete",
+                        unit_complete[(r, i)],
+                        c,
+                    )
                 completion[(sr, si, sj)] = completion[(rr, ri, rj)] = c
             else:
                 c = b.var(f"{loc(rr, ri, rj)} complete")
-                b.after(f"program: {_desc(s, rr, ri)}", c, post[rr][ri])
+                b.after(
+                    f"program: {loc(rr, ri, rj)} {rop} completes after it is posted",
+                    c,
+                    post[rr][ri],
+                )
                 b.after(
                     f"deadlock-free: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} "
                     f"(posted)",
@@ -328,11 +342,10 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
     for r in range(R):
         for i, a in enumerate(s.actions[r]):
             if isinstance(a, Batch) and a.wait:
-                lab = f"program: {_desc(s, r, i)}"
                 for j, _op in enumerate(a.ops):
                     c = completion.get((r, i, j))
                     if c is not None:  # an unmatched op never completes: its const is false
-                        b.after(lab, ret[r][i], c)
+                        b.after(f"program: {_desc(s, r, i)} {_RETURNS_WAITED}", ret[r][i], c)
 
     # -- data dependencies -----------------------------------------------
     for r in range(R):
@@ -515,6 +528,7 @@ def _num(c: int) -> str:
 
 def _solver(rlimit: int, timeout_ms: int) -> z3.Solver:
     s = z3.SolverFor("QF_IDL")
+    s.set("smt.arith.solver", 1)  # z3's difference-logic (Bellman-Ford) theory solver
     s.set("rlimit", int(rlimit))
     s.set("timeout", int(timeout_ms))
     return s
@@ -554,10 +568,10 @@ def _solve_order(enc: Encoding) -> list[str]:
             succ[y].append(x)
             indeg[x] += 1
     pos = [n] * n
-    ready = [k for k in range(n) if indeg[k] == 0]
+    ready = deque(k for k in range(n) if indeg[k] == 0)
     done = 0
-    while ready:
-        v = ready.pop()
+    while ready:  # Kahn's algorithm, breadth first
+        v = ready.popleft()
         pos[v] = done
         done += 1
         for w in succ[v]:
@@ -566,7 +580,7 @@ def _solve_order(enc: Encoding) -> list[str]:
                 ready.append(w)
     keyed = [(-1, k, lab) for k, lab in enumerate(enc.constants)]
     keyed += [
-        (max(pos[x] for x, _y, _c in g), len(keyed) + k, lab)
+        (min(pos[x] for x, _y, _c in g), len(keyed) + k, lab)
         for k, (lab, g) in enumerate(enc.groups.items())
     ]
     return [lab for _p, _k, lab in sorted(keyed)]

@@ -16,9 +16,10 @@ MLP blocks, float32), same micro-batches, same number of ranks:
 Step time: every rank passes a barrier, runs one training step (forward and
 backward of every micro-batch; tied/mirrored layers' gradients all-reduced
 for DualPipe and fastpath dualpipe), and the slowest rank's time is the step
-time; the median over the timed iterations of every round is reported, after
-warm-up; rounds alternate fastpath and the other system (``--repeats``) so
-background load on the machine falls on both alike. The
+time; the median over the timed iterations is reported, after warm-up. Both
+systems live in the same processes and alternate step by step (fastpath
+first on even iterations, the other first on odd ones), so background load on
+the machine falls on both alike. The
 ratio is fastpath / other (<= 1.0 means fastpath is at least as fast).
 fastpath runs with ``grad_order="running"`` (its fast gradient order) and
 ``split="graph"`` (W reuses the gradients I captured; ``--split autograd``
@@ -31,7 +32,7 @@ communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
 [--hidden 256] [--batch 4] [--seq 64] [--iterations 10] [--warmup 3]
-[--repeats 2] [--only NAME ...]``. Output: one line per comparison and one per rank.
+[--repeats 1] [--only NAME ...]``. Output: one line per comparison and one per rank.
 
 What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
 are not measured), multi-node, optimiser steps, memory.
@@ -71,19 +72,7 @@ def _loss(out, tgt):
 
 
 # ---------------------------------------------------------------- workers
-def _timed(step, iters, warmup):
-    times = []
-    for i in range(warmup + iters):
-        dist.barrier()
-        t0 = time.perf_counter()
-        loss = step()
-        t = time.perf_counter() - t0
-        if i >= warmup:
-            times.append(t)
-    return times, loss
-
-
-def _dualpipe_worker(rank, R, cfg):
+def _dualpipe_step(rank, R, cfg):
     import dualpipe.comm as dcomm
     from dualpipe import DualPipe, set_p2p_tensor_dtype, set_p2p_tensor_shapes
 
@@ -104,10 +93,7 @@ def _dualpipe_worker(rank, R, cfg):
     y0 = torch.cat([mbs[m][1] for m in range(half)])
     x1 = torch.cat([mbs[m][0] for m in range(half, M)])
     y1 = torch.cat([mbs[m][1] for m in range(half, M)])
-    mirror = dist.new_group([min(rank, R - 1 - rank), max(rank, R - 1 - rank)]) if R > 1 else None
-    groups = {}
-    for r in range(R // 2):
-        groups[r] = dist.new_group([r, R - 1 - r])
+    groups = {r: dist.new_group([r, R - 1 - r]) for r in range(R // 2)}
     mirror = groups[min(rank, R - 1 - rank)]
 
     def step():
@@ -122,12 +108,12 @@ def _dualpipe_worker(rank, R, cfg):
         # the mirrored copies: layer r lives on ranks r and R-1-r; sum their grads
         flat = torch.cat([p.grad.reshape(-1) for m in (m0, m1) for p in m.parameters()])
         dist.all_reduce(flat, group=mirror)
-        return None if loss is None else float(loss.sum())
+        return None if loss is None else float(loss.detach().sum())
 
-    return _timed(step, cfg["iters"], cfg["warmup"])
+    return step
 
 
-def _torch_worker(rank, R, cfg, family):
+def _torch_step(rank, R, cfg, family):
     from torch.distributed.pipelining import PipelineStage
     from torch.distributed.pipelining.schedules import (
         Schedule1F1B,
@@ -162,37 +148,74 @@ def _torch_worker(rank, R, cfg, family):
         sched.step(*args, **kw)
         return float(sum(float(l.detach()) for l in losses)) if last else None
 
-    return _timed(step, cfg["iters"], cfg["warmup"])
+    return step
 
 
-def _entry(rank, R, port, kind, cfg, q):
+def _fastpath_step(rank, R, cfg, family):
+    from fastpath.launch import Job, build_runner
+    from fastpath.plan import prepare_schedule
+    from verifier.generators import generate
+    from verifier.io import schedule_to_dict
+
+    s = prepare_schedule(generate(family, R, cfg["M"]))
+    job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
+              seq=cfg["seq"], dtype="float32", grad_order="running", split=cfg["split"],
+              threads=cfg["threads"])
+    runner = build_runner(job, rank, R, torch.device("cpu"), None, 120.0, {})
+    last = {}
+
+    def step():
+        res = runner.run()
+        last["timeline"] = [(t.start, t.end, t.blocked) for t in res.timeline]
+        last["executed"] = list(res.executed)
+        return sum(float(v) for v in res.losses.values()) if res.losses else None
+
+    return step, last
+
+
+def _entry(rank, R, port, family, cfg, q):
+    """One rank: build both systems, then alternate their steps (order flipped every
+    iteration), each after a barrier, so machine load falls on both alike."""
     try:
         torch.set_num_threads(cfg["threads"])
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=R)
-        if kind == "dualpipe":
-            times, loss = _dualpipe_worker(rank, R, cfg)
-        else:
-            times, loss = _torch_worker(rank, R, cfg, kind)
+        other = _dualpipe_step(rank, R, cfg) if family == "dualpipe" else \
+            _torch_step(rank, R, cfg, family)
+        fast, last = _fastpath_step(rank, R, cfg, family)
+        times = {"fast": [], "other": []}
+        losses = {}
+        for i in range(cfg["warmup"] + cfg["iters"]):
+            order = (("fast", fast), ("other", other))
+            for name, fn in (order if i % 2 == 0 else order[::-1]):
+                dist.barrier()
+                t0 = time.perf_counter()
+                losses[name] = fn()
+                t = time.perf_counter() - t0
+                if i >= cfg["warmup"]:
+                    times[name].append(t)
         dist.barrier()
-        q.put(("ok", rank, times, loss))
+        q.put(("ok", rank, (times, losses, last["timeline"], last["executed"])))
         dist.destroy_process_group()
     except BaseException as e:  # noqa: BLE001
         import traceback
 
-        q.put(("error", rank, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}", None))
+        q.put(("error", rank, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"))
     q.close()
     q.join_thread()
     os._exit(0)
 
 
-def run_other(kind, R, cfg, timeout=300):
-    from fastpath.launch import free_port
+def run_pair(family, R, cfg, timeout=600):
+    """(fastpath step times, other step times, loss sums, fastpath JobResult of the
+    last iteration), step time = slowest rank per iteration."""
+    from fastpath.launch import JobResult, free_port
+    from fastpath.runtime import RankResult, StepTime
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_entry, args=(r, R, port, kind, cfg, q), daemon=True)
+    procs = [ctx.Process(target=_entry, args=(r, R, port, family, cfg, q), daemon=True)
              for r in range(R)]
     for p in procs:
         p.start()
@@ -201,46 +224,27 @@ def run_other(kind, R, cfg, timeout=300):
     try:
         while len(out) < R:
             if time.monotonic() > t_end:
-                raise RuntimeError(f"{kind}: timed out after {timeout}s")
+                raise RuntimeError(f"{family}: timed out after {timeout}s")
             try:
-                status, rank, times, loss = q.get(timeout=1.0)
+                status, rank, payload = q.get(timeout=1.0)
             except Exception:  # noqa: BLE001 - queue.Empty
                 continue
             if status == "error":
-                raise RuntimeError(f"{kind} rank {rank}: {times}")
-            out[rank] = (times, loss)
+                raise RuntimeError(f"{family} rank {rank}: {payload}")
+            out[rank] = payload
     finally:
         for p in procs:
-            if p.is_alive():
-                p.join(timeout=5)
+            p.join(timeout=10)
             if p.is_alive():
                 p.kill()
-    per_iter = [max(out[r][0][i] for r in range(R)) for i in range(cfg["iters"])]
-    losses = [out[r][1] for r in range(R) if out[r][1] is not None]
-    return per_iter, sum(losses)
-
-
-def run_fastpath(family, R, cfg, timeout=300):
-    from fastpath.launch import Job, spawn
-    from fastpath.plan import prepare_schedule
-    from fastpath.trace import measured_idle, predicted_bubble
-    from verifier.generators import generate
-    from verifier.io import schedule_to_dict
-
-    s = prepare_schedule(generate(family, R, cfg["M"]))
-    job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
-              seq=cfg["seq"], dtype="float32", grad_order="running", split=cfg["split"],
-              iterations=cfg["iters"], warmup=cfg["warmup"], threads=cfg["threads"])
-    jr = spawn([job], R, watchdog_s=120, deadline_s=timeout)[0]
-    per_iter = [max(x) for x in jr.step_seconds]
-    loss = sum(float(v) for r in jr.ranks for v in r.losses.values())
-    idle = measured_idle(jr, s)
-    try:
-        pred = predicted_bubble(s, jr)
-    except Exception as e:  # noqa: BLE001
-        pred = None
-        print(f"  (predicted bubble unavailable: {type(e).__name__}: {e})")
-    return per_iter, loss, idle, pred
+    n = cfg["iters"]
+    fast = [max(out[r][0]["fast"][i] for r in range(R)) for i in range(n)]
+    other = [max(out[r][0]["other"][i] for r in range(R)) for i in range(n)]
+    loss = {k: sum(out[r][1][k] for r in range(R) if out[r][1].get(k) is not None)
+            for k in ("fast", "other")}
+    ranks = [RankResult(r, timeline=[StepTime(*x) for x in out[r][2]], executed=out[r][3])
+             for r in range(R)]
+    return fast, other, loss, JobResult(ranks)
 
 
 def _verdict(family, R, M, comm_model):
@@ -264,11 +268,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
                     help="fastpath's I/W split (default graph)")
-    ap.add_argument("--repeats", type=int, default=2,
-                    help="alternating rounds (fastpath, other) per comparison (default 2)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="process groups spawned per comparison (default 1)")
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
+    from fastpath.plan import prepare_schedule
+    from fastpath.trace import measured_idle, predicted_bubble
+    from verifier.generators import generate
+
     R, M = a.ranks, a.microbatches
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
                warmup=a.warmup, split=a.split, threads=a.threads or max(1, (os.cpu_count() or 1) // R))
@@ -294,14 +302,21 @@ def main(argv=None) -> int:
                 continue
         fp, ot = [], []
         try:
-            for _ in range(a.repeats):  # alternate, so background load hits both alike
-                f_times, fp_loss, idle, pred = run_fastpath(family, R, cfg)
-                o_times, ot_loss = run_other(family, R, cfg)
+            for _ in range(a.repeats):
+                f_times, o_times, losses, jr = run_pair(family, R, cfg)
                 fp += f_times
                 ot += o_times
         except Exception as e:  # noqa: BLE001
             print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
             continue
+        fp_loss, ot_loss = losses["fast"], losses["other"]
+        s = prepare_schedule(generate(family, R, M))
+        idle = measured_idle(jr, s)
+        try:
+            pred = predicted_bubble(s, jr)
+        except Exception as e:  # noqa: BLE001
+            pred = None
+            print(f"  (predicted bubble unavailable: {type(e).__name__}: {e})")
         f_med, o_med = statistics.median(fp), statistics.median(ot)
         ratio = f_med / o_med
         worst = max(worst, ratio)

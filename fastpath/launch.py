@@ -103,8 +103,10 @@ def _device(backend: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _run_job(job: Job, rank: int, world: int, device, watchdog, wait_s: float,
-             group_cache: dict) -> tuple:
+def build_runner(job: Job, rank: int, world: int, device, watchdog=None,
+                 wait_s: float = 300.0, group_cache: dict | None = None):
+    """This rank's ``RankRunner`` for ``job`` in the current process group (tied-layer
+    subgroups created: a collective, every rank must call it)."""
     from fastpath.plan import build_plan
     from fastpath.runtime import RankRunner
     from reference.baseline import loss_for_backward
@@ -136,6 +138,12 @@ def _run_job(job: Job, rank: int, world: int, device, watchdog, wait_s: float,
         backward_loss=lambda loss: loss_for_backward(loss, job.loss_reduction, M),
     )
     runner.setup_tied_groups(group_cache)
+    return runner
+
+
+def _run_job(job: Job, rank: int, world: int, device, watchdog, wait_s: float,
+             group_cache: dict) -> tuple:
+    runner = build_runner(job, rank, world, device, watchdog, wait_s, group_cache)
     times = []
     res = None
     for _ in range(job.warmup + job.iterations):

@@ -254,6 +254,14 @@ def test_tampered_certificates_are_rejected():
     i = next(k for k in range(len(w) - 1) if w[k][0] == w[k + 1][0])
     w[i], w[i + 1] = w[i + 1], w[i]
     assert not certificate.check_witness(s, "eager", w)[0]
+    # static counterexamples are re-derived; a forged one is rejected
+    r = check(two_rank([m(SEND_F, 0, 0), c(F, 0, 0)] + GOOD_R0[2:], GOOD_R1), engine="graph")
+    v = r.result_of("dependencies").violations[0]
+    assert certificate.check_violation(r.schedule, v)[0]
+    forged = replace(v, locations=((0, 0), (0, 3)))
+    assert not certificate.check_violation(r.schedule, forged)[0]
+    good = check(two_rank(GOOD_R0, GOOD_R1), engine="graph").schedule
+    assert not certificate.check_violation(good, v)[0]  # not true of a correct schedule
     # the eager witness does not replay under nccl
     ok, why = certificate.check_witness(s, "nccl", hbgraph.decide(s, "eager").witness)
     assert not ok

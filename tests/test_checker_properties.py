@@ -202,6 +202,7 @@ def _agree(s: Schedule, with_z3: bool = True) -> int:
             assert some == every, f"{model}: the semantics is not confluent here"
             assert some == (g.witness is not None), f"{model}: oracle says terminates={some}, graph the opposite"
         rg = check(s, model, "graph")
+        assert not [v for v in rg.violations if v.code == "certificate-rejected"], rg.violations
         if with_z3:
             rz = check(s, model, "z3")
             assert rz.verdict is rg.verdict, (model, rz.verdict, rg.verdict, rz.violations, rg.violations)

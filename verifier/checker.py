@@ -503,10 +503,21 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
             witness = None
     cert_seconds = time.perf_counter() - t_cert
 
+    # static counterexamples are re-derived by the certificate checker too
+    rejected: dict[PropertyId, list[Violation]] = {}
+    if validate_certificate and any(static.values()) and _has_certificate():
+        from verifier import certificate
+
+        for v, why in certificate.check_violations(schedule, [v for vs in static.values() for v in vs]):
+            rejected.setdefault(v.property, []).append(
+                Violation(v.property, "certificate-rejected", v.locations,
+                          (("engine", "static"), ("detail", f"{v.message}: {why}"))))
     props = [PropertyResult(PropertyId.WELL_FORMED, Status.HOLDS, (), "static")]
     for pid in list(PropertyId)[1:]:
         if pid is PropertyId.DEADLOCK_FREE:
             props.append(PropertyResult(pid, dl_status, dl_viol, dl_by))
+        elif pid in rejected:
+            props.append(PropertyResult(pid, Status.UNKNOWN, tuple(static[pid]) + tuple(rejected[pid]), "static"))
         else:
             v = static.get(pid, ())
             props.append(PropertyResult(pid, Status.FAILS if v else Status.HOLDS, tuple(v), "static"))

@@ -126,6 +126,24 @@ def build_plan(schedule: Schedule, rank: int) -> RankPlan:
     return plan
 
 
+def peak_receive_buffers(plan: RankPlan) -> int:
+    """How many receive buffers this rank holds at once at most: a receive's buffer
+    is taken when it is posted and given back at the step that frees its
+    (stage, micro-batch) (its B or W), which is how the runtime's pool behaves."""
+    live = peak = 0
+    release: dict[int, int] = {}
+    for step, a in enumerate(plan.actions):
+        for op in comms_of(a):
+            if not op.kind.is_send:
+                live += 1
+                end = plan.free_after.get((op.stage, op.mb))
+                if end is not None:
+                    release[end] = release.get(end, 0) + 1
+        peak = max(peak, live)
+        live -= release.pop(step, 0)
+    return peak
+
+
 def recv_key(op: Comm) -> tuple[str, int, int]:
     """The key a receive is stored under until its consumer takes it."""
     return ("F" if op.kind is CommKind.RECV_F else "B", op.stage, op.mb)

@@ -12,8 +12,9 @@ a torch.distributed group, with the model layers of its stages:
   waits for it, and sends are waited on lazily (polled each step, all at the
   end).
 - receive buffers come from a pool keyed by shape (shapes probed once from the
-  model) and go back to it once the activation they hold is dead (after the
-  stage's B or W); stage inputs, outputs and I/W state are dropped at that same
+  model), preallocated to the plan's peak (``plan.peak_receive_buffers``), and
+  go back to it once the activation they hold is dead (after the stage's B or
+  W); stage inputs, outputs and I/W state are dropped at that same
   step.
 - computes: F through the stage's layers (the loss on a route's last stage), B
   with ``reference.split.backward_full``, I/W with ``backward_input`` /
@@ -54,7 +55,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastpath.plan import RankPlan, consumer_key, recv_key
+from fastpath.plan import RankPlan, consumer_key, peak_receive_buffers, recv_key
 from fastpath.watchdog import (
     FastpathError,
     PeerFailure,
@@ -120,6 +121,7 @@ class RankResult:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)  # layer{i}.{name}
     timeline: list[StepTime] = field(default_factory=list)
     executed: list = field(default_factory=list)  # the actions dispatched, in order
+    num_buffers: int = 0  # receive buffers the pool has allocated so far
     step_seconds: float = 0.0
 
 
@@ -150,6 +152,11 @@ class _Pool:
             return buf
         self.allocated += 1
         return torch.empty(shape, dtype=self.dtype, device=self.device)
+
+    def preallocate(self, shape: tuple[int, ...], count: int) -> None:
+        while self.allocated < count:
+            self.allocated += 1
+            self.give(torch.empty(shape, dtype=self.dtype, device=self.device))
 
     def give(self, buf: torch.Tensor, event=None) -> None:
         self.free.setdefault(tuple(buf.shape), []).append((buf, event))
@@ -198,6 +205,11 @@ class RankRunner:
         dtype = next(iter(layers.values())).parameters().__next__().dtype
         self.pool = _Pool(dtype, device)
         self.shapes = self._probe_shapes()
+        # every activation and gradient of these models has one shape: allocate the
+        # peak number of receive buffers the plan needs now, reuse them every step
+        shapes = {sh for pair in self.shapes.values() for sh in pair}
+        if len(shapes) == 1 and plan.num_recvs:
+            self.pool.preallocate(shapes.pop(), peak_receive_buffers(plan))
         self.tied_pgs = []  # (TiedGroup, process group) where this rank is a member
         self.pending: list = []  # (work, step, action, what, peer) not yet seen complete
         if self.cuda:
@@ -520,6 +532,7 @@ class RankRunner:
             timeline.append(StepTime(t0, clock(), blocked))
         self._finish()
         self.result.step_seconds = clock() - t_begin
+        self.result.num_buffers = self.pool.allocated
         return self.result
 
     def _finish(self) -> None:

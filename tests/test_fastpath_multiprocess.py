@@ -21,7 +21,7 @@ import torch
 
 from fastpath.check import differential, merge, reference_run, verify
 from fastpath.launch import Job, RunFailed, spawn
-from fastpath.plan import prepare_schedule
+from fastpath.plan import build_plan, peak_receive_buffers, prepare_schedule
 from fastpath.watchdog import EXIT_WATCHDOG
 from verifier.generators import generate
 from verifier.io import load_schedule, schedule_to_dict
@@ -53,6 +53,12 @@ def _check_all(jobs, results, expect_bitwise=True):
             assert cmp.matches, (fam, R, M, cmp.mismatched)
         # something was actually computed
         assert any(float(g.abs().max()) > 0 for g in merge(jr).grads.values())
+        # receive buffers: allocated up front to the plan's peak, never more, reused
+        plans = [build_plan(s, r) for r in range(R)]
+        for rr, plan in zip(jr.ranks, plans):
+            assert rr.num_buffers == peak_receive_buffers(plan) <= plan.num_recvs
+        if M >= 6:
+            assert sum(r.num_buffers for r in jr.ranks) < sum(p.num_recvs for p in plans)
     print("\n".join(lines))
 
 

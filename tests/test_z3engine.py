@@ -320,11 +320,11 @@ def test_core_is_minimal_each_label_needed():
     s = issue_172668()
     out = Z.decide(s, "nccl")
     enc = Z.encode(s, "nccl")
-    res, _, _ = Z._check(enc, list(out.core), Z.DEFAULT_RLIMIT, Z.DEFAULT_TIMEOUT_MS)
+    res, _ = Z._check(enc, list(out.core), Z.DEFAULT_RLIMIT, Z.DEFAULT_TIMEOUT_MS)
     assert str(res) == "unsat"
     for k in range(len(out.core)):
         rest = list(out.core[:k] + out.core[k + 1 :])
-        res, _, _ = Z._check(enc, rest, Z.DEFAULT_RLIMIT, Z.DEFAULT_TIMEOUT_MS)
+        res, _ = Z._check(enc, rest, Z.DEFAULT_RLIMIT, Z.DEFAULT_TIMEOUT_MS)
         assert str(res) == "sat", f"label {out.core[k]!r} is not needed"
 
 

@@ -526,31 +526,55 @@ def _num(c: int) -> str:
     return str(c) if c >= 0 else f"(- {-c})"
 
 
-def _solver(rlimit: int, timeout_ms: int) -> z3.Solver:
-    s = z3.SolverFor("QF_IDL")
-    s.set("smt.arith.solver", 1)  # z3's difference-logic (Bellman-Ford) theory solver
-    s.set("rlimit", int(rlimit))
-    s.set("timeout", int(timeout_ms))
-    return s
+class _Session:
+    """One z3 context driven by SMT-LIB 2 commands (the encoding's own text).
 
+    ``(assert (=> p<k> group_k))`` plus ``(check-sat-assuming (p0 .. pn))`` is
+    what z3's ``assert_and_track`` does; the text route skips building one
+    Python object per label and per variable, the dominant cost at 10^4 labels.
+    A fresh context per check keeps sessions independent.
+    """
 
-def _rlimit_count(s: z3.Solver) -> int:
-    st = s.statistics()
-    for k in st.keys():
-        if k == "rlimit count":
-            return int(st.get_key_value(k))
-    return 0
+    def __init__(self, rlimit: int, timeout_ms: int):
+        self.ctx = z3.Context()
+        self.rlimit, self.timeout_ms = int(rlimit), int(timeout_ms)
 
+    def run(self, commands: str) -> str:
+        return z3.Z3_eval_smtlib2_string(self.ctx.ref(), commands)
 
-def _model_times(m: z3.ModelRef, n: int) -> list[int]:
-    """Values of t0..t{n-1} in the model (through the C API: one call per variable)."""
-    ctx = m.ctx.ref()
-    vals = []
-    for k in range(n):
-        d = z3.Int(f"t{k}", m.ctx).decl().ast
-        v = z3.Z3_model_get_const_interp(ctx, m.model, d)
-        vals.append(int(z3.Z3_get_numeral_string(ctx, v)) if v else 0)
-    return vals
+    def check(self, enc: Encoding, labels) -> str:
+        out = self.run(
+            "(set-option :produce-unsat-cores true)\n"
+            "(set-option :smt.arith.solver 1)\n"  # z3's difference-logic theory solver
+            f"(set-option :rlimit {self.rlimit})\n"
+            f"(set-option :timeout {self.timeout_ms})\n"
+            + smtlib(enc, labels)
+            + "\n(check-sat-assuming ("
+            + " ".join(f"p{k}" for k in range(len(labels)))
+            + "))"
+        )
+        words = out.split()
+        return words[-1] if words and words[-1] in ("sat", "unsat", "unknown") else out.strip()
+
+    def rlimit_used(self) -> int:
+        m = re.search(r":rlimit-count\s+(\d+)", self.run("(get-info :all-statistics)"))
+        return int(m.group(1)) if m else 0
+
+    def reason_unknown(self) -> str:
+        m = re.search(r'"(.*)"', self.run("(get-info :reason-unknown)"))
+        return m.group(1) if m else "unknown"
+
+    def core(self) -> list[int]:
+        return [int(w[1:]) for w in re.findall(r"p\d+", self.run("(get-unsat-core)"))]
+
+    def values(self, n: int) -> list[int]:
+        vals = [0] * n
+        if n == 0:
+            return vals
+        out = self.run("(get-value (" + " ".join(f"t{k}" for k in range(n)) + "))")
+        for k, neg, v in re.findall(r"\(t(\d+) (\(- )?(\d+)\)?\)", out):
+            vals[int(k)] = -int(v) if neg else int(v)
+        return vals
 
 
 def _solve_order(enc: Encoding) -> list[str]:
@@ -586,14 +610,10 @@ def _solve_order(enc: Encoding) -> list[str]:
     return [lab for _p, _k, lab in sorted(keyed)]
 
 
-def _check(enc: Encoding, labels, rlimit: int, timeout_ms: int):
-    """Check the system restricted to ``labels``: (result, solver, rlimit used)."""
-    s = _solver(rlimit, timeout_ms)
-    s.from_string(smtlib(enc, labels))
-    ps = [z3.Bool(f"p{k}") for k in range(len(labels))]
-    base = _rlimit_count(s)  # z3's counter is process-wide: report the difference
-    res = s.check(*ps)
-    return res, s, _rlimit_count(s) - base
+def _check(enc: Encoding, labels, rlimit: int, timeout_ms: int) -> tuple[str, _Session]:
+    """Check the system restricted to ``labels``: ("sat"|"unsat"|"unknown"|error, session)."""
+    session = _Session(rlimit, timeout_ms)
+    return session.check(enc, labels), session
 
 
 def decide(
@@ -612,8 +632,9 @@ def decide(
     enc = encode(schedule, comm_model, memory_limit)
     labels = _solve_order(enc)
     t1 = time.perf_counter()
-    res, s, used = _check(enc, labels, rlimit, timeout_ms)
+    res, session = _check(enc, labels, rlimit, timeout_ms)
     t2 = time.perf_counter()
+    used = session.rlimit_used()
     stats: dict[str, object] = {
         "comm_model": comm_model,
         "num_events": enc.num_time_events,
@@ -624,8 +645,8 @@ def decide(
         "solve_seconds": round(t2 - t1, 4),
         "rlimit_used": used,
     }
-    if res == z3.sat:
-        vals = _model_times(s.model(), enc.num_time_events)
+    if res == "sat":
+        vals = session.values(enc.num_time_events)
         low = min(vals, default=0)
         vals = [v - low for v in vals]  # the witness starts at time 0
         times = {enc.variables[k]: vals[k] for k in range(enc.num_time_events)}
@@ -641,24 +662,24 @@ def decide(
             reason="",
             stats=MappingProxyType(stats),
         )
-    if res == z3.unknown:
+    if res != "unsat":
         return Z3Outcome(
             status="unknown",
             order=None,
             times=None,
             core=(),
             failed_properties=(),
-            reason=_unknown_reason(s, used, rlimit, t2 - t1, timeout_ms),
+            reason=_unknown_reason(session, res, used, rlimit, t2 - t1, timeout_ms),
             stats=MappingProxyType(stats),
         )
-    core = [labels[int(str(p)[1:])] for p in s.unsat_core()]
+    core = [labels[k] for k in session.core()]
     stats["core_size_raw"] = len(core)
     if minimize_core:
         core = _minimize(enc, core, rlimit, timeout_ms)
         stats["core_minimize_seconds"] = round(time.perf_counter() - t2, 4)
     order_of = {lab: k for k, lab in enumerate(labels)}
     core.sort(key=order_of.__getitem__)
-    core = _cycle_order(core)
+    core = _cycle_order(enc, core)
     failed = tuple(p for p in PROPERTY_IDS if any(property_of(c) == p for c in core))
     return Z3Outcome(
         status="unsat",
@@ -671,8 +692,10 @@ def decide(
     )
 
 
-def _unknown_reason(s, used: int, rlimit: int, seconds: float, timeout_ms: int) -> str:
-    said = s.reason_unknown() or "unknown"
+def _unknown_reason(session, res, used, rlimit, seconds, timeout_ms) -> str:
+    if res != "unknown":
+        return f"z3 error: {res}"
+    said = session.reason_unknown()
     if rlimit and used >= rlimit:
         return f"resource limit hit: rlimit {rlimit} (used {used}); z3: {said}"
     if seconds * 1000 >= timeout_ms:
@@ -691,29 +714,35 @@ def _minimize(enc: Encoding, core: list[str], rlimit: int, timeout_ms: int) -> l
     k = 0
     while k < len(keep):
         trial = keep[:k] + keep[k + 1 :]
-        res, s, _used = _check(enc, trial, rlimit, timeout_ms)
-        if res == z3.unsat:
-            used = {str(p) for p in s.unsat_core()}
-            keep = [lab for j, lab in enumerate(trial) if f"p{j}" in used]
+        res, session = _check(enc, trial, rlimit, timeout_ms)
+        if res == "unsat":
+            used = set(session.core())
+            keep = [lab for j, lab in enumerate(trial) if j in used]
         else:
             k += 1
     return keep
 
 
-def _cycle_order(core: list[str]) -> list[str]:
-    """Order the labels of a core so consecutive waits share a place (hop by hop)."""
-    places = [re.findall(r"rank \d+ step \d+", lab) for lab in core]
-    if len(core) < 3 or not all(places):
+def _cycle_order(enc: Encoding, core: list[str]) -> list[str]:
+    """Order a core of waits hop by hop: each label waits for what the next one
+    produces (a minimal infeasible difference system is a cycle). Starts at
+    the first cross-rank wait; labels off the cycle keep their order at the end."""
+    if len(core) < 3 or any(lab not in enc.groups for lab in core):
         return core
-    out, rest = [0], set(range(1, len(core)))
+
+    def cross(lab: str) -> bool:
+        return len(set(re.findall(r"rank (\d+) step", lab))) > 1
+
+    first = next((lab for lab in core if cross(lab)), core[0])
+    out, rest = [first], [lab for lab in core if lab != first]
     while rest:
-        last = places[out[-1]]
-        nxt = next((j for j in sorted(rest) if places[j][0] in last[1:] or places[j][0] == last[-1]), None)
+        waits_for = {y for _x, y, _c in enc.groups[out[-1]]}
+        nxt = next((lab for lab in rest if any(x in waits_for for x, _y, _c in enc.groups[lab])), None)
         if nxt is None:
-            nxt = min(rest)
+            break
         out.append(nxt)
-        rest.discard(nxt)
-    return [core[j] for j in out]
+        rest.remove(nxt)
+    return out + rest
 
 
 def fits_budget(schedule: Schedule) -> bool:

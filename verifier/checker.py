@@ -361,13 +361,14 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
 
     say("well-formed")
     wf = properties.well_formed(schedule)
-    num_ops = sum(len(comms_of(a)) for acts in schedule.actions for a in acts)
     if wf:
+        num_ops = sum(len(comms_of(a)) for acts in schedule.actions for a in acts)
         props = [PropertyResult(PropertyId.WELL_FORMED, Status.FAILS, tuple(wf), "static")]
         props += [PropertyResult(p, Status.NOT_CHECKED) for p in list(PropertyId)[1:]]
         return result(Verdict.REFUTED, "none", props, None, None, (), "", 0.0, 0.0, 0, {}, ())
     say("static properties")
     static = properties.static_properties(schedule, memory_limit)
+    num_ops = len(properties.index(schedule).ops)
     peaks = properties.peaks(schedule)
     # the properties Z3 states besides deadlock-freedom (3, 4, 6, 7)
     static_fail = {p for p, v in static.items() if v and p is not PropertyId.EXACTLY_ONCE}

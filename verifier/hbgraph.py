@@ -264,21 +264,20 @@ def _fast(s: Schedule, comm_model: str):
     desc: list[list] = []
     waits_after: list[list[int]] = []  # unit whose completion the step after k waits for (-1: none)
     for r, acts in enumerate(s.actions):
-        first, first_recv = idx.first[r], idx.first_recv[r]
+        first, first_recv, idx_inputs = idx.first[r], idx.first_recv[r], idx.inputs[r]
         row: list = []
         wa: list[int] = []
         for k, a in enumerate(acts):
             tp = type(a)
             if tp is Compute or tp is Overlap:
                 inp = []
-                for c in ((a,) if tp is Compute else (a.f, a.b)):
-                    for key in idx.needs(r, c):
-                        if type(key[0]) is CommKind:
-                            i = first_recv.get(key)
-                            inp.append(NEVER_ if i is None else i)
-                        else:
-                            at = first.get(key)
-                            inp.append(NEVER_ if at is None or at >= k else -1 - at)
+                for key in idx_inputs[k]:
+                    if type(key[0]) is CommKind:
+                        i = first_recv.get(key)
+                        inp.append(NEVER_ if i is None else i)
+                    else:
+                        at = first.get(key)
+                        inp.append(NEVER_ if at is None or at >= k else -1 - at)
                 row.append(inp)
                 wa.append(-1)
             else:

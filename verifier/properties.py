@@ -232,23 +232,42 @@ class Index:
         sends: dict[tuple[int, int], list[int]] = defaultdict(list)
         recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
         SF, RF, SB = CommKind.SEND_F, CommKind.RECV_F, CommKind.SEND_B
+        RB = CommKind.RECV_B
+        self.inputs: list[list] = []  # rank -> step -> the keys a compute step consumes (None: comm)
         for rank, acts in enumerate(s.actions):
             first: dict = {}
             first_recv: dict = {}
+            inputs: list = [None] * len(acts)
+            self.inputs.append(inputs)
             for step, a in enumerate(acts):
                 tp = type(a)
                 if tp is Compute or tp is Overlap:
                     if tp is Overlap:
                         overlaps.append((rank, step))
+                    need: list[tuple] = []
                     for c in ((a,) if tp is Compute else (a.f, a.b)):
-                        key = (c.kind, c.stage, c.mb)
+                        kind, st, mb = c.kind, c.stage, c.mb
+                        key = (kind, st, mb)
                         count[key] = count.get(key, 0) + 1
                         if key not in first:
                             first[key] = step
-                        if c.kind is _B or c.kind is _I:
-                            key = ("BI", c.stage, c.mb)
+                        # what it consumes (SEMANTICS.md "Programs"), as keys of
+                        # first (computes) or first_recv (receives)
+                        if kind is _F:
+                            p = prv[st]
+                            if p is not None:
+                                need.append((RF, st, mb) if rank_of[p] != rank else (_F, p, mb))
+                        elif kind is _W:
+                            need.append((_I, st, mb))
+                        else:
+                            key = ("BI", st, mb)
                             if key not in first:
                                 first[key] = step
+                            need.append((_F, st, mb))
+                            n = nxt[st]
+                            if n is not None:
+                                need.append((RB, st, mb) if rank_of[n] != rank else ("BI", n, mb))
+                    inputs[step] = need
                     continue
                 batched = tp is Batch
                 for j, op in enumerate(a.ops if batched else (a,)):
@@ -332,18 +351,18 @@ def dependencies(s: Schedule) -> list[Violation]:
     for rank, acts in enumerate(s.actions):
         first = idx.first[rank]
         first_recv = idx.first_recv[rank]
+        inputs = idx.inputs[rank]
         for step, a in enumerate(acts):
             tp = type(a)
             if tp is Compute or tp is Overlap:
-                for c in ((a,) if tp is Compute else (a.f, a.b)):
-                    for key in idx.needs(rank, c):
-                        if type(key[0]) is CommKind:
-                            i = first_recv.get(key)
-                            at = None if i is None else ops[i][1]
-                        else:
-                            at = first.get(key)
-                        if at is None or at >= step:
-                            _dep(out, rank, step, c, key, at)
+                for key in inputs[step]:
+                    if type(key[0]) is CommKind:
+                        i = first_recv.get(key)
+                        at = None if i is None else ops[i][1]
+                    else:
+                        at = first.get(key)
+                    if at is None or at >= step:
+                        _dep(out, rank, step, _consumer(s, rank, step, key), key, at)
                 continue
             for op in (a.ops if tp is Batch else (a,)):
                 if op.kind is SF:
@@ -356,6 +375,16 @@ def dependencies(s: Schedule) -> list[Violation]:
                 if at is None or at >= step:
                     _dep(out, rank, step, op, key, at)
     return out
+
+
+def _consumer(s: Schedule, rank: int, step: int, key: tuple):
+    """The compute of step ``step`` that consumes ``key`` (an OVERLAP has two)."""
+    a = s.actions[rank][step]
+    if type(a) is Overlap:
+        for c in (a.f, a.b):
+            if key in index(s).needs(rank, c):
+                return c
+    return a
 
 
 def _dep(out, rank, step, what, key, at) -> None:

@@ -237,25 +237,8 @@ def _fast(s: Schedule, comm_model: str):
     ops, partner = idx.ops, idx.partner
     nccl = comm_model == "nccl"
     R = s.num_ranks
-    # units: global ids, per rank in post order
-    unit_rank: list[int] = []
-    unit_step: list[int] = []
-    unit_ops: list[list[int]] = []
-    unit_of_op = [0] * len(ops)
-    runits: list[list[int]] = [[] for _ in range(R)]
-    step_unit: list[dict[int, int]] = [dict() for _ in range(R)]
-    last = (-1, -1)
-    for i, (r, k, _sub, _op) in enumerate(ops):
-        if (r, k) != last:
-            u = len(unit_rank)
-            unit_rank.append(r)
-            unit_step.append(k)
-            unit_ops.append([])
-            runits[r].append(u)
-            step_unit[r][k] = u
-            last = (r, k)
-        unit_ops[-1].append(i)
-        unit_of_op[i] = len(unit_rank) - 1
+    unit_rank, unit_ops, unit_of_op = idx.unit_rank, idx.unit_ops, idx.unit_of_op
+    runits, step_unit = idx.runits, idx.step_unit
     num_units = len(unit_rank)
     # per rank and step: None for a comm step, else the compute's inputs as
     # ints: i >= 0 is "op i done", -1 - j is "step j of this rank ran", and

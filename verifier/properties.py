@@ -209,7 +209,10 @@ class Index:
     - ``first_recv[rank]``: (RECV kind, stage, mb) -> op index;
     - ``partner[i]``: the op FIFO-matched with op i, or -1;
     - ``unmatched``: (op index, position k on its rank pair) of unmatched ops;
-    - ``counts[(src, dst)] = (#sends, #receives)``.
+    - ``counts[(src, dst)] = (#sends, #receives)``;
+    - comm units (a plain op or a BATCH): ``unit_rank/unit_step/unit_ops[u]``,
+      ``unit_of_op[i]``, ``runits[rank]`` (post order), ``step_unit[rank][step]``;
+    - ``inputs[rank][step]``: the keys a compute step consumes (None: comm).
     """
 
     def __init__(self, s: Schedule):
@@ -233,6 +236,15 @@ class Index:
         recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
         SF, RF, SB = CommKind.SEND_F, CommKind.RECV_F, CommKind.SEND_B
         RB = CommKind.RECV_B
+        # comm units (a plain op, or a BATCH as a whole), numbered globally
+        unit_rank: list[int] = []
+        unit_step: list[int] = []
+        unit_ops: list[list[int]] = []
+        unit_of_op: list[int] = []
+        runits: list[list[int]] = [[] for _ in range(s.num_ranks)]
+        step_unit: list[dict[int, int]] = [dict() for _ in range(s.num_ranks)]
+        self.unit_rank, self.unit_step, self.unit_ops = unit_rank, unit_step, unit_ops
+        self.unit_of_op, self.runits, self.step_unit = unit_of_op, runits, step_unit
         self.inputs: list[list] = []  # rank -> step -> the keys a compute step consumes (None: comm)
         for rank, acts in enumerate(s.actions):
             first: dict = {}
@@ -270,8 +282,15 @@ class Index:
                     inputs[step] = need
                     continue
                 batched = tp is Batch
+                u = len(unit_ops)
+                unit_rank.append(rank)
+                unit_step.append(step)
+                i0 = len(ops)
+                runits[rank].append(u)
+                step_unit[rank][step] = u
                 for j, op in enumerate(a.ops if batched else (a,)):
                     i = len(ops)
+                    unit_of_op.append(u)
                     ops.append((rank, step, j if batched else None, op))
                     kind = op.kind
                     if kind is SF:
@@ -284,6 +303,7 @@ class Index:
                             first_recv[key] = i
                         src = to_prev[op.stage] if kind is RF else to_next[op.stage]
                         recvs[(src, rank)].append(i)
+                unit_ops.append(list(range(i0, len(ops))))
             firsts.append(first)
             first_recvs.append(first_recv)
         self.ops, self.first, self.first_recv = ops, firsts, first_recvs

@@ -25,7 +25,9 @@ fastpath runs with ``grad_order="running"`` (its fast gradient order) and
 ``split="graph"`` (W reuses the gradients I captured; ``--split autograd``
 measures reference/split.py's recomputing split instead).
 
-Beside it, fastpath's measured idle time per rank (makespan minus compute)
+Also the CPU time per step (process time, summed over ranks; less sensitive
+to other load on the machine than wall time). Beside it, fastpath's measured
+idle time per rank (makespan minus compute)
 and the bubble ``verifier.analysis`` predicts for the same schedule with the
 measured mean F/B/I/W durations as costs (comm cost 0: the prediction has no
 communication latency, the measurement has gloo's).
@@ -184,18 +186,20 @@ def _entry(rank, R, port, family, cfg, q):
             _torch_step(rank, R, cfg, family)
         fast, last = _fastpath_step(rank, R, cfg, family)
         times = {"fast": [], "other": []}
+        cpu = {"fast": [], "other": []}
         losses = {}
         for i in range(cfg["warmup"] + cfg["iters"]):
             order = (("fast", fast), ("other", other))
             for name, fn in (order if i % 2 == 0 else order[::-1]):
                 dist.barrier()
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 losses[name] = fn()
-                t = time.perf_counter() - t0
+                t, c = time.perf_counter() - t0, time.process_time() - c0
                 if i >= cfg["warmup"]:
                     times[name].append(t)
+                    cpu[name].append(c)
         dist.barrier()
-        q.put(("ok", rank, (times, losses, last["timeline"], last["executed"])))
+        q.put(("ok", rank, (times, losses, last["timeline"], last["executed"], cpu)))
         dist.destroy_process_group()
     except BaseException as e:  # noqa: BLE001
         import traceback
@@ -244,7 +248,9 @@ def run_pair(family, R, cfg, timeout=600):
             for k in ("fast", "other")}
     ranks = [RankResult(r, timeline=[StepTime(*x) for x in out[r][2]], executed=out[r][3])
              for r in range(R)]
-    return fast, other, loss, JobResult(ranks)
+    cpu = {k: [sum(out[r][4][k][i] for r in range(R)) for i in range(n)]
+           for k in ("fast", "other")}
+    return fast, other, loss, JobResult(ranks), cpu
 
 
 def _verdict(family, R, M, comm_model):
@@ -300,12 +306,14 @@ def main(argv=None) -> int:
             if v2 != "VERIFIED":
                 print(f"{family}: SKIPPED (no verified schedule to run)")
                 continue
-        fp, ot = [], []
+        fp, ot, fc, oc = [], [], [], []
         try:
             for _ in range(a.repeats):
-                f_times, o_times, losses, jr = run_pair(family, R, cfg)
+                f_times, o_times, losses, jr, cpu = run_pair(family, R, cfg)
                 fp += f_times
                 ot += o_times
+                fc += cpu["fast"]
+                oc += cpu["other"]
         except Exception as e:  # noqa: BLE001
             print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
             continue
@@ -323,6 +331,9 @@ def main(argv=None) -> int:
         print(f"{family}: fastpath {f_med * 1e3:.2f} ms vs {other_name} {o_med * 1e3:.2f} ms "
               f"ratio {ratio:.3f}x (median of {len(fp)} / {len(ot)}; loss sums {fp_loss:.6f} / "
               f"{ot_loss:.6f})")
+        print(f"  cpu per step (all ranks, process time): fastpath "
+              f"{statistics.median(fc) * 1e3:.2f} ms vs {statistics.median(oc) * 1e3:.2f} ms "
+              f"ratio {statistics.median(fc) / statistics.median(oc):.3f}x")
         for r, (busy, idl) in enumerate(idle):
             pb = f"{pred[1][r] * 1e3:.2f} ms" if pred else "n/a"
             print(f"  rank {r}: busy {busy * 1e3:.2f} ms idle {idl * 1e3:.2f} ms "

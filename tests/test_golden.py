@@ -158,3 +158,15 @@ def test_help_documents_flags_and_exit_codes(request, monkeypatch):
     for line in ("0  VERIFIED", "1  REFUTED", "2  bad input", "3  UNKNOWN"):
         assert line in out
     _golden(request, "check_help.txt", out)
+
+
+def test_examples_are_up_to_date():
+    """specs/examples matches what the generators produce now
+    (fix: python specs/examples/regenerate.py, then --regen-golden)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("regenerate", EXAMPLES / "regenerate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stale = [p.name for p, text in mod.files().items() if not p.exists() or p.read_text() != text]
+    assert not stale, f"stale examples: {stale}"

@@ -338,3 +338,23 @@ def test_cli_json_is_stable_and_complete():
 def test_cli_csv_input():
     code, out, _ = run_cli(str(ROOT / "tests/fixtures/dualpipev_4rank_10mb.csv"), "--engine", "graph")
     assert code == 0 and "lowered from compute-only" in out
+
+
+def test_z3_engine_error_is_unknown_or_falls_back(monkeypatch):
+    import verifier.z3engine as z3engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoding bug")
+
+    monkeypatch.setattr(z3engine, "decide", broken)
+    s = generate("gpipe", 2, 2)
+    r = check(s, engine="z3")
+    assert r.verdict is Verdict.UNKNOWN and "encoding bug" in r.violations[0].message
+    r = check(s, engine="auto")
+    assert r.verdict is Verdict.VERIFIED and r.engine == "graph" and "encoding bug" in r.engine_note
+
+
+def test_fractional_memory_limit_with_z3():
+    s = generate("gpipe", 2, 4)  # peak 4 on both ranks
+    assert check(s, engine="z3", memory_limit=3.5).verdict is Verdict.REFUTED
+    assert check(s, engine="z3", memory_limit=4.5).verdict is Verdict.VERIFIED

@@ -27,6 +27,7 @@ schedule (reference/, fastpath/), the Z3 encoding itself (verifier.z3engine).
 from __future__ import annotations
 
 import gc
+import math
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -413,7 +414,12 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
             kw["timeout_ms"] = AUTO_Z3_TIMEOUT_MS
         if z3_rlimit is not None:
             kw["rlimit"] = z3_rlimit
-        z3o = z3engine.decide(schedule, comm_model, memory_limit=memory_limit, **kw)
+        # activations are whole units: "peak <= 2.5" is "peak <= 2" for the integer encoding
+        z3_limit = None if memory_limit is None else int(math.floor(memory_limit))
+        try:
+            z3o = z3engine.decide(schedule, comm_model, memory_limit=z3_limit, **kw)
+        except Exception as e:  # a bug in the encoding must not pass, nor show a traceback
+            z3o = _Z3Failure(f"z3 engine error: {type(e).__name__}: {e}")
         z3_stats = dict(getattr(z3o, "stats", {}) or {})
         core = tuple(getattr(z3o, "core", ()) or ())
         # Z3 states properties 3-7 at once; the static checks decide 3, 4, 6
@@ -525,6 +531,18 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
     verdict = _verdict(props)
     return result(verdict, chosen, props, witness, cycle, peaks, cert_note, engine_seconds,
                   cert_seconds, num_events, z3_stats, core)
+
+
+@dataclass(frozen=True)
+class _Z3Failure:
+    """Stands in for a Z3Outcome when the engine raised: an unknown, with why."""
+
+    reason: str
+    status: str = "unknown"
+    order: None = None
+    core: tuple = ()
+    failed_properties: tuple = ()
+    stats: Mapping[str, object] = field(default_factory=dict)
 
 
 def _disagree(detail: str) -> Violation:

@@ -95,7 +95,13 @@ def test_every_family_two_ranks_mlp_bitwise():
     # the graph I/W split (PyTorch pipelining's helpers) on the split families
     graph = _jobs([("zb-h1", 2, 4, "mlp"), ("zbv", 2, 4, "mlp"), ("dualpipev", 2, 4, "mlp"),
                    ("dualpipe", 2, 4, "mlp")], split="graph")
-    jobs = jobs + graph
+    # PyTorch pipelining's own artifacts (CSV, with and without its communication)
+    csvs = []
+    for name in ("zb1p_2rank_2stagep_comms.csv", "zb1p_2rank_2stagep_compute.csv"):
+        s = prepare_schedule(load_schedule(ROOT / "tests" / "fixtures" / name))
+        assert verify(s, "nccl").verdict == "VERIFIED"
+        csvs.append((name, 2, s.num_microbatches, "mlp", s, Job(schedule_to_dict(s))))
+    jobs = jobs + graph + csvs
     t = time.monotonic()
     res = spawn([j[-1] for j in jobs + extra], 2, watchdog_s=60, deadline_s=150)
     print(f"spawned 2 ranks, {len(jobs) + len(extra)} schedules in {time.monotonic() - t:.1f}s")

@@ -76,7 +76,9 @@ text output (default):
   line 2    schedule: NAME, R ranks, M micro-batches, N steps[, lowered from compute-only]
   then      one line per property: "  ID  STATUS  detail"
             STATUS: holds | FAILS | unknown | not-checked
-  then      "counterexamples:" and one line per violation, "  [ID] message",
+  then      "why unknown:" (solver limit, engine disagreement, rejected
+            certificate) if anything is unknown, then
+            "counterexamples:" and one line per violation, "  [ID] message",
             places written "rank R step S" (".J" = J-th op of a BATCH); a
             deadlock is followed by its cycle of waits, one numbered hop a line:
             "    1. A waits for B", and the next hop starts at B.
@@ -245,7 +247,9 @@ def _detail(result: CheckResult, pid: PropertyId) -> str:
     pr = result.result_of(pid)
     if pr.status is Status.NOT_CHECKED:
         return "(well-formed fails)"
-    if pr.status is Status.FAILS or pr.status is Status.UNKNOWN:
+    if pr.status is Status.UNKNOWN:
+        return "see \"why unknown\" below"
+    if pr.status is Status.FAILS:
         n = len(pr.violations)
         return f"{n} counterexample{'s' if n != 1 else ''}"
     if pid is PropertyId.DEADLOCK_FREE:
@@ -260,6 +264,9 @@ def _detail(result: CheckResult, pid: PropertyId) -> str:
 
 def _num(x) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+_UNKNOWN_CODES = ("solver-unknown", "engine-disagree", "certificate-rejected")
 
 
 def render_text(result: CheckResult, verbose: bool = False, with_witness: bool = False,
@@ -278,7 +285,11 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
     for pr in result.properties:
         line = f"  {pr.property.value:<{width}}  {_status_text(pr.status):<11}  {_detail(result, pr.property)}"
         out.append(line.rstrip())
-    viols = result.violations
+    viols = [v for v in result.violations if v.code not in _UNKNOWN_CODES]
+    why = [v for v in result.violations if v.code in _UNKNOWN_CODES]
+    if why:
+        out.append("why unknown:")
+        out.extend(f"  [{v.property.value}] {v.message}" for v in why)
     if viols:
         out.append("counterexamples:")
         for v in viols:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from verifier.checker import Event, EventKind, Hop, PropertyId, Violation, WaitCycle
 from verifier.ir import Batch, CommKind, Compute, Overlap, Schedule
-from verifier.properties import index
+from verifier.properties import NEVER, index
 
 _BEGIN, _RETURN, _ACTIVE, _UNIT_DONE, _OP_DONE, _NEVER = range(6)
 _SF, _SB = CommKind.SEND_F, CommKind.SEND_B
@@ -243,31 +243,8 @@ def _fast(s: Schedule, comm_model: str):
     # per rank and step: None for a comm step, else the compute's inputs as
     # ints: i >= 0 is "op i done", -1 - j is "step j of this rank ran", and
     # NEVER_ (a large sentinel) an input that never comes
-    NEVER_ = 1 << 62
-    desc: list[list] = []
-    waits_after: list[list[int]] = []  # unit whose completion the step after k waits for (-1: none)
-    for r, acts in enumerate(s.actions):
-        first, first_recv, idx_inputs = idx.first[r], idx.first_recv[r], idx.inputs[r]
-        row: list = []
-        wa: list[int] = []
-        for k, a in enumerate(acts):
-            tp = type(a)
-            if tp is Compute or tp is Overlap:
-                inp = []
-                for key in idx_inputs[k]:
-                    if type(key[0]) is CommKind:
-                        i = first_recv.get(key)
-                        inp.append(NEVER_ if i is None else i)
-                    else:
-                        at = first.get(key)
-                        inp.append(NEVER_ if at is None or at >= k else -1 - at)
-                row.append(inp)
-                wa.append(-1)
-            else:
-                row.append(None)
-                wa.append(step_unit[r][k] if tp is Batch and a.wait else -1)
-        desc.append(row)
-        waits_after.append(wa)
+    NEVER_ = NEVER
+    desc, waits_after = idx.waits, idx.wait_unit  # per rank and step (see Index)
 
     pc = [0] * R
     head = [0] * R  # index into runits[r] of the first unit not complete (nccl)
@@ -324,7 +301,7 @@ def _fast(s: Schedule, comm_model: str):
                                 waiters.setdefault(x, []).append(r)
                             blocked = True
                             break
-                    elif k <= -1 - x:  # a local producer not yet run (cannot happen: at < k)
+                    elif k <= -1 - x:  # the local producer comes at or after this step: never
                         blocked = True
                         break
                 if blocked:

@@ -196,6 +196,9 @@ def _exactly_once(s: Schedule) -> list[Violation]:
 
 
 # --------------------------------------------------------------------- index
+NEVER = 1 << 62  # Index.waits: an input that never comes
+
+
 class Index:
     """One pass over a well-formed schedule: stage tables, every comm op, the
     first occurrence of each compute/op per rank, and the FIFO matching. Built
@@ -321,6 +324,35 @@ class Index:
             unmatched.extend((x, k) for k, x in enumerate(b[len(a):], start=len(a)))
         self.partner, self.unmatched, self.counts = partner, unmatched, counts
         self.pair_list = [(x, y) for x, y in enumerate(partner) if y > x]
+        # waits[rank][step] (computes): each input of ``inputs`` resolved to an
+        # int: i >= 0 the first receive (op i) of that key on the rank, -1 - j
+        # the first producer at step j of the rank (maybe at or after the step:
+        # a dependency failure), NEVER none at all. wait_unit[rank][step]: the
+        # unit of a BATCH with wait at that step, else -1.
+        self.waits: list[list] = []
+        self.wait_unit: list[list[int]] = []
+        never = NEVER
+        for rank, acts in enumerate(s.actions):
+            first, first_recv = firsts[rank], first_recvs[rank]
+            row: list = [None] * len(acts)
+            wu = [-1] * len(acts)
+            for step, need in enumerate(self.inputs[rank]):
+                if need is None:
+                    a = acts[step]
+                    if type(a) is Batch and a.wait:
+                        wu[step] = step_unit[rank][step]
+                    continue
+                res = []
+                for key in need:
+                    if type(key[0]) is CommKind:
+                        i = first_recv.get(key)
+                        res.append(never if i is None else i)
+                    else:
+                        at = first.get(key)
+                        res.append(never if at is None else -1 - at)
+                row[step] = res
+            self.waits.append(row)
+            self.wait_unit.append(wu)
 
     def needs(self, rank: int, c: Compute) -> list[tuple]:
         """What compute ``c`` on ``rank`` consumes (SEMANTICS.md "Programs"), as keys
@@ -370,18 +402,14 @@ def dependencies(s: Schedule) -> list[Violation]:
     ops = idx.ops
     for rank, acts in enumerate(s.actions):
         first = idx.first[rank]
-        first_recv = idx.first_recv[rank]
-        inputs = idx.inputs[rank]
+        inputs, waits = idx.inputs[rank], idx.waits[rank]
         for step, a in enumerate(acts):
             tp = type(a)
             if tp is Compute or tp is Overlap:
-                for key in inputs[step]:
-                    if type(key[0]) is CommKind:
-                        i = first_recv.get(key)
-                        at = None if i is None else ops[i][1]
-                    else:
-                        at = first.get(key)
+                for j, x in enumerate(waits[step]):
+                    at = None if x == NEVER else (ops[x][1] if x >= 0 else -1 - x)
                     if at is None or at >= step:
+                        key = inputs[step][j]
                         _dep(out, rank, step, _consumer(s, rank, step, key), key, at)
                 continue
             for op in (a.ops if tp is Batch else (a,)):

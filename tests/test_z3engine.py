@@ -407,7 +407,7 @@ def test_overlap_of_two_forwards_is_illegal():
     )
     out = Z.decide(s, "nccl")
     assert out.status == "unsat" and out.failed_properties == ("overlap-legal",)
-    assert "halves are F and B/I" in out.core[0]
+    assert "the halves must be a forward and a backward" in out.core[0]
 
 
 @pytest.mark.parametrize("num_ranks,num_mb", [(2, 4), (4, 6)])

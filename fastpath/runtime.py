@@ -14,22 +14,14 @@ a torch.distributed group, with the model layers of its stages:
 - receive buffers come from a pool keyed by shape (shapes probed once from the
   model), preallocated to the plan's peak (``plan.peak_receive_buffers``), and
   go back to it once the activation they hold is dead (after the stage's B or
-  W); stage inputs, outputs and I/W state are dropped at that same
-  step.
+  W); stage inputs, outputs and I/W state are dropped at that same step.
 - computes: F through the stage's layers (the loss on a route's last stage), B
-  with ``reference.split.backward_full``, I/W with ``backward_input`` /
-  ``backward_weight`` (``split="autograd"``: W repeats the activation-gradient
-  work of the stage) or, with ``split="graph"``, PyTorch pipelining's
-  ``stage_backward_input`` / ``stage_backward_weight`` (W starts from the
-  gradients I captured at the weight-consuming nodes: no recomputation; a
-  private torch API; a route's first stage, with no input gradient to
-  compute, always uses the autograd split); weight gradients are summed per stage in the order the
-  rank runs them, then per layer, then all-reduced over the ranks that hold a
-  tied layer (one subgroup per rank set): ``grad_order="running"``, the fast
-  one. ``grad_order="microbatch"`` keeps each micro-batch's weight gradient and
-  sums them in micro-batch order, the rule of reference.baseline, passing the
-  running sum of a tied layer from rank to rank (bitwise equal to the
-  reference for every family; costs one gradient copy per micro-batch).
+  with ``reference.split.backward_full``, I/W with reference/split.py
+  (``split="autograd"``: W repeats the stage's activation-gradient work) or
+  PyTorch pipelining's helpers (``split="graph"``: no recomputation); see
+  fastpath.grads, which also sums the weight gradients at the end of a step
+  (``grad_order`` "running": fast, all-reduce of tied layers; "microbatch":
+  reference.baseline's order, bitwise equal to reference/).
 - CUDA: computes on the current stream, communication posted from a separate
   comm stream that first waits for an event recorded after the producing
   compute; receives are consumed with ``work.wait()`` (a stream wait, not a
@@ -55,6 +47,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fastpath.grads import (
+    GradReduction,
+    _graph_backward_input,
+    _graph_backward_weight,
+    _GraphW,
+    _unalias,
+)
 from fastpath.plan import RankPlan, consumer_key, peak_receive_buffers, recv_key
 from fastpath.watchdog import (
     FastpathError,
@@ -69,42 +68,6 @@ from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, co
 
 GRAD_ORDERS = ("microbatch", "running")
 SPLITS = ("autograd", "graph")
-
-
-@dataclass
-class _GraphW:
-    """W state of the "graph" split: the gradients captured at the weight-consuming
-    nodes during I (torch.distributed.pipelining._backward's param groups)."""
-
-    groups: list
-    params: tuple
-    grad_out: torch.Tensor | None
-
-
-def _graph_backward_input(out, ins, g, params):
-    """I without recomputation in W: PyTorch pipelining's ``stage_backward_input``
-    (a private torch API; it walks the autograd graph once per call)."""
-    from torch.distributed.pipelining._backward import stage_backward_input
-
-    dinputs, groups = stage_backward_input([out], None if g is None else [g], list(ins),
-                                           iter(params))
-    gi = tuple(torch.zeros_like(x) if d is None else d for x, d in zip(ins, dinputs))
-    return gi, _GraphW(groups, tuple(params), g)
-
-
-def _graph_backward_weight(state: _GraphW) -> tuple:
-    """W from the captured gradients, returned (``.grad`` left as it was)."""
-    from torch.distributed.pipelining._backward import stage_backward_weight
-
-    saved = [p.grad for p in state.params]
-    for p in state.params:
-        p.grad = None
-    try:
-        stage_backward_weight(iter(state.params), state.groups)
-        return tuple(torch.zeros_like(p) if p.grad is None else p.grad for p in state.params)
-    finally:
-        for p, s in zip(state.params, saved):
-            p.grad = s
 
 
 @dataclass
@@ -123,16 +86,6 @@ class RankResult:
     executed: list = field(default_factory=list)  # the actions dispatched, in order
     num_buffers: int = 0  # receive buffers the pool has allocated so far
     step_seconds: float = 0.0
-
-
-def _unalias(grads, grad_out):
-    """Autograd may hand back the incoming gradient itself as a parameter's gradient
-    (``y = x + p`` with p of y's shape); that tensor is a pooled receive buffer that
-    the next receive overwrites, so such a gradient is copied."""
-    if grad_out is None:
-        return grads
-    ptr = grad_out.untyped_storage().data_ptr()
-    return tuple(g.clone() if g.untyped_storage().data_ptr() == ptr else g for g in grads)
 
 
 class _Pool:
@@ -162,7 +115,7 @@ class _Pool:
         self.free.setdefault(tuple(buf.shape), []).append((buf, event))
 
 
-class RankRunner:
+class RankRunner(GradReduction):
     def __init__(
         self,
         plan: RankPlan,
@@ -564,116 +517,3 @@ class RankRunner:
         torch.cuda.synchronize(self.device)
         if self.watchdog is not None:
             self.watchdog.idle()
-
-    # ---- gradients ---------------------------------------------------------
-    def _names(self, stage: int) -> list[str]:
-        return [
-            f"layer{i}.{n}"
-            for i, mod in zip(self.stage_layers[stage], self.mods[stage])
-            for n, _ in mod.named_parameters()
-        ]
-
-    def _layer_grads(self) -> dict[str, torch.Tensor]:
-        """running order: per-stage sums -> per parameter name (tied stages here summed)."""
-        out: dict[str, torch.Tensor] = {}
-        for st in sorted(self.plan.stages):
-            acc = self.acc.get(st)
-            if acc is None:
-                acc = [torch.zeros_like(p) for p in self.params[st]]
-            for n, g in zip(self._names(st), acc):
-                out[n] = g if n not in out else out[n] + g
-        return out
-
-    def _allreduce_tied(self, grads: dict[str, torch.Tensor], end: int) -> None:
-        for g, pg in self.tied_pgs:
-            names = [n for st in self._stages_of_layers(g.layers) for n in self._names(st)]
-            names = sorted(set(names))
-            flat = torch.cat([grads[n].reshape(-1) for n in names])
-            self._collective(lambda: dist.all_reduce(flat, group=pg), end,
-                             f"all-reduce of tied layers {list(g.layers)}", g.ranks)
-            self._unflatten(flat, names, grads)
-
-    def _stages_of_layers(self, layers) -> list[int]:
-        return [st for st in sorted(self.plan.stages) if self.s.layer_of(st) in layers]
-
-    @staticmethod
-    def _unflatten(flat, names, grads) -> None:
-        off = 0
-        for n in names:
-            k = grads[n].numel()
-            grads[n] = flat[off:off + k].view_as(grads[n])
-            off += k
-
-    def _collective(self, fn, end, what, ranks) -> None:
-        if self.watchdog is not None:
-            self.watchdog.waiting(f"end ({end})", what, what, None)
-        try:
-            fn()
-        except RuntimeError as e:
-            text = str(e)
-            raise PeerFailure(
-                f"rank {self.rank} end ({end}): {what} with ranks {list(ranks)} failed: "
-                f"{text.splitlines()[0] if text else type(e).__name__}"
-            ) from None
-        finally:
-            if self.watchdog is not None:
-                self.watchdog.idle()
-
-    def _ordered_grads(self, end: int) -> dict[str, torch.Tensor]:
-        """microbatch order (reference.baseline's rule): per layer, g_0 + g_1 + ... in
-        micro-batch order. A tied layer's micro-batches live on several ranks; the
-        running sum travels from rank to rank in micro-batch order (one P2P hop per
-        change of owner) and the last owner broadcasts it to the group."""
-        s = self.s
-        out: dict[str, torch.Tensor] = {}
-        pgs = {g.ranks: pg for g, pg in self.tied_pgs}
-        for layer in sorted({s.layer_of(st) for st in self.plan.stages}):
-            mine = self._stages_of_layers((layer,))
-            names = self._names(mine[0])
-            like = [p for p in self.params[mine[0]]]
-            owners = []  # (mb, rank, stage)
-            for m in range(s.num_microbatches):
-                route = s.routes[s.route_of_mb[m]]
-                for st in route.stages:
-                    if s.layer_of(st) == layer:
-                        owners.append((m, s.rank_of(st), st))
-                        break
-            ranks = sorted({r for _, r, _ in owners})
-            partial = None
-            prev_owner = None
-            for m, r, st in owners:
-                if r != prev_owner and prev_owner is not None:
-                    if self.rank == prev_owner:
-                        w = dist.isend(partial.contiguous(), r)
-                        self._wait(w, f"end ({end})", f"layer {layer} gradient",
-                                   f"sending the partial gradient sum of layer {layer}", r)
-                        partial = None
-                    elif self.rank == r:
-                        buf = torch.empty(sum(p.numel() for p in like),
-                                          dtype=like[0].dtype, device=self.device)
-                        w = dist.irecv(buf, prev_owner)
-                        self._wait(w, f"end ({end})", f"layer {layer} gradient",
-                                   f"the partial gradient sum of layer {layer}", prev_owner)
-                        partial = buf
-                prev_owner = r
-                if r != self.rank:
-                    continue
-                g = self.per_mb.get(st, {}).get(m)
-                if g is None:
-                    g = [torch.zeros_like(p) for p in like]
-                flat = torch.cat([x.reshape(-1) for x in g])
-                partial = flat.clone() if partial is None else partial.add_(flat)
-            if len(ranks) > 1:
-                last = owners[-1][1]
-                if self.rank != last:
-                    partial = torch.empty(sum(p.numel() for p in like),
-                                          dtype=like[0].dtype, device=self.device)
-                pg = pgs[tuple(ranks)] if tuple(ranks) in pgs else None
-                self._collective(lambda: dist.broadcast(partial, src=last, group=pg), end,
-                                 f"broadcast of layer {layer} gradient", ranks)
-            if partial is None:
-                partial = torch.cat([torch.zeros_like(p).reshape(-1) for p in like])
-            grads = {n: p for n, p in zip(names, like)}
-            self._unflatten(partial, names, grads)
-            out.update(grads)
-        return out

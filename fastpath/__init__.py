@@ -9,7 +9,8 @@ and tied-layer gradient reduction; a watchdog turns a hang into an error that
 names the rank, step, action and peer; ``--check`` compares every gradient
 with reference/; ``--trace`` writes what really ran as a pp-schedule.
 
-Layout: plan (what one rank does), runtime (the step loop), watchdog, launch
+Layout: plan (what one rank does), runtime (the step loop), grads (I/W split
+helpers, end-of-step gradient reduction), watchdog, launch
 (spawn / torchrun), check (verify, differential), trace, cli.
 
 What it does not cover: choosing or repairing schedules (verifier/), a

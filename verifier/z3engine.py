@@ -184,8 +184,9 @@ def _overlap_dependent(s: Schedule, o: Overlap) -> bool:
     return pf is not None and pb is not None and pf[0] == pb[0] and pb[1] >= pf[1]
 
 
-def _desc(s: Schedule, r: int, i: int) -> str:
-    return f"{loc(r, i)} {s.actions[r][i]}"
+def _descriptions(s: Schedule) -> list[list[str]]:
+    """``"rank r step i <action>"`` for every step (computed once: labels reuse it)."""
+    return [[f"{loc(r, i)} {a}" for i, a in enumerate(acts)] for r, acts in enumerate(s.actions)]
 
 
 def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = None) -> Encoding:
@@ -195,6 +196,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
     nccl = comm_model == "nccl"
     b = _Builder()
     R = s.num_ranks
+    desc = _descriptions(s)
 
     # -- events and the meaning of each step ("program") ------------------
     post: list[list[int]] = []  # start of a compute step, post of a comm step
@@ -206,7 +208,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
         post.append([]), ret.append([])
         for i, a in enumerate(s.actions[r]):
             def lab(what, r=r, i=i):
-                return f"program: {_desc(s, r, i)} {what}"
+                return f"program: {desc[r][i]} {what}"
 
             cs = computes_of(a)
             # the step starts (a compute) or is posted (communication) once step i-1 returned
@@ -322,7 +324,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 )
                 for r, i in ((sr, si), (rr, ri)):
                     b.after(
-                        f"program: {_desc(s, r, i)} completes when its ops complete",
+                        f"program: {desc[r][i]} completes when its ops complete",
                         unit_complete[(r, i)],
                         c,
                     )
@@ -350,7 +352,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 for j, _op in enumerate(a.ops):
                     c = completion.get((r, i, j))
                     if c is not None:  # an unmatched op never completes: its const is false
-                        b.after(f"program: {_desc(s, r, i)} {_RETURNS_WAITED}", ret[r][i], c)
+                        b.after(f"program: {desc[r][i]} {_RETURNS_WAITED}", ret[r][i], c)
 
     # -- data dependencies -----------------------------------------------
     for r in range(R):
@@ -456,7 +458,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 verdict = "the backward depends on the forward"
             else:
                 verdict = "a forward and a backward, independent"
-            b.const(f"overlap-legal: {_desc(s, r, i)}: {verdict}", kinds_ok and not dep)
+            b.const(f"overlap-legal: {desc[r][i]}: {verdict}", kinds_ok and not dep)
 
     num_time = len(b.names)
 
@@ -532,10 +534,11 @@ def _num(c: int) -> str:
 class _Session:
     """One z3 context driven by SMT-LIB 2 commands (the encoding's own text).
 
-    ``(assert (=> p<k> group_k))`` plus ``(check-sat-assuming (p0 .. pn))`` is
-    what z3's ``assert_and_track`` does; the text route skips building one
-    Python object per label and per variable, the dominant cost at 10^4 labels.
-    A fresh context per check keeps sessions independent.
+    Tracked, ``(assert (=> p<k> group_k))`` plus ``(check-sat-assuming (p0 ..
+    pn))`` is what z3's ``assert_and_track`` does; untracked, every group is
+    asserted plainly. The text route skips building one Python object per
+    label and per variable, the dominant cost at 10^4 labels. A fresh context
+    per check keeps sessions independent.
     """
 
     def __init__(self, rlimit: int, timeout_ms: int):
@@ -545,7 +548,12 @@ class _Session:
     def run(self, commands: str) -> str:
         return z3.Z3_eval_smtlib2_string(self.ctx.ref(), commands)
 
-    def check(self, enc: Encoding, labels) -> str:
+    def check(self, enc: Encoding, labels, tracked: bool = True) -> str:
+        query = (
+            "(check-sat-assuming (" + " ".join(f"p{k}" for k in range(len(labels))) + "))"
+            if tracked
+            else "(check-sat)"
+        )
         out = self.run(
             "(set-option :produce-unsat-cores true)\n"
             # z3's difference-logic theory solver; auto_config would pick simplex
@@ -553,10 +561,9 @@ class _Session:
             "(set-option :smt.arith.solver 1)\n"
             f"(set-option :rlimit {self.rlimit})\n"
             f"(set-option :timeout {self.timeout_ms})\n"
-            + smtlib(enc, labels)
-            + "\n(check-sat-assuming ("
-            + " ".join(f"p{k}" for k in range(len(labels)))
-            + "))"
+            + smtlib(enc, labels, tracked)
+            + "\n"
+            + query
         )
         words = out.split()
         return words[-1] if words and words[-1] in ("sat", "unsat", "unknown") else out.strip()
@@ -616,10 +623,12 @@ def _solve_order(enc: Encoding) -> list[str]:
     return [lab for _p, _k, lab in sorted(keyed)]
 
 
-def _check(enc: Encoding, labels, rlimit: int, timeout_ms: int) -> tuple[str, _Session]:
+def _check(
+    enc: Encoding, labels, rlimit: int, timeout_ms: int, tracked: bool = True
+) -> tuple[str, _Session]:
     """Check the system restricted to ``labels``: ("sat"|"unsat"|"unknown"|error, session)."""
     session = _Session(rlimit, timeout_ms)
-    return session.check(enc, labels), session
+    return session.check(enc, labels, tracked), session
 
 
 def decide(
@@ -638,7 +647,10 @@ def decide(
     enc = encode(schedule, comm_model, memory_limit)
     labels = _solve_order(enc)
     t1 = time.perf_counter()
-    res, session = _check(enc, labels, rlimit, timeout_ms)
+    # Every group asserted: a model is the witness. Only when there is none are
+    # the same groups re-asserted behind their labels, for the core (tracking
+    # costs z3 a Boolean per label in every model: 5x the time at 10^5 labels).
+    res, session = _check(enc, labels, rlimit, timeout_ms, tracked=False)
     t2 = time.perf_counter()
     used = session.rlimit_used()
     stats: dict[str, object] = {
@@ -678,6 +690,20 @@ def decide(
             reason=_unknown_reason(session, res, used, rlimit, t2 - t1, timeout_ms),
             stats=MappingProxyType(stats),
         )
+    res, session = _check(enc, labels, rlimit, timeout_ms, tracked=True)
+    stats["core_solve_seconds"] = round(time.perf_counter() - t2, 4)
+    if res != "unsat":
+        return Z3Outcome(
+            status="unknown",
+            order=None,
+            times=None,
+            core=(),
+            failed_properties=(),
+            reason="unsat, but the labelled re-check for a core did not finish: "
+            + _unknown_reason(session, res, session.rlimit_used(), rlimit, 0.0, timeout_ms),
+            stats=MappingProxyType(stats),
+        )
+    t2 = time.perf_counter()
     core = [labels[k] for k in session.core()]
     stats["core_size_raw"] = len(core)
     if minimize_core:

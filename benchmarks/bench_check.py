@@ -136,15 +136,17 @@ def bench_z3(scan: bool) -> None:
     if not scan:
         return
     largest = None
-    for ranks, mbs in ((2, 4), (4, 8), (4, 16), (8, 16), (8, 32), (16, 32), (16, 64), (32, 64), (32, 128)):
+    sizes = ((8, 32), (16, 64), (16, 128), (32, 64), (32, 128), (32, 256), (64, 128), (64, 256), (64, 512))
+    for ranks, mbs in sizes:  # growing; stop at the first one not proved within 60 s
+        s = generate("dualpipe", ranks, mbs)
         w0 = time.perf_counter()
-        o = z3engine.decide(generate("dualpipe", ranks, mbs), "nccl", timeout_ms=60_000)
+        o = z3engine.decide(s, "nccl", timeout_ms=60_000)
         dt = time.perf_counter() - w0
-        print(f"  dualpipe {ranks}x{mbs}: {o.status} in {dt:.2f} s")
+        print(f"  dualpipe {ranks}x{mbs} ({s.num_actions} steps): {o.status} in {dt:.2f} s")
         if o.status != "sat" or dt > 60:
             break
-        largest = (ranks, mbs, dt)
-    print(f"z3: largest DualPipe proved within 60 s: {largest}")
+        largest = (ranks, mbs, s.num_actions, round(dt, 2))
+    print(f"z3: largest DualPipe proved within 60 s (ranks, micro-batches, steps, seconds): {largest}")
 
 
 def main(argv=None) -> int:

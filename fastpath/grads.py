@@ -86,14 +86,13 @@ class GradReduction:
         ]
 
     def _layer_grads(self) -> dict[str, torch.Tensor]:
-        """running order: per-stage sums -> per parameter name (tied stages here summed)."""
+        """running order: each parameter's ``.grad`` (summed in the order the rank ran
+        its B and W) -> per parameter name."""
         out: dict[str, torch.Tensor] = {}
         for st in sorted(self.plan.stages):
-            acc = self.acc.get(st)
-            if acc is None:
-                acc = [torch.zeros_like(p) for p in self.params[st]]
-            for n, g in zip(self._names(st), acc):
-                out[n] = g if n not in out else out[n] + g
+            for n, p in zip(self._names(st), self.params[st]):
+                # tied stages on this rank share the module: one .grad holds both
+                out[n] = torch.zeros_like(p) if p.grad is None else p.grad.detach()
         return out
 
     def _allreduce_tied(self, grads: dict[str, torch.Tensor], end: int) -> None:

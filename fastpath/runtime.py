@@ -379,7 +379,16 @@ class RankRunner(GradReduction):
         g, blocked = self._grad_out(c, step, action)
         ins = (inp,) if inp is not None else ()
         params = self.params[c.stage]
-        if c.kind is ComputeKind.B:
+        if c.kind is ComputeKind.B and self.grad_order == "running":
+            # straight into .grad (AccumulateGrad adds in place): no extra pass
+            torch.autograd.backward(out, g, inputs=list(ins) + list(params))
+            gi = tuple(x.grad for x in ins)
+            if g is not None:
+                for p in params:
+                    if p.grad is not None and p.grad.untyped_storage().data_ptr() == \
+                            g.untyped_storage().data_ptr():
+                        p.grad = p.grad.clone()
+        elif c.kind is ComputeKind.B:
             gi, gp = backward_full(out, ins, g, params)
             self._accumulate(c.stage, c.mb, _unalias(gp, g))
         else:
@@ -412,12 +421,11 @@ class RankRunner(GradReduction):
         if self.grad_order == "microbatch":
             self.per_mb.setdefault(stage, {})[mb] = grads
             return
-        acc = self.acc.get(stage)
-        if acc is None:
-            self.acc[stage] = list(grads)  # fresh tensors from autograd: ours to add into
-        else:
-            for a, g in zip(acc, grads):
-                a.add_(g)
+        for p, g in zip(self.params[stage], grads):  # running order: into .grad
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.add_(g)
 
     def _free(self, key, step) -> None:
         if self.plan.free_after.get(key) != step:
@@ -454,7 +462,11 @@ class RankRunner(GradReduction):
     def run(self) -> RankResult:
         """One training step (every action of this rank once). Returns this rank's part."""
         self.result = RankResult(self.rank)
-        self.state, self.wstate, self.acc, self.per_mb = {}, {}, {}, {}
+        self.state, self.wstate, self.per_mb = {}, {}, {}
+        if self.grad_order == "running":
+            for ps in self.params.values():
+                for p in ps:
+                    p.grad = None
         self.local_fwd, self.local_bwd = {}, {}
         self.send_data, self.recvs, self.sends = {}, {}, []
         self.held = {key: [] for key in self.plan.free_after}

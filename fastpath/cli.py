@@ -92,10 +92,11 @@ def build_parser(stdout: IO[str]) -> _Parser:
     r.add_argument("--loss-reduction", choices=("sum", "mean"), default="sum",
                    help="gradients of the sum or the mean of micro-batch losses (default sum)")
     r.add_argument("--grad-order", choices=("microbatch", "running"), default="microbatch",
-                   help="microbatch: sum weight gradients in micro-batch order like "
-                        "reference/ (bitwise in float64); running: one running sum per "
-                        "stage and an all-reduce for tied layers (faster, equal within "
-                        "tolerance). Default microbatch")
+                   help="microbatch: keep each micro-batch's weight gradient and sum them in "
+                        "micro-batch order like reference/ (bitwise in float64); running: "
+                        "accumulate into .grad in the order the rank runs B/W, all-reduce "
+                        "tied layers (faster, less memory; equal within tolerance). "
+                        "Default microbatch")
     r.add_argument("--split", choices=("autograd", "graph"), default="autograd",
                    help="I/W split: autograd (reference/split.py: W repeats the stage's "
                         "activation-gradient work) or graph (PyTorch pipelining's "

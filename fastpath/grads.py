@@ -10,8 +10,8 @@ What it is:
   is copied before the buffer is reused;
 - ``GradReduction``, the part of ``RankRunner`` that turns the per-stage weight
   gradients into per-parameter totals at the end of a step: ``running`` order
-  (per-stage running sums, then an all-reduce per set of ranks that share tied
-  layers) or ``microbatch`` order (reference.baseline's rule: per layer
+  (each parameter's ``.grad``, accumulated in place in the order the rank runs
+  its B and W, then an all-reduce per set of ranks that share tied layers) or ``microbatch`` order (reference.baseline's rule: per layer
   ``g_0 + g_1 + ...`` in micro-batch order, the running sum of a tied layer
   passed from rank to rank in that order, then broadcast).
 

@@ -312,7 +312,14 @@ def test_issue_172668_deadlocks_under_nccl_with_the_cycle_in_the_core():
     assert "rank 1 step 3 SEND_B(stage 1, mb 0) waits rank 0 step 4 RECV_B(stage 0, mb 0)" in text
     assert "rank 1 step 4 waits rank 1 step 3 on rank 1's comm stream" in text
     assert "rank 0 step 4 waits rank 0 step 3 on rank 0's comm stream" in text
-    assert len(out.core) <= 6
+    assert len(out.core) == 6
+    # hop by hop: each label waits for what the next one's event is
+    assert out.core[0].startswith("deadlock-free: rank 0 step 3 SEND_F(stage 0, mb 1) waits")
+    assert out.core[1].startswith("deadlock-free: rank 1 step 4 waits rank 1 step 3")
+    assert out.core[2].startswith("program: rank 1 step 3 SEND_B(stage 1, mb 0) completes")
+    assert out.core[3].startswith("deadlock-free: rank 1 step 3 SEND_B(stage 1, mb 0) waits")
+    assert out.core[4].startswith("deadlock-free: rank 0 step 4 waits rank 0 step 3")
+    assert out.core[5].startswith("program: rank 0 step 3 SEND_F(stage 0, mb 1) completes")
     assert_sat_with_valid_witness(s, "eager")
 
 
@@ -355,6 +362,14 @@ def test_unmatched_receive_is_in_the_core_not_a_crash(model):
     out = Z.decide(s, model)
     assert out.status == "unsat" and out.failed_properties == ("message-matching",)
     assert "rank 1 step 8 RECV_F(stage 1, mb 1)" in out.core[0] and "no matching send" in out.core[0]
+
+
+def test_op_without_a_peer_and_unknown_stage_do_not_crash():
+    s = gpipe_plain()
+    s = s.with_actions([s.actions[0], s.actions[1] + (Comm(SEND_F, 1, 0), Compute(F, 99, 0))])
+    out = Z.decide(s, "nccl")
+    assert out.status == "unsat" and out.failed_properties == ("message-matching",)
+    assert "rank 1 step 8 SEND_F(stage 1, mb 0) has no peer on its route" in out.core[0]
 
 
 def test_unmatched_send_is_in_the_core():

@@ -88,10 +88,11 @@ DEFAULT_RLIMIT = 100_000_000  # DualPipe 16x64 uses ~1.6e6, 16x512 ~1.2e7
 DEFAULT_TIMEOUT_MS = 60_000
 # Cores at most this long are re-minimised by deletion (one small check per label).
 CORE_DELETION_MAX = 400
-# fits_budget: estimated constraints up to which decide() is expected to stay
-# within DEFAULT_RLIMIT. Measured rlimit ~ k * constraints^1.8 with k <= 0.31
-# over the families (interleaved-1f1b worst), so 10^5 keeps a margin.
-BUDGET_MAX_CONSTRAINTS = 100_000
+# fits_budget: estimated constraints up to which decide() is expected to finish
+# within the defaults. Measured on the generators (sat, 2 shared cores): ~40
+# rlimit units and ~40 us per constraint (1f1b 32x512: 479k constraints, 19.7 s,
+# rlimit 1.9e7); the estimate runs up to 1.5x high.
+BUDGET_MAX_CONSTRAINTS = 800_000
 
 
 @dataclass(frozen=True)

@@ -88,11 +88,12 @@ DEFAULT_RLIMIT = 100_000_000  # DualPipe 16x64 uses ~1.6e6, 16x512 ~1.2e7
 DEFAULT_TIMEOUT_MS = 60_000
 # Cores at most this long are re-minimised by deletion (one small check per label).
 CORE_DELETION_MAX = 400
-# fits_budget: estimated constraints up to which decide() is expected to finish
-# within the defaults. Measured on the generators (sat, 2 shared cores): ~40
-# rlimit units and ~40 us per constraint (1f1b 32x512: 479k constraints, 19.7 s,
-# rlimit 1.9e7); the estimate runs up to 1.5x high.
-BUDGET_MAX_CONSTRAINTS = 800_000
+# fits_budget: measured on the generators (sat, 2 shared cores) at ~40 rlimit
+# units and 40-80 us of wall time per constraint, all included (1f1b 32x512:
+# 479k constraints, 19.7 s, rlimit 1.9e7); the size estimate runs up to 1.5x high.
+SECONDS_PER_CONSTRAINT = 60e-6
+RLIMIT_PER_CONSTRAINT = 40
+BUDGET_SHARE = 0.75  # of the timeout a schedule may be expected to use
 
 
 @dataclass(frozen=True)
@@ -780,14 +781,24 @@ def _cycle_order(enc: Encoding, core: list[str]) -> list[str]:
     return out + rest
 
 
-def fits_budget(schedule: Schedule) -> bool:
-    """True when decide() is expected to finish within the default budget.
+def fits_budget(
+    schedule: Schedule,
+    *,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    rlimit: int = DEFAULT_RLIMIT,
+) -> bool:
+    """True when decide() is expected to finish within the budget (the defaults
+    unless given): a size estimate, linear in the schedule, no encoding.
 
-    A size estimate, linear in the schedule, no encoding: about 6 constraints
-    per action and 5 per communication op (2 per compute when the schedule is
-    compute-only and will be lowered), against ``BUDGET_MAX_CONSTRAINTS``.
+    About 6 constraints per action and 5 per communication op (2 per compute
+    when the schedule is compute-only and will be lowered), at
+    ``SECONDS_PER_CONSTRAINT`` against ``BUDGET_SHARE`` of the timeout and at
+    ``RLIMIT_PER_CONSTRAINT`` against the rlimit (0: unlimited). With the
+    defaults, about 750k estimated constraints (DualPipe 16 ranks x 1024).
     """
-    return estimated_constraints(schedule) <= BUDGET_MAX_CONSTRAINTS
+    n = estimated_constraints(schedule)
+    fits_time = n * SECONDS_PER_CONSTRAINT <= BUDGET_SHARE * timeout_ms / 1000
+    return fits_time and (rlimit == 0 or n * RLIMIT_PER_CONSTRAINT <= rlimit)
 
 
 def estimated_constraints(schedule: Schedule) -> int:

@@ -155,11 +155,13 @@ def _torch_step(rank, R, cfg, family):
 
 def _fastpath_step(rank, R, cfg, family):
     from fastpath.launch import Job, build_runner
-    from fastpath.plan import prepare_schedule
+    from fastpath.plan import blocking_batches, prepare_schedule
     from verifier.generators import generate
     from verifier.io import schedule_to_dict
 
     s = prepare_schedule(generate(family, R, cfg["M"]))
+    if cfg.get("blocking"):
+        s = blocking_batches(s)
     job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
               seq=cfg["seq"], dtype="float32", grad_order="running", split=cfg["split"],
               threads=cfg["threads"])
@@ -274,6 +276,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
                     help="fastpath's I/W split (default graph)")
+    ap.add_argument("--blocking-batches", action="store_true",
+                    help="fastpath runs the schedule with every BATCH waited on right after "
+                         "posting (verified first); see fastpath.plan.blocking_batches")
     ap.add_argument("--repeats", type=int, default=1,
                     help="process groups spawned per comparison (default 1)")
     ap.add_argument("--only", nargs="*", default=None,
@@ -285,7 +290,7 @@ def main(argv=None) -> int:
 
     R, M = a.ranks, a.microbatches
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
-               warmup=a.warmup, split=a.split, threads=a.threads or max(1, (os.cpu_count() or 1) // R))
+               warmup=a.warmup, split=a.split, blocking=a.blocking_batches, threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
           f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} split={a.split} "
           f"iterations={a.iterations} "

@@ -40,6 +40,18 @@ def prepare_schedule(schedule: Schedule) -> Schedule:
     return lower(schedule) if schedule.is_compute_only else schedule
 
 
+def blocking_batches(schedule: Schedule) -> Schedule:
+    """The same schedule with every ``Batch(wait=False)`` made ``Batch(wait=True)``: the
+    rank waits for a batch's sends and receives right after posting it (PyTorch's
+    1F1B runtime does this). On gloo under CPU oversubscription this keeps sends
+    progressing instead of leaving them to a background thread that competes with
+    compute. It is a different schedule: verify it (the CLI does) before running."""
+    return schedule.with_actions(
+        [[Batch(a.ops, True) if isinstance(a, Batch) else a for a in acts]
+         for acts in schedule.actions]
+    )
+
+
 def stage_layers(schedule: Schedule, stage: int, layers_per_stage: int) -> list[int]:
     """Model layers of ``stage``: schedule layer L -> model layers L*K .. L*K+K-1."""
     k = layers_per_stage

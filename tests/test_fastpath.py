@@ -259,3 +259,17 @@ def test_one_rank_runner_with_overlap_matches_reference_bitwise():
     job = Job(schedule_to_dict(s), model="transformer", threads=torch.get_num_threads())
     cmp = differential(merge(JobResult([res])), reference_run(s, job))
     assert cmp.bitwise, cmp.mismatched
+
+
+def test_blocking_batches_only_sets_wait_and_stays_verified():
+    from fastpath.check import verify
+    from fastpath.plan import blocking_batches
+
+    s = prepare_schedule(generate("1f1b", 4, 8))
+    t = blocking_batches(s)
+    assert verify(t, "nccl").verdict == "VERIFIED"
+    for a, b in zip((x for acts in s.actions for x in acts), (x for acts in t.actions for x in acts)):
+        if isinstance(a, Batch):
+            assert b == Batch(a.ops, True) and not a.wait
+        else:
+            assert a == b

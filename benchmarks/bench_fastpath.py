@@ -255,12 +255,13 @@ def run_pair(family, R, cfg, timeout=600):
     return fast, other, loss, JobResult(ranks), cpu
 
 
-def _verdict(family, R, M, comm_model):
+def _verdict(family, R, M, comm_model, blocking=False):
     from fastpath.check import verify
-    from fastpath.plan import prepare_schedule
+    from fastpath.plan import blocking_batches, prepare_schedule
     from verifier.generators import generate
 
-    return verify(prepare_schedule(generate(family, R, M)), comm_model).verdict
+    s = prepare_schedule(generate(family, R, M))
+    return verify(blocking_batches(s) if blocking else s, comm_model).verdict
 
 
 def main(argv=None) -> int:
@@ -303,9 +304,9 @@ def main(argv=None) -> int:
     for family, other_name in pairs:
         if a.only and family not in a.only:
             continue
-        v = _verdict(family, R, M, "nccl")
+        v = _verdict(family, R, M, "nccl", a.blocking_batches)
         if v != "VERIFIED":
-            v2 = _verdict(family, R, M, "eager")
+            v2 = _verdict(family, R, M, "eager", a.blocking_batches)
             print(f"{family}: the checker says {v} under nccl, {v2} under eager for the "
                   "lowered schedule; fastpath refuses unverified schedules")
             if v2 != "VERIFIED":

@@ -380,7 +380,14 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         if _z3_available():
             from verifier import z3engine
 
-            if z3engine.fits_budget(schedule):
+            budget = {"timeout_ms": z3_timeout_ms or AUTO_Z3_TIMEOUT_MS}
+            if z3_rlimit is not None:
+                budget["rlimit"] = z3_rlimit
+            try:  # the budget auto will give it
+                fits = z3engine.fits_budget(schedule, **budget)
+            except TypeError:  # an engine whose estimate takes no budget
+                fits = z3engine.fits_budget(schedule)
+            if fits:
                 chosen = "z3"
     elif engine in ("z3", "both") and not _z3_available():
         raise ScheduleError(f"engine {engine!r} needs verifier.z3engine, which is not installed")

@@ -3,13 +3,16 @@
 What it is: the declarative specification of what a schedule means, in one
 place. ``encode`` turns a (lowered) schedule into integer *event times* and
 difference constraints ``t[x] - t[y] >= c``, grouped under labels that name the
-property, rank and step they state; ``decide`` hands them to Z3 (QF_IDL) with
-every group tracked, so that
+property, rank and step they state; ``decide`` hands them to Z3 (QF_IDL,
+z3's difference-logic solver), so that
 
 - SAT gives a witness timing (``Z3Outcome.times``) and a global execution
-  order of all actions (``Z3Outcome.order``, actions sorted by start time);
-- UNSAT gives a minimal unsat core: the labels of a minimal counterexample
-  (a deadlock is the cycle of waits, hop by hop);
+  order of all actions (``Z3Outcome.order``, actions sorted by the time they
+  begin: SEMANTICS.md "Witness");
+- UNSAT gives a minimal unsat core: every group is re-asserted behind its
+  label (``(=> p_k group_k)`` with ``check-sat-assuming``, i.e. z3's
+  ``assert_and_track``), the core is minimised by deletion, and ordered so a
+  deadlock reads as the cycle of waits, hop by hop;
 - a resource limit (deterministic ``rlimit``) or wall-clock timeout gives
   ``unknown`` with the reason. Unknown is never a pass.
 
@@ -43,6 +46,9 @@ Label prefixes (``PROPERTY_IDS`` plus ``program``):
 - ``overlap-legal``: the halves of an OVERLAP are F and B/I and independent.
 - ``memory``: live activations by program order (the verifier.memory rule,
   one unit per stage and micro-batch) at most ``memory_limit``.
+
+The SMT-LIB text of the system (``smtlib``) is the specification in solver
+form; ``decide`` feeds exactly that text to z3 (a fresh context per check).
 
 What it does not cover: properties 1-2 (well-formed, exactly-once; the static
 checks of verifier.properties), weighted memory, the verdict and its printing
@@ -642,7 +648,17 @@ def decide(
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     minimize_core: bool = True,
 ) -> Z3Outcome:
-    """Decide properties 3-7 of ``schedule`` under ``comm_model`` (see module docstring)."""
+    """Decide properties 3-7 of ``schedule`` under ``comm_model`` (see module docstring).
+
+    A compute-only schedule is lowered first (``verifier.lowering.lower``) and
+    ``order`` then names steps of the lowered schedule. ``rlimit`` (z3's
+    deterministic resource count, 0 for none) and ``timeout_ms`` bound each z3
+    check; hitting either gives status ``unknown`` with the reason. Unsat costs
+    a second check with the labels plus, when ``minimize_core``, one small
+    check per core label (deletion). ``stats``: num_events, num_variables,
+    num_constraints, num_labels, encode_seconds, solve_seconds, rlimit_used,
+    and for unsat core_size_raw, core_solve_seconds, core_minimize_seconds.
+    """
     t0 = time.perf_counter()
     if schedule.is_compute_only:
         schedule = lower(schedule)

@@ -134,3 +134,44 @@ def test_load_schedule_file_errors(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(dumps_json(two_rank_1f1b()))
     assert load_schedule(good) == two_rank_1f1b()
+
+
+def _slow_accepts(doc) -> bool:
+    from verifier.schema import SchemaViolation, compiled_validator
+
+    try:
+        compiled_validator()(doc, lambda: "$")
+        return True
+    except SchemaViolation:
+        return False
+
+
+def test_generated_validator_agrees_with_the_reporting_one():
+    """The hot-path (generated source) and the error-reporting validator give one verdict."""
+    import random
+
+    from verifier.generators import generate
+    from verifier.schema import is_valid
+
+    rng = random.Random(7)
+    base = schedule_to_dict(generate("dualpipe", 2, 4))
+    junk = [None, True, 1.5, -1, 10**9, "F", "OVERLAP", [], {}, {"op": "F"}, 2.0]
+    verdicts = set()
+    for _ in range(600):
+        d = json.loads(json.dumps(base))
+        node, parent, key = d, d, None
+        for _ in range(rng.randint(1, 5)):  # walk somewhere into the document
+            children = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+            k, child = rng.choice(children)
+            parent, key = node, k
+            if not isinstance(child, (dict, list)) or not child or rng.random() < 0.3:
+                break
+            node = child
+        if isinstance(parent, dict) and rng.random() < 0.2:
+            parent.pop(key)
+        else:
+            parent[key] = rng.choice(junk)
+        fast = is_valid(d)
+        assert fast == _slow_accepts(d), (fast, d)
+        verdicts.add(fast)
+    assert verdicts == {True, False}  # both kinds of document were exercised

@@ -26,7 +26,6 @@ schedule (reference/, fastpath/), the Z3 encoding itself (verifier.z3engine).
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from functools import total_ordering
 from typing import Mapping
 
 from verifier.ir import Schedule, ScheduleError, comms_of, loc
+from verifier.io import paused_gc
 
 COMM_MODELS = ("nccl", "eager")
 ENGINES = ("auto", "graph", "z3", "both")
@@ -299,16 +299,9 @@ def check(
     optional callable taking one short line, called between phases.
     Raises ScheduleError for a bad comm_model, engine or memory_limit.
     """
-    # The checker allocates many small, acyclic objects; the cyclic garbage
-    # collector's passes over them cost ~15% of a large check and free nothing.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return _check(schedule, comm_model, engine, memory_limit, validate_certificate,
                       z3_timeout_ms, z3_rlimit, progress)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_timeout_ms,

@@ -253,6 +253,9 @@ class _SourceCompiler:
         """A boolean expression over variable ``x`` (calls a function for composites)."""
         if set(s) & {"properties", "required", "additionalProperties", "items", "oneOf", "$ref"}:
             if set(s) - _ANNOTATIONS == {"$ref"}:
+                target = self.resolve(s["$ref"])
+                if not set(target) - _ANNOTATIONS - {"type", "const", "enum", "minimum", "maximum", "minItems"}:
+                    return f"({self.leaf(target, x) or 'True'})"  # inline a leaf definition
                 return f"{self.ref(s['$ref'])}({x})"
             name = f"_v{len(self.by_ref)}_anon{len(self.funcs)}"
             self.by_ref[name] = name

@@ -722,7 +722,17 @@ def decide(
             stats=MappingProxyType(stats),
         )
     t2 = time.perf_counter()
-    core = [labels[k] for k in session.core()]
+    core = [labels[k] for k in session.core() if k < len(labels)]
+    if not core:  # cannot happen with every group tracked; never turn it into a pass
+        return Z3Outcome(
+            status="unknown",
+            order=None,
+            times=None,
+            core=(),
+            failed_properties=(),
+            reason="unsat, but z3 gave an empty core",
+            stats=MappingProxyType(stats),
+        )
     stats["core_size_raw"] = len(core)
     if minimize_core:
         core = _minimize(enc, core, rlimit, timeout_ms)

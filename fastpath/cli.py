@@ -18,6 +18,8 @@ import os
 import sys
 from typing import IO, Sequence
 
+from verifier.cli import RaisingParser, help_to, parse_command_line
+
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_WATCHDOG, EXIT_RANK_FAILED = 4, 5
 
@@ -47,29 +49,10 @@ Exit codes:
 """
 
 
-class _Usage(Exception):
-    pass
-
-
-class _Exit(Exception):
-    def __init__(self, status: int):
-        self.status = status
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # type: ignore[override]
-        raise _Usage(f"{self.prog}: {message}")
-
-    def exit(self, status=0, message=None):  # type: ignore[override]
-        if message:
-            raise _Usage(message.strip())
-        raise _Exit(status)
-
-
-def build_parser(stdout: IO[str]) -> _Parser:
-    p = _Parser(prog="python -m fastpath", description=DESCRIPTION,
+def build_parser(stdout: IO[str]) -> RaisingParser:
+    p = RaisingParser(prog="python -m fastpath", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=RaisingParser)
     r = sub.add_parser("run", help="run a schedule on real ranks", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("file", help="schedule file (pp-schedule JSON, or PyTorch pipelining CSV)")
@@ -117,9 +100,7 @@ def build_parser(stdout: IO[str]) -> _Parser:
                    help="the checker's communication model (default nccl, the strictest)")
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per rank (default: cores / ranks)")
-    p._print_message = lambda m, file=None: stdout.write(m or "")  # type: ignore
-    for a in sub.choices.values():
-        a._print_message = lambda m, file=None: stdout.write(m or "")  # type: ignore
+    help_to(stdout, p, *sub.choices.values())
     return p
 
 
@@ -137,13 +118,9 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None,
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser(stdout).parse_args(argv)
-    except _Exit as e:
-        return e.status
-    except _Usage as e:
-        stderr.write(f"error: {e}\n")
-        return EXIT_BAD_INPUT
+    args, code = parse_command_line(build_parser(stdout), argv, stderr)
+    if args is None:
+        return code
     if args.command != "run":
         build_parser(stdout).print_help()
         return EXIT_BAD_INPUT

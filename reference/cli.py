@@ -25,6 +25,7 @@ from reference.baseline import LOSS_REDUCTIONS, compare, run_baseline
 from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
 from reference.models import MODELS, make_layers, make_microbatches, num_model_layers
 from verifier.ir import ScheduleError
+from verifier.cli import RaisingParser, help_to, parse_command_line
 
 EXIT_MATCH, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -66,25 +67,6 @@ executor detected, or the checker refuted the schedule (the RESULT line says
 which); 2 bad input or usage (one line on stderr, no traceback)."""
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Exit(Exception):
-    def __init__(self, status: int):
-        self.status = status
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise _UsageError(f"{self.prog}: {message}")
-
-    def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
-        if message:
-            raise _UsageError(message.strip())
-        raise _Exit(status)
-
-
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -102,14 +84,14 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def build_parser(stdout: IO[str]) -> _Parser:
-    parser = _Parser(
+def build_parser(stdout: IO[str]) -> RaisingParser:
+    parser = RaisingParser(
         prog="python -m reference",
         description="Reference executor for pipeline-parallel schedules.\n\n"
         "exit codes: 0 match, 1 mismatch / executor fault / refuted, 2 bad input",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=RaisingParser)
     p = sub.add_parser(
         "run",
         help="run a schedule and compare with the unpipelined baseline",
@@ -131,8 +113,7 @@ def build_parser(stdout: IO[str]) -> _Parser:
     p.add_argument("--force", action="store_true",
                    help="run even if the checker refutes it, round-robin, as far as it goes")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    for parser_ in (parser, p):
-        parser_._print_message = lambda message, file=None: stdout.write(message or "")  # type: ignore
+    help_to(stdout, parser, p)
     return parser
 
 
@@ -250,14 +231,10 @@ def main(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        parser = build_parser(stdout)
-        args = parser.parse_args(argv)
-    except _Exit as e:
-        return e.status
-    except _UsageError as e:
-        stderr.write(f"error: {e}\n")
-        return EXIT_BAD_INPUT
+    parser = build_parser(stdout)
+    args, code = parse_command_line(parser, argv, stderr)
+    if args is None:
+        return code
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_BAD_INPUT

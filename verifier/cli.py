@@ -25,11 +25,21 @@ EXIT_OK, EXIT_REFUTED, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 class UsageError(Exception):
-    pass
+    """A command line argparse rejected (exit 2)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so main() owns stdout/stderr."""
+class ParserExit(Exception):
+    """argparse finished on its own (``--help``): exit with ``status``."""
+
+    def __init__(self, status: int):
+        self.status = status
+
+
+class RaisingParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so ``main`` owns stdout/stderr.
+
+    Shared by the three command lines (verifier, reference, fastpath).
+    """
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
@@ -37,16 +47,28 @@ class _Parser(argparse.ArgumentParser):
     def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
         if message:
             raise UsageError(message.strip())
-        raise _Exit(status)
+        raise ParserExit(status)
 
 
-class _Exit(Exception):
-    def __init__(self, status: int):
-        self.status = status
+def help_to(stdout: IO[str], *parsers: argparse.ArgumentParser) -> None:
+    """Send argparse's help text to ``stdout`` (it writes to sys.stdout itself)."""
+    for p in parsers:
+        p._print_message = lambda message, file=None: stdout.write(message or "")  # type: ignore
 
 
-def build_parser(stdout: IO[str]) -> _Parser:
-    parser = _Parser(
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str], stderr: IO[str]):
+    """(args, None) on success, else (None, exit code) with any error on stderr."""
+    try:
+        return parser.parse_args(list(argv)), None
+    except ParserExit as e:
+        return None, e.status
+    except UsageError as e:
+        stderr.write(f"error: {e}\n")
+        return None, EXIT_BAD_INPUT
+
+
+def build_parser(stdout: IO[str]) -> RaisingParser:
+    parser = RaisingParser(
         prog="python -m verifier",
         description=(
             "Generate, check, convert, analyse and draw pipeline-parallel schedules "
@@ -56,7 +78,7 @@ def build_parser(stdout: IO[str]) -> _Parser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=RaisingParser)
     for name in COMMANDS:
         mod = importlib.import_module(f"verifier.commands.{name}")
         p = sub.add_parser(
@@ -67,10 +89,7 @@ def build_parser(stdout: IO[str]) -> _Parser:
         )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
-    # argparse prints help to sys.stdout; route it to ours.
-    parser._print_message = lambda message, file=None: stdout.write(message or "")  # type: ignore
-    for action in sub.choices.values():
-        action._print_message = lambda message, file=None: stdout.write(message or "")  # type: ignore
+    help_to(stdout, parser, *sub.choices.values())
     return parser
 
 
@@ -82,14 +101,10 @@ def main(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        parser = build_parser(stdout)
-        args = parser.parse_args(argv)
-    except _Exit as e:
-        return e.status
-    except UsageError as e:
-        stderr.write(f"error: {e}\n")
-        return EXIT_BAD_INPUT
+    parser = build_parser(stdout)
+    args, code = parse_command_line(parser, argv, stderr)
+    if args is None:
+        return code
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -597,3 +597,16 @@ def test_unbatched_families_agree_with_the_replay(family, num_ranks, wait):
     assert verdicts["eager"] == "sat"
     if family in ("dualpipe", "dualpipev"):
         assert verdicts["nccl"] == "unsat"
+
+
+@needs_generators
+@pytest.mark.parametrize("family", ["zb-h1", "dualpipe", "dualpipev"])
+def test_memory_limit_matches_verifier_memory_on_generated_schedules(family):
+    s = _gen(family, 4)
+    peaks = peak_activations(s)
+    peak = int(max(peaks))
+    assert Z.decide(s, "nccl", memory_limit=peak).status == "sat"
+    out = Z.decide(s, "nccl", memory_limit=peak - 1)
+    assert out.status == "unsat" and out.failed_properties == ("memory",)
+    at_peak = [r for r, p in enumerate(peaks) if p == peak]
+    assert any(f"memory: rank {r} step" in c for r in at_peak for c in out.core)

@@ -317,6 +317,7 @@ def test_issue_172668_deadlocks_under_nccl_with_the_cycle_in_the_core():
     assert "rank 1 step 4 waits rank 1 step 3 on rank 1's comm stream" in text
     assert "rank 0 step 4 waits rank 0 step 3 on rank 0's comm stream" in text
     assert len(out.core) == 6
+    assert_core_is_a_closed_cycle(s, "nccl", out.core)
     # hop by hop: each label waits for what the next one's event is
     assert out.core[0].startswith("deadlock-free: rank 0 step 3 SEND_F(stage 0, mb 1) waits")
     assert out.core[1].startswith("deadlock-free: rank 1 step 4 waits rank 1 step 3")
@@ -325,6 +326,15 @@ def test_issue_172668_deadlocks_under_nccl_with_the_cycle_in_the_core():
     assert out.core[4].startswith("deadlock-free: rank 0 step 4 waits rank 0 step 3")
     assert out.core[5].startswith("program: rank 0 step 3 SEND_F(stage 0, mb 1) completes")
     assert_sat_with_valid_witness(s, "eager")
+
+
+def assert_core_is_a_closed_cycle(s: Schedule, model: str, core) -> None:
+    """Each label waits for an event the next label constrains, the last for the first's."""
+    groups = Z.encode(s, model).groups
+    for k, lab in enumerate(core):
+        nxt = core[(k + 1) % len(core)]
+        waits_for = {y for _x, y, _c in groups[lab]}
+        assert any(x in waits_for for x, _y, _c in groups[nxt]), (lab, nxt)
 
 
 def test_core_is_minimal_each_label_needed():
@@ -558,6 +568,10 @@ def test_verdict_agrees_with_the_replay_on_mutated_schedules(family, num_ranks, 
         assert out.status == ("sat" if expected else "unsat"), (model, out.core)
         if expected:
             assert replay(s, model, out.order)
+        elif out.failed_properties == ("deadlock-free",):
+            assert_core_is_a_closed_cycle(s, model, out.core)
+        else:  # a static property: one constant-false label names it
+            assert len(out.core) == 1
     # nccl is the strictest model: terminating under nccl implies under eager
     if simulate(s, "nccl"):
         assert simulate(s, "eager")
@@ -594,6 +608,7 @@ def test_unbatched_families_agree_with_the_replay(family, num_ranks, wait):
         assert out.status == ("sat" if simulate(s, model) else "unsat")
         if out.status == "unsat":
             assert out.failed_properties == ("deadlock-free",)
+            assert_core_is_a_closed_cycle(s, model, out.core)
     assert verdicts["eager"] == "sat"
     if family in ("dualpipe", "dualpipev"):
         assert verdicts["nccl"] == "unsat"

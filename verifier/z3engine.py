@@ -764,13 +764,23 @@ def _unknown_reason(session, res, used, rlimit, seconds, timeout_ms) -> str:
 
 
 def _minimize(enc: Encoding, core: list[str], rlimit: int, timeout_ms: int) -> list[str]:
-    """Deletion-based minimisation: drop each label whose removal keeps the core unsat."""
+    """Shrink a core: re-check it alone until z3's core stops shrinking, then
+    deletion (drop each label whose removal keeps the rest unsat) when it has
+    at most ``CORE_DELETION_MAX`` labels; the result is then minimal."""
     falses = [c for c in core if c in enc.constants and not enc.constants[c]]
     if falses:  # a constant-false label is a core on its own
         return [falses[0]]
-    if len(core) > CORE_DELETION_MAX:
-        return core
     keep = list(core)
+    while True:
+        res, session = _check(enc, keep, rlimit, timeout_ms)
+        if res != "unsat":
+            return keep
+        used = set(session.core())
+        if len(used) >= len(keep):
+            break
+        keep = [lab for j, lab in enumerate(keep) if j in used]
+    if len(keep) > CORE_DELETION_MAX:
+        return keep
     k = 0
     while k < len(keep):
         trial = keep[:k] + keep[k + 1 :]

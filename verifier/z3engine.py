@@ -309,7 +309,9 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 continue
             (sr, si, sj, sop), (rr, ri, rj, rop) = ss[k], rs[k]
             same = _safe(s.matching_op, sop) == rop
-            verdict = "equal" if same else f"differs (the receive expects {_safe(s.matching_op, rop)})"
+            verdict = (
+                "equal" if same else f"differs (the receive expects {_safe(s.matching_op, rop)})"
+            )
             b.const(
                 f"message-matching: {loc(sr, si, sj)} {sop} pairs with {loc(rr, ri, rj)} "
                 f"{rop}: payload {verdict}",

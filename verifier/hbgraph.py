@@ -201,10 +201,9 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
                 succ[d].append(rv)
                 indeg[rv] += 1
 
-    # data dependencies of computes
+    # data dependencies of computes: the first receive or compute of each
+    # input on the rank, wherever it sits (a later one makes a cycle)
     for r, acts in enumerate(s.actions):
-        first = idx.first[r]
-        first_recv = idx.first_recv[r]
         b0 = base[r]
         for k, a in enumerate(acts):
             tp = type(a)
@@ -213,12 +212,8 @@ def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
             bk = b0 + k
             for c in ((a,) if tp is Compute else (a.f, a.b)):
                 for key in idx.needs(r, c):
-                    if type(key[0]) is CommKind:
-                        i = first_recv.get(key)
-                        src = never if i is None else done[i]
-                    else:
-                        at = first.get(key)
-                        src = never if at is None else b0 + at
+                    x = idx.lookup(key)
+                    src = never if x == NEVER else (done[x] if x >= 0 else b0 - 1 - x)
                     succ[src].append(bk)
                     indeg[bk] += 1
     g = _Graph()
@@ -237,39 +232,37 @@ def _fast(s: Schedule, comm_model: str):
     ops, partner = idx.ops, idx.partner
     nccl = comm_model == "nccl"
     R = s.num_ranks
-    unit_rank, unit_ops, unit_of_op = idx.unit_rank, idx.unit_ops, idx.unit_of_op
-    runits, step_unit = idx.runits, idx.step_unit
+    unit_rank, unit_ops, unit_of_op, runits = idx.unit_rank, idx.unit_ops, idx.unit_of_op, idx.runits
     num_units = len(unit_rank)
-    # per rank and step: None for a comm step, else the compute's inputs as
-    # ints: i >= 0 is "op i done", -1 - j is "step j of this rank ran", and
-    # NEVER_ (a large sentinel) an input that never comes
-    NEVER_ = NEVER
-    desc, waits_after = idx.waits, idx.wait_unit  # per rank and step (see Index)
+    # per rank and step (see Index): a comm step's unit (an int), a compute's
+    # receives to wait for (a tuple; its local inputs come earlier on the
+    # rank, so they have run), None for a compute that never begins
+    steps, wait_unit = idx.steps, idx.wait_unit
 
     pc = [0] * R
     head = [0] * R  # index into runits[r] of the first unit not complete (nccl)
     posted = bytearray(num_units)
     left = [len(x) for x in unit_ops]
     done = bytearray(len(ops))
-    waiters: dict[int, list[int]] = {}
+    waiters: list[list[int] | None] = [None] * len(ops)  # op -> ranks blocked on it
     witness: list[tuple[int, int]] = []
     ready = list(range(R - 1, -1, -1))
 
     def finish_op(i: int) -> None:
         done[i] = 1
-        w = waiters.pop(i, None)
-        if w:
+        w = waiters[i]
+        if w is not None:
             ready.extend(w)
         u = unit_of_op[i]
         left[u] -= 1
-        if left[u] == 0:
+        if not left[u]:
             r = unit_rank[u]
             ready.append(r)
             if nccl:
-                head[r] += 1
+                h = head[r] = head[r] + 1
                 ru = runits[r]
-                if head[r] < len(ru) and posted[ru[head[r]]]:
-                    activate(ru[head[r]])
+                if h < len(ru) and posted[ru[h]]:
+                    activate(ru[h])
 
     def activate(u: int) -> None:  # nccl: unit u is at the head of its stream
         for i in unit_ops[u]:
@@ -279,60 +272,59 @@ def _fast(s: Schedule, comm_model: str):
             if j < 0:
                 continue
             v = unit_of_op[j]
-            pr = unit_rank[v]
-            if posted[v] and head[pr] < len(runits[pr]) and runits[pr][head[pr]] == v:
-                finish_op(i)
-                finish_op(j)
+            if posted[v]:
+                ru = runits[unit_rank[v]]
+                h = head[unit_rank[v]]
+                if h < len(ru) and ru[h] == v:
+                    finish_op(i)
+                    finish_op(j)
 
     while ready:
         r = ready.pop()
-        row, wa, k = desc[r], waits_after[r], pc[r]
+        row, wa, k = steps[r], wait_unit[r], pc[r]
         n = len(row)
         while k < n:
             if k and wa[k - 1] >= 0 and left[wa[k - 1]]:
                 break  # the previous step is a BATCH with wait, not complete yet
-            inp = row[k]
-            if inp is not None:
-                blocked = False
-                for x in inp:
-                    if x >= 0:
-                        if x == NEVER_ or not done[x]:
-                            if x != NEVER_:
-                                waiters.setdefault(x, []).append(r)
-                            blocked = True
-                            break
-                    elif k <= -1 - x:  # the local producer comes at or after this step: never
-                        blocked = True
-                        break
-                if blocked:
-                    break
+            x = row[k]
+            if type(x) is int:  # a comm step: post its unit
+                witness.append((r, k))
                 k += 1
-                pc[r] = k
-                witness.append((r, k - 1))
+                posted[x] = 1
+                if nccl:
+                    if runits[r][head[r]] == x:
+                        activate(x)
+                else:
+                    for i in unit_ops[x]:
+                        j = partner[i]
+                        if ops[i][3].kind is _SF or ops[i][3].kind is _SB:
+                            finish_op(i)
+                            if j >= 0 and posted[unit_of_op[j]] and not done[j]:
+                                finish_op(j)
+                        elif j >= 0 and posted[unit_of_op[j]] and not done[i]:
+                            finish_op(i)
                 continue
-            k += 1
-            pc[r] = k
-            witness.append((r, k - 1))
-            u = step_unit[r][k - 1]
-            posted[u] = 1
-            if nccl:
-                if runits[r][head[r]] == u:
-                    activate(u)
+            if x is None:
+                break  # an input never comes before this step: it never begins
+            for i in x:
+                if not done[i]:
+                    w = waiters[i]
+                    if w is None:
+                        waiters[i] = [r]
+                    else:
+                        w.append(r)
+                    break
             else:
-                for i in unit_ops[u]:
-                    j = partner[i]
-                    if ops[i][3].kind is _SF or ops[i][3].kind is _SB:
-                        finish_op(i)
-                        if j >= 0 and posted[unit_of_op[j]] and not done[j]:
-                            finish_op(j)
-                    elif j >= 0 and posted[unit_of_op[j]] and not done[i]:
-                        finish_op(i)
-            k = pc[r]
+                witness.append((r, k))
+                k += 1
+                continue
+            break
+        pc[r] = k
     if len(witness) != s.num_actions or not all(done):
         return None
-    num_waits = sum(1 for wa in waits_after for u in wa if u >= 0)
+    num_waits = sum(1 for wa in wait_unit for u in wa if u >= 0)
     if nccl:
-        n_events = s.num_actions + num_waits + 2 * num_units + len(idx.pair_list) + len(idx.unmatched)
+        n_events = s.num_actions + num_waits + 2 * num_units + idx.num_pairs + len(idx.unmatched)
     else:
         n_events = s.num_actions + num_waits + sum(1 for o in ops if not (o[3].kind is _SF or o[3].kind is _SB))
     return tuple(witness), n_events

@@ -4,8 +4,11 @@ What it is: one function per property (well-formed, exactly-once,
 dependencies, message-matching, overlap-legal, memory), each returning the
 list of ``Violation``s it finds (empty: the property holds), plus
 ``fifo_pairs`` (the message matching both engines and the certificate checker
-take as given by the schedule). Every function is linear in the schedule's size
-(dictionaries keyed by (stage, mb)).
+take as given by the schedule). Every function is linear in the schedule's size:
+one pass (``Index``) records, in tables indexed by (stage, mb), what the
+properties and the graph engine read, and decides on the way whether
+exactly-once holds, which inputs and sends break a dependency and which FIFO
+pairs carry different payloads; the functions only word what it found.
 
 Only ``well_formed`` is safe on an arbitrary schedule; the others assume it
 holds (ids exist, every action sits on its stage's rank, every comm op has a
@@ -151,16 +154,9 @@ def by_rank(s: Schedule, stage: int) -> int:
 
 # --------------------------------------------------------------------- 2
 def exactly_once(s: Schedule) -> list[Violation]:
-    count = index(s).count
-    for r in s.routes:
-        for st in r.stages:
-            for m in r.microbatches:
-                if count.get((_F, st, m)) != 1:
-                    return _exactly_once(s)
-                b, i, w = count.get((_B, st, m)), count.get((_I, st, m)), count.get((_W, st, m))
-                if not (b == 1 and i is None and w is None) and not (b is None and i == 1 and w == 1):
-                    return _exactly_once(s)
-    return []  # (a well-formed schedule has no compute off its routes)
+    if index(s).exactly_once:
+        return []
+    return _exactly_once(s)
 
 
 def _exactly_once(s: Schedule) -> list[Violation]:
@@ -196,30 +192,50 @@ def _exactly_once(s: Schedule) -> list[Violation]:
 
 
 # --------------------------------------------------------------------- index
-NEVER = 1 << 62  # Index.waits: an input that never comes
+NEVER = 1 << 62  # Index.resolve: an input that never comes
+# bits of Index.present per (stage, mb): which computes run there
+_BIT = {_F: 1, _B: 2, _I: 4, _W: 8}
+_WHOLE, _SPLIT = 1 | 2, 1 | 4 | 8  # F + B, F + I + W: the two ways to run exactly once
 
 
 class Index:
-    """One pass over a well-formed schedule: stage tables, every comm op, the
-    first occurrence of each compute/op per rank, and the FIFO matching. Built
-    once per schedule (``index``) and shared by the properties and the graph
-    engine; never by the certificate checker.
+    """One pass over a well-formed schedule, shared by the static properties
+    and the graph engine (never by the certificate checker). Built once per
+    schedule (``index``).
 
+    In a well-formed schedule every compute and op of stage s sits on the rank
+    of s, so "the first F(s, m) of the rank" is the first F(s, m) of the whole
+    schedule: the tables below are global, indexed by the dense key
+    ``base[s] + m`` (``base[s]``: s's position among the stages times M).
+
+    - ``first[kind][key]``: the step of the first compute of that kind (kind
+      in F, B, I, W and "BI", the first B or I), -1 if none;
+      ``first_recv[kind][key]``: the first receive (RECV_F, RECV_B) as an op
+      index, -1 if none;
     - ``ops[i] = (rank, step, sub, Comm)``, in post order per rank (``sub``: the
       op's index in a BATCH, None for a plain op);
-    - ``first[rank]``: key -> step, keys (ComputeKind, stage, mb) and
-      ("BI", stage, mb) for the first B or I;
-    - ``first_recv[rank]``: (RECV kind, stage, mb) -> op index;
-    - ``partner[i]``: the op FIFO-matched with op i, or -1;
-    - ``unmatched``: (op index, position k on its rank pair) of unmatched ops;
-    - ``counts[(src, dst)] = (#sends, #receives)``;
+    - ``partner[i]``: the op FIFO-matched with op i, or -1; ``pair_list``: the
+      matched (i, j), i < j, by i; ``unmatched``: (op index, position k on its
+      rank pair); ``counts[(src, dst)] = (#sends, #receives)``;
+      ``mismatched``: the matched (send, receive) whose payloads differ;
     - comm units (a plain op or a BATCH): ``unit_rank/unit_step/unit_ops[u]``,
-      ``unit_of_op[i]``, ``runits[rank]`` (post order), ``step_unit[rank][step]``;
-    - ``inputs[rank][step]``: the keys a compute step consumes (None: comm).
+      ``unit_of_op[i]``, ``runits[rank]`` (post order);
+    - ``steps[rank][step]``: for a comm step its unit; for a compute step the
+      receives (op indices) it waits for, or None when one of its inputs is
+      never there before it (a dependency failure: the step never begins);
+      ``wait_unit[rank][step]``: the unit of a BATCH with wait, else -1;
+    - ``dep_failures``: (rank, step, key, op) for every input of a compute
+      (``op`` None) and every send (the op) whose data is not produced at an
+      earlier step of its rank, in rank, step and input order;
+    - ``exactly_once``: whether property 2 holds; ``overlaps``: (rank, step)
+      of every OVERLAP.
     """
 
     def __init__(self, s: Schedule):
+        M, R = s.num_microbatches, s.num_ranks
         rank_of = {st.id: st.rank for st in s.stages}
+        base = {st.id: n * M for n, st in enumerate(s.stages)}
+        K = len(s.stages) * M
         nxt: dict[int, int | None] = {}
         prv: dict[int, int | None] = {}
         for r in s.routes:
@@ -227,136 +243,196 @@ class Index:
             for k, sid in enumerate(st):
                 nxt[sid] = st[k + 1] if k + 1 < len(st) else None
                 prv[sid] = st[k - 1] if k > 0 else None
-        self.rank_of, self.next, self.prev = rank_of, nxt, prv
-        to_next = {sid: (None if n is None else rank_of[n]) for sid, n in nxt.items()}
-        to_prev = {sid: (None if p is None else rank_of[p]) for sid, p in prv.items()}
-        ops: list[tuple] = []
-        count: dict[tuple, int] = {}  # (ComputeKind, stage, mb) -> how many times it runs
-        overlaps: list[tuple[int, int]] = []
-        firsts: list[dict] = []
-        first_recvs: list[dict] = []
-        sends: dict[tuple[int, int], list[int]] = defaultdict(list)
-        recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
+        self.rank_of, self.next, self.prev, self.base = rank_of, nxt, prv, base
+        # per stage: how its F and its B/I get their remote or local input,
+        # and where its sends go: (rank, dense key of the matching receive)
+        f_in: dict[int, int] = {}  # 0: none (first stage), 1: RECV_F, 2: F(prev) here
+        b_in: dict[int, int] = {}  # 0: none (last stage), 1: RECV_B, 2: B/I(next) here
+        to_next: dict[int, tuple[int, int]] = {}
+        to_prev: dict[int, tuple[int, int]] = {}
+        for sid, r in rank_of.items():
+            p, n = prv.get(sid), nxt.get(sid)
+            f_in[sid] = 0 if p is None else (1 if rank_of[p] != r else 2)
+            b_in[sid] = 0 if n is None else (1 if rank_of[n] != r else 2)
+            if n is not None:
+                to_next[sid] = (rank_of[n], base[n])
+            if p is not None:
+                to_prev[sid] = (rank_of[p], K + base[p])  # RECV_B keys sit above RECV_F's
+        fF, fB, fI, fW, fBI = ([-1] * K for _ in range(5))
+        rF, rB = [-1] * K, [-1] * K
+        present = bytearray(K)
+        dup = False
         SF, RF, SB = CommKind.SEND_F, CommKind.RECV_F, CommKind.SEND_B
-        RB = CommKind.RECV_B
-        # comm units (a plain op, or a BATCH as a whole), numbered globally
+        ops: list[tuple] = []
+        sig: list[int] = []  # per op: a receive's own (kind, stage, mb) key, a send's expected one
+        overlaps: list[tuple[int, int]] = []
+        dep_failures: list[tuple] = []
+        chans: dict[int, tuple[list[int], list[int]]] = {}  # src * R + dst -> (sends, receives)
         unit_rank: list[int] = []
         unit_step: list[int] = []
         unit_ops: list[list[int]] = []
         unit_of_op: list[int] = []
-        runits: list[list[int]] = [[] for _ in range(s.num_ranks)]
-        step_unit: list[dict[int, int]] = [dict() for _ in range(s.num_ranks)]
-        self.unit_rank, self.unit_step, self.unit_ops = unit_rank, unit_step, unit_ops
-        self.unit_of_op, self.runits, self.step_unit = unit_of_op, runits, step_unit
-        self.inputs: list[list] = []  # rank -> step -> the keys a compute step consumes (None: comm)
+        runits: list[list[int]] = []
+        steps: list[list] = []
+        wait_units: list[list[int]] = []
         for rank, acts in enumerate(s.actions):
-            first: dict = {}
-            first_recv: dict = {}
-            inputs: list = [None] * len(acts)
-            self.inputs.append(inputs)
+            row: list = [None] * len(acts)
+            wait_unit = [-1] * len(acts)
+            ru: list[int] = []
             for step, a in enumerate(acts):
                 tp = type(a)
                 if tp is Compute or tp is Overlap:
                     if tp is Overlap:
                         overlaps.append((rank, step))
-                    need: list[tuple] = []
+                    recvs: list[int] | None = []
                     for c in ((a,) if tp is Compute else (a.f, a.b)):
                         kind, st, mb = c.kind, c.stage, c.mb
-                        key = (kind, st, mb)
-                        count[key] = count.get(key, 0) + 1
-                        if key not in first:
-                            first[key] = step
-                        # what it consumes (SEMANTICS.md "Programs"), as keys of
-                        # first (computes) or first_recv (receives)
+                        key = base[st] + mb
+                        present[key] |= _BIT[kind]
+                        # record it, then look up what it consumes (SEMANTICS.md
+                        # "Programs"): an input is met when it was produced (or
+                        # its receive posted) at an earlier step of this rank
                         if kind is _F:
-                            p = prv[st]
-                            if p is not None:
-                                need.append((RF, st, mb) if rank_of[p] != rank else (_F, p, mb))
+                            if fF[key] < 0:
+                                fF[key] = step
+                            else:
+                                dup = True
+                            how = f_in[st]
+                            if how == 1:
+                                i = rF[key]
+                                if i >= 0:
+                                    if recvs is not None:
+                                        recvs.append(i)
+                                    continue
+                                need = (RF, st, mb)
+                            elif how == 2:
+                                p = prv[st]
+                                if 0 <= fF[base[p] + mb] < step:
+                                    continue
+                                need = (_F, p, mb)
+                            else:
+                                continue
                         elif kind is _W:
-                            need.append((_I, st, mb))
+                            if fW[key] < 0:
+                                fW[key] = step
+                            else:
+                                dup = True
+                            if 0 <= fI[key] < step:
+                                continue
+                            need = (_I, st, mb)
                         else:
-                            key = ("BI", st, mb)
-                            if key not in first:
-                                first[key] = step
-                            need.append((_F, st, mb))
-                            n = nxt[st]
-                            if n is not None:
-                                need.append((RB, st, mb) if rank_of[n] != rank else ("BI", n, mb))
-                    inputs[step] = need
+                            t = fB if kind is _B else fI
+                            if t[key] < 0:
+                                t[key] = step
+                            else:
+                                dup = True
+                            if fBI[key] < 0:
+                                fBI[key] = step
+                            if not 0 <= fF[key] < step:
+                                dep_failures.append((rank, step, (_F, st, mb), None))
+                                recvs = None
+                            how = b_in[st]
+                            if how == 1:
+                                i = rB[key]
+                                if i >= 0:
+                                    if recvs is not None:
+                                        recvs.append(i)
+                                    continue
+                                need = (CommKind.RECV_B, st, mb)
+                            elif how == 2:
+                                n = nxt[st]
+                                if 0 <= fBI[base[n] + mb] < step:
+                                    continue
+                                need = ("BI", n, mb)
+                            else:
+                                continue
+                        dep_failures.append((rank, step, need, None))
+                        recvs = None
+                    row[step] = recvs if recvs is None else tuple(recvs)
                     continue
                 batched = tp is Batch
                 u = len(unit_ops)
                 unit_rank.append(rank)
                 unit_step.append(step)
+                ru.append(u)
+                row[step] = u
+                if batched and a.wait:
+                    wait_unit[step] = u
                 i0 = len(ops)
-                runits[rank].append(u)
-                step_unit[rank][step] = u
                 for j, op in enumerate(a.ops if batched else (a,)):
                     i = len(ops)
-                    unit_of_op.append(u)
                     ops.append((rank, step, j if batched else None, op))
-                    kind = op.kind
-                    if kind is SF:
-                        sends[(rank, to_next[op.stage])].append(i)
-                    elif kind is SB:
-                        sends[(rank, to_prev[op.stage])].append(i)
+                    unit_of_op.append(u)
+                    kind, st, mb = op.kind, op.stage, op.mb
+                    if kind is SF or kind is SB:
+                        if kind is SF:
+                            peer, expect = to_next[st]
+                            if fF[base[st] + mb] < 0:
+                                dep_failures.append((rank, step, (_F, st, mb), op))
+                        else:
+                            peer, expect = to_prev[st]
+                            if fBI[base[st] + mb] < 0:
+                                dep_failures.append((rank, step, ("BI", st, mb), op))
+                        sig.append(expect + mb)
+                        ch = chans.get(rank * R + peer)
+                        if ch is None:
+                            ch = chans[rank * R + peer] = ([], [])
+                        ch[0].append(i)
                     else:
-                        key = (kind, op.stage, op.mb)
-                        if key not in first_recv:
-                            first_recv[key] = i
-                        src = to_prev[op.stage] if kind is RF else to_next[op.stage]
-                        recvs[(src, rank)].append(i)
+                        key = base[st] + mb
+                        if kind is RF:
+                            if rF[key] < 0:
+                                rF[key] = i
+                            sig.append(key)
+                            peer = to_prev[st][0]
+                        else:
+                            if rB[key] < 0:
+                                rB[key] = i
+                            sig.append(K + key)
+                            peer = to_next[st][0]
+                        ch = chans.get(peer * R + rank)
+                        if ch is None:
+                            ch = chans[peer * R + rank] = ([], [])
+                        ch[1].append(i)
                 unit_ops.append(list(range(i0, len(ops))))
-            firsts.append(first)
-            first_recvs.append(first_recv)
-        self.ops, self.first, self.first_recv = ops, firsts, first_recvs
-        self.count, self.overlaps = count, overlaps
+            runits.append(ru)
+            steps.append(row)
+            wait_units.append(wait_unit)
+        self.ops, self.overlaps, self.dep_failures = ops, overlaps, dep_failures
+        self.unit_rank, self.unit_step, self.unit_ops = unit_rank, unit_step, unit_ops
+        self.unit_of_op, self.runits, self.steps, self.wait_unit = unit_of_op, runits, steps, wait_units
+        self.first = {_F: fF, _B: fB, _I: fI, _W: fW, "BI": fBI}
+        self.first_recv = {RF: rF, CommKind.RECV_B: rB}
+        # every required (stage, mb) is F + B or F + I + W, each once (a
+        # well-formed schedule runs no compute off its routes)
+        required = sum(len(r.stages) * len(r.microbatches) for r in s.routes)
+        self.exactly_once = not dup and present.count(_WHOLE) + present.count(_SPLIT) == required
+        # FIFO matching per ordered rank pair (SEMANTICS.md "Messages")
         partner = [-1] * len(ops)
         unmatched: list[tuple[int, int]] = []
+        mismatched: list[tuple[int, int]] = []
         counts: dict[tuple[int, int], tuple[int, int]] = {}
-        for key in sorted(set(sends) | set(recvs)):
-            a, b = sends.get(key, []), recvs.get(key, [])
-            counts[key] = (len(a), len(b))
+        for key in sorted(chans):
+            a, b = chans[key]
+            counts[divmod(key, R)] = (len(a), len(b))
             for x, y in zip(a, b):
                 partner[x] = y
                 partner[y] = x
+                if sig[x] != sig[y]:
+                    mismatched.append((x, y))
             unmatched.extend((x, k) for k, x in enumerate(a[len(b):], start=len(b)))
             unmatched.extend((x, k) for k, x in enumerate(b[len(a):], start=len(a)))
-        self.partner, self.unmatched, self.counts = partner, unmatched, counts
-        self.pair_list = [(x, y) for x, y in enumerate(partner) if y > x]
-        # waits[rank][step] (computes): each input of ``inputs`` resolved to an
-        # int: i >= 0 the first receive (op i) of that key on the rank, -1 - j
-        # the first producer at step j of the rank (maybe at or after the step:
-        # a dependency failure), NEVER none at all. wait_unit[rank][step]: the
-        # unit of a BATCH with wait at that step, else -1.
-        self.waits: list[list] = []
-        self.wait_unit: list[list[int]] = []
-        never = NEVER
-        for rank, acts in enumerate(s.actions):
-            first, first_recv = firsts[rank], first_recvs[rank]
-            row: list = [None] * len(acts)
-            wu = [-1] * len(acts)
-            for step, need in enumerate(self.inputs[rank]):
-                if need is None:
-                    a = acts[step]
-                    if type(a) is Batch and a.wait:
-                        wu[step] = step_unit[rank][step]
-                    continue
-                res = []
-                for key in need:
-                    if type(key[0]) is CommKind:
-                        i = first_recv.get(key)
-                        res.append(never if i is None else i)
-                    else:
-                        at = first.get(key)
-                        res.append(never if at is None else -1 - at)
-                row[step] = res
-            self.waits.append(row)
-            self.wait_unit.append(wu)
+        self.partner, self.unmatched, self.counts, self.mismatched = partner, unmatched, counts, mismatched
+        self.num_pairs = (len(ops) - len(unmatched)) // 2
+
+    @property
+    def pair_list(self) -> list[tuple[int, int]]:
+        return [(x, y) for x, y in enumerate(self.partner) if y > x]
 
     def needs(self, rank: int, c: Compute) -> list[tuple]:
         """What compute ``c`` on ``rank`` consumes (SEMANTICS.md "Programs"), as keys
-        of ``first``/``first_recv``: a receive or a compute on this rank."""
+        (kind, stage, mb) of ``lookup``: a receive or a compute on this rank
+        (kind "BI": the first B or I)."""
         kind, st, mb = c.kind, c.stage, c.mb
         if kind is _F:
             p = self.prev[st]
@@ -370,6 +446,22 @@ class Index:
             return [(_F, st, mb), (CommKind.RECV_B, st, mb) if self.rank_of[n] != rank else ("BI", n, mb)]
         return [(_I, st, mb)]
 
+    def lookup(self, key: tuple) -> int:
+        """A key of ``needs`` resolved: i >= 0 the first receive (op i) of a
+        receive key, -1 - j the first compute (at step j, anywhere in the
+        program) of a compute key, NEVER none at all."""
+        kind, st, mb = key
+        if kind in self.first_recv:
+            i = self.first_recv[kind][self.base[st] + mb]
+            return NEVER if i < 0 else i
+        at = self.first[kind][self.base[st] + mb]
+        return NEVER if at < 0 else -1 - at
+
+    def step_of(self, key: tuple) -> int | None:
+        """The step of a key's first receive or compute on its rank, None if none."""
+        x = self.lookup(key)
+        return None if x == NEVER else (self.ops[x][1] if x >= 0 else -1 - x)
+
 
 _CACHE: list = [None, None]
 
@@ -381,8 +473,9 @@ def index(s: Schedule) -> Index:
     return _CACHE[1]
 
 
-def first_steps(s: Schedule):
-    return index(s).first
+def release() -> None:
+    """Drop the cached Index (the checker calls it when it is done)."""
+    _CACHE[0] = _CACHE[1] = None
 
 
 def needs(s: Schedule, rank: int, c: Compute) -> list[tuple]:
@@ -398,30 +491,9 @@ def _key_text(key: tuple) -> str:
 def dependencies(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
     idx = index(s)
-    SF, SB = CommKind.SEND_F, CommKind.SEND_B
-    ops = idx.ops
-    for rank, acts in enumerate(s.actions):
-        first = idx.first[rank]
-        inputs, waits = idx.inputs[rank], idx.waits[rank]
-        for step, a in enumerate(acts):
-            tp = type(a)
-            if tp is Compute or tp is Overlap:
-                for j, x in enumerate(waits[step]):
-                    at = None if x == NEVER else (ops[x][1] if x >= 0 else -1 - x)
-                    if at is None or at >= step:
-                        key = inputs[step][j]
-                        _dep(out, rank, step, _consumer(s, rank, step, key), key, at)
-                continue
-            for op in (a.ops if tp is Batch else (a,)):
-                if op.kind is SF:
-                    key = (_F, op.stage, op.mb)
-                elif op.kind is SB:
-                    key = ("BI", op.stage, op.mb)
-                else:
-                    continue
-                at = first.get(key)
-                if at is None or at >= step:
-                    _dep(out, rank, step, op, key, at)
+    for rank, step, key, op in idx.dep_failures:
+        what = op if op is not None else _consumer(s, rank, step, key)
+        _dep(out, rank, step, what, key, idx.step_of(key))
     return out
 
 
@@ -458,13 +530,16 @@ def fifo_pairs(s: Schedule):
     ops = idx.ops
     pairs = []
     for x, y in idx.pair_list:
-        if ops[x][3].kind.is_send:
+        if ops[x][3].kind in _SENDS:
             pairs.append((ops[x], ops[y]))
         else:
             pairs.append((ops[y], ops[x]))
-    us = [(ops[i], k) for i, k in idx.unmatched if ops[i][3].kind.is_send]
-    ur = [(ops[i], k) for i, k in idx.unmatched if not ops[i][3].kind.is_send]
+    us = [(ops[i], k) for i, k in idx.unmatched if ops[i][3].kind in _SENDS]
+    ur = [(ops[i], k) for i, k in idx.unmatched if ops[i][3].kind not in _SENDS]
     return pairs, us, ur, idx.counts
+
+
+_SENDS = frozenset((CommKind.SEND_F, CommKind.SEND_B))
 
 
 def _nth(k: int) -> str:
@@ -476,24 +551,16 @@ def _nth(k: int) -> str:
 def message_matching(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
     idx = index(s)
-    ops, nxt, prv = idx.ops, idx.next, idx.prev
-    SF, RF, RB = CommKind.SEND_F, CommKind.RECV_F, CommKind.RECV_B
-    for x, y in idx.pair_list:
+    ops = idx.ops
+    # the index pairs each send with its FIFO receive and compares payloads
+    # on the way (a send's expected receive against the receive's own key)
+    for x, y in sorted(idx.mismatched, key=min):
         snd, rcv = ops[x], ops[y]
-        if not snd[3].kind.is_send:
-            snd, rcv = rcv, snd
-        so, ro = snd[3], rcv[3]
-        if so.kind is SF:
-            if ro.kind is RF and ro.mb == so.mb and ro.stage == nxt[so.stage]:
-                continue
-        elif ro.kind is RB and ro.mb == so.mb and ro.stage == prv[so.stage]:
-            continue
-        expected = s.matching_op(so)
-        if expected != ro:
-            out.append(
-                _v(_MM, "payload", [(snd[0], snd[1]), (rcv[0], rcv[1])], send=str(snd[3]),
-                   send_at=_at(*snd[:3]), recv=str(rcv[3]), recv_at=_at(*rcv[:3]), expected=str(expected))
-            )
+        expected = s.matching_op(snd[3])
+        out.append(
+            _v(_MM, "payload", [(snd[0], snd[1]), (rcv[0], rcv[1])], send=str(snd[3]),
+               send_at=_at(*snd[:3]), recv=str(rcv[3]), recv_at=_at(*rcv[:3]), expected=str(expected))
+        )
     _pairs, us, ur, counts = fifo_pairs(s) if idx.unmatched else ([], [], [], {})
     for (x, k) in us:
         peer = s.peer_of(x[3])

@@ -57,12 +57,13 @@ class _Machine:
         self.unit_of_step: list[dict[int, int]] = [dict() for _ in range(self.n)]
         self.first_recv: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
         self.first_comp: list[dict[tuple, int]] = [dict() for _ in range(self.n)]
-        self.op_unit: list[tuple[int, int]] = []  # op id -> (rank, unit index on it)
-        sends: dict[tuple[int, int], list[int]] = defaultdict(list)
-        recvs: dict[tuple[int, int], list[int]] = defaultdict(list)
-        nxt, prv, rank = self.nxt, self.prv, self.rank
+        # op id -> the rank posting it and the index of its unit there
+        self.op_rank: list[int] = []
+        self.op_unit: list[int] = []
+        queues: dict[int, tuple[list[int], list[int]]] = {}  # src * n + dst -> (sends, receives)
+        nxt, prv, rank, n = self.nxt, self.prv, self.rank, self.n
         SF, SB, RF = CommKind.SEND_F, CommKind.SEND_B, CommKind.RECV_F
-        op_unit = self.op_unit
+        op_rank, op_unit = self.op_rank, self.op_unit
         for r, acts in enumerate(s.actions):
             units_r, uos, frecv, fcomp = self.units[r], self.unit_of_step[r], self.first_recv[r], self.first_comp[r]
             for k, a in enumerate(acts):
@@ -70,12 +71,10 @@ class _Machine:
                 if tp is Comm:
                     lst = ((None, a),)
                 elif tp is Batch:
-                    lst = tuple(enumerate(a.ops))
+                    lst = enumerate(a.ops)
                 else:
                     for c in ((a.f, a.b) if tp is Overlap else (a,)):
-                        key = (c.kind, c.stage, c.mb)
-                        if key not in fcomp:
-                            fcomp[key] = k
+                        fcomp.setdefault((c.kind, c.stage, c.mb), k)
                     continue
                 u = len(units_r)
                 ids = []
@@ -83,29 +82,32 @@ class _Machine:
                     i = len(ops)
                     ids.append(i)
                     ops.append((r, k, sub, op))
-                    op_unit.append((r, u))
+                    op_rank.append(r)
+                    op_unit.append(u)
                     kind = op.kind
-                    if kind is SF:
-                        sends[(r, rank[nxt[op.stage]])].append(i)
-                    elif kind is SB:
-                        sends[(r, rank[prv[op.stage]])].append(i)
+                    if kind is SF or kind is SB:
+                        q = r * n + rank[nxt[op.stage] if kind is SF else prv[op.stage]]
+                        side = 0
                     else:
-                        key = (kind, op.stage, op.mb)
-                        if key not in frecv:
-                            frecv[key] = i
-                        peer = rank[prv[op.stage]] if kind is RF else rank[nxt[op.stage]]
-                        recvs[(peer, r)].append(i)
+                        frecv.setdefault((kind, op.stage, op.mb), i)
+                        q = rank[prv[op.stage] if kind is RF else nxt[op.stage]] * n + r
+                        side = 1
+                    pair = queues.get(q)
+                    if pair is None:
+                        pair = queues[q] = ([], [])
+                    pair[side].append(i)
                 uos[k] = u
                 units_r.append((k, ids))
         self.partner: list[int | None] = [None] * len(ops)
-        for key, lst in sends.items():
-            other = recvs.get(key, [])
-            for a, b in zip(lst, other):
-                self.partner[a] = b
-                self.partner[b] = a
+        partner = self.partner
+        for snd, rcv in queues.values():
+            for a, b in zip(snd, rcv):
+                partner[a] = b
+                partner[b] = a
         self.done = [False] * len(self.ops)
-        self.head = [0] * self.n  # nccl: index of the first unit not yet complete
-        self.unit_done = [[False] * len(u) for u in self.units]
+        # nccl: index of the first unit not yet complete (a rank's units
+        # complete in post order, so unit u of rank r is complete iff head[r] > u)
+        self.head = [0] * self.n
 
     @property
     def op_at(self) -> dict[tuple, int]:
@@ -128,23 +130,25 @@ class _Machine:
         if type(a) is Batch and a.wait:
             u = self.unit_of_step[r][k]
             if self.model == "nccl":
-                return self.unit_done[r][u]
+                return self.head[r] > u
             return all(self.done[i] for i in self.units[r][u][1])
         return True
 
     # ---- communication progress
-    def settle(self, ranks) -> None:
-        """Complete everything the model allows, starting from ``ranks`` (nccl)."""
+    def settle(self, r: int) -> None:
+        """Complete everything the model allows after rank ``r`` posted (nccl):
+        the units at the heads of the streams, as long as their ops' partners'
+        units are active too."""
         if self.model == "eager":
             return
-        work = list(ranks)
+        work = [r]
         head, units, done, partner = self.head, self.units, self.done, self.partner
-        pc, op_unit = self.pc, self.op_unit
+        pc, op_rank, op_unit = self.pc, self.op_rank, self.op_unit
         while work:
             r = work.pop()
             units_r = units[r]
-            while head[r] < len(units_r):
-                u = head[r]
+            u = head[r]
+            while u < len(units_r):
                 k, ids = units_r[u]
                 if pc[r] <= k:
                     break
@@ -154,7 +158,7 @@ class _Machine:
                         continue
                     j = partner[i]
                     if j is not None:
-                        pr, pu = op_unit[j]
+                        pr, pu = op_rank[j], op_unit[j]
                         if head[pr] == pu and pc[pr] > units[pr][pu][0]:  # partner unit active
                             done[i] = done[j] = True
                             work.append(pr)
@@ -162,8 +166,8 @@ class _Machine:
                     complete = False
                 if not complete:
                     break
-                self.unit_done[r][u] = True
-                head[r] += 1
+                u += 1
+                head[r] = u
 
     def post(self, r: int, k: int) -> None:
         self.pc[r] = k + 1
@@ -181,7 +185,7 @@ class _Machine:
                 elif j is not None and self.posted(self.ops[j][0], self.ops[j][1]):
                     self.done[i] = True
         else:
-            self.settle([r])
+            self.settle(r)
 
     # ---- what a compute waits for (written from SEMANTICS.md "Programs")
     def inputs(self, r: int, k: int) -> list[tuple]:
@@ -250,65 +254,171 @@ class _Machine:
 
 
 def check_witness(s: Schedule, comm_model: str, witness) -> tuple[bool, str]:
-    """Replay ``witness`` under ``comm_model`` (SEMANTICS.md "Witness")."""
-    m = _Machine(s, comm_model)
+    """Replay ``witness`` under ``comm_model`` (SEMANTICS.md "Witness").
+
+    The replay runs in one pass that reads each action only when its entry
+    comes (``_replays``); a witness it rejects is replayed again step by step
+    through ``_Machine.can_begin``, which says why.
+    """
     if len(witness) != s.num_actions:
         return False, f"witness has {len(witness)} entries, the schedule {s.num_actions} steps"
-    actions, pc, done = s.actions, m.pc, m.done
-    nccl = comm_model == "nccl"
-    unit_of_step, units, unit_done = m.unit_of_step, m.units, m.unit_done
-    first_recv, first_comp = m.first_recv, m.first_comp
-    prv, nxt, rank_of = m.prv, m.nxt, m.rank
-    Fk, Bk, Ik = ComputeKind.F, ComputeKind.B, ComputeKind.I
-    RF, RB = CommKind.RECV_F, CommKind.RECV_B
+    if _replays(s, comm_model == "nccl", witness):
+        return True, ""
+    ok, why = _replay(s, comm_model, witness)
+    return False, why if not ok else "the one-pass replay rejects what the step-by-step replay accepts"
+
+
+def _replays(s: Schedule, nccl: bool, witness) -> bool:
+    """Whether every entry of ``witness`` can begin where it stands and every op
+    has completed after the last (``len(witness)`` is the number of steps).
+
+    Everything is learnt as the replay goes, in the order the witness posts
+    and runs things: a rank's ops get ids as they are posted, the k-th send
+    from src to dst is paired with the k-th receive there as soon as both are
+    posted (FIFO by position), and "the first receive (compute) of a kind on
+    the rank" is the first one posted (run) so far: one that comes later in
+    the rank's program has not happened when the compute's entry comes.
+    """
     R = s.num_ranks
-    for pos, (r, k) in enumerate(witness):
-        if not 0 <= r < R or pc[r] != k:
-            return False, f"entry {pos}: rank {r} step {k} is not the rank's next step"
+    actions = s.actions
+    rank = {st.id: st.rank for st in s.stages}
+    nxt: dict[int, int | None] = {}
+    prv: dict[int, int | None] = {}
+    for route in s.routes:
+        for k, sid in enumerate(route.stages):
+            nxt[sid] = route.stages[k + 1] if k + 1 < len(route.stages) else None
+            prv[sid] = route.stages[k - 1] if k > 0 else None
+    pc = [0] * R
+    ran: list[set] = [set() for _ in range(R)]  # (kind, stage, mb) of the computes run so far
+    first_recv: list[dict] = [dict() for _ in range(R)]  # (kind, stage, mb) -> op id, posted so far
+    units: list[list[list[int]]] = [[] for _ in range(R)]  # per rank, its posted units' op ids
+    head = [0] * R  # nccl: the first unit of the rank not complete
+    done: list[bool] = []  # per op id
+    op_rank: list[int] = []
+    op_unit: list[int] = []
+    partner: list[int | None] = []
+    queues: dict[int, tuple[list[int], list[int]]] = {}  # src * R + dst -> (sends, receives)
+    SF, SB, RF, RB = CommKind.SEND_F, CommKind.SEND_B, CommKind.RECV_F, CommKind.RECV_B
+    Fk, Bk, Ik = ComputeKind.F, ComputeKind.B, ComputeKind.I
+    for r, k in witness:
+        if not 0 <= r < R or pc[r] != k or k >= len(actions[r]):
+            return False
         acts = actions[r]
         if k:
             prev = acts[k - 1]
-            if type(prev) is Batch and prev.wait:
-                u = unit_of_step[r][k - 1]
-                if not (unit_done[r][u] if nccl else all(done[i] for i in units[r][u][1])):
-                    return False, f"entry {pos}: {m.can_begin(r)[1]}"
+            if type(prev) is Batch and prev.wait:  # its unit is the rank's last one posted
+                u = len(units[r]) - 1
+                if not (head[r] > u if nccl else all(done[i] for i in units[r][u])):
+                    return False
         a = acts[k]
         tp = type(a)
         if tp is Comm or tp is Batch:
-            m.post(r, k)
+            pc[r] = k + 1
+            u = len(units[r])
+            ids = []
+            for op in ((a,) if tp is Comm else a.ops):
+                i = len(done)
+                ids.append(i)
+                done.append(False)
+                op_rank.append(r)
+                op_unit.append(u)
+                partner.append(None)
+                kind = op.kind
+                if kind is SF or kind is SB:
+                    q = r * R + rank[nxt[op.stage] if kind is SF else prv[op.stage]]
+                    mine, theirs = 0, 1
+                else:
+                    first_recv[r].setdefault((kind, op.stage, op.mb), i)
+                    q = rank[prv[op.stage] if kind is RF else nxt[op.stage]] * R + r
+                    mine, theirs = 1, 0
+                queue = queues.get(q)
+                if queue is None:
+                    queue = queues[q] = ([], [])
+                n = len(queue[mine])
+                queue[mine].append(i)
+                if n < len(queue[theirs]):
+                    j = queue[theirs][n]
+                    partner[i] = j
+                    partner[j] = i
+            units[r].append(ids)
+            if not nccl:
+                # eager: a send completes when posted, a receive once its send is posted
+                for i, op in zip(ids, (a,) if tp is Comm else a.ops):
+                    j = partner[i]
+                    if op.kind is SF or op.kind is SB:
+                        done[i] = True
+                        if j is not None:
+                            done[j] = True
+                    elif j is not None:
+                        done[i] = True
+                continue
+            # nccl: complete the pairs whose units are both at the heads of
+            # their streams, then the units behind them, rank by rank
+            work = [r]
+            while work:
+                x = work.pop()
+                ux = units[x]
+                h = head[x]
+                while h < len(ux):
+                    complete = True
+                    for i in ux[h]:
+                        if done[i]:
+                            continue
+                        j = partner[i]
+                        if j is not None and head[op_rank[j]] == op_unit[j]:
+                            done[i] = done[j] = True
+                            work.append(op_rank[j])
+                            continue
+                        complete = False
+                    if not complete:
+                        break
+                    h += 1
+                    head[x] = h
             continue
-        # a compute: every input there (written out here for speed; ``inputs``
-        # says the same in words for the error message)
-        fr, fc = first_recv[r], first_comp[r]
-        for c in ((a.f, a.b) if tp is Overlap else (a,)):
+        # a compute: every input there (SEMANTICS.md "Programs")
+        fr, fc = first_recv[r], ran[r]
+        halves = (a.f, a.b) if tp is Overlap else (a,)
+        for c in halves:
             kind, st, mb = c.kind, c.stage, c.mb
             if kind is Fk:
                 p = prv[st]
                 if p is None:
                     continue
-                if rank_of[p] != r:
+                if rank[p] != r:
                     i = fr.get((RF, st, mb))
                     ok = i is not None and done[i]
                 else:
-                    j = fc.get((Fk, p, mb))
-                    ok = j is not None and j < k
+                    ok = (Fk, p, mb) in fc
             elif kind is Bk or kind is Ik:
-                j = fc.get((Fk, st, mb))
-                ok = j is not None and j < k
+                ok = (Fk, st, mb) in fc
                 n = nxt[st]
                 if ok and n is not None:
-                    if rank_of[n] != r:
+                    if rank[n] != r:
                         i = fr.get((RB, st, mb))
                         ok = i is not None and done[i]
                     else:
-                        js = [x for x in (fc.get((Bk, n, mb)), fc.get((Ik, n, mb))) if x is not None]
-                        ok = bool(js) and min(js) < k
+                        ok = (Bk, n, mb) in fc or (Ik, n, mb) in fc
             else:
-                j = fc.get((Ik, st, mb))
-                ok = j is not None and j < k
+                ok = (Ik, st, mb) in fc
             if not ok:
-                return False, f"entry {pos}: {m.can_begin(r)[1] or f'rank {r} step {k} {a} waits for its input'}"
+                return False
+        for c in halves:  # it runs (and finishes) here
+            fc.add((c.kind, c.stage, c.mb))
         pc[r] = k + 1
+    return all(done)
+
+
+def _replay(s: Schedule, comm_model: str, witness) -> tuple[bool, str]:
+    """The witness replayed step by step on a ``_Machine``: (ok, why not)."""
+    m = _Machine(s, comm_model)
+    R = s.num_ranks
+    for pos, (r, k) in enumerate(witness):
+        if not 0 <= r < R or m.pc[r] != k:
+            return False, f"entry {pos}: rank {r} step {k} is not the rank's next step"
+        ok, why = m.can_begin(r)
+        if not ok:
+            return False, f"entry {pos}: {why}"
+        m.post(r, k)
     if not m.terminated():
         left = [i for i, d in enumerate(m.done) if not d]
         r, k, sub, op = m.ops[left[0]]

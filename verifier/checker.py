@@ -483,6 +483,9 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         dl_viol = dl_viol + tuple(notes)
         witness = None
     engine_seconds = time.perf_counter() - t_engine
+    # the index is not needed past this point: free it now, while the cyclic
+    # collector is paused, rather than keep it until the next schedule
+    properties.release()
 
     cert_note = ""
     t_cert = time.perf_counter()

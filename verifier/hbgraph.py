@@ -320,6 +320,9 @@ def _fast(s: Schedule, comm_model: str):
                 continue
             break
         pc[r] = k
+    # the two closures refer to each other: break the cycle so that what they
+    # hold is freed now, not at the next run of the cyclic collector
+    del finish_op, activate
     if len(witness) != s.num_actions or not all(done):
         return None
     num_waits = sum(1 for wa in wait_unit for u in wa if u >= 0)

@@ -85,6 +85,15 @@ def well_formed(s: Schedule) -> list[Violation]:
             out.append(_v(_WF, "mb-routes", (), mb=m, count=mb_routes[m]))
     if out:  # placement is broken: per-action checks would only repeat it
         return out
+    # the index checks every action on its way (and is kept for the other
+    # properties); the loop below runs only to word what it refused
+    try:
+        idx = Index(s)
+    except IllFormed:
+        pass
+    else:
+        _CACHE[0], _CACHE[1] = s, idx
+        return []
     # per stage: (rank, route index, rank towards next stage, rank towards previous)
     table: dict[int, tuple] = {}
     for ri, r in enumerate(s.routes):
@@ -198,10 +207,16 @@ _BIT = {_F: 1, _B: 2, _I: 4, _W: 8}
 _WHOLE, _SPLIT = 1 | 2, 1 | 4 | 8  # F + B, F + I + W: the two ways to run exactly once
 
 
+class IllFormed(Exception):
+    """Raised by ``Index`` at the first action that is not well-formed."""
+
+
 class Index:
     """One pass over a well-formed schedule, shared by the static properties
     and the graph engine (never by the certificate checker). Built once per
-    schedule (``index``).
+    schedule (``index``), by ``well_formed`` when the placement is sound: it
+    checks each action as it reads it (the per-action conditions of
+    well-formed) and raises ``IllFormed`` at the first that fails.
 
     In a well-formed schedule every compute and op of stage s sits on the rank
     of s, so "the first F(s, m) of the rank" is the first F(s, m) of the whole
@@ -238,26 +253,29 @@ class Index:
         K = len(s.stages) * M
         nxt: dict[int, int | None] = {}
         prv: dict[int, int | None] = {}
-        for r in s.routes:
+        route_of: dict[int, int] = {}
+        for ri, r in enumerate(s.routes):
             st = r.stages
             for k, sid in enumerate(st):
                 nxt[sid] = st[k + 1] if k + 1 < len(st) else None
                 prv[sid] = st[k - 1] if k > 0 else None
+                route_of[sid] = ri
         self.rank_of, self.next, self.prev, self.base = rank_of, nxt, prv, base
-        # per stage: how its F and its B/I get their remote or local input,
-        # and where its sends go: (rank, dense key of the matching receive)
-        f_in: dict[int, int] = {}  # 0: none (first stage), 1: RECV_F, 2: F(prev) here
-        b_in: dict[int, int] = {}  # 0: none (last stage), 1: RECV_B, 2: B/I(next) here
-        to_next: dict[int, tuple[int, int]] = {}
-        to_prev: dict[int, tuple[int, int]] = {}
+        mb_route = [s.route_of_mb.get(m, -1) for m in range(M)]
+        # per stage, read once per op: (rank, route, key base, how its F gets
+        # its input, how its B/I gets the next stage's gradient, the previous
+        # and next stage's key base and rank); "how": 0 none (first or last
+        # stage), 1 a receive, 2 a compute on this rank; -1 where there is none
+        info: dict[int, tuple] = {}
         for sid, r in rank_of.items():
             p, n = prv.get(sid), nxt.get(sid)
-            f_in[sid] = 0 if p is None else (1 if rank_of[p] != r else 2)
-            b_in[sid] = 0 if n is None else (1 if rank_of[n] != r else 2)
-            if n is not None:
-                to_next[sid] = (rank_of[n], base[n])
-            if p is not None:
-                to_prev[sid] = (rank_of[p], K + base[p])  # RECV_B keys sit above RECV_F's
+            info[sid] = (
+                r, route_of[sid], base[sid],
+                0 if p is None else (1 if rank_of[p] != r else 2),
+                0 if n is None else (1 if rank_of[n] != r else 2),
+                -1 if p is None else base[p], -1 if p is None else rank_of[p],
+                -1 if n is None else base[n], -1 if n is None else rank_of[n],
+            )
         fF, fB, fI, fW, fBI = ([-1] * K for _ in range(5))
         rF, rB = [-1] * K, [-1] * K
         present = bytearray(K)
@@ -275,6 +293,7 @@ class Index:
         runits: list[list[int]] = []
         steps: list[list] = []
         wait_units: list[list[int]] = []
+        bad = IllFormed
         for rank, acts in enumerate(s.actions):
             row: list = [None] * len(acts)
             wait_unit = [-1] * len(acts)
@@ -287,7 +306,13 @@ class Index:
                     recvs: list[int] | None = []
                     for c in ((a,) if tp is Compute else (a.f, a.b)):
                         kind, st, mb = c.kind, c.stage, c.mb
-                        key = base[st] + mb
+                        t = info.get(st)
+                        if t is None or not 0 <= mb < M:
+                            raise bad
+                        srank, route, kb, f_in, b_in, pkb, _pr, nkb, _nr = t
+                        if srank != rank or mb_route[mb] != route:
+                            raise bad
+                        key = kb + mb
                         present[key] |= _BIT[kind]
                         # record it, then look up what it consumes (SEMANTICS.md
                         # "Programs"): an input is met when it was produced (or
@@ -297,19 +322,17 @@ class Index:
                                 fF[key] = step
                             else:
                                 dup = True
-                            how = f_in[st]
-                            if how == 1:
+                            if f_in == 1:
                                 i = rF[key]
                                 if i >= 0:
                                     if recvs is not None:
                                         recvs.append(i)
                                     continue
                                 need = (RF, st, mb)
-                            elif how == 2:
-                                p = prv[st]
-                                if 0 <= fF[base[p] + mb] < step:
+                            elif f_in == 2:
+                                if 0 <= fF[pkb + mb] < step:
                                     continue
-                                need = (_F, p, mb)
+                                need = (_F, prv[st], mb)
                             else:
                                 continue
                         elif kind is _W:
@@ -331,19 +354,17 @@ class Index:
                             if not 0 <= fF[key] < step:
                                 dep_failures.append((rank, step, (_F, st, mb), None))
                                 recvs = None
-                            how = b_in[st]
-                            if how == 1:
+                            if b_in == 1:
                                 i = rB[key]
                                 if i >= 0:
                                     if recvs is not None:
                                         recvs.append(i)
                                     continue
                                 need = (CommKind.RECV_B, st, mb)
-                            elif how == 2:
-                                n = nxt[st]
-                                if 0 <= fBI[base[n] + mb] < step:
+                            elif b_in == 2:
+                                if 0 <= fBI[nkb + mb] < step:
                                     continue
-                                need = ("BI", n, mb)
+                                need = ("BI", nxt[st], mb)
                             else:
                                 continue
                         dep_failures.append((rank, step, need, None))
@@ -351,6 +372,8 @@ class Index:
                     row[step] = recvs if recvs is None else tuple(recvs)
                     continue
                 batched = tp is Batch
+                if batched and not a.ops:
+                    raise bad
                 u = len(unit_ops)
                 unit_rank.append(rank)
                 unit_step.append(step)
@@ -360,36 +383,46 @@ class Index:
                     wait_unit[step] = u
                 i0 = len(ops)
                 for j, op in enumerate(a.ops if batched else (a,)):
+                    kind, st, mb = op.kind, op.stage, op.mb
+                    t = info.get(st)
+                    if t is None or not 0 <= mb < M:
+                        raise bad
+                    srank, route, kb, _fi, _bi, pkb, prank, nkb, nrank = t
+                    if srank != rank or mb_route[mb] != route:
+                        raise bad
                     i = len(ops)
                     ops.append((rank, step, j if batched else None, op))
                     unit_of_op.append(u)
-                    kind, st, mb = op.kind, op.stage, op.mb
                     if kind is SF or kind is SB:
                         if kind is SF:
-                            peer, expect = to_next[st]
-                            if fF[base[st] + mb] < 0:
+                            peer, expect = nrank, nkb
+                            if fF[kb + mb] < 0:
                                 dep_failures.append((rank, step, (_F, st, mb), op))
                         else:
-                            peer, expect = to_prev[st]
-                            if fBI[base[st] + mb] < 0:
+                            peer, expect = prank, K + pkb
+                            if fBI[kb + mb] < 0:
                                 dep_failures.append((rank, step, ("BI", st, mb), op))
+                        if peer < 0 or peer == rank:
+                            raise bad
                         sig.append(expect + mb)
                         ch = chans.get(rank * R + peer)
                         if ch is None:
                             ch = chans[rank * R + peer] = ([], [])
                         ch[0].append(i)
                     else:
-                        key = base[st] + mb
+                        key = kb + mb
                         if kind is RF:
                             if rF[key] < 0:
                                 rF[key] = i
                             sig.append(key)
-                            peer = to_prev[st][0]
+                            peer = prank
                         else:
                             if rB[key] < 0:
                                 rB[key] = i
                             sig.append(K + key)
-                            peer = to_next[st][0]
+                            peer = nrank
+                        if peer < 0 or peer == rank:
+                            raise bad
                         ch = chans.get(peer * R + rank)
                         if ch is None:
                             ch = chans[peer * R + rank] = ([], [])

@@ -21,9 +21,22 @@ systems live in the same processes and alternate step by step (fastpath
 first on even iterations, the other first on odd ones), so background load on
 the machine falls on both alike. The
 ratio is fastpath / other (<= 1.0 means fastpath is at least as fast).
-fastpath runs with ``grad_order="running"`` (its fast gradient order) and
+fastpath runs with ``grad_order="running"`` (its fast gradient order: into
+``.grad`` in place, like both baselines; ``microbatch`` keeps one copy per
+micro-batch for bitwise equality with reference/ and is not what they do),
 ``split="graph"`` (W reuses the gradients I captured; ``--split autograd``
-measures reference/split.py's recomputing split instead).
+measures reference/split.py's recomputing split instead), each BATCH waited
+where the schedule says (``--batches as-scheduled``, the default; ``--batches
+waited`` waits for every BATCH right after posting, as PyTorch's 1F1B does; it is
+verified before it runs; it changes only 1f1b and zbv, whose lowered batches are
+not waited; on this 2-core machine it was faster unloaded and slower under
+load, so it is not the default) and its watchdog thread, as under the CLI.
+
+Robustness on a small shared machine: each iteration runs both systems back
+to back, so the paired ratio (median of per-iteration ratios, with quartiles and
+how many iterations fastpath won) cancels load that drifts over the run; CPU time
+is printed for the whole process (gloo's TCP loop threads included) and for the
+main thread alone.
 
 Also the best (minimum) step of each, and the CPU time per step (process time, summed over ranks; less sensitive
 to other load on the machine than wall time). Beside it, fastpath's measured
@@ -33,8 +46,8 @@ measured mean F/B/I/W durations as costs (comm cost 0: the prediction has no
 communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
-[--hidden 256] [--batch 4] [--seq 64] [--iterations 10] [--warmup 3]
-[--repeats 1] [--only NAME ...]``. Output: one line per comparison and one per rank.
+[--hidden 256] [--batch 4] [--seq 64] [--iterations 30] [--warmup 3]
+[--repeats 1] [--batches waited|as-scheduled] [--only NAME ...]``. Output: one line per comparison and one per rank.
 
 What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
 are not measured), multi-node, optimiser steps, memory.
@@ -298,23 +311,29 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
                     help="fastpath's I/W split (default graph)")
-    ap.add_argument("--blocking-batches", action="store_true",
-                    help="fastpath runs the schedule with every BATCH waited on right after "
-                         "posting (verified first); see fastpath.plan.blocking_batches")
+    ap.add_argument("--batches", choices=("as-scheduled", "waited"), default="as-scheduled",
+                    help="as-scheduled (default): a BATCH is waited on where the schedule "
+                         "says (DualPipe/DualPipeV: all; lowered 1F1B/ZBV: none, only the "
+                         "receives a compute consumes, sends at the end); waited: every "
+                         "BATCH waited right after posting, as PyTorch's 1F1B does "
+                         "(fastpath.plan.blocking_batches, `python -m fastpath run "
+                         "--wait-batches`; verified first)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="process groups spawned per comparison (default 1)")
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
-    from fastpath.plan import prepare_schedule
+    from fastpath.plan import blocking_batches, prepare_schedule
     from fastpath.trace import measured_idle, predicted_bubble
     from verifier.generators import generate
 
     R, M = a.ranks, a.microbatches
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
-               warmup=a.warmup, split=a.split, blocking=a.blocking_batches, threads=a.threads or max(1, (os.cpu_count() or 1) // R))
+               warmup=a.warmup, split=a.split, blocking=a.batches == "waited",
+               threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
           f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} split={a.split} "
+          f"batches={a.batches} "
           f"iterations={a.iterations} "
           f"warmup={a.warmup} torch={torch.__version__}")
     pairs = [("dualpipe", "DeepSeek DualPipe 1.0.0"),
@@ -325,9 +344,9 @@ def main(argv=None) -> int:
     for family, other_name in pairs:
         if a.only and family not in a.only:
             continue
-        v = _verdict(family, R, M, "nccl", a.blocking_batches)
+        v = _verdict(family, R, M, "nccl", cfg["blocking"])
         if v != "VERIFIED":
-            v2 = _verdict(family, R, M, "eager", a.blocking_batches)
+            v2 = _verdict(family, R, M, "eager", cfg["blocking"])
             print(f"{family}: the checker says {v} under nccl, {v2} under eager for the "
                   "lowered schedule; fastpath refuses unverified schedules")
             if v2 != "VERIFIED":
@@ -348,6 +367,8 @@ def main(argv=None) -> int:
             continue
         fp_loss, ot_loss = losses["fast"], losses["other"]
         s = prepare_schedule(generate(family, R, M))
+        if cfg["blocking"]:
+            s = blocking_batches(s)
         idle = measured_idle(jr, s)
         try:
             pred = predicted_bubble(s, jr)

@@ -100,6 +100,13 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                    help="the checker's communication model (default nccl, the strictest)")
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per rank (default: cores / ranks)")
+    r.add_argument("--wait-batches", action="store_true",
+                   help="wait for every BATCH right after posting it, sends included "
+                        "(fastpath.plan.blocking_batches: a different schedule, verified "
+                        "and traced as such; PyTorch's 1F1B waits the same way). On gloo "
+                        "with as many ranks as cores it measured faster on an idle "
+                        "machine and slower on a loaded one (benchmarks/bench_fastpath.py "
+                        "--batches waited)")
     help_to(stdout, p, *sub.choices.values())
     return p
 
@@ -143,7 +150,7 @@ def _bad(stderr, msg: str) -> int:
 def _run(args, stdout, stderr) -> int:
     from fastpath.check import refusal, verify
     from fastpath.launch import Job, RunFailed, choose_backend, rank_main, spawn
-    from fastpath.plan import prepare_schedule
+    from fastpath.plan import blocking_batches, prepare_schedule
     from verifier.io import load_schedule, schedule_to_dict
 
     for name in ("layers_per_stage", "hidden", "batch", "seq", "iterations"):
@@ -159,6 +166,8 @@ def _run(args, stdout, stderr) -> int:
     tr = _torchrun_env()
     rank = tr[0] if tr else 0
     schedule = prepare_schedule(load_schedule(args.file))
+    if args.wait_batches:
+        schedule = blocking_batches(schedule)
     nproc = args.nproc if args.nproc is not None else (tr[1] if tr else schedule.num_ranks)
     if nproc != schedule.num_ranks:
         return _bad(stderr, f"{args.file}: the schedule has {schedule.num_ranks} ranks, "

@@ -181,15 +181,18 @@ def _cli(*args, timeout=120):
                           text=True, timeout=timeout)
 
 
-def test_cli_check_and_trace_equal_schedule(tmp_path):
+@pytest.mark.parametrize("wait_batches", [False, True])
+def test_cli_check_and_trace_equal_schedule(tmp_path, wait_batches):
+    from fastpath.plan import blocking_batches
     from verifier.cli import main as verifier_main
     from verifier.io import save_schedule
 
     f = tmp_path / "dp.json"
-    save_schedule(generate("dualpipe", 2, 4), f)
+    # DualPipe's batches are all waited already; 1F1B's lowered batches are not
+    save_schedule(generate("1f1b" if wait_batches else "dualpipe", 2, 4), f)
     out = tmp_path / "trace.json"
     p = _cli("-m", "fastpath", "run", str(f), "--nproc", "2", "--check", "--trace", str(out),
-             "--watchdog-seconds", "60")
+             "--watchdog-seconds", "60", *(["--wait-batches"] if wait_batches else []))
     print(p.stdout, p.stderr)
     assert p.returncode == 0
     assert "check: MATCH bitwise" in p.stdout
@@ -197,6 +200,9 @@ def test_cli_check_and_trace_equal_schedule(tmp_path):
     assert p.stdout.count("\nparam layer") >= 8
     tr = load_schedule(out)
     ran = prepare_schedule(load_schedule(f))
+    if wait_batches:  # every BATCH waited: that schedule is the one verified and run
+        ran = blocking_batches(ran)
+        assert ran.actions != prepare_schedule(load_schedule(f)).actions
     assert tr.actions == ran.actions  # what ran is what was scheduled, in order
     times = tr.params["trace"]["times"]
     assert [len(t) for t in times] == [len(a) for a in ran.actions]

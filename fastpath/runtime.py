@@ -88,6 +88,19 @@ class RankResult:
     step_seconds: float = 0.0
 
 
+class _Posted:
+    """What a consumer waits for: a receive and the step that posted it. Formatted only
+    when a message needs it (watchdog, error), not on every wait."""
+
+    __slots__ = ("op", "step")
+
+    def __init__(self, op: Comm, step: int):
+        self.op, self.step = op, step
+
+    def __str__(self) -> str:
+        return f"{self.op} (posted at step {self.step})"
+
+
 class _Pool:
     """Reusable receive buffers per shape; on CUDA a buffer is reused after its release event."""
 
@@ -164,7 +177,7 @@ class RankRunner(GradReduction):
         if len(shapes) == 1 and plan.num_recvs:
             self.pool.preallocate(shapes.pop(), peak_receive_buffers(plan))
         self.tied_pgs = []  # (TiedGroup, process group) where this rank is a member
-        self.pending: list = []  # (work, step, action, what, peer) not yet seen complete
+        self.pending: list = []  # (work, step, action, op, peer) not yet seen complete
         if self.cuda:
             self.compute_stream = torch.cuda.current_stream(device)
             self.comm_stream = torch.cuda.Stream(device)
@@ -203,7 +216,9 @@ class RankRunner(GradReduction):
                 self.tied_pgs.append((g, pg))
 
     # ---- waiting ---------------------------------------------------------
-    def _wait(self, work, step, action, what: str, peer: int | None) -> float:
+    def _wait(self, work, step, action, what, peer: int | None) -> float:
+        """Wait for ``work``; ``what`` (a str, or an op formatted only if a message needs
+        it) and ``peer`` name it to the watchdog and in errors."""
         t0 = time.perf_counter()
         if self.watchdog is not None:
             self.watchdog.waiting(step, action, what, peer)
@@ -280,11 +295,11 @@ class RankRunner(GradReduction):
             works = [works[0]] * len(meta)
         out = []
         for (op, peer, t), w in zip(meta, works):
-            rec = (w, step, action, str(op), peer)
+            rec = (w, step, action, op, peer)  # op formatted only when reported
             if op.kind.is_send:
                 self.sends.append((w, t))
             else:
-                self.recvs[recv_key(op)] = (w, t, step, action, str(op), peer)
+                self.recvs[recv_key(op)] = (w, t, step, action, op, peer)
             self.pending.append(rec)
             out.append(rec)
         return out
@@ -303,12 +318,12 @@ class RankRunner(GradReduction):
                 f"rank {self.rank} step {step} ({action}): needs {key} but no receive "
                 "for it was posted earlier on this rank"
             )
-        w, t, rstep, raction, what, peer = item
+        w, t, rstep, raction, op, peer = item
         # On CUDA a wait is a stream wait on the *current* stream, so it is repeated
         # for every consumer (an OVERLAP's halves run on two streams); on CPU a
         # completed work is not waited on twice.
         blocked = 0.0 if (w in self.done and not self.cuda) else self._wait(
-            w, step, action, f"{what} (posted at step {rstep})", peer
+            w, step, action, _Posted(op, rstep), peer
         )
         self.done.add(w)
         return t, blocked

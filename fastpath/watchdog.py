@@ -41,8 +41,9 @@ class PeerFailure(FastpathError):
     """A communication op failed (usually because a peer rank died first)."""
 
 
-def describe_wait(rank: int, step: int | str, action: object, what: str, peer: int | None,
+def describe_wait(rank: int, step: int | str, action: object, what: object, peer: int | None,
                   waited: float) -> str:
+    what = str(what)  # the runtime passes ops unformatted; they are formatted here
     if peer is None:
         peer_txt = ""
     elif "RECV" in what or "partial gradient sum" in what and "sending" not in what:
@@ -75,7 +76,8 @@ class Watchdog(threading.Thread):
         """``fn()`` -> [(work, step, action, what, peer)] of posted, unfinished ops."""
         self._pending = fn
 
-    def waiting(self, step: int | str, action: object, what: str, peer: int | None) -> None:
+    def waiting(self, step: int | str, action: object, what: object, peer: int | None) -> None:
+        """``what``: a str or an object formatted with str() only if the watchdog fires."""
         with self._lock:
             self._state = (step, action, what, peer, time.monotonic())
 

@@ -289,8 +289,15 @@ def _replays(s: Schedule, nccl: bool, witness) -> bool:
             nxt[sid] = route.stages[k + 1] if k + 1 < len(route.stages) else None
             prv[sid] = route.stages[k - 1] if k > 0 else None
     pc = [0] * R
-    ran: list[set] = [set() for _ in range(R)]  # (kind, stage, mb) of the computes run so far
-    first_recv: list[dict] = [dict() for _ in range(R)]  # (kind, stage, mb) -> op id, posted so far
+    # (stage, mb) written stage * M + mb (mb is in range in a well-formed schedule)
+    M = s.num_microbatches
+    # per rank, the (stage, mb) whose F, B or I, I has run so far
+    ran_f: list[set[int]] = [set() for _ in range(R)]
+    ran_bi: list[set[int]] = [set() for _ in range(R)]
+    ran_i: list[set[int]] = [set() for _ in range(R)]
+    # per rank, (stage, mb) -> the first RECV_F / RECV_B posted so far (op id)
+    recv_f: list[dict[int, int]] = [dict() for _ in range(R)]
+    recv_b: list[dict[int, int]] = [dict() for _ in range(R)]
     units: list[list[list[int]]] = [[] for _ in range(R)]  # per rank, its posted units' op ids
     head = [0] * R  # nccl: the first unit of the rank not complete
     done: list[bool] = []  # per op id
@@ -328,7 +335,7 @@ def _replays(s: Schedule, nccl: bool, witness) -> bool:
                     q = r * R + rank[nxt[op.stage] if kind is SF else prv[op.stage]]
                     mine, theirs = 0, 1
                 else:
-                    first_recv[r].setdefault((kind, op.stage, op.mb), i)
+                    (recv_f if kind is RF else recv_b)[r].setdefault(op.stage * M + op.mb, i)
                     q = rank[prv[op.stage] if kind is RF else nxt[op.stage]] * R + r
                     mine, theirs = 1, 0
                 queue = queues.get(q)
@@ -376,7 +383,7 @@ def _replays(s: Schedule, nccl: bool, witness) -> bool:
                     head[x] = h
             continue
         # a compute: every input there (SEMANTICS.md "Programs")
-        fr, fc = first_recv[r], ran[r]
+        rf, rb, rans_f, rans_bi, rans_i = recv_f[r], recv_b[r], ran_f[r], ran_bi[r], ran_i[r]
         halves = (a.f, a.b) if tp is Overlap else (a,)
         for c in halves:
             kind, st, mb = c.kind, c.stage, c.mb
@@ -385,25 +392,32 @@ def _replays(s: Schedule, nccl: bool, witness) -> bool:
                 if p is None:
                     continue
                 if rank[p] != r:
-                    i = fr.get((RF, st, mb))
+                    i = rf.get(st * M + mb)
                     ok = i is not None and done[i]
                 else:
-                    ok = (Fk, p, mb) in fc
+                    ok = p * M + mb in rans_f
             elif kind is Bk or kind is Ik:
-                ok = (Fk, st, mb) in fc
+                ok = st * M + mb in rans_f
                 n = nxt[st]
                 if ok and n is not None:
                     if rank[n] != r:
-                        i = fr.get((RB, st, mb))
+                        i = rb.get(st * M + mb)
                         ok = i is not None and done[i]
                     else:
-                        ok = (Bk, n, mb) in fc or (Ik, n, mb) in fc
+                        ok = n * M + mb in rans_bi
             else:
-                ok = (Ik, st, mb) in fc
+                ok = st * M + mb in rans_i
             if not ok:
                 return False
         for c in halves:  # it runs (and finishes) here
-            fc.add((c.kind, c.stage, c.mb))
+            kind = c.kind
+            if kind is Fk:
+                rans_f.add(c.stage * M + c.mb)
+            elif kind is Bk:
+                rans_bi.add(c.stage * M + c.mb)
+            elif kind is Ik:
+                rans_bi.add(c.stage * M + c.mb)
+                rans_i.add(c.stage * M + c.mb)
         pc[r] = k + 1
     return all(done)
 

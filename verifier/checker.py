@@ -362,7 +362,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         return result(Verdict.REFUTED, "none", props, None, None, (), "", 0.0, 0.0, 0, {}, ())
     say("static properties")
     static = properties.static_properties(schedule, memory_limit)
-    num_ops = len(properties.index(schedule).ops)
+    num_ops = properties.index(schedule).num_ops
     peaks = properties.peaks(schedule)
     # the properties Z3 states besides deadlock-freedom (3, 4, 6, 7)
     static_fail = {p for p, v in static.items() if v and p is not PropertyId.EXACTLY_ONCE}

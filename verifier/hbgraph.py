@@ -229,7 +229,7 @@ def _fast(s: Schedule, comm_model: str):
     explicit graph for the counterexample). Same events, same waits as
     ``build``; the tests hold the two against each other."""
     idx = index(s)
-    ops, partner = idx.ops, idx.partner
+    partner = idx.partner
     nccl = comm_model == "nccl"
     R = s.num_ranks
     unit_rank, unit_ops, unit_of_op, runits = idx.unit_rank, idx.unit_ops, idx.unit_of_op, idx.runits
@@ -243,8 +243,8 @@ def _fast(s: Schedule, comm_model: str):
     head = [0] * R  # index into runits[r] of the first unit not complete (nccl)
     posted = bytearray(num_units)
     left = [len(x) for x in unit_ops]
-    done = bytearray(len(ops))
-    waiters: list[list[int] | None] = [None] * len(ops)  # op -> ranks blocked on it
+    done = bytearray(idx.num_ops)
+    waiters: list[list[int] | None] = [None] * idx.num_ops  # op -> ranks blocked on it
     witness: list[tuple[int, int]] = []
     ready = list(range(R - 1, -1, -1))
 
@@ -282,10 +282,10 @@ def _fast(s: Schedule, comm_model: str):
     while ready:
         r = ready.pop()
         row, wa, k = steps[r], wait_unit[r], pc[r]
+        if k and wa[k - 1] >= 0 and left[wa[k - 1]]:
+            continue  # the previous step is a BATCH with wait, not complete yet
         n = len(row)
         while k < n:
-            if k and wa[k - 1] >= 0 and left[wa[k - 1]]:
-                break  # the previous step is a BATCH with wait, not complete yet
             x = row[k]
             if type(x) is int:  # a comm step: post its unit
                 witness.append((r, k))
@@ -295,6 +295,7 @@ def _fast(s: Schedule, comm_model: str):
                     if runits[r][head[r]] == x:
                         activate(x)
                 else:
+                    ops = idx.ops
                     for i in unit_ops[x]:
                         j = partner[i]
                         if ops[i][3].kind is _SF or ops[i][3].kind is _SB:
@@ -303,6 +304,8 @@ def _fast(s: Schedule, comm_model: str):
                                 finish_op(j)
                         elif j >= 0 and posted[unit_of_op[j]] and not done[i]:
                             finish_op(i)
+                if wa[k - 1] >= 0 and left[x]:
+                    break  # a BATCH with wait, not complete yet
                 continue
             if x is None:
                 break  # an input never comes before this step: it never begins
@@ -325,11 +328,11 @@ def _fast(s: Schedule, comm_model: str):
     del finish_op, activate
     if len(witness) != s.num_actions or not all(done):
         return None
-    num_waits = sum(1 for wa in wait_unit for u in wa if u >= 0)
+    num_waits = idx.num_waits
     if nccl:
         n_events = s.num_actions + num_waits + 2 * num_units + idx.num_pairs + len(idx.unmatched)
     else:
-        n_events = s.num_actions + num_waits + sum(1 for o in ops if not (o[3].kind is _SF or o[3].kind is _SB))
+        n_events = s.num_actions + num_waits + sum(1 for o in idx.ops if not (o[3].kind is _SF or o[3].kind is _SB))
     return tuple(witness), n_events
 
 

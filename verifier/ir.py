@@ -331,8 +331,11 @@ class Schedule:
         """(rank, step, comm) for every communication op, in post order."""
         for r, acts in enumerate(self.actions):
             for i, a in enumerate(acts):
-                for c in comms_of(a):
-                    yield r, i, c
+                if isinstance(a, Comm):  # comms_of, inline: this runs once per action
+                    yield r, i, a
+                elif isinstance(a, Batch):
+                    for c in a.ops:
+                        yield r, i, c
 
     def with_actions(self, actions, **changes) -> "Schedule":
         """A copy with other action lists (and optionally other metadata)."""

@@ -20,6 +20,7 @@ What it does not cover: deadlock-freedom (verifier.hbgraph, verifier.z3engine).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from functools import cached_property
 
 from verifier.checker import PropertyId, Violation
 from verifier.ir import (
@@ -202,9 +203,9 @@ def _exactly_once(s: Schedule) -> list[Violation]:
 
 # --------------------------------------------------------------------- index
 NEVER = 1 << 62  # Index.resolve: an input that never comes
-# bits of Index.present per (stage, mb): which computes run there
-_BIT = {_F: 1, _B: 2, _I: 4, _W: 8}
-_WHOLE, _SPLIT = 1 | 2, 1 | 4 | 8  # F + B, F + I + W: the two ways to run exactly once
+# bits of the index's ``present`` per (stage, mb): F 1, B 2, I 4, W 8; the
+# two ways to run exactly once are F + B and F + I + W
+_WHOLE, _SPLIT = 1 | 2, 1 | 4 | 8
 
 
 class IllFormed(Exception):
@@ -228,7 +229,7 @@ class Index:
       ``first_recv[kind][key]``: the first receive (RECV_F, RECV_B) as an op
       index, -1 if none;
     - ``ops[i] = (rank, step, sub, Comm)``, in post order per rank (``sub``: the
-      op's index in a BATCH, None for a plain op);
+      op's index in a BATCH, None for a plain op; built on first use), ``num_ops``;
     - ``partner[i]``: the op FIFO-matched with op i, or -1; ``pair_list``: the
       matched (i, j), i < j, by i; ``unmatched``: (op index, position k on its
       rank pair); ``counts[(src, dst)] = (#sends, #receives)``;
@@ -238,12 +239,14 @@ class Index:
     - ``steps[rank][step]``: for a comm step its unit; for a compute step the
       receives (op indices) it waits for, or None when one of its inputs is
       never there before it (a dependency failure: the step never begins);
-      ``wait_unit[rank][step]``: the unit of a BATCH with wait, else -1;
+      ``wait_unit[rank][step]``: the unit of a BATCH with wait, else -1
+      (``num_waits`` of them);
     - ``dep_failures``: (rank, step, key, op) for every input of a compute
       (``op`` None) and every send (the op) whose data is not produced at an
       earlier step of its rank, in rank, step and input order;
-    - ``exactly_once``: whether property 2 holds; ``overlaps``: (rank, step)
-      of every OVERLAP.
+    - ``exactly_once``: whether property 2 holds; ``odd_overlaps``: (rank, step)
+      of every OVERLAP that is not a forward and a backward of two
+      micro-batches (overlap-legal words them).
     """
 
     def __init__(self, s: Schedule):
@@ -281,14 +284,15 @@ class Index:
         present = bytearray(K)
         dup = False
         SF, RF, SB = CommKind.SEND_F, CommKind.RECV_F, CommKind.SEND_B
-        ops: list[tuple] = []
+        n_ops = 0
+        num_waits = 0
         sig: list[int] = []  # per op: a receive's own (kind, stage, mb) key, a send's expected one
-        overlaps: list[tuple[int, int]] = []
+        odd_overlaps: list[tuple[int, int]] = []
         dep_failures: list[tuple] = []
         chans: dict[int, tuple[list[int], list[int]]] = {}  # src * R + dst -> (sends, receives)
         unit_rank: list[int] = []
         unit_step: list[int] = []
-        unit_ops: list[list[int]] = []
+        unit_ops: list[range] = []
         unit_of_op: list[int] = []
         runits: list[list[int]] = []
         steps: list[list] = []
@@ -302,7 +306,9 @@ class Index:
                 tp = type(a)
                 if tp is Compute or tp is Overlap:
                     if tp is Overlap:
-                        overlaps.append((rank, step))
+                        f, b = a.f, a.b
+                        if not (f.kind is _F and (b.kind is _B or b.kind is _I) and f.mb != b.mb):
+                            odd_overlaps.append((rank, step))
                     recvs: list[int] | None = []
                     for c in ((a,) if tp is Compute else (a.f, a.b)):
                         kind, st, mb = c.kind, c.stage, c.mb
@@ -313,11 +319,11 @@ class Index:
                         if srank != rank or mb_route[mb] != route:
                             raise bad
                         key = kb + mb
-                        present[key] |= _BIT[kind]
                         # record it, then look up what it consumes (SEMANTICS.md
                         # "Programs"): an input is met when it was produced (or
                         # its receive posted) at an earlier step of this rank
                         if kind is _F:
+                            present[key] |= 1
                             if fF[key] < 0:
                                 fF[key] = step
                             else:
@@ -336,6 +342,7 @@ class Index:
                             else:
                                 continue
                         elif kind is _W:
+                            present[key] |= 8
                             if fW[key] < 0:
                                 fW[key] = step
                             else:
@@ -344,7 +351,12 @@ class Index:
                                 continue
                             need = (_I, st, mb)
                         else:
-                            t = fB if kind is _B else fI
+                            if kind is _B:
+                                present[key] |= 2
+                                t = fB
+                            else:
+                                present[key] |= 4
+                                t = fI
                             if t[key] < 0:
                                 t[key] = step
                             else:
@@ -381,7 +393,8 @@ class Index:
                 row[step] = u
                 if batched and a.wait:
                     wait_unit[step] = u
-                i0 = len(ops)
+                    num_waits += 1
+                i0 = n_ops
                 for j, op in enumerate(a.ops if batched else (a,)):
                     kind, st, mb = op.kind, op.stage, op.mb
                     t = info.get(st)
@@ -390,8 +403,8 @@ class Index:
                     srank, route, kb, _fi, _bi, pkb, prank, nkb, nrank = t
                     if srank != rank or mb_route[mb] != route:
                         raise bad
-                    i = len(ops)
-                    ops.append((rank, step, j if batched else None, op))
+                    i = n_ops
+                    n_ops += 1
                     unit_of_op.append(u)
                     if kind is SF or kind is SB:
                         if kind is SF:
@@ -427,11 +440,12 @@ class Index:
                         if ch is None:
                             ch = chans[peer * R + rank] = ([], [])
                         ch[1].append(i)
-                unit_ops.append(list(range(i0, len(ops))))
+                unit_ops.append(range(i0, n_ops))
             runits.append(ru)
             steps.append(row)
             wait_units.append(wait_unit)
-        self.ops, self.overlaps, self.dep_failures = ops, overlaps, dep_failures
+        self.num_ops, self.num_waits, self.odd_overlaps, self.dep_failures = n_ops, num_waits, odd_overlaps, dep_failures
+        self._actions = s.actions
         self.unit_rank, self.unit_step, self.unit_ops = unit_rank, unit_step, unit_ops
         self.unit_of_op, self.runits, self.steps, self.wait_unit = unit_of_op, runits, steps, wait_units
         self.first = {_F: fF, _B: fB, _I: fI, _W: fW, "BI": fBI}
@@ -441,7 +455,7 @@ class Index:
         required = sum(len(r.stages) * len(r.microbatches) for r in s.routes)
         self.exactly_once = not dup and present.count(_WHOLE) + present.count(_SPLIT) == required
         # FIFO matching per ordered rank pair (SEMANTICS.md "Messages")
-        partner = [-1] * len(ops)
+        partner = [-1] * n_ops
         unmatched: list[tuple[int, int]] = []
         mismatched: list[tuple[int, int]] = []
         counts: dict[tuple[int, int], tuple[int, int]] = {}
@@ -456,7 +470,20 @@ class Index:
             unmatched.extend((x, k) for k, x in enumerate(a[len(b):], start=len(b)))
             unmatched.extend((x, k) for k, x in enumerate(b[len(a):], start=len(a)))
         self.partner, self.unmatched, self.counts, self.mismatched = partner, unmatched, counts, mismatched
-        self.num_pairs = (len(ops) - len(unmatched)) // 2
+        self.num_pairs = (n_ops - len(unmatched)) // 2
+
+    @cached_property
+    def ops(self) -> list[tuple]:
+        """(rank, step, sub, Comm) of every op, by op index (built on first use:
+        only counterexamples and the eager model read it)."""
+        out = []
+        for rank, acts in enumerate(self._actions):
+            for step, a in enumerate(acts):
+                if type(a) is Batch:
+                    out.extend((rank, step, j, op) for j, op in enumerate(a.ops))
+                elif type(a) is Comm:
+                    out.append((rank, step, None, a))
+        return out
 
     @property
     def pair_list(self) -> list[tuple[int, int]]:
@@ -584,11 +611,10 @@ def _nth(k: int) -> str:
 def message_matching(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
     idx = index(s)
-    ops = idx.ops
     # the index pairs each send with its FIFO receive and compares payloads
     # on the way (a send's expected receive against the receive's own key)
     for x, y in sorted(idx.mismatched, key=min):
-        snd, rcv = ops[x], ops[y]
+        snd, rcv = idx.ops[x], idx.ops[y]
         expected = s.matching_op(snd[3])
         out.append(
             _v(_MM, "payload", [(snd[0], snd[1]), (rcv[0], rcv[1])], send=str(snd[3]),
@@ -614,10 +640,8 @@ def message_matching(s: Schedule) -> list[Violation]:
 # --------------------------------------------------------------------- 6
 def overlap_legal(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
-    for rank, step in index(s).overlaps:
+    for rank, step in index(s).odd_overlaps:
         a = s.actions[rank][step]
-        if a.f.kind is _F and (a.b.kind is _B or a.b.kind is _I) and a.f.mb != a.b.mb:
-            continue
         where = f"{_at(rank, step)} {a}"
         if a.f.kind is not _F or a.b.kind not in (_B, _I):
             out.append(

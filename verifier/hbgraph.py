@@ -235,7 +235,7 @@ def _fast(s: Schedule, comm_model: str):
     unit_rank, unit_ops, unit_of_op, runits = idx.unit_rank, idx.unit_ops, idx.unit_of_op, idx.runits
     num_units = len(unit_rank)
     # per rank and step (see Index): a comm step's unit (an int), a compute's
-    # receives to wait for (a tuple; its local inputs come earlier on the
+    # receives to wait for (a list; its local inputs come earlier on the
     # rank, so they have run), None for a compute that never begins
     steps, wait_unit = idx.steps, idx.wait_unit
 

@@ -234,8 +234,8 @@ class Index:
       matched (i, j), i < j, by i; ``unmatched``: (op index, position k on its
       rank pair); ``counts[(src, dst)] = (#sends, #receives)``;
       ``mismatched``: the matched (send, receive) whose payloads differ;
-    - comm units (a plain op or a BATCH): ``unit_rank/unit_step/unit_ops[u]``,
-      ``unit_of_op[i]``, ``runits[rank]`` (post order);
+    - comm units (a plain op or a BATCH), numbered in rank then post order:
+      ``unit_rank/unit_ops[u]``, ``unit_of_op[i]``, ``runits[rank]`` (in order);
     - ``steps[rank][step]``: for a comm step its unit; for a compute step the
       receives (op indices) it waits for, or None when one of its inputs is
       never there before it (a dependency failure: the step never begins);
@@ -291,7 +291,6 @@ class Index:
         dep_failures: list[tuple] = []
         chans: dict[int, tuple[list[int], list[int]]] = {}  # src * R + dst -> (sends, receives)
         unit_rank: list[int] = []
-        unit_step: list[int] = []
         unit_ops: list[range] = []
         unit_of_op: list[int] = []
         runits: list[list[int]] = []
@@ -301,7 +300,7 @@ class Index:
         for rank, acts in enumerate(s.actions):
             row: list = [None] * len(acts)
             wait_unit = [-1] * len(acts)
-            ru: list[int] = []
+            u0 = len(unit_ops)
             for step, a in enumerate(acts):
                 tp = type(a)
                 if tp is Compute or tp is Overlap:
@@ -381,15 +380,13 @@ class Index:
                                 continue
                         dep_failures.append((rank, step, need, None))
                         recvs = None
-                    row[step] = recvs if recvs is None else tuple(recvs)
+                    row[step] = recvs
                     continue
                 batched = tp is Batch
                 if batched and not a.ops:
                     raise bad
                 u = len(unit_ops)
                 unit_rank.append(rank)
-                unit_step.append(step)
-                ru.append(u)
                 row[step] = u
                 if batched and a.wait:
                     wait_unit[step] = u
@@ -441,12 +438,12 @@ class Index:
                             ch = chans[peer * R + rank] = ([], [])
                         ch[1].append(i)
                 unit_ops.append(range(i0, n_ops))
-            runits.append(ru)
+            runits.append(list(range(u0, len(unit_ops))))
             steps.append(row)
             wait_units.append(wait_unit)
         self.num_ops, self.num_waits, self.odd_overlaps, self.dep_failures = n_ops, num_waits, odd_overlaps, dep_failures
         self._actions = s.actions
-        self.unit_rank, self.unit_step, self.unit_ops = unit_rank, unit_step, unit_ops
+        self.unit_rank, self.unit_ops = unit_rank, unit_ops
         self.unit_of_op, self.runits, self.steps, self.wait_unit = unit_of_op, runits, steps, wait_units
         self.first = {_F: fF, _B: fB, _I: fI, _W: fW, "BI": fBI}
         self.first_recv = {RF: rF, CommKind.RECV_B: rB}

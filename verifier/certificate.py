@@ -25,8 +25,6 @@ schedule, as the engines do) and finding counterexamples itself.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from verifier.checker import Event, EventKind, PropertyId, Violation, WaitCycle
 from verifier.ir import Batch, Comm, CommKind, ComputeKind, Overlap, Schedule
 

@@ -840,8 +840,17 @@ def fits_budget(
 
 def estimated_constraints(schedule: Schedule) -> int:
     """The size estimate behind ``fits_budget`` (see there)."""
-    if schedule.is_compute_only:
-        n_comp = sum(1 for _ in schedule.iter_computes())
+    n_comp = n_comm = 0
+    for acts in schedule.actions:  # counted per action: no object per op
+        for a in acts:
+            if isinstance(a, Compute):
+                n_comp += 1
+            elif isinstance(a, Overlap):
+                n_comp += 2
+            elif isinstance(a, Batch):
+                n_comm += len(a.ops)
+            else:
+                n_comm += 1
+    if n_comm == 0:  # compute-only: the lowering adds about one op per compute
         return 6 * (schedule.num_actions + n_comp) + 5 * 2 * n_comp
-    n_comm = sum(1 for _ in schedule.iter_comms())
     return 6 * schedule.num_actions + 5 * n_comm

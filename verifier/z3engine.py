@@ -122,6 +122,11 @@ class Z3Outcome:
         if self.status == "unsat" and not self.core:
             raise ValueError("an unsat outcome needs a non-empty core")
 
+    @classmethod
+    def unknown(cls, reason: str, stats: Mapping[str, object]) -> "Z3Outcome":
+        """A solver that did not decide: never a pass."""
+        return cls("unknown", None, None, (), (), reason, MappingProxyType(dict(stats)))
+
 
 @dataclass(frozen=True)
 class Encoding:
@@ -700,40 +705,19 @@ def decide(
             stats=MappingProxyType(stats),
         )
     if res != "unsat":
-        return Z3Outcome(
-            status="unknown",
-            order=None,
-            times=None,
-            core=(),
-            failed_properties=(),
-            reason=_unknown_reason(session, res, used, rlimit, t2 - t1, timeout_ms),
-            stats=MappingProxyType(stats),
-        )
+        return Z3Outcome.unknown(
+            _unknown_reason(session, res, used, rlimit, t2 - t1, timeout_ms), stats)
     res, session = _check(enc, labels, rlimit, timeout_ms, tracked=True)
     stats["core_solve_seconds"] = round(time.perf_counter() - t2, 4)
     if res != "unsat":
-        return Z3Outcome(
-            status="unknown",
-            order=None,
-            times=None,
-            core=(),
-            failed_properties=(),
-            reason="unsat, but the labelled re-check for a core did not finish: "
+        return Z3Outcome.unknown(
+            "unsat, but the labelled re-check for a core did not finish: "
             + _unknown_reason(session, res, session.rlimit_used(), rlimit, 0.0, timeout_ms),
-            stats=MappingProxyType(stats),
-        )
+            stats)
     t2 = time.perf_counter()
     core = [labels[k] for k in session.core() if k < len(labels)]
     if not core:  # cannot happen with every group tracked; never turn it into a pass
-        return Z3Outcome(
-            status="unknown",
-            order=None,
-            times=None,
-            core=(),
-            failed_properties=(),
-            reason="unsat, but z3 gave an empty core",
-            stats=MappingProxyType(stats),
-        )
+        return Z3Outcome.unknown("unsat, but z3 gave an empty core", stats)
     stats["core_size_raw"] = len(core)
     if minimize_core:
         core = _minimize(enc, core, rlimit, timeout_ms)

@@ -208,6 +208,9 @@ def _run(args, stdout, stderr) -> int:
                             )
     except RunFailed as e:
         stderr.write(f"error: {e}\n")
+        for r, msg, _ in e.others:
+            first = msg.strip().splitlines()[0] if msg.strip() else ""
+            stderr.write(f"  then rank {r} failed too: {first}\n")
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - under torchrun: this rank's failure
         from fastpath.watchdog import WatchdogTimeout

@@ -36,9 +36,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from fastpath.watchdog import EXIT_WATCHDOG, FastpathError, Watchdog, WatchdogTimeout
+from fastpath.watchdog import (
+    EXIT_WATCHDOG,
+    FastpathError,
+    PeerFailure,
+    Watchdog,
+    WatchdogTimeout,
+)
 
 EXIT_RANK_FAILED = 5
+_ERROR_GRACE_S = 5.0  # how long the launcher collects failure reports after the first
 BACKENDS = ("auto", "gloo", "nccl")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -75,9 +82,41 @@ class JobResult:
 
 
 class RunFailed(FastpathError):
-    def __init__(self, rank: int | None, message: str, exit_code: int):
-        self.rank, self.exit_code = rank, exit_code
+    """A spawned run failed; ``rank``, message and ``exit_code`` are the root cause's,
+    ``others`` the (rank, message, code) of ranks that failed as a consequence."""
+
+    def __init__(self, rank: int | None, message: str, exit_code: int,
+                 others: tuple = ()):
+        self.rank, self.exit_code, self.others = rank, exit_code, tuple(others)
         super().__init__(message)
+
+
+# How a rank sees a peer that died or timed out first: gloo closes the pair, NCCL
+# reports a remote error. Such a failure is a consequence, never the root cause.
+_PEER_LOSS_TEXT = ("connection closed by peer", "connection reset by peer",
+                   "broken pipe", "remote process exited", "socket closed")
+
+
+def is_peer_loss(e: BaseException) -> bool:
+    if isinstance(e, PeerFailure):
+        return True
+    text = str(e).lower()
+    return any(t in text for t in _PEER_LOSS_TEXT)
+
+
+def root_cause(errors: list[tuple]) -> RunFailed:
+    """The error to report among the ranks' ``(rank, message, code[, peer_loss])``,
+    given in arrival order: the earliest that is a rank's own failure (a watchdog
+    report, an exception), and only when there is none, the earliest of the ranks
+    that merely lost a peer."""
+
+    def rank_of(item):
+        _, (_, _, _, *rest) = item
+        return (bool(rest and rest[0]), item[0])
+
+    _, (rank, msg, code, *_) = min(enumerate(errors), key=rank_of)
+    others = tuple((r, m, c) for (r, m, c, *_) in errors if (r, m) != (rank, msg))
+    return RunFailed(rank, msg, code, others)
 
 
 def free_port() -> int:
@@ -224,7 +263,10 @@ def _from_bytes(data: bytes):
 
 def _spawn_entry(rank, world, port, jobs, opts, q):  # pragma: no cover - child process
     def report(kind, payload):
+        # the watchdog thread calls this right before os._exit: flush it through
         q.put((kind, payload))
+        q.close()
+        q.join_thread()
 
     code = 0
     try:
@@ -235,13 +277,17 @@ def _spawn_entry(rank, world, port, jobs, opts, q):  # pragma: no cover - child 
     except WatchdogTimeout as e:
         code = EXIT_WATCHDOG
         q.put(("error", (rank, str(e), code)))
+    except PeerFailure as e:
+        code = EXIT_RANK_FAILED
+        q.put(("error", (rank, str(e), code, True)))
     except FastpathError as e:
         code = EXIT_RANK_FAILED
         q.put(("error", (rank, str(e), code)))
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
         code = EXIT_RANK_FAILED
         tb = traceback.format_exc(limit=6)
-        q.put(("error", (rank, f"rank {rank} failed: {type(e).__name__}: {e}\n{tb}", code)))
+        q.put(("error", (rank, f"rank {rank} failed: {type(e).__name__}: {e}\n{tb}", code,
+                         is_peer_loss(e))))
     q.close()
     q.join_thread()
     os._exit(code)
@@ -265,6 +311,8 @@ def spawn(jobs: list[Job], nproc: int, *, backend: str = "auto", watchdog_s: flo
     t_end = time.monotonic() + deadline_s
     result = None
     exited_at = None
+    errors: list[tuple] = []
+    first_error_at = None
     try:
         while True:
             try:
@@ -272,8 +320,16 @@ def spawn(jobs: list[Job], nproc: int, *, backend: str = "auto", watchdog_s: flo
             except queue_mod.Empty:
                 kind = None
             if kind == "error":
-                rank, msg, code = payload
-                raise RunFailed(rank, msg, code)
+                errors.append(payload)
+                first_error_at = first_error_at or time.monotonic()
+            if errors:
+                # One rank's failure makes its peers fail too (a closed connection),
+                # sometimes sooner than its own report arrives: collect the reports
+                # until every rank has exited (or a short grace), then name the cause.
+                done = all(p.exitcode is not None for p in procs)
+                if (done and kind is None) or time.monotonic() - first_error_at > _ERROR_GRACE_S:
+                    raise root_cause(errors)
+                continue
             if kind == "result":
                 result = _from_bytes(payload)
             codes = [p.exitcode for p in procs]

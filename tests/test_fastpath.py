@@ -273,3 +273,21 @@ def test_blocking_batches_only_sets_wait_and_stays_verified():
             assert b == Batch(a.ops, True) and not a.wait
         else:
             assert a == b
+
+
+def test_root_cause_prefers_a_ranks_own_failure_over_a_lost_peer():
+    """The launcher names the rank that failed first on its own, even when a peer's
+    "connection closed" (a consequence) arrives before it, as it can on gloo."""
+    from fastpath.launch import EXIT_RANK_FAILED, is_peer_loss, root_cause
+    from fastpath.watchdog import EXIT_WATCHDOG
+
+    lost = RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:57041")
+    assert is_peer_loss(lost) and not is_peer_loss(ValueError("shape mismatch"))
+    stuck = (1, "watchdog: rank 1 stuck at step 3", EXIT_WATCHDOG)
+    peer = (0, f"rank 0 failed: {lost}", EXIT_RANK_FAILED, True)
+    e = root_cause([peer, stuck])
+    assert (e.rank, e.exit_code, str(e)) == (1, EXIT_WATCHDOG, stuck[1])
+    assert e.others == ((0, peer[1], EXIT_RANK_FAILED),)
+    own = (2, "rank 2 failed: ValueError: shape mismatch", EXIT_RANK_FAILED, False)
+    assert root_cause([peer, own, stuck]).rank == 2  # earliest own failure
+    assert root_cause([peer]).rank == 0  # only consequences: still reported

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import IO, Sequence
 
-from verifier.cli import RaisingParser, help_to, parse_command_line
+from verifier.cli import RaisingParser, help_to, run_cli
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_WATCHDOG, EXIT_RANK_FAILED = 4, 5
@@ -122,24 +122,10 @@ def _torchrun_env() -> tuple[int, int, int] | None:
 
 def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None,
          stderr: IO[str] | None = None) -> int:
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, code = parse_command_line(build_parser(stdout), argv, stderr)
-    if args is None:
-        return code
-    if args.command != "run":
-        build_parser(stdout).print_help()
-        return EXIT_BAD_INPUT
     from verifier.ir import ScheduleError
 
-    try:
-        return _run(args, stdout, stderr)
-    except ScheduleError as e:
-        stderr.write(f"error: {e}\n")
-        return EXIT_BAD_INPUT
-    except BrokenPipeError:
-        return EXIT_OK
+    return run_cli(build_parser, _run, argv, stdout, stderr,
+                   errors=((ScheduleError, EXIT_BAD_INPUT),))
 
 
 def _bad(stderr, msg: str) -> int:

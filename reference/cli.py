@@ -25,7 +25,7 @@ from reference.baseline import LOSS_REDUCTIONS, compare, run_baseline
 from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
 from reference.models import MODELS, make_layers, make_microbatches, num_model_layers
 from verifier.ir import ScheduleError
-from verifier.cli import RaisingParser, help_to, parse_command_line
+from verifier.cli import RaisingParser, help_to, run_cli
 
 EXIT_MATCH, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -228,29 +228,11 @@ def main(
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
 ) -> int:
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(stdout)
-    args, code = parse_command_line(parser, argv, stderr)
-    if args is None:
-        return code
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
-    try:
-        return _run(args, stdout)
-    except ExecutionError as e:  # pragma: no cover - _run reports these itself
-        stderr.write(f"error: {e}\n")
-        return EXIT_MISMATCH
-    except (ScheduleError, ValueError) as e:
-        stderr.write(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
-        return EXIT_BAD_INPUT
-    except BrokenPipeError:
-        return EXIT_MATCH
-    except KeyboardInterrupt:
-        stderr.write("interrupted\n")
-        return 130
+    # ExecutionError: _run reports those itself; listed so none escapes as a traceback
+    return run_cli(build_parser, lambda args, out, err: _run(args, out), argv, stdout, stderr,
+                   errors=((ExecutionError, EXIT_MISMATCH),
+                           ((ScheduleError, ValueError), EXIT_BAD_INPUT)),
+                   on_broken_pipe=EXIT_MATCH)
 
 
 __all__ = ["main", "build_parser", "DESCRIPTION"]

@@ -227,3 +227,36 @@ def test_load_schedule_on_random_bytes(tmp_path_factory, data, ext):
         load_schedule(path)
     except ScheduleError as e:
         assert "\n" not in str(e) and str(e).startswith(str(path))
+
+
+def test_shared_cli_body_maps_errors_interrupts_and_pipes():
+    """verifier, reference and fastpath share verifier.cli.run_cli: a listed error is one
+    line and its exit code, Ctrl-C is 130 without a traceback, a closed pipe is quiet,
+    and an unlisted exception (a bug) is not swallowed."""
+    import argparse
+    import io
+
+    from verifier.cli import RaisingParser, help_to, run_cli
+    from verifier.ir import ScheduleError
+
+    def build(out):
+        p = RaisingParser(prog="x")
+        p.add_argument("command", nargs="?")
+        help_to(out, p)
+        return p
+
+    def call(exc):
+        def run(args, out, err):
+            raise exc
+        out, err = io.StringIO(), io.StringIO()
+        return run_cli(build, run, ["go"], out, err, on_broken_pipe=7), err.getvalue()
+
+    assert call(ScheduleError("bad value 3", "f.json")) == (2, "error: f.json: bad value 3\n")
+    assert call(KeyboardInterrupt()) == (130, "interrupted\n")
+    assert call(BrokenPipeError()) == (7, "")
+    with pytest.raises(ZeroDivisionError):
+        call(ZeroDivisionError())
+    out, err = io.StringIO(), io.StringIO()
+    assert run_cli(build, lambda *a: 0, [], out, err) == 2  # no command: help, exit 2
+    assert "usage: x" in out.getvalue()
+    assert isinstance(build(out), argparse.ArgumentParser)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 from verifier.ir import ScheduleError
 
@@ -93,15 +93,29 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
     return parser
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    stdout: IO[str] | None = None,
-    stderr: IO[str] | None = None,
+def run_cli(
+    build: Callable[[IO[str]], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace, IO[str], IO[str]], int],
+    argv: Sequence[str] | None,
+    stdout: IO[str] | None,
+    stderr: IO[str] | None,
+    *,
+    errors: Sequence[tuple[type[BaseException] | tuple, int]] = ((ScheduleError, EXIT_BAD_INPUT),),
+    on_broken_pipe: int = EXIT_OK,
 ) -> int:
+    """The body the three command lines share (verifier, reference, fastpath).
+
+    Parses ``argv`` with ``build(stdout)`` (usage errors: one line, exit 2; a
+    missing sub-command prints the help, exit 2), then returns ``run(args,
+    stdout, stderr)``. An exception listed in ``errors`` becomes one line
+    "error: ..." on stderr (its first line) and that exit code; a closed pipe
+    (``| head``) exits ``on_broken_pipe``; Ctrl-C prints "interrupted", 130.
+    Anything else is a bug and keeps its traceback.
+    """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(stdout)
+    parser = build(stdout)
     args, code = parse_command_line(parser, argv, stderr)
     if args is None:
         return code
@@ -109,12 +123,25 @@ def main(
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return int(args._run(args, stdout, stderr))
-    except ScheduleError as e:
-        stderr.write(f"error: {e}\n")
-        return EXIT_BAD_INPUT
-    except BrokenPipeError:  # e.g. piped into head
-        return EXIT_OK
+        return int(run(args, stdout, stderr))
+    except BrokenPipeError:
+        return on_broken_pipe
     except KeyboardInterrupt:
         stderr.write("interrupted\n")
         return 130
+    except Exception as e:
+        for types, exit_code in errors:
+            if isinstance(e, types):
+                text = str(e).strip()
+                stderr.write(f"error: {text.splitlines()[0] if text else type(e).__name__}\n")
+                return exit_code
+        raise
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    return run_cli(build_parser, lambda args, out, err: args._run(args, out, err),
+                   argv, stdout, stderr)

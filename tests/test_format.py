@@ -56,8 +56,8 @@ def _subschemas(node, path="#"):
         yield from _subschemas(sub, f"{path}/oneOf/{i}")
 
 
-def _resolve(ref: str):
-    node = SCHEMA
+def _resolve(ref: str, root=SCHEMA):
+    node = root
     for part in ref[2:].split("/"):
         node = node[part]
     return node
@@ -144,9 +144,9 @@ def _is_type(v, t: str) -> bool:
     }[t]()
 
 
-def reference_valid(v, s=SCHEMA) -> bool:
+def reference_valid(v, s=SCHEMA, root=SCHEMA) -> bool:
     """JSON Schema 2020-12 semantics for the keywords the schema uses, naively."""
-    if "$ref" in s and not reference_valid(v, _resolve(s["$ref"])):
+    if "$ref" in s and not reference_valid(v, _resolve(s["$ref"], root), root):
         return False
     if "type" in s and not _is_type(v, s["type"]):
         return False
@@ -162,7 +162,7 @@ def reference_valid(v, s=SCHEMA) -> bool:
     if isinstance(v, list):
         if len(v) < s.get("minItems", 0):
             return False
-        if "items" in s and not all(reference_valid(x, s["items"]) for x in v):
+        if "items" in s and not all(reference_valid(x, s["items"], root) for x in v):
             return False
     if isinstance(v, dict):
         if any(k not in v for k in s.get("required", ())):
@@ -170,11 +170,11 @@ def reference_valid(v, s=SCHEMA) -> bool:
         props = s.get("properties", {})
         for k, x in v.items():
             if k in props:
-                if not reference_valid(x, props[k]):
+                if not reference_valid(x, props[k], root):
                     return False
             elif s.get("additionalProperties") is False:
                 return False
-    if "oneOf" in s and sum(reference_valid(v, b) for b in s["oneOf"]) != 1:
+    if "oneOf" in s and sum(reference_valid(v, b, root) for b in s["oneOf"]) != 1:
         return False
     return True
 
@@ -355,3 +355,99 @@ def test_every_generated_schedule_is_valid_both_ways():
             doc = json.loads(dumps_json(generate(f, 2, 4, compute_only=compute_only)))
             assert ours_valid(doc) == (True, None), f
             assert reference_valid(doc), f
+
+
+# ------------------------------------------------------------ the compilers' other paths
+
+# The real schema uses only some shapes of each keyword; this one uses the rest
+# (open objects, optional keys, untyped range and minItems, int enums, a oneOf
+# without discriminator, a tagged union as items and as a property, an inline
+# branch), so that the generated validator's shortcuts are held to the reporting
+# validator and the naive interpreter on them too.
+_OTHER = {
+    "type": "object",
+    "required": ["a"],
+    "additionalProperties": False,
+    "properties": {
+        "a": {"type": "integer", "minimum": 0},
+        "b": {"minimum": 2, "maximum": 5},
+        "c": {"enum": [1, "x"]},
+        "d": {"type": "array", "items": {"$ref": "#/$defs/tagged"}},
+        "e": {"oneOf": [{"type": "integer"}, {"type": "number", "maximum": 3}]},
+        "f": {"items": {"type": "string"}, "minItems": 1},
+        "g": {"required": ["k"], "properties": {"k": {"const": True}}},
+        "h": {"$ref": "#/$defs/tagged"},
+        "i": {"type": "number", "minimum": 0.5},
+        "j": {"type": "array", "items": {"discriminator": "t", "oneOf": [
+            {"type": "object", "required": ["t"], "properties": {"t": {"const": "p"}}}]}},
+    },
+    "$defs": {
+        "tagged": {"discriminator": "t", "oneOf": [
+            {"type": "object", "required": ["t"], "additionalProperties": False,
+             "properties": {"t": {"const": "p"}, "n": {"type": "integer", "maximum": 9}}},
+            {"$ref": "#/$defs/q"},
+        ]},
+        "q": {"type": "object", "required": ["t", "m"], "additionalProperties": False,
+              "properties": {"t": {"enum": ["q", "r"]}, "m": {"type": "boolean"}}},
+    },
+}
+
+_KEYS = st.sampled_from(list("abcdefghij") + ["t", "n", "m", "k", "z"])
+_ATOMS = st.sampled_from([None, True, False, 0, 1, 2, 3, 5, 6, 9, 10, -1, 0.25, 1.5, 2.5, 3.5,
+                          "", "x", "p", "q", "r", "s"])
+_JSONISH = st.recursive(
+    _ATOMS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+_TAGGED = st.fixed_dictionaries({"t": st.sampled_from(["p", "q", "r", "s", 1])},
+                                optional={"n": _JSONISH, "m": _JSONISH, "z": _JSONISH})
+
+
+def _other_docs():
+    value = _JSONISH | _TAGGED | st.lists(_TAGGED, max_size=3)
+    a = st.sampled_from([0, 4, 0, 4, 0, 4, -1, "0", 1.5])  # mostly valid: the others get checked
+    return st.fixed_dictionaries({}, optional={"a": a}) \
+        .flatmap(lambda d: st.dictionaries(_KEYS, value, max_size=2).map(lambda e: {**e, **d}))
+
+
+@given(_other_docs())
+def test_compilers_agree_on_every_keyword_shape(doc):
+    from verifier.schema import _Compiler, _SourceCompiler
+
+    fast = _SourceCompiler(_OTHER).build()(doc)
+    try:
+        _Compiler(_OTHER).compile(_OTHER)(doc, lambda: "$")
+        reporting = True
+    except SchemaViolation:
+        reporting = False
+    assert fast == reporting == reference_valid(doc, _OTHER, _OTHER), (fast, reporting)
+
+
+def test_compilers_agree_on_hand_picked_other_documents():
+    from verifier.schema import _Compiler, _SourceCompiler
+
+    fast = _SourceCompiler(_OTHER).build()
+    slow = _Compiler(_OTHER).compile(_OTHER)
+    good = [
+        {"a": 0},
+        {"a": 3, "b": "not a number", "c": 1, "e": 2.5, "f": ["s"], "g": {"k": True, "z": 1},
+         "d": [{"t": "p", "n": 9}, {"t": "r", "m": False}], "h": {"t": "q", "m": True},
+         "i": 0.5, "j": [{"t": "p", "z": []}]},
+        {"a": 1, "b": 2, "f": "not a list", "g": [], "e": 7},
+    ]
+    bad = [
+        {}, {"a": -1}, {"a": 0, "z": 1}, {"a": 0, "b": 6}, {"a": 0, "c": True}, {"a": 0, "c": 2},
+        {"a": 0, "e": 2}, {"a": 0, "e": 3.5}, {"a": 0, "f": []}, {"a": 0, "f": [1]},
+        {"a": 0, "g": {}}, {"a": 0, "g": {"k": 1}}, {"a": 0, "d": [{"t": "p", "n": 10}]},
+        {"a": 0, "d": [{"t": "q"}]}, {"a": 0, "d": [{"t": "p", "m": True}]}, {"a": 0, "d": [[]]},
+        {"a": 0, "h": {"t": 1}}, {"a": 0, "h": {"t": "s"}}, {"a": 0, "i": 0.25}, {"a": 0, "i": True},
+        {"a": 0, "j": [{"t": "q"}]}, {"a": 0, "j": [{}]}, {"a": 0, "d": {}}, [],
+    ]
+    for doc in good + bad:
+        verdicts = {fast(doc), reference_valid(doc, _OTHER, _OTHER)}
+        try:
+            slow(doc, lambda: "$")
+            verdicts.add(True)
+        except SchemaViolation:
+            verdicts.add(False)
+        assert verdicts == {doc in good}, doc

@@ -18,6 +18,7 @@ uses one, so the schema and the validator cannot drift apart silently).
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -105,7 +106,7 @@ class _Compiler:
             shown = ", ".join(str(a) for a in allowed)
 
             def check_enum(v, p, allowed=allowed, shown=shown):
-                if not isinstance(v, (str, int)) or v not in allowed:
+                if not isinstance(v, (str, int)) or isinstance(v, bool) or v not in allowed:
                     raise SchemaViolation(p(), f"expected one of {shown}, got {_show(v)}")
 
             checks.append(check_enum)
@@ -264,6 +265,7 @@ class _SourceCompiler:
         return self.leaf(s, x) or "True"
 
     def leaf(self, s: dict, x: str) -> str:
+        """A boolean expression over the plain variable ``x`` for the scalar keywords."""
         conds = []
         t = s.get("type")
         if t is not None:
@@ -277,65 +279,126 @@ class _SourceCompiler:
             conds.append(f"(type({x}) is {type(c).__name__} and {x} == {self.const(c)})")
         if "enum" in s:
             k = self.const(frozenset(s["enum"]))
-            conds.append(f"(type({x}) in (str, int) and {x} in {k})")
+            # an int never equals a str: an all-string enum needs only the str test
+            kinds = "is str" if all(type(e) is str for e in s["enum"]) else "in (str, int)"
+            conds.append(f"(type({x}) {kinds} and {x} in {k})")
         num = f"type({x}) in (int, float)"
-        if "minimum" in s:
-            conds.append(f"({x} >= {s['minimum']!r})" if t in ("integer", "number")
-                         else f"(not ({num}) or {x} >= {s['minimum']!r})")
-        if "maximum" in s:
-            conds.append(f"({x} <= {s['maximum']!r})" if t in ("integer", "number")
-                         else f"(not ({num}) or {x} <= {s['maximum']!r})")
+        lo, hi = s.get("minimum"), s.get("maximum")
+        if t in ("integer", "number"):  # the type test above guarantees a number
+            if lo is not None and hi is not None:
+                conds.append(f"({lo!r} <= {x} <= {hi!r})")
+            elif lo is not None:
+                conds.append(f"({x} >= {lo!r})")
+            elif hi is not None:
+                conds.append(f"({x} <= {hi!r})")
+        else:
+            if lo is not None:
+                conds.append(f"(not ({num}) or {x} >= {lo!r})")
+            if hi is not None:
+                conds.append(f"(not ({num}) or {x} <= {hi!r})")
         if "minItems" in s:
-            conds.append(f"(type({x}) is not list or len({x}) >= {s['minItems']})")
+            conds.append(f"len({x}) >= {s['minItems']}" if t == "array"
+                         else f"(type({x}) is not list or len({x}) >= {s['minItems']})")
         return " and ".join(conds)
+
+    def object_checks(self, s: dict) -> list[str]:
+        """Lines checking ``x`` (known to be a dict) against the object keywords."""
+        lines: list[str] = []
+        props = s.get("properties", {})
+        required = list(dict.fromkeys(s.get("required", ())))
+        local = {k: f"p{i}" for i, k in enumerate(required)}
+        if required:  # fetch each required value once; a missing key is a KeyError
+            lines.append("try:")
+            lines.extend(f"    {local[k]} = x[{k!r}]" for k in required)
+            lines.append("except KeyError: return False")
+        if s.get("additionalProperties") is False:
+            allowed = self.const(frozenset(props))
+            if set(required) <= set(props):
+                # every required key is present: exactly that many keys means no others
+                lines.append(f"if len(x) != {len(required)} and not {allowed}.issuperset(x): return False")
+            else:
+                lines.append(f"if not {allowed}.issuperset(x): return False")
+        for key, sub in props.items():
+            if key in local:
+                cond = self.check(sub, local[key])
+                if cond != "True":
+                    lines.append(f"if not ({cond}): return False")
+            else:
+                cond = self.check(sub, "v")
+                if cond != "True":
+                    lines.append(f"if {key!r} in x:")
+                    lines.append(f"    v = x[{key!r}]")
+                    lines.append(f"    if not ({cond}): return False")
+        return lines
+
+    def tagged_table(self, name: str, s: dict) -> str:
+        """The name of a constant mapping each tag of a discriminated oneOf to its branch's function."""
+        key = s["discriminator"]
+        table = {}
+        for raw in s["oneOf"]:
+            cond = self.check(raw, "x")
+            node = raw
+            while "$ref" in node:
+                node = self.resolve(node["$ref"])
+            spec = node["properties"][key]
+            m = re.fullmatch(r"(\w+)\(x\)", cond)
+            if m:  # the branch is one generated function: dispatch to it directly
+                fname = m.group(1)
+            else:
+                fname = f"{name}_b{len(self.funcs)}"
+                self.funcs.append(f"def {fname}(x):\n    return {cond}\n")
+            for val in spec["enum"] if "enum" in spec else [spec["const"]]:
+                table[val] = fname
+        return self.const(table)  # filled with functions after exec
 
     def function(self, name: str, s: dict) -> None:
         unknown = set(s) - _KNOWN
         if unknown:
             raise ValueError(f"schema uses unsupported keywords {sorted(unknown)}")
         body = []
+        t = s.get("type")
         leaf = self.leaf(s, "x")
         if leaf:
             body.append(f"if not ({leaf}): return False")
         if "$ref" in s:
             body.append(f"if not {self.ref(s['$ref'])}(x): return False")
-        obj = []
-        if "required" in s:
-            req = " and ".join(f"{k!r} in x" for k in s["required"])
-            obj.append(f"if not ({req}): return False")
-        if s.get("additionalProperties") is False:
-            allowed = self.const(frozenset(s.get("properties", {})))
-            obj.append(f"if not {allowed}.issuperset(x): return False")
-        for key, sub in s.get("properties", {}).items():
-            cond = self.check(sub, f"x[{key!r}]")
-            if cond != "True":
-                obj.append(f"if {key!r} in x and not ({cond}): return False")
+        obj = self.object_checks(s) if set(s) & {"required", "properties", "additionalProperties"} else []
         if obj:
-            body.append("if type(x) is dict:")
-            body.extend("    " + line for line in obj)
+            if t == "object":  # the type test above returned already for anything else
+                body.extend(obj)
+            else:
+                body.append("if type(x) is dict:")
+                body.extend("    " + line for line in obj)
         if "items" in s:
-            cond = self.check(s["items"], "y")
-            if cond != "True":
-                body.append("if type(x) is list:")
-                body.append("    for y in x:")
-                body.append(f"        if not ({cond}): return False")
+            item = s["items"]
+            while set(item) - _ANNOTATIONS == {"$ref"}:
+                item = self.resolve(item["$ref"])
+            if set(item) - _ANNOTATIONS == {"oneOf"} and item.get("discriminator") is not None:
+                # a tagged union per item (the actions): dispatch inline, one call per item
+                tname = self.tagged_table(name, item)
+                loop = [
+                    "if type(y) is not dict: return False",
+                    f"t = y.get({item['discriminator']!r})",
+                    f"f = {tname}.get(t) if type(t) is str else None",
+                    "if f is None or not f(y): return False",
+                ]
+            else:
+                cond = self.check(s["items"], "y")
+                loop = [f"if not ({cond}): return False"] if cond != "True" else []
+            if loop:
+                indent = ""
+                if t != "array":
+                    body.append("if type(x) is list:")
+                    indent = "    "
+                body.append(f"{indent}for y in x:")
+                body.extend(f"{indent}    {line}" for line in loop)
         if "oneOf" in s:
             key = s.get("discriminator")
-            branches = [self.check(b, "x") for b in s["oneOf"]]
             if key is None:
+                branches = [self.check(b, "x") for b in s["oneOf"]]
                 body.append(f"if ({' + '.join(f'bool({b})' for b in branches)}) != 1: return False")
             else:
-                table = {}
-                for raw, cond in zip(s["oneOf"], branches):
-                    node = raw
-                    while "$ref" in node:
-                        node = self.resolve(node["$ref"])
-                    spec = node["properties"][key]
-                    fname = f"{name}_b{len(table)}"
-                    self.funcs.append(f"def {fname}(x):\n    return {cond}\n")
-                    for val in spec["enum"] if "enum" in spec else [spec["const"]]:
-                        table[val] = fname
-                tname = self.const(table)  # filled with functions after exec
+                tname = self.tagged_table(name, s)
                 body.append("if type(x) is not dict: return False")
                 body.append(f"t = x.get({key!r})")
                 body.append(f"f = {tname}.get(t) if type(t) is str else None")

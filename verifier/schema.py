@@ -315,7 +315,9 @@ class _SourceCompiler:
             allowed = self.const(frozenset(props))
             if set(required) <= set(props):
                 # every required key is present: exactly that many keys means no others
-                lines.append(f"if len(x) != {len(required)} and not {allowed}.issuperset(x): return False")
+                lines.append(
+                    f"if len(x) != {len(required)} and not {allowed}.issuperset(x): return False"
+                )
             else:
                 lines.append(f"if not {allowed}.issuperset(x): return False")
         for key, sub in props.items():
@@ -332,7 +334,7 @@ class _SourceCompiler:
         return lines
 
     def tagged_table(self, name: str, s: dict) -> str:
-        """The name of a constant mapping each tag of a discriminated oneOf to its branch's function."""
+        """The constant that maps each tag of a discriminated oneOf to its branch's function."""
         key = s["discriminator"]
         table = {}
         for raw in s["oneOf"]:
@@ -362,7 +364,8 @@ class _SourceCompiler:
             body.append(f"if not ({leaf}): return False")
         if "$ref" in s:
             body.append(f"if not {self.ref(s['$ref'])}(x): return False")
-        obj = self.object_checks(s) if set(s) & {"required", "properties", "additionalProperties"} else []
+        objectish = set(s) & {"required", "properties", "additionalProperties"}
+        obj = self.object_checks(s) if objectish else []
         if obj:
             if t == "object":  # the type test above returned already for anything else
                 body.extend(obj)

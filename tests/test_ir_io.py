@@ -175,3 +175,67 @@ def test_generated_validator_agrees_with_the_reporting_one():
         assert fast == _slow_accepts(d), (fast, d)
         verdicts.add(fast)
     assert verdicts == {True, False}  # both kinds of document were exercised
+
+
+def _parts(a):
+    """An action and every IR object inside it."""
+    yield a
+    if isinstance(a, Overlap):
+        yield a.f
+        yield a.b
+    elif isinstance(a, Batch):
+        yield from a.ops
+
+
+def test_loader_builds_the_same_objects_as_the_constructors():
+    """verifier.io builds actions with object.__new__ and the slots' setters
+    (ir._field_setters), not the constructors: the objects must be the same in
+    every way the rest of the project can see."""
+    import copy
+    import dataclasses
+    import pickle
+
+    from verifier.generators import FAMILIES, generate
+
+    hand = dualpipe_shape()
+    hand = hand.with_actions(  # a bare Comm action and both kinds of Batch
+        [hand.actions[0] + (Comm(SEND_F, 0, 0), Batch((Comm(RECV_B, 0, 0),), wait=True)),
+         hand.actions[1] + (Batch((Comm(RECV_F, 1, 0), Comm(SEND_B, 1, 0)), wait=False),)]
+    )
+    schedules = [hand] + [
+        generate(f, 4, 8, compute_only=c) for f in FAMILIES for c in (True, False)
+    ]
+    for s in schedules:
+        back = parse_json_text(dumps_json(s))
+        assert back == s and hash(back.actions) == hash(s.actions)
+        assert type(back.actions) is tuple and all(type(acts) is tuple for acts in back.actions)
+        for mine, theirs in zip((a for acts in back.actions for a in acts),
+                                (a for acts in s.actions for a in acts)):
+            for x, y in zip(_parts(mine), _parts(theirs), strict=True):
+                assert type(x) is type(y)
+                assert x == y and hash(x) == hash(y) and repr(x) == repr(y) and str(x) == str(y)
+                assert dataclasses.astuple(x) == dataclasses.astuple(y)
+                for f in dataclasses.fields(x):
+                    assert type(getattr(x, f.name)) is type(getattr(y, f.name)), f.name
+                assert not hasattr(x, "__dict__")
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    setattr(x, dataclasses.fields(x)[0].name, None)
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    delattr(x, dataclasses.fields(x)[-1].name)
+                assert dataclasses.replace(x) == x
+                assert pickle.loads(pickle.dumps(x)) == x and copy.deepcopy(x) == x
+
+
+def test_field_setters_only_for_frozen_slotted_dataclasses_without_post_init():
+    from dataclasses import dataclass
+
+    from verifier.ir import _field_setters
+
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    assert len(_field_setters(Compute)) == 3 and len(_field_setters(Batch)) == 2
+    for cls in (Schedule, Mutable, int):  # __post_init__ and no slots; not frozen; no dataclass
+        with pytest.raises(TypeError):
+            _field_setters(cls)

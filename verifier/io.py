@@ -34,6 +34,7 @@ from verifier.ir import (
     Schedule,
     ScheduleError,
     Stage,
+    _field_setters,
 )
 from verifier.schema import SchemaViolation, validate
 
@@ -145,28 +146,6 @@ def schedule_from_dict(doc: Any, source: str = "<input>") -> Schedule:
             f"has {len(doc['actions'])} rank lists but num_ranks is {doc['num_ranks']}",
             f"{source}: $.actions",
         )
-    compute = _COMPUTE
-    comm = _COMM
-
-    def build(a: dict) -> Action:
-        op = a["op"]
-        k = compute.get(op)
-        if k is not None:
-            return Compute(k, a["stage"], a["mb"])
-        k = comm.get(op)
-        if k is not None:
-            return Comm(k, a["stage"], a["mb"])
-        if op == "OVERLAP":
-            f, b = a["f"], a["b"]
-            return Overlap(
-                Compute(compute[f["op"]], f["stage"], f["mb"]),
-                Compute(compute[b["op"]], b["stage"], b["mb"]),
-            )
-        return Batch(
-            tuple(Comm(comm[o["op"]], o["stage"], o["mb"]) for o in a["ops"]),
-            a["wait"],
-        )
-
     return Schedule(
         num_ranks=doc["num_ranks"],
         num_microbatches=doc["num_microbatches"],
@@ -174,11 +153,74 @@ def schedule_from_dict(doc: Any, source: str = "<input>") -> Schedule:
         routes=tuple(
             Route(tuple(r["stages"]), tuple(r["microbatches"])) for r in doc["routes"]
         ),
-        actions=tuple(tuple(build(a) for a in acts) for acts in doc["actions"]),
+        actions=_build_actions(doc["actions"]),
         name=doc.get("name", ""),
         family=doc.get("family", ""),
         params=doc.get("params", {}),
     )
+
+
+# The loader builds every action object as object.__new__ plus its slots' setters
+# (ir._field_setters: the same object as the constructor makes, at half the cost).
+_SET_COMPUTE = _field_setters(Compute)  # kind, stage, mb
+_SET_COMM = _field_setters(Comm)  # kind, stage, mb
+_SET_OVERLAP = _field_setters(Overlap)  # f, b
+_SET_BATCH = _field_setters(Batch)  # ops, wait
+
+
+def _build_actions(ranks: list) -> tuple[tuple[Action, ...], ...]:
+    """The IR of a schema-valid ``actions`` array (validated already: no checks here)."""
+    new, compute, comm = object.__new__, _COMPUTE, _COMM
+    ck, cs, cm = _SET_COMPUTE
+    mk, ms, mm = _SET_COMM
+    of, ob = _SET_OVERLAP
+    bo, bw = _SET_BATCH
+    out = []
+    for acts in ranks:
+        built: list[Action] = []
+        add = built.append
+        for a in acts:
+            op = a["op"]
+            k = compute.get(op)
+            if k is not None:
+                o = new(Compute)
+                ck(o, k)
+                cs(o, a["stage"])
+                cm(o, a["mb"])
+            else:
+                k = comm.get(op)
+                if k is not None:
+                    o = new(Comm)
+                    mk(o, k)
+                    ms(o, a["stage"])
+                    mm(o, a["mb"])
+                elif op == "OVERLAP":
+                    f, b = a["f"], a["b"]
+                    x = new(Compute)
+                    ck(x, compute[f["op"]])
+                    cs(x, f["stage"])
+                    cm(x, f["mb"])
+                    y = new(Compute)
+                    ck(y, compute[b["op"]])
+                    cs(y, b["stage"])
+                    cm(y, b["mb"])
+                    o = new(Overlap)
+                    of(o, x)
+                    ob(o, y)
+                else:  # BATCH (the schema allows nothing else)
+                    ops = []
+                    for c in a["ops"]:
+                        x = new(Comm)
+                        mk(x, comm[c["op"]])
+                        ms(x, c["stage"])
+                        mm(x, c["mb"])
+                        ops.append(x)
+                    o = new(Batch)
+                    bo(o, tuple(ops))
+                    bw(o, a["wait"])
+            add(o)
+        out.append(tuple(built))
+    return tuple(out)
 
 
 def action_to_dict(a: Action) -> dict:

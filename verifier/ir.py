@@ -42,10 +42,10 @@ well-formedness and the other correctness properties (the checker), lowering
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from functools import cached_property
-from typing import Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 FORMAT_NAME = "pp-schedule"
 FORMAT_VERSION = "1.0"
@@ -161,6 +161,24 @@ class Batch:
 
 
 Action = Union[Compute, Overlap, Comm, Batch]
+
+
+def _field_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """The setters of a frozen slotted dataclass's fields, in field order (for loaders).
+
+    ``o = object.__new__(cls)`` followed by ``set(o, value)`` for each field in
+    order makes the same object as ``cls(*values)``: the generated ``__init__``
+    stores each field into the same slot through ``object.__setattr__``, which
+    costs about twice as much. Nothing else runs in ``__init__`` of a class this
+    accepts (no ``__post_init__``); defaults are not applied, so every field
+    must be set. The object is as immutable as any other: its class's
+    ``__setattr__`` still refuses every assignment.
+    """
+    params = getattr(cls, "__dataclass_params__", None)
+    slotted = "__slots__" in cls.__dict__
+    if params is None or not params.frozen or not slotted or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} is not a frozen slotted dataclass without __post_init__")
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
 
 
 def computes_of(action: Action) -> tuple[Compute, ...]:

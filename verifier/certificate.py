@@ -271,153 +271,230 @@ def _replays(s: Schedule, nccl: bool, witness) -> bool:
     has completed after the last (``len(witness)`` is the number of steps).
 
     Everything is learnt as the replay goes, in the order the witness posts
-    and runs things: a rank's ops get ids as they are posted, the k-th send
-    from src to dst is paired with the k-th receive there as soon as both are
-    posted (FIFO by position), and "the first receive (compute) of a kind on
-    the rank" is the first one posted (run) so far: one that comes later in
+    and runs things: ops and comm units get ids as they are posted, the k-th
+    send from src to dst is paired with the k-th receive there as soon as both
+    are posted (FIFO by position), and "the first receive (compute) of a kind
+    on the rank" is the first one posted (run) so far: one that comes later in
     the rank's program has not happened when the compute's entry comes.
+
+    nccl, by units: a unit is at the head of its rank's stream once the unit
+    posted before it has completed; a pair completes when both its units are
+    at their heads (at the later of the two moments: when the second op is
+    posted, or when the second unit reaches its head), and a unit completes
+    with its last pair. The route tables are read per stage, which in a
+    well-formed schedule is per rank (a stage's ops and computes are all on
+    the stage's rank).
     """
     R = s.num_ranks
     actions = s.actions
-    rank = {st.id: st.rank for st in s.stages}
-    nxt: dict[int, int | None] = {}
-    prv: dict[int, int | None] = {}
-    for route in s.routes:
-        for k, sid in enumerate(route.stages):
-            nxt[sid] = route.stages[k + 1] if k + 1 < len(route.stages) else None
-            prv[sid] = route.stages[k - 1] if k > 0 else None
-    pc = [0] * R
-    # (stage, mb) written stage * M + mb (mb is in range in a well-formed schedule)
     M = s.num_microbatches
-    # per rank, the (stage, mb) whose F, B or I, I has run so far
-    ran_f: list[set[int]] = [set() for _ in range(R)]
-    ran_bi: list[set[int]] = [set() for _ in range(R)]
-    ran_i: list[set[int]] = [set() for _ in range(R)]
-    # per rank, (stage, mb) -> the first RECV_F / RECV_B posted so far (op id)
-    recv_f: list[dict[int, int]] = [dict() for _ in range(R)]
-    recv_b: list[dict[int, int]] = [dict() for _ in range(R)]
-    units: list[list[list[int]]] = [[] for _ in range(R)]  # per rank, its posted units' op ids
-    head = [0] * R  # nccl: the first unit of the rank not complete
-    done: list[bool] = []  # per op id
-    op_rank: list[int] = []
-    op_unit: list[int] = []
-    partner: list[int | None] = []
-    queues: dict[int, tuple[list[int], list[int]]] = {}  # src * R + dst -> (sends, receives)
-    SF, SB, RF, RB = CommKind.SEND_F, CommKind.SEND_B, CommKind.RECV_F, CommKind.RECV_B
+    rank = {st.id: st.rank for st in s.stages}
+    nxt = {}
+    prv = {}
+    for route in s.routes:
+        st = route.stages
+        for k, sid in enumerate(st):
+            nxt[sid] = st[k + 1] if k + 1 < len(st) else None
+            prv[sid] = st[k - 1] if k > 0 else None
+    pc = [0] * R
+    # (stage, mb) written stage * M + mb. A well-formed schedule runs and
+    # posts a stage's computes and ops on the stage's rank only, so "on the
+    # rank" below is "anywhere": the (stage, mb) whose F, B or I, I has run
+    # so far, and the first RECV_F / RECV_B of a (stage, mb) posted so far (op id)
+    ran_f: set = set()
+    ran_bi: set = set()
+    ran_i: set = set()
+    recv_f: dict = {}
+    recv_b: dict = {}
+    # per stage, where its F's input comes from (None: the first stage, True: a
+    # receive, else the previous stage's key base: a compute on this rank), and
+    # likewise its B/I's gradient (None: the last stage, else the next stage)
+    f_src: dict = {}
+    b_src: dict = {}
+    for sid, r in rank.items():
+        p, n = prv.get(sid), nxt.get(sid)
+        f_src[sid] = None if p is None else (True if rank[p] != r else p * M)
+        b_src[sid] = None if n is None else (True if rank[n] != r else n * M)
+    # per op id (ids in post order): its unit, and its FIFO partner's op id
+    # (-1: none posted yet) or DONE once the op has completed
+    DONE = -2
+    part: list = []
+    opu: list = []
+    # per unit id (in post order): ops not yet complete, first op id, the
+    # rank's next unit (-1: none posted yet), whether at the head of its stream
+    left: list = []
+    first: list = []
+    unext: list = []
+    act: list = []
+    last = [-1] * R  # per rank, its last unit posted
+    waitu = [-1] * R  # per rank, the unit of its last step if that is a BATCH with wait
+    # the channel of each ordered rank pair: (sends, receives) posted so far
+    # (op ids); per stage, the channel each kind of op of the stage takes (a
+    # well-formed schedule posts a stage's ops on the stage's rank)
+    chans: dict = {}
+
+    def chan(src, dst):
+        c = chans.get((src, dst))
+        if c is None:
+            c = chans[(src, dst)] = ([], [])
+        return c
+
+    sf_ch, sb_ch, rf_ch, rb_ch = {}, {}, {}, {}
+    for sid, r in rank.items():
+        n, p = nxt.get(sid), prv.get(sid)
+        if n is not None:
+            sf_ch[sid] = chan(r, rank[n])
+            rb_ch[sid] = chan(rank[n], r)
+        if p is not None:
+            sb_ch[sid] = chan(r, rank[p])
+            rf_ch[sid] = chan(rank[p], r)
+    SF, SB, RF = CommKind.SEND_F, CommKind.SEND_B, CommKind.RECV_F
     Fk, Bk, Ik = ComputeKind.F, ComputeKind.B, ComputeKind.I
+    nops = 0
+    stack: list = []
     for r, k in witness:
-        if not 0 <= r < R or pc[r] != k or k >= len(actions[r]):
+        if not 0 <= r < R or pc[r] != k:
             return False
         acts = actions[r]
-        if k:
-            prev = acts[k - 1]
-            if type(prev) is Batch and prev.wait:  # its unit is the rank's last one posted
-                u = len(units[r]) - 1
-                if not (head[r] > u if nccl else all(done[i] for i in units[r][u])):
-                    return False
+        if k >= len(acts):
+            return False
+        u = waitu[r]
+        if u >= 0:
+            if left[u]:
+                return False
+            waitu[r] = -1
+        pc[r] = k + 1
         a = acts[k]
         tp = type(a)
-        if tp is Comm or tp is Batch:
-            pc[r] = k + 1
-            u = len(units[r])
-            ids = []
-            for op in ((a,) if tp is Comm else a.ops):
-                i = len(done)
-                ids.append(i)
-                done.append(False)
-                op_rank.append(r)
-                op_unit.append(u)
-                partner.append(None)
-                kind = op.kind
-                if kind is SF or kind is SB:
-                    q = r * R + rank[nxt[op.stage] if kind is SF else prv[op.stage]]
-                    mine, theirs = 0, 1
-                else:
-                    (recv_f if kind is RF else recv_b)[r].setdefault(op.stage * M + op.mb, i)
-                    q = rank[prv[op.stage] if kind is RF else nxt[op.stage]] * R + r
-                    mine, theirs = 1, 0
-                queue = queues.get(q)
-                if queue is None:
-                    queue = queues[q] = ([], [])
-                n = len(queue[mine])
-                queue[mine].append(i)
-                if n < len(queue[theirs]):
-                    j = queue[theirs][n]
-                    partner[i] = j
-                    partner[j] = i
-            units[r].append(ids)
-            if not nccl:
-                # eager: a send completes when posted, a receive once its send is posted
-                for i, op in zip(ids, (a,) if tp is Comm else a.ops):
-                    j = partner[i]
-                    if op.kind is SF or op.kind is SB:
-                        done[i] = True
-                        if j is not None:
-                            done[j] = True
-                    elif j is not None:
-                        done[i] = True
-                continue
-            # nccl: complete the pairs whose units are both at the heads of
-            # their streams, then the units behind them, rank by rank
-            work = [r]
-            while work:
-                x = work.pop()
-                ux = units[x]
-                h = head[x]
-                while h < len(ux):
-                    complete = True
-                    for i in ux[h]:
-                        if done[i]:
-                            continue
-                        j = partner[i]
-                        if j is not None and head[op_rank[j]] == op_unit[j]:
-                            done[i] = done[j] = True
-                            work.append(op_rank[j])
-                            continue
-                        complete = False
-                    if not complete:
-                        break
-                    h += 1
-                    head[x] = h
+        if tp is Batch:
+            ops = a.ops
+        elif tp is Comm:
+            ops = (a,)
+        else:
+            # a compute: every input there (SEMANTICS.md "Programs")
+            halves = (a.f, a.b) if tp is Overlap else (a,)
+            for c in halves:
+                kind = c.kind
+                st = c.stage
+                mb = c.mb
+                if kind is Fk:
+                    x = f_src[st]
+                    if x is None:
+                        continue
+                    if x is True:
+                        i = recv_f.get(st * M + mb)
+                        if i is None or part[i] != DONE:
+                            return False
+                    elif x + mb not in ran_f:
+                        return False
+                elif kind is Bk or kind is Ik:
+                    if st * M + mb not in ran_f:
+                        return False
+                    x = b_src[st]
+                    if x is None:
+                        continue
+                    if x is True:
+                        i = recv_b.get(st * M + mb)
+                        if i is None or part[i] != DONE:
+                            return False
+                    elif x + mb not in ran_bi:
+                        return False
+                elif st * M + mb not in ran_i:
+                    return False
+            for c in halves:  # it runs (and finishes) here
+                kind = c.kind
+                if kind is Fk:
+                    ran_f.add(c.stage * M + c.mb)
+                elif kind is Bk:
+                    ran_bi.add(c.stage * M + c.mb)
+                elif kind is Ik:
+                    ran_bi.add(c.stage * M + c.mb)
+                    ran_i.add(c.stage * M + c.mb)
             continue
-        # a compute: every input there (SEMANTICS.md "Programs")
-        rf, rb, rans_f, rans_bi, rans_i = recv_f[r], recv_b[r], ran_f[r], ran_bi[r], ran_i[r]
-        halves = (a.f, a.b) if tp is Overlap else (a,)
-        for c in halves:
-            kind, st, mb = c.kind, c.stage, c.mb
-            if kind is Fk:
-                p = prv[st]
-                if p is None:
-                    continue
-                if rank[p] != r:
-                    i = rf.get(st * M + mb)
-                    ok = i is not None and done[i]
-                else:
-                    ok = p * M + mb in rans_f
-            elif kind is Bk or kind is Ik:
-                ok = st * M + mb in rans_f
-                n = nxt[st]
-                if ok and n is not None:
-                    if rank[n] != r:
-                        i = rb.get(st * M + mb)
-                        ok = i is not None and done[i]
-                    else:
-                        ok = n * M + mb in rans_bi
+        # a comm unit is posted
+        u = len(left)
+        p = last[r]
+        active = nccl and (p < 0 or not left[p])
+        if p >= 0:
+            unext[p] = u
+        last[r] = u
+        n_left = len(ops)
+        left.append(n_left)
+        first.append(nops)
+        unext.append(-1)
+        act.append(active)
+        if tp is Batch and a.wait:
+            waitu[r] = u
+        for op in ops:
+            i = nops
+            nops += 1
+            opu.append(u)
+            kind = op.kind
+            if kind is SF:
+                mine, theirs = sf_ch[op.stage]
+            elif kind is RF:
+                theirs, mine = rf_ch[op.stage]
+                d = recv_f
+                key = op.stage * M + op.mb
+                if key not in d:
+                    d[key] = i
+            elif kind is SB:
+                mine, theirs = sb_ch[op.stage]
             else:
-                ok = st * M + mb in rans_i
-            if not ok:
-                return False
-        for c in halves:  # it runs (and finishes) here
-            kind = c.kind
-            if kind is Fk:
-                rans_f.add(c.stage * M + c.mb)
-            elif kind is Bk:
-                rans_bi.add(c.stage * M + c.mb)
-            elif kind is Ik:
-                rans_bi.add(c.stage * M + c.mb)
-                rans_i.add(c.stage * M + c.mb)
-        pc[r] = k + 1
-    return all(done)
+                theirs, mine = rb_ch[op.stage]
+                d = recv_b
+                key = op.stage * M + op.mb
+                if key not in d:
+                    d[key] = i
+            n = len(mine)
+            mine.append(i)
+            if n < len(theirs):  # FIFO: the n-th send and the n-th receive pair
+                j = theirs[n]
+                v = opu[j]
+                if nccl:
+                    if active and act[v]:
+                        part.append(DONE)
+                        part[j] = DONE
+                        n_left -= 1
+                        left[v] -= 1
+                        if not left[v] and unext[v] >= 0:
+                            stack.append(unext[v])
+                    else:
+                        part.append(j)
+                        part[j] = i
+                else:  # eager: a send completes when posted, a receive once its send is
+                    part.append(DONE)
+                    if part[j] != DONE:
+                        part[j] = DONE
+                        left[v] -= 1
+                    n_left -= 1
+            elif nccl or not (kind is SF or kind is SB):
+                part.append(-1)
+            else:
+                part.append(DONE)
+                n_left -= 1
+        left[u] = n_left
+        # nccl: the units that reach the head of their stream: their pairs
+        # whose other unit is there too complete, and so on
+        while stack:
+            w = stack.pop()
+            act[w] = True
+            i0 = first[w]
+            m = left[w]
+            for i in range(i0, i0 + m):
+                j = part[i]
+                if j >= 0:
+                    v = opu[j]
+                    if act[v]:
+                        part[i] = part[j] = DONE
+                        m -= 1
+                        left[v] -= 1
+                        if not left[v] and unext[v] >= 0:
+                            stack.append(unext[v])
+            left[w] = m
+            if not m and unext[w] >= 0:
+                stack.append(unext[w])
+    return not any(left)
 
 
 def _replay(s: Schedule, comm_model: str, witness) -> tuple[bool, str]:

@@ -55,7 +55,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=RaisingParser)
     r = sub.add_parser("run", help="run a schedule on real ranks", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("file", help="schedule file (pp-schedule JSON, or PyTorch pipelining CSV)")
+    r.add_argument("file", help="schedule file (pp-schedule JSON, or PyTorch pipelining CSV; - reads stdin)")
     r.add_argument("--nproc", type=int, default=None,
                    help="ranks to spawn (must equal the schedule's num_ranks; default: it, "
                         "or WORLD_SIZE under torchrun)")

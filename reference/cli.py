@@ -98,7 +98,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv: PyTorch pipelining)")
+    p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv: PyTorch pipelining; - reads stdin)")
     p.add_argument("--model", choices=MODELS, default="mlp", help="test model (default mlp)")
     p.add_argument("--layers-per-stage", type=_positive, default=1, metavar="K",
                    help="model blocks per schedule layer (default 1)")

@@ -260,3 +260,41 @@ def test_shared_cli_body_maps_errors_interrupts_and_pipes():
     assert run_cli(build, lambda *a: 0, [], out, err) == 2  # no command: help, exit 2
     assert "usage: x" in out.getvalue()
     assert isinstance(build(out), argparse.ArgumentParser)
+
+
+def _stdin_cli(args: list[str], data: bytes):
+    return subprocess.run([sys.executable, "-m", "verifier", *args], input=data, cwd=ROOT,
+                          capture_output=True, timeout=120)
+
+
+def test_stdin_dash_reads_json_and_sniffs_csv(tmp_path):
+    """FILE "-" reads standard input: JSON, or CSV (sniffed); messages name <stdin>."""
+    js = (ROOT / "specs/examples/zbv.json").read_bytes()
+    p = _stdin_cli(["check", "-"], js)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().splitlines()[1].startswith("schedule: zbv ranks=4")
+    csv = tmp_path / "z.csv"
+    assert main(["convert", str(ROOT / "specs/examples/zbv.json"), "--compute-only", "-o",
+                 str(csv)], io.StringIO(), io.StringIO()) == 0
+    p = _stdin_cli(["check", "-"], csv.read_bytes())
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().splitlines()[1] == (
+        "schedule: <stdin>, 4 ranks, 8 micro-batches, 324 steps, lowered from compute-only")
+    out = tmp_path / "back.json"
+    p = _stdin_cli(["convert", "-", "-o", str(out)], csv.read_bytes())
+    assert p.returncode == 0, p.stderr
+    assert load_schedule(out).actions == load_schedule(csv).actions
+    p = _stdin_cli(["analyze", "-", "--format", "json"], js)
+    assert p.returncode == 0 and b'"makespan"' in p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "error: <stdin>: file is empty"),
+    (b'{"format": "pp-schedule",', "error: <stdin>: invalid JSON at line 1 column 26"),
+    (b"\x00\x01junk", "error: <stdin>: binary data"),
+])
+def test_stdin_bad_input_is_located(data, message):
+    p = _stdin_cli(["check", "-"], data)
+    assert p.returncode == 2
+    err = p.stderr.decode()
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err

@@ -281,14 +281,24 @@ def detect_format(path: str | Path) -> str:
     return "csv" if str(path).lower().endswith(".csv") else "json"
 
 
+STDIN = "-"  # the file name that means standard input
+
+
 def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
     """Load a schedule file (JSON or PyTorch CSV, by extension unless ``fmt``).
 
-    Raises ScheduleError (one line, names the file) for every kind of bad input.
+    ``path`` "-" reads standard input (named "<stdin>" in messages); its format
+    is ``fmt`` or else sniffed: JSON when the text starts with "{" or "[",
+    otherwise CSV. Raises ScheduleError (one line, names the file) for every
+    kind of bad input.
     """
-    source = str(path)
     text = read_text(path)
-    fmt = fmt or detect_format(path)
+    if str(path) == STDIN:
+        source = "<stdin>"
+        fmt = fmt or sniff_format(text)
+    else:
+        source = str(path)
+        fmt = fmt or detect_format(path)
     if fmt == "csv":
         from verifier.csvio import csv_to_schedule
 
@@ -296,8 +306,22 @@ def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
     return parse_json_text(text, source)
 
 
+def sniff_format(text: str) -> str:
+    """'json' when the text starts with "{" or "[" (after blanks), else 'csv'."""
+    return "json" if text.lstrip()[:1] in ("{", "[") else "csv"
+
+
 def read_text(path: str | Path) -> str:
-    """The text of a schedule file, or ScheduleError (missing, directory, binary, not UTF-8)."""
+    """The text of a schedule file ("-": standard input), or ScheduleError (missing,
+    directory, binary, not UTF-8)."""
+    if str(path) == STDIN:
+        import sys
+
+        try:
+            data = sys.stdin.buffer.read()
+        except (OSError, ValueError, AttributeError) as e:  # closed or no stdin
+            raise ScheduleError(f"cannot read standard input: {e}", "<stdin>") from None
+        return _decode(data, "<stdin>")
     source = str(path)
     try:
         data = Path(path).read_bytes()

@@ -55,7 +55,7 @@ listed: rank, step, action and what it waits for), 2 bad input or usage."""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("file", help="schedule file (.json, or PyTorch pipelining .csv)")
+    p.add_argument("file", help="schedule file (.json, or PyTorch pipelining .csv; - reads stdin)")
     p.add_argument("--costs", default=None, help=COSTS_HELP)
     p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl",
                    help="communication model (default nccl, the strictest)")

@@ -27,7 +27,7 @@ from verifier.checker import (
     Violation,
     check,
 )
-from verifier.io import load_schedule
+from verifier.io import STDIN, load_schedule
 from verifier.ir import Batch, Comm, Compute, Overlap, ScheduleError, loc
 
 HELP = "prove a schedule correct (7 properties) or print counterexamples"
@@ -103,7 +103,7 @@ progress lines go to stderr only when stderr is a terminal or with --progress.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv in PyTorch's format)")
+    p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv in PyTorch's format; - reads stdin)")
     p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl",
                    help="communication model: nccl (default, strictest) or eager")
     p.add_argument("--engine", choices=ENGINES, default="auto",
@@ -149,7 +149,8 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         raise ScheduleError(f"--timeout must be > 0 seconds, got {args.timeout}")
     if args.rlimit is not None and args.rlimit < 1:
         raise ScheduleError(f"--rlimit must be >= 1, got {args.rlimit}")
-    progress(f"loading {args.file}")
+    source = "<stdin>" if args.file == STDIN else args.file
+    progress(f"loading {source}")
     schedule = load_schedule(args.file)
     result = check(
         schedule,
@@ -161,11 +162,11 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         progress=progress,
     )
     if args.format == "json":
-        doc = to_json(result, source=args.file, with_witness=args.witness)
+        doc = to_json(result, source=source, with_witness=args.witness)
         stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
         stdout.write(render_text(result, verbose=args.verbose, with_witness=args.witness,
-                                 source=args.file))
+                                 source=source))
     return result.verdict.exit_code
 
 

@@ -1,8 +1,8 @@
 """`python -m verifier convert`: a schedule between our JSON format and PyTorch
 pipelining CSV (both its compute_only and compute_comms forms).
 
-What it does: loads IN through ``verifier.io.load_schedule`` (format by
-extension unless --from), optionally drops communication (--compute-only) or
+What it does: reads IN (a file, or "-" for standard input) as JSON or CSV (by
+extension, sniffed on stdin, or --from; as ``verifier.io.load_schedule``), optionally drops communication (--compute-only) or
 flattens batches (--flatten-batches), and writes OUT in the target format.
 What CSV infers and cannot express is stated in ``verifier.csvio``.
 
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from verifier.csvio import csv_to_schedule, flatten_batches, schedule_to_csv
-from verifier.io import detect_format, dumps_json, load_schedule, read_text
+from verifier.io import STDIN, detect_format, dumps_json, parse_json_text, read_text, sniff_format
 from verifier.ir import Batch, ScheduleError
 from verifier.lowering import strip_communication
 
@@ -67,7 +67,7 @@ exit codes:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("input", metavar="IN", help="schedule file: .json or .csv (or see --from)")
+    p.add_argument("input", metavar="IN", help="schedule file: .json or .csv (or see --from); - reads stdin")
     p.add_argument(
         "-o", "--output", metavar="OUT", required=True,
         help="file to write; '-' writes to stdout",
@@ -141,14 +141,16 @@ def _write(path: str, text: str, stdout) -> None:
 def run(args, stdout, stderr) -> int:
     if args.output != "-" and Path(args.output).is_dir():
         raise ScheduleError("is a directory, expected a file to write", str(args.output))
-    in_fmt = args.from_format or detect_format(args.input)
+    source = "<stdin>" if args.input == STDIN else str(args.input)
+    text = read_text(args.input)
+    in_fmt = args.from_format or (
+        sniff_format(text) if args.input == STDIN else detect_format(args.input))
     dropped = 0
-    if in_fmt == "csv" and args.drop_fsdp:
-        text = read_text(args.input)
-        s = csv_to_schedule(text, source=str(args.input), drop_fsdp=True)
-        dropped = len(_FSDP_CELL.findall(text))
+    if in_fmt == "csv":
+        s = csv_to_schedule(text, source=source, drop_fsdp=args.drop_fsdp)
+        dropped = len(_FSDP_CELL.findall(text)) if args.drop_fsdp else 0
     else:
-        s = load_schedule(args.input, fmt=in_fmt)
+        s = parse_json_text(text, source)
     to = _target(args, in_fmt)
     if args.compute_only:
         s = strip_communication(s)
@@ -157,7 +159,7 @@ def run(args, stdout, stderr) -> int:
     if to == "csv":
         try:
             text = schedule_to_csv(
-                s, compute_only=True if args.compute_only else None, source=str(args.input)
+                s, compute_only=True if args.compute_only else None, source=source
             )
         except ScheduleError as e:
             raise ScheduleError(f"cannot convert to CSV: {e.detail}", e.where) from None

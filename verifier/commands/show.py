@@ -36,7 +36,7 @@ before it got stuck; the stuck places go to stderr), 2 bad input or usage."""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("file", help="schedule file (.json, or PyTorch pipelining .csv)")
+    p.add_argument("file", help="schedule file (.json, or PyTorch pipelining .csv; - reads stdin)")
     p.add_argument("-o", "--output", default=None, metavar="OUT",
                    help="write OUT.png, OUT.svg or OUT.txt instead of printing")
     p.add_argument("--costs", default=None, help=COSTS_HELP)

@@ -11,7 +11,14 @@ MLP blocks, float32), same micro-batches, same number of ranks:
   fastpath runs the same schedule with a real I/W split.
 - fastpath ``1f1b`` / ``zbv`` / ``dualpipev`` vs PyTorch's ``Schedule1F1B`` /
   ``ScheduleZBVZeroBubble`` / ``ScheduleDualPipeV`` (PipelineStage per stage,
-  ``scale_grads=False`` so both sum micro-batch losses).
+  ``scale_grads=False`` so both sum micro-batch losses). Both get the same
+  compute order per rank and add communication their own way: fastpath lowers
+  it (``verifier.lowering``; ``generate(..., compute_only=True)``), PyTorch
+  inserts its sends/receives (``_prepare_schedule_with_comms``). Both then
+  post 16 sends and 16 receives of 256 KiB per rank and step (2 ranks, 8
+  micro-batches, hidden 256). ``--dualpipev-comm deepseek`` runs fastpath's
+  dualpipev with DeepSeek's communication instead (every batch waited, sends
+  included: slower on gloo, see ``_schedule``).
 
 Step time: every rank passes a barrier, runs one training step (forward and
 backward of every micro-batch; tied/mirrored layers' gradients all-reduced
@@ -168,13 +175,9 @@ def _torch_step(rank, R, cfg, family):
 
 def _fastpath_step(rank, R, cfg, family):
     from fastpath.launch import Job, build_runner
-    from fastpath.plan import blocking_batches, prepare_schedule
-    from verifier.generators import generate
     from verifier.io import schedule_to_dict
 
-    s = prepare_schedule(generate(family, R, cfg["M"]))
-    if cfg.get("blocking"):
-        s = blocking_batches(s)
+    s = _schedule(family, R, cfg["M"], cfg.get("blocking", False), cfg.get("comm", "own"))
     job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
               seq=cfg["seq"], dtype="float32", grad_order="running", split=cfg["split"],
               threads=cfg["threads"])
@@ -280,13 +283,33 @@ def run_pair(family, R, cfg, timeout=600):
     return fast, other, loss, JobResult(ranks), cpu, main
 
 
-def _verdict(family, R, M, comm_model, blocking=False):
-    from fastpath.check import verify
+def _schedule(family, R, M, blocking=False, comm="own"):
+    """The schedule fastpath runs against ``family``'s baseline.
+
+    Against PyTorch (1f1b, zbv, dualpipev) both runtimes get the family's compute
+    order and add communication their own way, as ScheduleDualPipeV does for
+    its compute-only order (``_prepare_schedule_with_comms``): fastpath lowers it
+    (``verifier.lowering``: sends after the producer, receives before the
+    consumer, ``Batch(wait=False)``: only consumers wait). Against DeepSeek's
+    DualPipe it runs DeepSeek's own communication (``Batch(wait=True)`` before
+    every compute), which that code runs. ``comm="deepseek"`` runs dualpipev
+    with DeepSeek's communication too (measured: each waited batch includes
+    sends, and a gloo send completes only once the peer has posted its receive,
+    so every batch is a handshake with the peer: about twice the blocking waits
+    per step of PyTorch's runtime, which never waits for a send mid-step).
+    For 1f1b and zbv the two are the same schedule."""
     from fastpath.plan import blocking_batches, prepare_schedule
     from verifier.generators import generate
 
-    s = prepare_schedule(generate(family, R, M))
-    return verify(blocking_batches(s) if blocking else s, comm_model).verdict
+    own = comm == "own" and family != "dualpipe"
+    s = prepare_schedule(generate(family, R, M, compute_only=own))
+    return blocking_batches(s) if blocking else s
+
+
+def _verdict(family, R, M, comm_model, blocking=False, comm="own"):
+    from fastpath.check import verify
+
+    return verify(_schedule(family, R, M, blocking, comm), comm_model).verdict
 
 
 def _paired(fast: list[float], other: list[float]) -> tuple[float, float, float, int]:
@@ -318,22 +341,25 @@ def main(argv=None) -> int:
                          "BATCH waited right after posting, as PyTorch's 1F1B does "
                          "(fastpath.plan.blocking_batches, `python -m fastpath run "
                          "--wait-batches`; verified first)")
+    ap.add_argument("--dualpipev-comm", choices=("own", "deepseek"), default="own",
+                    help="own (default): fastpath's dualpipev is the compute order lowered by "
+                         "fastpath, as ScheduleDualPipeV adds its own communication to it; "
+                         "deepseek: DeepSeek's communication (every batch waited)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="process groups spawned per comparison (default 1)")
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
-    from fastpath.plan import blocking_batches, prepare_schedule
     from fastpath.trace import measured_idle, predicted_bubble
-    from verifier.generators import generate
 
     R, M = a.ranks, a.microbatches
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
                warmup=a.warmup, split=a.split, blocking=a.batches == "waited",
+               comm=a.dualpipev_comm,
                threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
           f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} split={a.split} "
-          f"batches={a.batches} "
+          f"batches={a.batches} dualpipev-comm={a.dualpipev_comm} "
           f"iterations={a.iterations} "
           f"warmup={a.warmup} torch={torch.__version__}")
     pairs = [("dualpipe", "DeepSeek DualPipe 1.0.0"),
@@ -344,9 +370,9 @@ def main(argv=None) -> int:
     for family, other_name in pairs:
         if a.only and family not in a.only:
             continue
-        v = _verdict(family, R, M, "nccl", cfg["blocking"])
+        v = _verdict(family, R, M, "nccl", cfg["blocking"], cfg["comm"])
         if v != "VERIFIED":
-            v2 = _verdict(family, R, M, "eager", cfg["blocking"])
+            v2 = _verdict(family, R, M, "eager", cfg["blocking"], cfg["comm"])
             print(f"{family}: the checker says {v} under nccl, {v2} under eager for the "
                   "lowered schedule; fastpath refuses unverified schedules")
             if v2 != "VERIFIED":
@@ -366,9 +392,7 @@ def main(argv=None) -> int:
             print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
             continue
         fp_loss, ot_loss = losses["fast"], losses["other"]
-        s = prepare_schedule(generate(family, R, M))
-        if cfg["blocking"]:
-            s = blocking_batches(s)
+        s = _schedule(family, R, M, cfg["blocking"], cfg["comm"])
         idle = measured_idle(jr, s)
         try:
             pred = predicted_bubble(s, jr)

@@ -291,3 +291,37 @@ def test_root_cause_prefers_a_ranks_own_failure_over_a_lost_peer():
     own = (2, "rank 2 failed: ValueError: shape mismatch", EXIT_RANK_FAILED, False)
     assert root_cause([peer, own, stuck]).rank == 2  # earliest own failure
     assert root_cause([peer]).rank == 0  # only consequences: still reported
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_fastpath",
+                                                  ROOT / "benchmarks" / "bench_fastpath.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_runs_the_torch_families_as_their_lowered_compute_order():
+    """bench_fastpath gives fastpath and PyTorch the same compute order per rank and
+    lets each add its own communication: for dualpipev that is the lowered compute
+    order (same computes, same sends and receives, only consumers wait), not
+    DeepSeek's waited batches; 1f1b and zbv are unchanged; dualpipe keeps
+    DeepSeek's communication (what DeepSeek's code runs)."""
+    from fastpath.check import verify
+
+    bench = _bench_module()
+    for fam in ("1f1b", "zbv"):
+        assert bench._schedule(fam, 2, 8) == prepare_schedule(generate(fam, 2, 8))
+    assert bench._schedule("dualpipe", 2, 8) == prepare_schedule(generate("dualpipe", 2, 8))
+    deepseek = bench._schedule("dualpipev", 2, 8, comm="deepseek")
+    assert deepseek == prepare_schedule(generate("dualpipev", 2, 8))
+    own = bench._schedule("dualpipev", 2, 8)
+    assert verify(own, "nccl").verdict == "VERIFIED"
+    for r in range(2):
+        comp = [a for a in own.actions[r] if not isinstance(a, (Batch, Comm))]
+        assert comp == [a for a in deepseek.actions[r] if not isinstance(a, (Batch, Comm))]
+        p, q = build_plan(own, r), build_plan(deepseek, r)
+        assert (p.num_sends, p.num_recvs) == (q.num_sends, q.num_recvs) == (16, 16)
+        assert all(not a.wait for a in own.actions[r] if isinstance(a, Batch))

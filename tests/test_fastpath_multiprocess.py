@@ -101,7 +101,15 @@ def test_every_family_two_ranks_mlp_bitwise():
         s = prepare_schedule(load_schedule(ROOT / "tests" / "fixtures" / name))
         assert verify(s, "nccl").verdict == "VERIFIED"
         csvs.append((name, 2, s.num_microbatches, "mlp", s, Job(schedule_to_dict(s))))
-    jobs = jobs + graph + csvs
+    # dualpipev as bench_fastpath runs it against ScheduleDualPipeV: its compute order
+    # lowered by fastpath (not DeepSeek's waited batches), bitwise in micro-batch order
+    # and, in the benchmark's running order, equal to reference/ within rounding
+    s = prepare_schedule(generate("dualpipev", 2, 8, compute_only=True))
+    assert verify(s, "nccl").verdict == "VERIFIED"
+    lowered = [("dualpipev-lowered", 2, 8, "mlp", s, Job(schedule_to_dict(s), split="graph"))]
+    extra.append(("dualpipev-lowered", 2, 8, "mlp", s,
+                  Job(schedule_to_dict(s), split="graph", grad_order="running")))
+    jobs = jobs + graph + csvs + lowered
     t = time.monotonic()
     res = spawn([j[-1] for j in jobs + extra], 2, watchdog_s=60, deadline_s=150)
     print(f"spawned 2 ranks, {len(jobs) + len(extra)} schedules in {time.monotonic() - t:.1f}s")

@@ -227,7 +227,9 @@ def _fast(s: Schedule, comm_model: str):
     event that fires wakes the ranks waiting for it. Returns (witness, number
     of events) when everything fires, else None (then ``decide`` builds the
     explicit graph for the counterexample). Same events, same waits as
-    ``build``; the tests hold the two against each other."""
+    ``build``; the tests hold the two against each other. nccl: the units that
+    reach the head of their stream wait in a list (``heads``) to complete
+    their pairs, so a long cascade of completions takes no stack depth."""
     idx = index(s)
     partner = idx.partner
     nccl = comm_model == "nccl"
@@ -242,42 +244,14 @@ def _fast(s: Schedule, comm_model: str):
     pc = [0] * R
     head = [0] * R  # index into runits[r] of the first unit not complete (nccl)
     posted = bytearray(num_units)
+    # nccl: a unit at the head of its stream, posted, and its own pairs looked at
+    active = bytearray(num_units)
     left = [len(x) for x in unit_ops]
     done = bytearray(idx.num_ops)
     waiters: list[list[int] | None] = [None] * idx.num_ops  # op -> ranks blocked on it
     witness: list[tuple[int, int]] = []
     ready = list(range(R - 1, -1, -1))
-
-    def finish_op(i: int) -> None:
-        done[i] = 1
-        w = waiters[i]
-        if w is not None:
-            ready.extend(w)
-        u = unit_of_op[i]
-        left[u] -= 1
-        if not left[u]:
-            r = unit_rank[u]
-            ready.append(r)
-            if nccl:
-                h = head[r] = head[r] + 1
-                ru = runits[r]
-                if h < len(ru) and posted[ru[h]]:
-                    activate(ru[h])
-
-    def activate(u: int) -> None:  # nccl: unit u is at the head of its stream
-        for i in unit_ops[u]:
-            if done[i]:
-                continue
-            j = partner[i]
-            if j < 0:
-                continue
-            v = unit_of_op[j]
-            if posted[v]:
-                ru = runits[unit_rank[v]]
-                h = head[unit_rank[v]]
-                if h < len(ru) and ru[h] == v:
-                    finish_op(i)
-                    finish_op(j)
+    heads: list[int] = []  # nccl: units that reached the head of their stream, to look at
 
     while ready:
         r = ready.pop()
@@ -293,17 +267,53 @@ def _fast(s: Schedule, comm_model: str):
                 posted[x] = 1
                 if nccl:
                     if runits[r][head[r]] == x:
-                        activate(x)
+                        heads.append(x)
+                    # a unit at its head completes every pair whose other
+                    # unit is at its head too; a unit that completes wakes
+                    # its rank and brings the rank's next unit to the head
+                    while heads:
+                        u = heads.pop()
+                        active[u] = 1
+                        r_u = unit_rank[u]
+                        for i in unit_ops[u]:
+                            j = partner[i]
+                            if j < 0 or done[i]:
+                                continue
+                            v = unit_of_op[j]
+                            if not active[v]:
+                                continue
+                            done[i] = done[j] = 1
+                            w = waiters[i]
+                            if w is not None:
+                                ready.extend(w)
+                            w = waiters[j]
+                            if w is not None:
+                                ready.extend(w)
+                            left[v] -= 1
+                            if not left[v]:
+                                rv = unit_rank[v]
+                                ready.append(rv)
+                                h = head[rv] = head[rv] + 1
+                                ru = runits[rv]
+                                if h < len(ru) and posted[ru[h]]:
+                                    heads.append(ru[h])
+                            left[u] -= 1
+                            if not left[u]:
+                                ready.append(r_u)
+                                h = head[r_u] = head[r_u] + 1
+                                ru = runits[r_u]
+                                if h < len(ru) and posted[ru[h]]:
+                                    heads.append(ru[h])
                 else:
                     ops = idx.ops
                     for i in unit_ops[x]:
                         j = partner[i]
                         if ops[i][3].kind is _SF or ops[i][3].kind is _SB:
-                            finish_op(i)
+                            _finish(i, done, waiters, ready, unit_of_op, left, unit_rank)
                             if j >= 0 and posted[unit_of_op[j]] and not done[j]:
-                                finish_op(j)
+                                _finish(j, done, waiters, ready, unit_of_op, left, unit_rank)
                         elif j >= 0 and posted[unit_of_op[j]] and not done[i]:
-                            finish_op(i)
+                            _finish(i, done, waiters, ready, unit_of_op, left, unit_rank)
                 if wa[k - 1] >= 0 and left[x]:
                     break  # a BATCH with wait, not complete yet
                 continue
@@ -323,9 +333,6 @@ def _fast(s: Schedule, comm_model: str):
                 continue
             break
         pc[r] = k
-    # the two closures refer to each other: break the cycle so that what they
-    # hold is freed now, not at the next run of the cyclic collector
-    del finish_op, activate
     if len(witness) != s.num_actions or not all(done):
         return None
     num_waits = idx.num_waits
@@ -334,6 +341,18 @@ def _fast(s: Schedule, comm_model: str):
     else:
         n_events = s.num_actions + num_waits + sum(1 for o in idx.ops if not (o[3].kind is _SF or o[3].kind is _SB))
     return tuple(witness), n_events
+
+
+def _finish(i, done, waiters, ready, unit_of_op, left, unit_rank) -> None:
+    """Eager: op i completes; the ranks waiting for it, or for its unit, wake."""
+    done[i] = 1
+    w = waiters[i]
+    if w is not None:
+        ready.extend(w)
+    u = unit_of_op[i]
+    left[u] -= 1
+    if not left[u]:
+        ready.append(unit_rank[u])
 
 
 def decide(s: Schedule, comm_model: str) -> GraphOutcome:

@@ -279,6 +279,28 @@ class Index:
                 -1 if p is None else base[p], -1 if p is None else rank_of[p],
                 -1 if n is None else base[n], -1 if n is None else rank_of[n],
             )
+        # per op kind, per stage whose neighbour that way is on another rank:
+        # (rank, route, key base, payload key base, the channel's list it joins);
+        # the payload key: a receive's own (kind, stage, mb), a send's expected one
+        chans: dict[int, tuple[list[int], list[int]]] = {}  # src * R + dst -> (sends, receives)
+
+        def chan(src: int, dst: int) -> tuple[list[int], list[int]]:
+            ch = chans.get(src * R + dst)
+            if ch is None:
+                ch = chans[src * R + dst] = ([], [])
+            return ch
+
+        sf_tab: dict[int, tuple] = {}
+        sb_tab: dict[int, tuple] = {}
+        rf_tab: dict[int, tuple] = {}
+        rb_tab: dict[int, tuple] = {}
+        for sid, (r, route, kb, _fi, _bi, pkb, prank, nkb, nrank) in info.items():
+            if nrank >= 0 and nrank != r:
+                sf_tab[sid] = (r, route, kb, nkb, chan(r, nrank)[0])
+                rb_tab[sid] = (r, route, kb, K + kb, chan(nrank, r)[1])
+            if prank >= 0 and prank != r:
+                sb_tab[sid] = (r, route, kb, K + pkb, chan(r, prank)[0])
+                rf_tab[sid] = (r, route, kb, kb, chan(prank, r)[1])
         fF, fB, fI, fW, fBI = ([-1] * K for _ in range(5))
         rF, rB = [-1] * K, [-1] * K
         present = bytearray(K)
@@ -289,7 +311,6 @@ class Index:
         sig: list[int] = []  # per op: a receive's own (kind, stage, mb) key, a send's expected one
         odd_overlaps: list[tuple[int, int]] = []
         dep_failures: list[tuple] = []
-        chans: dict[int, tuple[list[int], list[int]]] = {}  # src * R + dst -> (sends, receives)
         unit_rank: list[int] = []
         unit_ops: list[range] = []
         unit_of_op: list[int] = []
@@ -392,51 +413,53 @@ class Index:
                     wait_unit[step] = u
                     num_waits += 1
                 i0 = n_ops
-                for j, op in enumerate(a.ops if batched else (a,)):
+                for op in (a.ops if batched else (a,)):
                     kind, st, mb = op.kind, op.stage, op.mb
-                    t = info.get(st)
-                    if t is None or not 0 <= mb < M:
-                        raise bad
-                    srank, route, kb, _fi, _bi, pkb, prank, nkb, nrank = t
-                    if srank != rank or mb_route[mb] != route:
-                        raise bad
-                    i = n_ops
-                    n_ops += 1
-                    unit_of_op.append(u)
-                    if kind is SF or kind is SB:
-                        if kind is SF:
-                            peer, expect = nrank, nkb
-                            if fF[kb + mb] < 0:
-                                dep_failures.append((rank, step, (_F, st, mb), op))
-                        else:
-                            peer, expect = prank, K + pkb
-                            if fBI[kb + mb] < 0:
-                                dep_failures.append((rank, step, ("BI", st, mb), op))
-                        if peer < 0 or peer == rank:
+                    # per kind, the stage's row (absent: no such stage, or
+                    # its neighbour that way is none or on the same rank)
+                    if kind is SF:
+                        t = sf_tab.get(st)
+                        if t is None or not 0 <= mb < M:
                             raise bad
-                        sig.append(expect + mb)
-                        ch = chans.get(rank * R + peer)
-                        if ch is None:
-                            ch = chans[rank * R + peer] = ([], [])
-                        ch[0].append(i)
+                        srank, route, kb, sb, lst = t
+                        if srank != rank or mb_route[mb] != route:
+                            raise bad
+                        if fF[kb + mb] < 0:
+                            dep_failures.append((rank, step, (_F, st, mb), op))
+                        sig.append(sb + mb)
+                    elif kind is RF:
+                        t = rf_tab.get(st)
+                        if t is None or not 0 <= mb < M:
+                            raise bad
+                        srank, route, kb, sb, lst = t
+                        if srank != rank or mb_route[mb] != route:
+                            raise bad
+                        if rF[kb + mb] < 0:
+                            rF[kb + mb] = n_ops
+                        sig.append(sb + mb)
+                    elif kind is SB:
+                        t = sb_tab.get(st)
+                        if t is None or not 0 <= mb < M:
+                            raise bad
+                        srank, route, kb, sb, lst = t
+                        if srank != rank or mb_route[mb] != route:
+                            raise bad
+                        if fBI[kb + mb] < 0:
+                            dep_failures.append((rank, step, ("BI", st, mb), op))
+                        sig.append(sb + mb)
                     else:
-                        key = kb + mb
-                        if kind is RF:
-                            if rF[key] < 0:
-                                rF[key] = i
-                            sig.append(key)
-                            peer = prank
-                        else:
-                            if rB[key] < 0:
-                                rB[key] = i
-                            sig.append(K + key)
-                            peer = nrank
-                        if peer < 0 or peer == rank:
+                        t = rb_tab.get(st)
+                        if t is None or not 0 <= mb < M:
                             raise bad
-                        ch = chans.get(peer * R + rank)
-                        if ch is None:
-                            ch = chans[peer * R + rank] = ([], [])
-                        ch[1].append(i)
+                        srank, route, kb, sb, lst = t
+                        if srank != rank or mb_route[mb] != route:
+                            raise bad
+                        if rB[kb + mb] < 0:
+                            rB[kb + mb] = n_ops
+                        sig.append(sb + mb)
+                    lst.append(n_ops)
+                    n_ops += 1
+                unit_of_op += [u] * (n_ops - i0)
                 unit_ops.append(range(i0, n_ops))
             runits.append(list(range(u0, len(unit_ops))))
             steps.append(row)
@@ -458,6 +481,8 @@ class Index:
         counts: dict[tuple[int, int], tuple[int, int]] = {}
         for key in sorted(chans):
             a, b = chans[key]
+            if not a and not b:
+                continue  # a channel no op takes
             counts[divmod(key, R)] = (len(a), len(b))
             for x, y in zip(a, b):
                 partner[x] = y

@@ -10,7 +10,12 @@ a torch.distributed group, with the model layers of its stages:
   specs/SEMANTICS.md says NCCL does. ``Batch(wait=True)`` waits for all of its
   ops before the next step; otherwise only the compute that consumes a receive
   waits for it, and sends are waited on lazily (polled each step, all at the
-  end).
+  end). On gloo a send completes only once the peer has posted the matching
+  receive (a NOTIFY_SEND_READY / NOTIFY_RECV_READY handshake before the data),
+  so a ``Batch(wait=True)`` holding sends is a handshake with the peer: DeepSeek's
+  DualPipeV communication (13 such batches per rank, 2 ranks, 8 micro-batches)
+  blocked the main thread about twice as often per step as the lowered
+  compute order (measured, bench_fastpath ``--dualpipev-comm``).
 - receive buffers come from a pool keyed by shape (shapes probed once from the
   model), preallocated to the plan's peak (``plan.peak_receive_buffers``), and
   go back to it once the activation they hold is dead (after the stage's B or

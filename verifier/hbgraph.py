@@ -249,6 +249,7 @@ def _fast(s: Schedule, comm_model: str):
     left = [len(x) for x in unit_ops]
     done = bytearray(idx.num_ops)
     waiters: list[list[int] | None] = [None] * idx.num_ops  # op -> ranks blocked on it
+    blocked_on = [-1] * R  # per rank, the op its next step waits for (-1: none yet)
     witness: list[tuple[int, int]] = []
     ready = list(range(R - 1, -1, -1))
     heads: list[int] = []  # nccl: units that reached the head of their stream, to look at
@@ -321,11 +322,15 @@ def _fast(s: Schedule, comm_model: str):
                 break  # an input never comes before this step: it never begins
             for i in x:
                 if not done[i]:
-                    w = waiters[i]
-                    if w is None:
-                        waiters[i] = [r]
-                    else:
-                        w.append(r)
+                    # wait for op i, once: a rank woken for something else
+                    # finds itself blocked on the same op again
+                    if blocked_on[r] != i:
+                        blocked_on[r] = i
+                        w = waiters[i]
+                        if w is None:
+                            waiters[i] = [r]
+                        else:
+                            w.append(r)
                     break
             else:
                 witness.append((r, k))

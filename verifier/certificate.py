@@ -289,8 +289,8 @@ def _replays(s: Schedule, nccl: bool, witness) -> bool:
     actions = s.actions
     M = s.num_microbatches
     rank = {st.id: st.rank for st in s.stages}
-    nxt = {}
-    prv = {}
+    nxt: dict[int, int | None] = {}
+    prv: dict[int, int | None] = {}
     for route in s.routes:
         st = route.stages
         for k, sid in enumerate(st):
@@ -351,7 +351,7 @@ def _replays(s: Schedule, nccl: bool, witness) -> bool:
     SF, SB, RF = CommKind.SEND_F, CommKind.SEND_B, CommKind.RECV_F
     Fk, Bk, Ik = ComputeKind.F, ComputeKind.B, ComputeKind.I
     nops = 0
-    stack: list = []
+    stack: list = []  # nccl: units that reached the head of their stream, to look at
     for r, k in witness:
         if not 0 <= r < R or pc[r] != k:
             return False

@@ -54,7 +54,7 @@ communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
 [--hidden 256] [--batch 4] [--seq 64] [--iterations 30] [--warmup 3]
-[--repeats 1] [--batches waited|as-scheduled] [--only NAME ...]``. Output: one line per comparison and one per rank.
+[--repeats 1] [--batches as-scheduled|waited|needed] [--only NAME ...]``. Output: one line per comparison and one per rank.
 
 What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
 are not measured), multi-node, optimiser steps, memory.
@@ -303,7 +303,9 @@ def _schedule(family, R, M, blocking=False, comm="own"):
 
     own = comm == "own" and family != "dualpipe"
     s = prepare_schedule(generate(family, R, M, compute_only=own))
-    return blocking_batches(s) if blocking else s
+    if not blocking:
+        return s
+    return blocking_batches(s, only_needed_next=blocking == "needed")
 
 
 def _verdict(family, R, M, comm_model, blocking=False, comm="own"):
@@ -334,13 +336,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
                     help="fastpath's I/W split (default graph)")
-    ap.add_argument("--batches", choices=("as-scheduled", "waited"), default="as-scheduled",
+    ap.add_argument("--batches", choices=("as-scheduled", "waited", "needed"),
+                    default="as-scheduled",
                     help="as-scheduled (default): a BATCH is waited on where the schedule "
                          "says (DualPipe/DualPipeV: all; lowered 1F1B/ZBV: none, only the "
                          "receives a compute consumes, sends at the end); waited: every "
                          "BATCH waited right after posting, as PyTorch's 1F1B does "
                          "(fastpath.plan.blocking_batches, `python -m fastpath run "
-                         "--wait-batches`; verified first)")
+                         "--wait-batches`; verified first); needed: only the batches "
+                         "holding a receive the next compute consumes (for 1f1b this is "
+                         "PyTorch's fused waits)")
     ap.add_argument("--dualpipev-comm", choices=("own", "deepseek"), default="own",
                     help="own (default): fastpath's dualpipev is the compute order lowered by "
                          "fastpath, as ScheduleDualPipeV adds its own communication to it; "
@@ -354,7 +359,8 @@ def main(argv=None) -> int:
 
     R, M = a.ranks, a.microbatches
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
-               warmup=a.warmup, split=a.split, blocking=a.batches == "waited",
+               warmup=a.warmup, split=a.split,
+               blocking={"waited": True, "needed": "needed"}.get(a.batches, False),
                comm=a.dualpipev_comm,
                threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "

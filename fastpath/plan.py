@@ -26,6 +26,7 @@ from verifier.ir import (
     CommKind,
     Compute,
     ComputeKind,
+    Overlap,
     Schedule,
     ScheduleError,
     comms_of,
@@ -40,16 +41,30 @@ def prepare_schedule(schedule: Schedule) -> Schedule:
     return lower(schedule) if schedule.is_compute_only else schedule
 
 
-def blocking_batches(schedule: Schedule) -> Schedule:
-    """The same schedule with every ``Batch(wait=False)`` made ``Batch(wait=True)``: the
-    rank waits for a batch's sends and receives right after posting it (PyTorch's
-    1F1B runtime does this). On gloo under CPU oversubscription this keeps sends
+def blocking_batches(schedule: Schedule, only_needed_next: bool = False) -> Schedule:
+    """The same schedule with ``Batch(wait=False)`` made ``Batch(wait=True)``: the rank
+    waits for a batch's sends and receives right after posting it (PyTorch's 1F1B
+    runtime does this). On gloo under CPU oversubscription this keeps sends
     progressing instead of leaving them to a background thread that competes with
-    compute. It is a different schedule: verify it (the CLI does) before running."""
-    return schedule.with_actions(
-        [[Batch(a.ops, True) if isinstance(a, Batch) else a for a in acts]
-         for acts in schedule.actions]
-    )
+    compute. ``only_needed_next``: only the batches holding a receive that the
+    rank's next compute consumes (which the rank waits for there anyway), so the
+    extra wait is for the batch's sends alone. It is a different schedule: verify
+    it (the CLI does) before running."""
+    out = []
+    for acts in schedule.actions:
+        new = list(acts)
+        for i, a in enumerate(acts):
+            if not isinstance(a, Batch) or a.wait:
+                continue
+            if only_needed_next:
+                nxt = next((b for b in acts[i + 1:] if isinstance(b, (Compute, Overlap))), None)
+                needs = set() if nxt is None else {
+                    consumer_key(c) for c in (nxt.computes if isinstance(nxt, Overlap) else (nxt,))}
+                if not any(not op.kind.is_send and recv_key(op) in needs for op in a.ops):
+                    continue
+            new[i] = Batch(a.ops, True)
+        out.append(new)
+    return schedule.with_actions(out)
 
 
 def stage_layers(schedule: Schedule, stage: int, layers_per_stage: int) -> list[int]:

@@ -275,6 +275,29 @@ def test_blocking_batches_only_sets_wait_and_stays_verified():
             assert a == b
 
 
+@pytest.mark.parametrize("family", ["1f1b", "zbv", "interleaved-1f1b", "dualpipev"])
+def test_blocking_batches_needed_next_waits_exactly_the_batches_consumed_next(family):
+    from fastpath.check import verify
+    from fastpath.plan import blocking_batches, consumer_key, recv_key
+
+    s = prepare_schedule(generate(family, 2, 8, compute_only=True))
+    t = blocking_batches(s, only_needed_next=True)
+    assert verify(t, "nccl").verdict == "VERIFIED"
+    waited = kept = 0
+    for acts, new in zip(s.actions, t.actions):
+        for i, (a, b) in enumerate(zip(acts, new)):
+            if not isinstance(a, Batch):
+                assert a == b
+                continue
+            nxt = next((x for x in acts[i + 1:] if not isinstance(x, (Batch, Comm))), None)
+            needs = {consumer_key(c) for c in getattr(nxt, "computes", (nxt,))} if nxt else set()
+            hit = any(not op.kind.is_send and recv_key(op) in needs for op in a.ops)
+            assert b == Batch(a.ops, a.wait or hit)
+            waited += hit and not a.wait
+            kept += not (a.wait or hit)
+    assert waited > 0 and (kept > 0 or family == "1f1b")
+
+
 def test_root_cause_prefers_a_ranks_own_failure_over_a_lost_peer():
     """The launcher names the rank that failed first on its own, even when a peer's
     "connection closed" (a consequence) arrives before it, as it can on gloo."""

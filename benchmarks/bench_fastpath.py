@@ -16,7 +16,14 @@ MLP blocks, float32), same micro-batches, same number of ranks:
   it (``verifier.lowering``; ``generate(..., compute_only=True)``), PyTorch
   inserts its sends/receives (``_prepare_schedule_with_comms``). Both then
   post 16 sends and 16 receives of 256 KiB per rank and step (2 ranks, 8
-  micro-batches, hidden 256). ``--dualpipev-comm deepseek`` runs fastpath's
+  micro-batches, hidden 256). By default fastpath posts every receive at the
+  start of the step (``--prepost all``: ``fastpath.plan.prepost_receives``), so
+  a gloo send never waits for its receiver to announce a receive; that schedule
+  is verified under the eager model (gloo's, when no batch is waited), as the
+  one PyTorch's runtime posts is (its receives one compute early are refuted
+  under nccl too); it holds one receive buffer per message (16 of 256 KiB per
+  rank here). ``--prepost 0`` runs the lowering as it is (nccl-verified).
+  ``--dualpipev-comm deepseek`` runs fastpath's
   dualpipev with DeepSeek's communication instead (every batch waited, sends
   included: slower on gloo, see ``_schedule``).
 
@@ -54,7 +61,8 @@ communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
 [--hidden 256] [--batch 4] [--seq 64] [--iterations 30] [--warmup 3]
-[--repeats 1] [--batches as-scheduled|waited|needed] [--only NAME ...]``. Output: one line per comparison and one per rank.
+[--repeats 1] [--batches as-scheduled|waited|needed] [--prepost N|all]
+[--only NAME ...]``. Output: one line per comparison and one per rank.
 
 What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
 are not measured), multi-node, optimiser steps, memory.
@@ -177,7 +185,8 @@ def _fastpath_step(rank, R, cfg, family):
     from fastpath.launch import Job, build_runner
     from verifier.io import schedule_to_dict
 
-    s = _schedule(family, R, cfg["M"], cfg.get("blocking", False), cfg.get("comm", "own"))
+    s = _schedule(family, R, cfg["M"], cfg.get("blocking", False), cfg.get("comm", "own"),
+                  cfg.get("prepost", 0))
     job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
               seq=cfg["seq"], dtype="float32", grad_order="running", split=cfg["split"],
               threads=cfg["threads"])
@@ -283,7 +292,7 @@ def run_pair(family, R, cfg, timeout=600):
     return fast, other, loss, JobResult(ranks), cpu, main
 
 
-def _schedule(family, R, M, blocking=False, comm="own"):
+def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
     """The schedule fastpath runs against ``family``'s baseline.
 
     Against PyTorch (1f1b, zbv, dualpipev) both runtimes get the family's compute
@@ -297,21 +306,37 @@ def _schedule(family, R, M, blocking=False, comm="own"):
     sends, and a gloo send completes only once the peer has posted its receive,
     so every batch is a handshake with the peer: about twice the blocking waits
     per step of PyTorch's runtime, which never waits for a send mid-step).
-    For 1f1b and zbv the two are the same schedule."""
+    For 1f1b and zbv the two are the same schedule. ``prepost`` (against PyTorch
+    only): ``fastpath.plan.prepost_receives`` with that lookahead (None: every
+    receive at the start; 0: as lowered); verified under eager, the model of gloo
+    when no batch is waited."""
     from fastpath.plan import blocking_batches, prepare_schedule
     from verifier.generators import generate
 
     own = comm == "own" and family != "dualpipe"
     s = prepare_schedule(generate(family, R, M, compute_only=own))
+    if own and prepost != 0:
+        from fastpath.plan import prepost_receives
+
+        s = prepost_receives(s, prepost)
     if not blocking:
         return s
     return blocking_batches(s, only_needed_next=blocking == "needed")
 
 
-def _verdict(family, R, M, comm_model, blocking=False, comm="own"):
+def _lookahead(text: str):
+    if text == "all":
+        return None
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 or 'all', got {text}")
+    return n
+
+
+def _verdict(family, R, M, comm_model, blocking=False, comm="own", prepost=0):
     from fastpath.check import verify
 
-    return verify(_schedule(family, R, M, blocking, comm), comm_model).verdict
+    return verify(_schedule(family, R, M, blocking, comm, prepost), comm_model).verdict
 
 
 def _paired(fast: list[float], other: list[float]) -> tuple[float, float, float, int]:
@@ -352,6 +377,11 @@ def main(argv=None) -> int:
                          "deepseek: DeepSeek's communication (every batch waited)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="process groups spawned per comparison (default 1)")
+    ap.add_argument("--prepost", type=_lookahead, default=None, metavar="N|all",
+                    help="against PyTorch: post each receive N computes earlier than the "
+                         "lowering does (all: every receive at the start of the step; "
+                         "fastpath.plan.prepost_receives; verified under eager; 0: the "
+                         "lowering as it is, verified under nccl). Default all")
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
@@ -361,11 +391,12 @@ def main(argv=None) -> int:
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
                warmup=a.warmup, split=a.split,
                blocking={"waited": True, "needed": "needed"}.get(a.batches, False),
-               comm=a.dualpipev_comm,
+               comm=a.dualpipev_comm, prepost=a.prepost,
                threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
           f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} split={a.split} "
           f"batches={a.batches} dualpipev-comm={a.dualpipev_comm} "
+          f"prepost={'all' if a.prepost is None else a.prepost} "
           f"iterations={a.iterations} "
           f"warmup={a.warmup} torch={torch.__version__}")
     pairs = [("dualpipe", "DeepSeek DualPipe 1.0.0"),
@@ -376,11 +407,13 @@ def main(argv=None) -> int:
     for family, other_name in pairs:
         if a.only and family not in a.only:
             continue
-        v = _verdict(family, R, M, "nccl", cfg["blocking"], cfg["comm"])
+        v = _verdict(family, R, M, "nccl", cfg["blocking"], cfg["comm"], cfg["prepost"])
+        model = "nccl"  # the model it is verified under; the prediction uses it too
         if v != "VERIFIED":
-            v2 = _verdict(family, R, M, "eager", cfg["blocking"], cfg["comm"])
-            print(f"{family}: the checker says {v} under nccl, {v2} under eager for the "
-                  "lowered schedule; fastpath refuses unverified schedules")
+            model = "eager"
+            v2 = _verdict(family, R, M, "eager", cfg["blocking"], cfg["comm"], cfg["prepost"])
+            print(f"{family}: fastpath's schedule is {v} under nccl, {v2} under eager (the "
+                  "model of gloo when no batch is waited); fastpath runs only verified ones")
             if v2 != "VERIFIED":
                 print(f"{family}: SKIPPED (no verified schedule to run)")
                 continue
@@ -398,10 +431,10 @@ def main(argv=None) -> int:
             print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
             continue
         fp_loss, ot_loss = losses["fast"], losses["other"]
-        s = _schedule(family, R, M, cfg["blocking"], cfg["comm"])
+        s = _schedule(family, R, M, cfg["blocking"], cfg["comm"], cfg["prepost"])
         idle = measured_idle(jr, s)
         try:
-            pred = predicted_bubble(s, jr)
+            pred = predicted_bubble(s, jr, model)
         except Exception as e:  # noqa: BLE001
             pred = None
             print(f"  (predicted bubble unavailable: {type(e).__name__}: {e})")

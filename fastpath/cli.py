@@ -107,8 +107,29 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                         "with as many ranks as cores it measured faster on an idle "
                         "machine and slower on a loaded one (benchmarks/bench_fastpath.py "
                         "--batches waited)")
+    r.add_argument("--prepost-receives", type=_lookahead, default=0, metavar="N|all",
+                   help="post each receive N computes earlier than the schedule does (all: "
+                        "every receive at the start of the step), so a send finds its "
+                        "receive posted (fastpath.plan.prepost_receives: a different "
+                        "schedule, verified and traced as such; more receive buffers held). "
+                        "For schedules without waited batches, on gloo: verify it with "
+                        "--comm-model eager, the model of gloo when no batch is waited (it "
+                        "reorders each rank's stream, so nccl refutes it in general). "
+                        "benchmarks/bench_fastpath.py --prepost measures it. Default 0")
     help_to(stdout, p, *sub.choices.values())
     return p
+
+
+def _lookahead(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'all', got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'all', got {text!r}")
+    return n
 
 
 def _torchrun_env() -> tuple[int, int, int] | None:
@@ -152,6 +173,13 @@ def _run(args, stdout, stderr) -> int:
     tr = _torchrun_env()
     rank = tr[0] if tr else 0
     schedule = prepare_schedule(load_schedule(args.file))
+    if args.prepost_receives != 0:
+        from fastpath.plan import prepost_receives
+
+        try:
+            schedule = prepost_receives(schedule, args.prepost_receives)
+        except ValueError as e:
+            return _bad(stderr, f"{args.file}: --prepost-receives: {e}")
     if args.wait_batches:
         schedule = blocking_batches(schedule)
     nproc = args.nproc if args.nproc is not None else (tr[1] if tr else schedule.num_ranks)
@@ -165,6 +193,10 @@ def _run(args, stdout, stderr) -> int:
 
         if not torch.cuda.is_available():
             return _bad(stderr, "--backend nccl needs CUDA, and no CUDA device is available")
+    backend = choose_backend(args.backend, nproc)
+    if backend == "nccl" and args.comm_model == "eager" and not args.no_verify:
+        return _bad(stderr, "--comm-model eager does not describe NCCL (its P2P ops run in "
+                            "order on one stream per rank): verify with --comm-model nccl")
     verdict = "not-checked"
     if not args.no_verify:
         v = verify(schedule, args.comm_model)
@@ -172,6 +204,10 @@ def _run(args, stdout, stderr) -> int:
         if v.verdict != "VERIFIED":
             if rank == 0:
                 stderr.write(refusal(v, args.file) + "\n")
+                if args.prepost_receives != 0 and args.comm_model == "nccl":
+                    stderr.write("  (--prepost-receives reorders each rank's stream, which "
+                                 "nccl refutes in general; on gloo verify with "
+                                 "--comm-model eager)\n")
             return EXIT_MISMATCH if v.verdict == "REFUTED" else EXIT_UNKNOWN
     job = Job(
         schedule=schedule_to_dict(schedule), model=args.model,
@@ -181,7 +217,6 @@ def _run(args, stdout, stderr) -> int:
         warmup=args.warmup,
         threads=args.threads,
     )
-    backend = choose_backend(args.backend, nproc)
     try:
         if tr:
             results = rank_main(tr[0], tr[1], [job], backend=backend,

@@ -67,6 +67,73 @@ def blocking_batches(schedule: Schedule, only_needed_next: bool = False) -> Sche
     return schedule.with_actions(out)
 
 
+def prepost_receives(schedule: Schedule, lookahead: int | None = None) -> Schedule:
+    """The same schedule with each rank's receives posted ``lookahead`` computes
+    earlier (``None``: all at the start of the step), so a peer's send finds its
+    receive already posted. On gloo a send's data moves only after the receiver has
+    announced its receive; a receive posted just before its consumer puts that
+    round trip on the critical path (measured: bench_fastpath ``--prepost``).
+
+    A receive posted before the rank's compute k (the next compute after it, its
+    consumer or an earlier one) moves to right before compute ``max(0, k -
+    lookahead)``; ``lookahead=0`` changes nothing. Receives moved to
+    the same compute are posted together as one ``Batch(wait=False)`` in their
+    original order, after whatever stood before that compute, so the order of
+    receives per peer and direction (their FIFO matching) is unchanged. A batch
+    that loses its receives keeps its sends. Each rank holds more receive buffers
+    at once (the runtime's pool grows to the plan's new peak).
+
+    Only for schedules without waited batches (lowered compute-only orders;
+    ValueError otherwise). The result is in general not one the nccl model
+    accepts (receives ahead of the rank's earlier sends reorder its stream): verify
+    it under the model of the backend that runs it. For gloo that is ``eager``:
+    with no waited batch, a rank blocks only on the receives its computes consume
+    and, at the end of the step, on its sends."""
+    if lookahead is not None and lookahead < 0:
+        raise ValueError(f"lookahead must be >= 0 or None, got {lookahead}")
+    for r, acts in enumerate(schedule.actions):
+        for step, a in enumerate(acts):
+            if isinstance(a, Batch) and a.wait:
+                raise ValueError(
+                    f"rank {r} step {step}: a waited BATCH; moving receives is defined for "
+                    "schedules without waited batches (use the compute-only order: "
+                    "convert --compute-only, and fastpath lowers it)")
+    out = []
+    for acts in schedule.actions:
+        compute_at = []  # per action: index of the next compute at or after it
+        nxt = sum(1 for a in acts if isinstance(a, (Compute, Overlap)))
+        for a in reversed(acts):
+            if isinstance(a, (Compute, Overlap)):
+                nxt -= 1
+            compute_at.append(nxt)
+        compute_at.reverse()
+        moved: dict[int, list[Comm]] = {}
+        kept: list = []
+        for a, k in zip(acts, compute_at):
+            if isinstance(a, (Comm, Batch)):
+                target = 0 if lookahead is None else max(0, k - lookahead)
+                ops = comms_of(a)
+                recvs = [op for op in ops if not op.kind.is_send]
+                if recvs and target < k:
+                    moved.setdefault(target, []).extend(recvs)
+                    sends = tuple(op for op in ops if op.kind.is_send)
+                    if sends:
+                        kept.append(Batch(sends, False) if isinstance(a, Batch) else sends[0])
+                    continue
+            kept.append(a)
+        new: list = []
+        count = 0  # computes emitted so far
+        for a in kept:
+            if isinstance(a, (Compute, Overlap)):
+                if count in moved:
+                    new.append(Batch(tuple(moved.pop(count)), False))
+                count += 1
+            new.append(a)
+        assert not moved, moved  # every target is a compute of this rank
+        out.append(new)
+    return schedule.with_actions(out)
+
+
 def stage_layers(schedule: Schedule, stage: int, layers_per_stage: int) -> list[int]:
     """Model layers of ``stage``: schedule layer L -> model layers L*K .. L*K+K-1."""
     k = layers_per_stage

@@ -84,7 +84,8 @@ def measured_costs(job_result, schedule: Schedule) -> dict[str, float]:
 
 def predicted_bubble(schedule: Schedule, job_result, comm_model: str = "nccl"):
     """(makespan, [bubble per rank]) predicted by verifier.analysis in seconds, or
-    None when the analysis module is unavailable or rejects the costs."""
+    None when the analysis module is unavailable, rejects the costs, or finds the
+    schedule deadlocks under ``comm_model``."""
     try:
         from verifier.analysis import analyze
         from verifier.costs import CostModel, complete
@@ -106,4 +107,6 @@ def predicted_bubble(schedule: Schedule, job_result, comm_model: str = "nccl"):
         given.pop("FI", None)
         costs = CostModel(default=complete(given), given=given)
     a = analyze(schedule, costs, comm_model)
+    if a.deadlocked:  # not runnable under that model: no prediction, not a partial one
+        return None
     return a.makespan, [x.bubble for x in a.ranks]

@@ -23,7 +23,7 @@ from fastpath.trace import measured_idle, trace_schedule
 from reference.models import stage_layer_map
 from verifier.generators import generate
 from verifier.io import save_schedule, schedule_to_dict
-from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, ScheduleError
+from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, ScheduleError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,6 +298,83 @@ def test_blocking_batches_needed_next_waits_exactly_the_batches_consumed_next(fa
     assert waited > 0 and (kept > 0 or family == "1f1b")
 
 
+def _recv_order(acts):
+    """The rank's receives in posting order, as (kind, stage, mb)."""
+    out = []
+    for a in acts:
+        if isinstance(a, (Batch, Comm)):
+            ops = a.ops if isinstance(a, Batch) else (a,)
+            out += [(op.kind, op.stage, op.mb) for op in ops if not op.kind.is_send]
+    return out
+
+
+def _posted_before(acts):
+    """Receive (kind, stage, mb) -> how many computes of the rank precede its posting."""
+    out, computes = {}, 0
+    for a in acts:
+        if isinstance(a, (Compute, Overlap)):
+            computes += 1
+        elif isinstance(a, (Batch, Comm)):
+            for op in (a.ops if isinstance(a, Batch) else (a,)):
+                if not op.kind.is_send:
+                    out[(op.kind, op.stage, op.mb)] = computes
+    return out
+
+
+@pytest.mark.parametrize("family,R,M", [("1f1b", 2, 6), ("zbv", 2, 4), ("dualpipev", 2, 6),
+                                        ("interleaved-1f1b", 4, 8), ("zb-h1", 4, 8),
+                                        ("gpipe", 4, 4), ("dualpipe", 4, 8)])
+def test_prepost_receives_moves_receives_earlier_keeping_their_order(family, R, M):
+    from fastpath.check import verify
+    from fastpath.plan import prepost_receives
+
+    s = prepare_schedule(generate(family, R, M, compute_only=True))
+    assert prepost_receives(s, 0) == s
+    for look in (1, 2, None):
+        t = prepost_receives(s, look)
+        assert verify(t, "eager").verdict == "VERIFIED", (family, look)
+        for acts, new in zip(s.actions, t.actions):
+            # same computes in the same order, same sends in the same order
+            assert [a for a in acts if isinstance(a, (Compute, Overlap))] == \
+                [a for a in new if isinstance(a, (Compute, Overlap))]
+            sends = [op for a in acts if isinstance(a, (Batch, Comm))
+                     for op in (a.ops if isinstance(a, Batch) else (a,)) if op.kind.is_send]
+            assert sends == [op for a in new if isinstance(a, (Batch, Comm))
+                             for op in (a.ops if isinstance(a, Batch) else (a,))
+                             if op.kind.is_send]
+            # receives: same order (so FIFO per peer is unchanged), each posted `look`
+            # computes before the compute it preceded (or at the start)
+            assert _recv_order(acts) == _recv_order(new)
+            before = _posted_before(acts)
+            assert _posted_before(new) == {
+                k: 0 if look is None else max(0, j - look) for k, j in before.items()}
+            assert not any(isinstance(a, Batch) and a.wait for a in new)
+    if family != "gpipe":  # GPipe's lowering already posts its receives up front
+        assert prepost_receives(s, None) != s
+
+
+def test_prepost_receives_refuses_waited_batches_and_negative_lookahead():
+    from fastpath.plan import prepost_receives
+
+    waited = generate("dualpipe", 2, 4)
+    with pytest.raises(ValueError, match="rank 0 step .*a waited BATCH"):
+        prepost_receives(waited)
+    with pytest.raises(ValueError, match=">= 0"):
+        prepost_receives(prepare_schedule(generate("1f1b", 2, 4, compute_only=True)), -1)
+
+
+def test_cli_prepost_receives_refusals(tmp_path):
+    f = tmp_path / "dpv.json"
+    save_schedule(generate("dualpipev", 2, 4, compute_only=True), f)
+    code, out, err = _run(["run", str(f), "--prepost-receives", "all"])
+    assert code == 1 and "says REFUTED" in err and "--comm-model eager" in err
+    code, out, err = _run(["run", str(ROOT / "specs/examples/dualpipe.json"),
+                           "--prepost-receives", "1"])
+    assert code == 2 and "a waited BATCH" in err and err.count("\n") == 1
+    code, out, err = _run(["run", str(f), "--prepost-receives", "-2"])
+    assert code == 2 and "expected a number >= 0 or 'all'" in err
+
+
 def test_root_cause_prefers_a_ranks_own_failure_over_a_lost_peer():
     """The launcher names the rank that failed first on its own, even when a peer's
     "connection closed" (a consequence) arrives before it, as it can on gloo."""
@@ -348,3 +425,23 @@ def test_bench_runs_the_torch_families_as_their_lowered_compute_order():
         p, q = build_plan(own, r), build_plan(deepseek, r)
         assert (p.num_sends, p.num_recvs) == (q.num_sends, q.num_recvs) == (16, 16)
         assert all(not a.wait for a in own.actions[r] if isinstance(a, Batch))
+
+
+def test_predicted_bubble_uses_the_model_and_refuses_a_deadlocked_replay():
+    """Receives posted ahead deadlock the nccl replay: no prediction (not a partial
+    one); under eager, the model they are verified under, there is one."""
+    from fastpath.plan import prepost_receives
+    from fastpath.trace import predicted_bubble
+
+    s = prepost_receives(prepare_schedule(generate("1f1b", 2, 4, compute_only=True)))
+    ranks = []
+    for r, acts in enumerate(s.actions):
+        rr = RankResult(r)
+        rr.timeline = [StepTime(i, i + (1.0 if isinstance(a, Compute) else 0.0))
+                       for i, a in enumerate(acts)]
+        ranks.append(rr)
+    jr = JobResult(ranks)
+    assert predicted_bubble(s, jr, "nccl") is None
+    makespan, bubbles = predicted_bubble(s, jr, "eager")
+    assert makespan > 0 and len(bubbles) == 2 and all(b >= 0 for b in bubbles)
+    assert max(bubbles) > 0  # 1F1B on 2 ranks has a bubble

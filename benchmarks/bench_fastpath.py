@@ -23,9 +23,11 @@ MLP blocks, float32), same micro-batches, same number of ranks:
   one PyTorch's runtime posts is (its receives one compute early are refuted
   under nccl too); it holds one receive buffer per message (16 of 256 KiB per
   rank here). ``--prepost 0`` runs the lowering as it is (nccl-verified).
-  ``--dualpipev-comm deepseek`` runs fastpath's
-  dualpipev with DeepSeek's communication instead (every batch waited, sends
-  included: slower on gloo, see ``_schedule``).
+  The same holds against DeepSeek's DualPipe: fastpath runs its compute order
+  (the same per rank, OVERLAP pairs included) with its own communication.
+  ``--comm deepseek`` runs fastpath's dualpipe and dualpipev with DeepSeek's
+  communication instead (every batch waited, sends included: slower on gloo,
+  see ``_schedule``).
 
 Step time: every rank passes a barrier, runs one training step (forward and
 backward of every micro-batch; tied/mirrored layers' gradients all-reduced
@@ -295,25 +297,23 @@ def run_pair(family, R, cfg, timeout=600):
 def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
     """The schedule fastpath runs against ``family``'s baseline.
 
-    Against PyTorch (1f1b, zbv, dualpipev) both runtimes get the family's compute
-    order and add communication their own way, as ScheduleDualPipeV does for
-    its compute-only order (``_prepare_schedule_with_comms``): fastpath lowers it
-    (``verifier.lowering``: sends after the producer, receives before the
-    consumer, ``Batch(wait=False)``: only consumers wait). Against DeepSeek's
-    DualPipe it runs DeepSeek's own communication (``Batch(wait=True)`` before
-    every compute), which that code runs. ``comm="deepseek"`` runs dualpipev
-    with DeepSeek's communication too (measured: each waited batch includes
-    sends, and a gloo send completes only once the peer has posted its receive,
-    so every batch is a handshake with the peer: about twice the blocking waits
-    per step of PyTorch's runtime, which never waits for a send mid-step).
-    For 1f1b and zbv the two are the same schedule. ``prepost`` (against PyTorch
-    only): ``fastpath.plan.prepost_receives`` with that lookahead (None: every
-    receive at the start; 0: as lowered); verified under eager, the model of gloo
-    when no batch is waited."""
+    Both runtimes get the family's compute order and add communication their
+    own way, as ScheduleDualPipeV does for its compute-only order
+    (``_prepare_schedule_with_comms``) and DeepSeek's DualPipe with its batches:
+    fastpath lowers it (``verifier.lowering``: sends after the producer,
+    receives before the consumer, ``Batch(wait=False)``: only consumers wait),
+    then ``prepost`` applies ``fastpath.plan.prepost_receives`` with that
+    lookahead (None: every receive at the start; 0: as lowered; verified under
+    eager, the model of gloo when no batch is waited). ``comm="deepseek"`` runs
+    dualpipe and dualpipev with DeepSeek's communication instead (measured: each
+    waited batch includes sends, and a gloo send completes only once the peer
+    has posted its receive, so every batch is a handshake with the peer: about
+    twice the blocking waits per step of PyTorch's runtime, which never waits
+    for a send mid-step). For 1f1b and zbv there is no DeepSeek form."""
     from fastpath.plan import blocking_batches, prepare_schedule
     from verifier.generators import generate
 
-    own = comm == "own" and family != "dualpipe"
+    own = comm == "own" or family not in ("dualpipe", "dualpipev")
     s = prepare_schedule(generate(family, R, M, compute_only=own))
     if own and prepost != 0:
         from fastpath.plan import prepost_receives
@@ -371,14 +371,15 @@ def main(argv=None) -> int:
                          "--wait-batches`; verified first); needed: only the batches "
                          "holding a receive the next compute consumes (for 1f1b this is "
                          "PyTorch's fused waits)")
-    ap.add_argument("--dualpipev-comm", choices=("own", "deepseek"), default="own",
-                    help="own (default): fastpath's dualpipev is the compute order lowered by "
-                         "fastpath, as ScheduleDualPipeV adds its own communication to it; "
-                         "deepseek: DeepSeek's communication (every batch waited)")
+    ap.add_argument("--comm", choices=("own", "deepseek"), default="own",
+                    help="own (default): fastpath's dualpipe/dualpipev are their compute "
+                         "order lowered by fastpath (then --prepost), as the baselines add "
+                         "their own communication to it; deepseek: DeepSeek's "
+                         "communication (every batch waited)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="process groups spawned per comparison (default 1)")
     ap.add_argument("--prepost", type=_lookahead, default=None, metavar="N|all",
-                    help="against PyTorch: post each receive N computes earlier than the "
+                    help="post each receive N computes earlier than the "
                          "lowering does (all: every receive at the start of the step; "
                          "fastpath.plan.prepost_receives; verified under eager; 0: the "
                          "lowering as it is, verified under nccl). Default all")
@@ -391,11 +392,11 @@ def main(argv=None) -> int:
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
                warmup=a.warmup, split=a.split,
                blocking={"waited": True, "needed": "needed"}.get(a.batches, False),
-               comm=a.dualpipev_comm, prepost=a.prepost,
+               comm=a.comm, prepost=a.prepost,
                threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
           f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} split={a.split} "
-          f"batches={a.batches} dualpipev-comm={a.dualpipev_comm} "
+          f"batches={a.batches} comm={a.comm} "
           f"prepost={'all' if a.prepost is None else a.prepost} "
           f"iterations={a.iterations} "
           f"warmup={a.warmup} torch={torch.__version__}")

@@ -403,28 +403,33 @@ def _bench_module():
     return mod
 
 
-def test_bench_runs_the_torch_families_as_their_lowered_compute_order():
-    """bench_fastpath gives fastpath and PyTorch the same compute order per rank and
-    lets each add its own communication: for dualpipev that is the lowered compute
-    order (same computes, same sends and receives, only consumers wait), not
-    DeepSeek's waited batches; 1f1b and zbv are unchanged; dualpipe keeps
-    DeepSeek's communication (what DeepSeek's code runs)."""
+def test_bench_runs_each_family_as_its_compute_order_with_fastpaths_communication():
+    """bench_fastpath gives fastpath and the baseline the same compute order per rank
+    and lets each add its own communication: fastpath's is the lowered compute order
+    with every receive posted up front (same computes, same sends and receives, no
+    waited batch), verified under eager; with --prepost 0 the lowering as it is
+    (nccl-verified); --comm deepseek gives dualpipe/dualpipev DeepSeek's batches."""
     from fastpath.check import verify
+    from fastpath.plan import prepost_receives
 
     bench = _bench_module()
-    for fam in ("1f1b", "zbv"):
-        assert bench._schedule(fam, 2, 8) == prepare_schedule(generate(fam, 2, 8))
-    assert bench._schedule("dualpipe", 2, 8) == prepare_schedule(generate("dualpipe", 2, 8))
-    deepseek = bench._schedule("dualpipev", 2, 8, comm="deepseek")
-    assert deepseek == prepare_schedule(generate("dualpipev", 2, 8))
-    own = bench._schedule("dualpipev", 2, 8)
-    assert verify(own, "nccl").verdict == "VERIFIED"
-    for r in range(2):
-        comp = [a for a in own.actions[r] if not isinstance(a, (Batch, Comm))]
-        assert comp == [a for a in deepseek.actions[r] if not isinstance(a, (Batch, Comm))]
-        p, q = build_plan(own, r), build_plan(deepseek, r)
-        assert (p.num_sends, p.num_recvs) == (q.num_sends, q.num_recvs) == (16, 16)
-        assert all(not a.wait for a in own.actions[r] if isinstance(a, Batch))
+    for fam in ("1f1b", "zbv", "dualpipe", "dualpipev"):
+        lowered = prepare_schedule(generate(fam, 2, 8, compute_only=True))
+        assert bench._schedule(fam, 2, 8, prepost=0) == lowered
+        assert verify(lowered, "nccl").verdict == "VERIFIED"
+        own = bench._schedule(fam, 2, 8, prepost=None)
+        assert own == prepost_receives(lowered, None)
+        assert verify(own, "eager").verdict == "VERIFIED"
+        if fam not in ("dualpipe", "dualpipev"):
+            continue
+        deepseek = bench._schedule(fam, 2, 8, comm="deepseek", prepost=None)
+        assert deepseek == prepare_schedule(generate(fam, 2, 8))
+        for r in range(2):
+            comp = [a for a in own.actions[r] if not isinstance(a, (Batch, Comm))]
+            assert comp == [a for a in deepseek.actions[r] if not isinstance(a, (Batch, Comm))]
+            p, q = build_plan(own, r), build_plan(deepseek, r)
+            assert (p.num_sends, p.num_recvs) == (q.num_sends, q.num_recvs)
+            assert all(not a.wait for a in own.actions[r] if isinstance(a, Batch))
 
 
 def test_predicted_bubble_uses_the_model_and_refuses_a_deadlocked_replay():

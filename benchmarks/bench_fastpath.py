@@ -324,15 +324,6 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
     return blocking_batches(s, only_needed_next=blocking == "needed")
 
 
-def _lookahead(text: str):
-    if text == "all":
-        return None
-    n = int(text)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 or 'all', got {text}")
-    return n
-
-
 def _verdict(family, R, M, comm_model, blocking=False, comm="own", prepost=0):
     from fastpath.check import verify
 
@@ -349,6 +340,8 @@ def _paired(fast: list[float], other: list[float]) -> tuple[float, float, float,
 
 
 def main(argv=None) -> int:
+    from fastpath.cli import lookahead_arg
+
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ranks", type=int, default=2)
@@ -378,7 +371,7 @@ def main(argv=None) -> int:
                          "communication (every batch waited)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="process groups spawned per comparison (default 1)")
-    ap.add_argument("--prepost", type=_lookahead, default=None, metavar="N|all",
+    ap.add_argument("--prepost", type=lookahead_arg, default=None, metavar="N|all",
                     help="post each receive N computes earlier than the "
                          "lowering does (all: every receive at the start of the step; "
                          "fastpath.plan.prepost_receives; verified under eager; 0: the "

@@ -107,7 +107,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                         "with as many ranks as cores it measured faster on an idle "
                         "machine and slower on a loaded one (benchmarks/bench_fastpath.py "
                         "--batches waited)")
-    r.add_argument("--prepost-receives", type=_lookahead, default=0, metavar="N|all",
+    r.add_argument("--prepost-receives", type=lookahead_arg, default=0, metavar="N|all",
                    help="post each receive N computes earlier than the schedule does (all: "
                         "every receive at the start of the step), so a send finds its "
                         "receive posted (fastpath.plan.prepost_receives: a different "
@@ -120,7 +120,9 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
     return p
 
 
-def _lookahead(text: str) -> int | None:
+def lookahead_arg(text: str) -> int | None:
+    """argparse type of --prepost-receives (also benchmarks/bench_fastpath.py): N >= 0, or
+    "all" (None: every receive at the start)."""
     if text == "all":
         return None
     try:

@@ -457,6 +457,9 @@ def main(argv=None) -> int:
             pb = f"{pred[1][r] * 1e3:.2f} ms" if pred else "n/a"
             print(f"  rank {r}: busy {busy * 1e3:.2f} ms idle {idl * 1e3:.2f} ms "
                   f"predicted bubble {pb}")
+    if worst == 0.0:
+        print("worst ratio: n/a (no comparison ran)")
+        return 1
     print(f"worst ratio: {worst:.3f}x (medians); paired wall {worst_paired:.3f}x; "
           f"paired cpu {worst_cpu:.3f}x")
     return 0

@@ -6,6 +6,7 @@ run, deep for long local exploration.
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -33,3 +34,16 @@ def pytest_addoption(parser):
         default=False,
         help="rewrite the golden files of tests/test_golden.py instead of comparing",
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (tiny tensors: more threads only add
+    contention on a shared 2-core machine). torch is imported here, not at the top,
+    so the verifier's tests run without it."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -32,13 +32,7 @@ from verifier.generators import FAMILIES, generate
 from verifier.ir import ScheduleError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: threads only add contention on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _setup(schedule, model, k=1, dtype=torch.float64, hidden=8, seed=0):

@@ -37,12 +37,7 @@ from verifier.io import load_schedule
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _setup(s, model="mlp", hidden=4):

@@ -74,6 +74,8 @@ from verifier.ir import (
     Schedule,
     ScheduleError,
     loc,
+    op_text,
+    op_words,
 )
 
 # --------------------------------------------------------------------------
@@ -332,10 +334,10 @@ class _Run:
                 )
             done = self.bwd_done.get(key)
             if done is None:
-                raise DependencyError(f"{c} needs I(stage {c.stage}, mb {c.mb}), which has not run", rank, step)
+                raise DependencyError(f"{c} needs {op_text('I', c.stage, c.mb)}, which has not run", rank, step)
             if done[0] == "B":
                 raise ExactlyOnceError(
-                    f"{c} after a full B of the same (stage, mb) at {loc(done[1], done[2])}",
+                    f"{c} after the full backward {op_text('B', c.stage, c.mb)} at {loc(done[1], done[2])}",
                     rank,
                     step,
                 )
@@ -344,19 +346,20 @@ class _Run:
             done = self.bwd_done.get(key)
             if done is not None:
                 raise ExactlyOnceError(
-                    f"{c} after {done[0]}(stage {c.stage}, mb {c.mb}) at {loc(done[1], done[2])}",
+                    f"{c} after {op_text(done[0], c.stage, c.mb)} at {loc(done[1], done[2])}",
                     rank,
                     step,
                 )
             if key not in self.f_done:
-                raise DependencyError(f"{c} needs F(stage {c.stage}, mb {c.mb}), which has not run", rank, step)
+                raise DependencyError(f"{c} needs {op_text('F', c.stage, c.mb)}, which has not run", rank, step)
         src, k = self._input_key(rank, step, c)
         if src == "local":
             store = self.fwd_out if c.kind is ComputeKind.F else self.bwd_out
             if k not in store:
-                need = "F" if c.kind is ComputeKind.F else "the backward"
+                need = ("F",) if c.kind is ComputeKind.F else ("B", "I")
                 raise DependencyError(
-                    f"{c} needs {need} of (stage {k[0]}, mb {k[1]}) on this rank, which has not run",
+                    f"{c} needs {' or '.join(op_text(x, k[0], k[1]) for x in need)} on this rank, "
+                    "which has not run",
                     rank,
                     step,
                 )
@@ -364,9 +367,9 @@ class _Run:
             r = self.ranks[rank]
             if k not in r.inbox:
                 if k in r.posted:
-                    return f"{c} waits for {k[0].value}(stage {k[1]}, mb {k[2]}) posted at step {r.posted[k]}"
+                    return f"{c} waits for {op_text(*k)} posted at step {r.posted[k]}"
                 raise DependencyError(
-                    f"{c} needs {k[0].value}(stage {k[1]}, mb {k[2]}), which rank {rank} has not posted",
+                    f"{c} needs {op_text(*k)}, which rank {rank} has not posted",
                     rank,
                     step,
                 )
@@ -467,9 +470,9 @@ class _Run:
             store = self.fwd_out if op.kind is CommKind.SEND_F else self.bwd_out
             payload = store.pop((op.stage, op.mb), None)
             if payload is None:
-                need = "F" if op.kind is CommKind.SEND_F else "B or I"
+                need = ("F",) if op.kind is CommKind.SEND_F else ("B", "I")
                 raise DependencyError(
-                    f"{op} sends the result of {need}(stage {op.stage}, mb {op.mb}), "
+                    f"{op} sends the result of {' or '.join(op_text(x, op.stage, op.mb) for x in need)}, "
                     "which has not run on this rank",
                     rank,
                     step,
@@ -504,7 +507,7 @@ class _Run:
             if missing:
                 k = missing[0]
                 return (
-                    f"BATCH at step {r.wait_step} waits for {k[0].value}(stage {k[1]}, mb {k[2]})"
+                    f"BATCH at step {r.wait_step} waits for {op_text(*k)}"
                 )
             r.wait_keys = ()
         step = r.pc
@@ -558,7 +561,7 @@ class _Run:
                 if missing:
                     k = missing[0]
                     raise MessageMismatchError(
-                        f"the last BATCH waits for {k[0].value}(stage {k[1]}, mb {k[2]}), which "
+                        f"the last BATCH waits for {op_text(*k)}, which "
                         "no send ever matches",
                         rank,
                         r.wait_step,
@@ -585,20 +588,22 @@ class _Run:
                 for m in route.microbatches:
                     key = (st, m)
                     if key not in self.f_done:
-                        raise ExactlyOnceError(f"F(stage {st}, mb {m}) never ran")
+                        raise ExactlyOnceError(f"{op_words('F', st, m)} never ran")
                     b = self.bwd_done.get(key)
                     if b is None:
                         raise ExactlyOnceError(
-                            f"no backward of (stage {st}, mb {m}) ran: needs one B, or one I and one W"
+                            f"no backward of stage {st}, micro-batch {m} ran: needs one "
+                            f"{op_text('B', st, m)}, or one {op_text('I', st, m)} and one "
+                            f"{op_text('W', st, m)}"
                         )
                     if b[0] == "I" and key not in self.w_done:
                         raise ExactlyOnceError(
-                            f"I(stage {st}, mb {m}) at {loc(b[1], b[2])} has no W", b[1], b[2]
+                            f"{op_text('I', st, m)} at {loc(b[1], b[2])} has no {op_text('W', st, m)}", b[1], b[2]
                         )
         for rank, r in enumerate(self.ranks):
             for k in r.inbox:
                 raise DependencyError(
-                    f"{k[0].value}(stage {k[1]}, mb {k[2]}) posted at step {r.posted[k]} was "
+                    f"{op_text(*k)} posted at step {r.posted[k]} was "
                     "received but no compute consumed it",
                     rank,
                     r.posted[k],
@@ -608,7 +613,7 @@ class _Run:
         if leftover:
             st, m = leftover[0]
             raise DependencyError(
-                f"the result of (stage {st}, mb {m}) was computed but never sent or used"
+                f"the result of stage {st}, micro-batch {m} was computed but never sent or used"
             )
         missing_loss = [m for m in range(self.M) if m not in self.losses]
         if missing_loss:

@@ -132,7 +132,7 @@ def test_hand_worked_two_ranks_with_latency():
         assert [r.busy for r in a.ranks] == [3, 3]
         assert [r.bubble for r in a.ranks] == [4, 4]
         labels = [p.label for p in a.critical_path]
-        assert labels[0] == "F s0 m0" and labels[-1] == "B s0 m0"
+        assert labels[0] == "0F0" and labels[-1] == "0B0"
         assert sum(p.what == "message" for p in a.critical_path) == 2
 
 

@@ -79,7 +79,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "tocsv_two_routes.json": ("cannot convert to CSV", "has 2 routes"),
     "tocsv_tied_layers.json": ("cannot convert to CSV", "stage 1 holds layer 0"),
     "tocsv_batch.json": ("rank 0 step 1", "BATCH of 1 op", "--flatten-batches"),
-    "tocsv_wrong_rank.json": ("rank 0 step 4", "W(stage 1, mb 0)", "placed on rank 1"),
+    "tocsv_wrong_rank.json": ("rank 0 step 4", "1W0", "placed on rank 1"),
     # --- PyTorch CSV
     "garbage.csv": ("row 1 (rank 0) column 1", "'hello'"),
     "unknown_action.csv": ("row 1 (rank 0) column 2", "'X'", "'0X0'"),

@@ -189,8 +189,8 @@ def test_watchdog_names_rank_step_action_and_peer():
     assert ei.value.exit_code == EXIT_WATCHDOG
     assert ei.value.rank == 1
     step = next(i for i, a in enumerate(s.actions[1]) if a == Compute(ComputeKind.F, 1, 1))
-    assert f"rank 1 stuck at step {step} (F(stage 1, mb 1))" in msg
-    assert "RECV_F(stage 1, mb 1)" in msg and "from rank 0" in msg
+    assert f"rank 1 stuck at step {step} (1F1)" in msg
+    assert "1RECV_F1" in msg and "from rank 0" in msg
     assert took < bound + 30
 
 

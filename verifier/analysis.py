@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
 from verifier.costs import DEFAULT, CostModel
-from verifier.ir import Action, Comm, Compute, Overlap, Schedule, ScheduleError, loc
+from verifier.ir import Action, Comm, Overlap, Schedule, ScheduleError, action_text, loc
 
 COMM_MODELS = ("nccl", "eager")
 
@@ -201,14 +201,9 @@ class Analysis:
 
 
 def label_of(a: Action) -> str:
-    """Short text for an action: ``F s0 m3``, ``F s0 m3 & B s7 m1``."""
-    if isinstance(a, Compute):
-        return f"{a.kind.value} s{a.stage} m{a.mb}"
-    if isinstance(a, Overlap):
-        return f"{label_of(a.f)} & {label_of(a.b)}"
-    if isinstance(a, Comm):
-        return f"{a.kind.value} s{a.stage} m{a.mb}"
-    return "BATCH[" + ", ".join(label_of(o) for o in a.ops) + "]"
+    """Text for an action in the project's one notation (``verifier.ir.action_text``:
+    ``0F3``, ``(0F3;7B1)OVERLAP_F_B``, ``BATCH[0SEND_F3]``)."""
+    return action_text(a)
 
 
 # ------------------------------------------------------------ the replay ---

@@ -36,7 +36,7 @@ from verifier.ir import (
     Overlap,
     Schedule,
     ScheduleError,
-    loc,
+    loc,    op_text,
 )
 from verifier.memory import peak_activations
 
@@ -494,7 +494,7 @@ class Replay:
                 sc = self.op_comm[snd]
                 items.append(PathItem(
                     "message", self.op_rank[rcv], self.op_step[rcv],
-                    f"message {sc.kind.value[5:]} s{sc.stage} m{sc.mb}: "
+                    f"message {sc} -> {self.op_comm[rcv]}: "
                     f"{loc(self.op_rank[snd], self.op_step[snd])} -> "
                     f"{loc(self.op_rank[rcv], self.op_step[rcv])}",
                     self._cause_time(cause), ev[OD + i]))
@@ -610,11 +610,12 @@ class Replay:
                         return f"{c}, which rank {r} posts only later, at step {self.op_step[op]}"
                     return (f"{c} ({loc(r, self.op_step[op])}) to complete: waits for "
                             + self._why_op(op))
-                kind = ("F", "B/I", "I")[e // self.SM]
+                kinds = (("F",), ("B", "I"), ("I",))[e // self.SM]
                 idx = e % self.SM
                 st = self.s.stages[idx // self.s.num_microbatches].id
-                return (f"{kind}(stage {st}, mb {idx % self.s.num_microbatches}), "
-                        "which never finishes")
+                mb = idx % self.s.num_microbatches
+                return (" or ".join(op_text(x, st, mb) for x in kinds)
+                        + ", which never finishes")
             return "its inputs"
         u = self.unit_at[r][k]
         for op in self.u_ops[u]:

@@ -26,7 +26,7 @@ schedule, as the engines do) and finding counterexamples itself.
 from __future__ import annotations
 
 from verifier.checker import Event, EventKind, PropertyId, Violation, WaitCycle
-from verifier.ir import Batch, Comm, CommKind, ComputeKind, Overlap, Schedule
+from verifier.ir import Batch, Comm, CommKind, ComputeKind, Overlap, Schedule, op_text
 
 _SENDS = (CommKind.SEND_F, CommKind.SEND_B)
 
@@ -218,12 +218,12 @@ class _Machine:
             i = self.first_recv[r].get((w[1], w[2], w[3]))
             if i is not None:
                 return ("op", i)
-            return ("never", f"{w[1].value}(stage {w[2]}, mb {w[3]})")
+            return ("never", op_text(w[1], w[2], w[3]))
         steps = [self.first_comp[r].get((kind, w[2], w[3])) for kind in w[1]]
         steps = [x for x in steps if x is not None]
         if steps:
             return ("step", min(steps))
-        return ("never", f"{'/'.join(x.value for x in w[1])}(stage {w[2]}, mb {w[3]})")
+        return ("never", " or ".join(op_text(x, w[2], w[3]) for x in w[1]))
 
     def input_ready(self, r: int, inp: tuple) -> bool:
         if inp[0] == "op":
@@ -667,10 +667,8 @@ def _texts(a) -> list[str]:
 
 
 def _has(a, needed: str) -> bool:
-    if needed.startswith("B or I("):
-        rest = needed[len("B or I"):]
-        return any(x in (f"B{rest}", f"I{rest}") for x in _texts(a))
-    return needed in _texts(a)
+    # properties words a needed value as one op, or "2B5 or 2I5"
+    return any(x in needed.split(" or ") for x in _texts(a))
 
 
 def check_violation(s: Schedule, v: Violation, machine: "_Machine | None" = None) -> tuple[bool, str]:
@@ -691,7 +689,7 @@ def check_violation(s: Schedule, v: Violation, machine: "_Machine | None" = None
             return False, f"rank {r} does hold {needed}"
         return True, ""
     if p is PropertyId.EXACTLY_ONCE and v.code == "duplicate":
-        want = f"{v.arg('kind')}(stage {v.arg('stage')}, mb {v.arg('mb')})"
+        want = op_text(v.arg('kind'), v.arg('stage'), v.arg('mb'))
         found = [(r, k) for r, acts in enumerate(s.actions) for k, a in enumerate(acts) for x in _texts(a) if x == want]
         ok = len(found) == v.arg("count") and set(found) == set(v.locations)
         return ok, "" if ok else f"{want} runs at {found}"

@@ -100,12 +100,12 @@ TEMPLATES: dict[str, str] = {
     "no-peer": "{action}: has no peer ({reason})",
     "empty-batch": "{action}: a BATCH with no ops",
     # exactly-once
-    "missing-f": "F(stage {stage}, mb {mb}) never runs",
-    "duplicate": "{kind}(stage {stage}, mb {mb}) runs {count} times (at {places})",
-    "missing-backward": "no backward of (stage {stage}, mb {mb}): needs one B, or one I and one W",
-    "b-and-split": "(stage {stage}, mb {mb}) has both a B and an I/W (at {places})",
-    "i-without-w": "(stage {stage}, mb {mb}) has an I but no W",
-    "w-without-i": "(stage {stage}, mb {mb}) has a W but no I",
+    "missing-f": "{stage}F{mb} never runs (no forward of stage {stage}, micro-batch {mb})",
+    "duplicate": "{stage}{kind}{mb} runs {count} times (at {places})",
+    "missing-backward": "no backward of stage {stage}, micro-batch {mb}: needs one {stage}B{mb}, or one {stage}I{mb} and one {stage}W{mb}",
+    "b-and-split": "stage {stage}, micro-batch {mb} has both a full backward {stage}B{mb} and a split {stage}I{mb}/{stage}W{mb} (at {places})",
+    "i-without-w": "{stage}I{mb} runs but {stage}W{mb} never does (stage {stage}, micro-batch {mb})",
+    "w-without-i": "{stage}W{mb} runs but {stage}I{mb} never does (stage {stage}, micro-batch {mb})",
     # dependencies
     "dep-missing": "{action} needs {needed}, which rank {rank} never runs or posts",
     "dep-order": "{action} needs {needed}, which comes later, at {other}",

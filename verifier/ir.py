@@ -122,7 +122,7 @@ class Compute:
     mb: int
 
     def __str__(self) -> str:
-        return f"{self.kind.value}(stage {self.stage}, mb {self.mb})"
+        return f"{self.stage}{self.kind.value}{self.mb}"  # op_text, inline
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ class Overlap:
     b: Compute
 
     def __str__(self) -> str:
-        return f"OVERLAP[{self.f} & {self.b}]"
+        return f"({self.f};{self.b})OVERLAP_F_B"
 
     @property
     def computes(self) -> tuple[Compute, Compute]:
@@ -147,7 +147,7 @@ class Comm:
     mb: int
 
     def __str__(self) -> str:
-        return f"{self.kind.value}(stage {self.stage}, mb {self.mb})"
+        return f"{self.stage}{self.kind.value}{self.mb}"  # op_text, inline
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,32 @@ class Batch:
     def __str__(self) -> str:
         inner = ", ".join(str(op) for op in self.ops)
         return f"BATCH{'+wait' if self.wait else ''}[{inner}]"
+
+
+# ---- notation ------------------------------------------------------------
+# One notation for actions in every human-facing output: PyTorch pipelining's
+# (``_Action.__repr__`` in torch/distributed/pipelining/schedules.py), which is
+# also the CSV cell syntax: ``<stage><KIND><micro-batch>`` (``2F5``, ``0I3``,
+# ``3SEND_F1``, ``1RECV_B0``) and ``(<F op>;<B or I op>)OVERLAP_F_B`` for an
+# overlapped pair. A BATCH (no PyTorch form) is ``BATCH[op, op]``, with
+# ``+wait`` when the rank waits for it. ``str()`` of every action is this
+# notation; ``op_text`` writes one op from its parts, ``op_words`` adds the
+# words for readers who do not know the notation.
+
+
+def op_text(kind: "ComputeKind | CommKind | str", stage: int, mb: int) -> str:
+    """One op in PyTorch's notation: ``op_text("F", 2, 5) == "2F5"``."""
+    return f"{stage}{getattr(kind, 'value', kind)}{mb}"
+
+
+def action_text(a: "Action") -> str:
+    """Any action in the project's one notation (the same as ``str(a)``)."""
+    return str(a)
+
+
+def op_words(kind: "ComputeKind | CommKind | str", stage: int, mb: int) -> str:
+    """``2F5 (stage 2, micro-batch 5)``: the notation plus the words."""
+    return f"{op_text(kind, stage, mb)} (stage {stage}, micro-batch {mb})"
 
 
 Action = Union[Compute, Overlap, Comm, Batch]

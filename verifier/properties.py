@@ -33,6 +33,7 @@ from verifier.ir import (
     Schedule,
     computes_of,
     loc,
+    op_text,
 )
 from verifier.memory import peak_activations
 
@@ -566,8 +567,9 @@ def needs(s: Schedule, rank: int, c: Compute) -> list[tuple]:
 
 def _key_text(key: tuple) -> str:
     kind, st, m = key
-    name = "B or I" if kind == "BI" else kind.value
-    return f"{name}(stage {st}, mb {m})"
+    if kind == "BI":
+        return f"{op_text('B', st, m)} or {op_text('I', st, m)}"
+    return op_text(kind, st, m)
 
 
 def dependencies(s: Schedule) -> list[Violation]:

@@ -78,7 +78,7 @@ from verifier.ir import (
     Schedule,
     comms_of,
     computes_of,
-    loc,
+    loc,    op_text,
 )
 from verifier.lowering import lower
 
@@ -385,7 +385,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
         def need_compute(i, wait_var, what, kinds, stage, mb, same_step_ok=False):
             """``wait_var`` (of step i) waits for a compute of ``kinds`` on (stage, mb)."""
             found = [comp_at[(k, stage, mb)] for k in kinds if (k, stage, mb) in comp_at]
-            need = "/".join(k.value for k in kinds) + f"(stage {stage}, mb {mb})"
+            need = " or ".join(op_text(k, stage, mb) for k in kinds)
             if not found:
                 b.const(f"dependencies: {loc(r, i)} {what} needs {need}, not on rank {r}", False)
                 return

@@ -28,7 +28,7 @@ from verifier.checker import (
     check,
 )
 from verifier.io import STDIN, load_schedule
-from verifier.ir import Batch, Comm, Compute, Overlap, ScheduleError, loc
+from verifier.ir import Batch, ScheduleError, action_text, loc
 
 HELP = "prove a schedule correct (7 properties) or print counterexamples"
 
@@ -79,7 +79,9 @@ text output (default):
   then      "why unknown:" (solver limit, engine disagreement, rejected
             certificate) if anything is unknown, then
             "counterexamples:" and one line per violation, "  [ID] message",
-            places written "rank R step S" (".J" = J-th op of a BATCH); a
+            places written "rank R step S" (".J" = J-th op of a BATCH),
+            actions in PyTorch's notation ("2F5" = F of stage 2, micro-batch
+            5; "0SEND_F1"; "(2F5;5B1)OVERLAP_F_B"; "BATCH[..]"); a
             deadlock is followed by its cycle of waits, one numbered hop a line:
             "    1. A waits for B", and the next hop starts at B.
   --verbose adds timings and a step x rank grid (rows are steps) with the
@@ -318,16 +320,11 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
 
 
 def _short(a) -> str:
-    if isinstance(a, Compute):
-        return f"{a.kind.value}{a.stage}.{a.mb}"
-    if isinstance(a, Overlap):
-        return f"{_short(a.f)}&{_short(a.b)}"
-    if isinstance(a, Comm):
-        kind = {"SEND_F": "sF", "RECV_F": "rF", "SEND_B": "sB", "RECV_B": "rB"}[a.kind.value]
-        return f"{kind}{a.stage}.{a.mb}"
+    """A grid cell: the one notation (``action_text``), a BATCH as ``[op op]``
+    (``]w``: with wait) to keep the columns narrow."""
     if isinstance(a, Batch):
-        return "[" + " ".join(_short(o) for o in a.ops) + ("]w" if a.wait else "]")
-    return str(a)
+        return "[" + " ".join(action_text(o) for o in a.ops) + ("]w" if a.wait else "]")
+    return action_text(a)
 
 
 def grid(result: CheckResult) -> list[str]:
@@ -346,7 +343,7 @@ def grid(result: CheckResult) -> list[str]:
     depth = max((len(c) for c in cells), default=0)
     widths = [max([len(f"rank {r}")] + [len(x) for x in cells[r]]) for r in range(s.num_ranks)]
     head = "step  " + "  ".join(f"{'rank ' + str(r):<{widths[r]}}" for r in range(s.num_ranks))
-    lines = ["grid (* = named by a counterexample; [..]w = BATCH with wait; sF/rF/sB/rB = SEND_F/RECV_F/SEND_B/RECV_B):", head.rstrip()]
+    lines = ["grid (* = named by a counterexample; [..] = BATCH, [..]w = BATCH with wait):", head.rstrip()]
     for k in range(depth):
         row = "  ".join(
             f"{cells[r][k] if k < len(cells[r]) else '':<{widths[r]}}" for r in range(s.num_ranks)

@@ -15,6 +15,11 @@ helpers, end-of-step gradient reduction), watchdog, launch
 
 What it does not cover: choosing or repairing schedules (verifier/), a
 single-process simulation (reference/), optimiser steps, multi-node clocks.
+Needs torch (``pip install 'ppverify[torch]'``; ``run`` says so, exit 2).
 Never imports z3 (the checker runs with its graph engine). The CUDA path
 (streams, events, NCCL) is written but has not been run here: no GPU.
 """
+
+from verifier import __version__  # noqa: E402
+
+__all__ = ["__version__"]

@@ -18,7 +18,8 @@ import os
 import sys
 from typing import IO, Sequence
 
-from verifier.cli import RaisingParser, help_to, run_cli
+from verifier.cli import RaisingParser, add_version, help_to, run_cli
+from verifier.extras import MissingExtra, require
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_WATCHDOG, EXIT_RANK_FAILED = 4, 5
@@ -52,6 +53,7 @@ Exit codes:
 def build_parser(stdout: IO[str]) -> RaisingParser:
     p = RaisingParser(prog="python -m fastpath", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=RaisingParser)
     r = sub.add_parser("run", help="run a schedule on real ranks", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +150,7 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None,
     from verifier.ir import ScheduleError
 
     return run_cli(build_parser, _run, argv, stdout, stderr,
-                   errors=((ScheduleError, EXIT_BAD_INPUT),))
+                   errors=(((ScheduleError, MissingExtra), EXIT_BAD_INPUT),))
 
 
 def _bad(stderr, msg: str) -> int:
@@ -157,6 +159,7 @@ def _bad(stderr, msg: str) -> int:
 
 
 def _run(args, stdout, stderr) -> int:
+    require("torch", "torch", "python -m fastpath")
     from fastpath.check import refusal, verify
     from fastpath.launch import Job, RunFailed, choose_backend, rank_main, spawn
     from fastpath.plan import blocking_batches, prepare_schedule

@@ -14,28 +14,41 @@ and an unpipelined baseline with a per-parameter comparison.
 
 What it does not cover: speed across devices, real communication, memory
 savings (fastpath/ does that); it never imports z3 and never derives a schedule
-of its own.
+of its own. Needs torch (``pip install 'ppverify[torch]'``); the names above
+are imported on first use.
 """
 
-from reference.baseline import Comparison, compare, run_baseline
-from reference.executor import (
-    ExecutionError,
-    PipelineResult,
-    RefutedScheduleError,
-    run_pipeline,
-)
-from reference.models import make_layers, make_microbatches, loss_fn, stage_layer_map
+import importlib
 
-__all__ = [
-    "Comparison",
-    "ExecutionError",
-    "PipelineResult",
-    "RefutedScheduleError",
-    "compare",
-    "loss_fn",
-    "make_layers",
-    "make_microbatches",
-    "run_baseline",
-    "run_pipeline",
-    "stage_layer_map",
-]
+from verifier import __version__
+from verifier.extras import require
+
+_EXPORTS = {
+    "Comparison": "reference.baseline",
+    "compare": "reference.baseline",
+    "run_baseline": "reference.baseline",
+    "ExecutionError": "reference.executor",
+    "PipelineResult": "reference.executor",
+    "RefutedScheduleError": "reference.executor",
+    "run_pipeline": "reference.executor",
+    "loss_fn": "reference.models",
+    "make_layers": "reference.models",
+    "make_microbatches": "reference.models",
+    "stage_layer_map": "reference.models",
+}
+
+
+def __getattr__(name: str):
+    """The public API, imported on first use: without torch, ``import reference``
+    still works (``python -m reference`` then says which extra to install) and
+    using a name raises MissingExtra naming ``pip install 'ppverify[torch]'``."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reference' has no attribute {name!r}")
+    require("torch", "torch", f"reference.{name}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_EXPORTS) + ["__version__"]

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from reference.models import as_layer_list, loss_fn as default_loss_fn, named_parameters
 from verifier.ir import ScheduleError
 
-LOSS_REDUCTIONS = ("sum", "mean")
+from reference.names import LOSS_REDUCTIONS  # noqa: E402  (importable without torch)
 
 
 def check_reduction(loss_reduction: str) -> None:

@@ -19,13 +19,10 @@ import json
 import sys
 from typing import IO, Sequence
 
-import torch
-
-from reference.baseline import LOSS_REDUCTIONS, compare, run_baseline
-from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
-from reference.models import MODELS, make_layers, make_microbatches, num_model_layers
+from reference.names import LOSS_REDUCTIONS, MODELS
+from verifier.cli import RaisingParser, add_version, help_to, run_cli
+from verifier.extras import MissingExtra, require
 from verifier.ir import ScheduleError
-from verifier.cli import RaisingParser, help_to, run_cli
 
 EXIT_MATCH, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -91,6 +88,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
         "exit codes: 0 match, 1 mismatch / executor fault / refuted, 2 bad input",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=RaisingParser)
     p = sub.add_parser(
         "run",
@@ -122,6 +120,10 @@ def _fmt(x: float) -> str:
 
 
 def _run(args, stdout: IO[str]) -> int:
+    torch = require("torch", "torch", "python -m reference")
+    from reference.baseline import compare, run_baseline
+    from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
+    from reference.models import make_layers, make_microbatches, num_model_layers
     from verifier.io import load_schedule
 
     s = load_schedule(args.file)
@@ -228,11 +230,15 @@ def main(
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
 ) -> int:
-    # ExecutionError: _run reports those itself; listed so none escapes as a traceback
+    errors: list = [((ScheduleError, ValueError, MissingExtra), EXIT_BAD_INPUT)]
+    try:  # without torch, _run says which extra to install (MissingExtra, exit 2)
+        from reference.executor import ExecutionError
+    except ImportError:
+        pass
+    else:  # _run reports those itself; listed so none escapes as a traceback
+        errors.insert(0, (ExecutionError, EXIT_MISMATCH))
     return run_cli(build_parser, lambda args, out, err: _run(args, out), argv, stdout, stderr,
-                   errors=((ExecutionError, EXIT_MISMATCH),
-                           ((ScheduleError, ValueError), EXIT_BAD_INPUT)),
-                   on_broken_pipe=EXIT_MATCH)
+                   errors=errors, on_broken_pipe=EXIT_MATCH)
 
 
 __all__ = ["main", "build_parser", "DESCRIPTION"]

@@ -91,7 +91,9 @@ def test_refuted_and_forced_fault(files):
 
 
 def test_gradient_mismatch_exit_1(files, monkeypatch):
-    real = cli.run_baseline
+    import reference.baseline as baseline  # reference.cli imports it when it runs
+
+    real = baseline.run_baseline
 
     def skewed(*a, **kw):
         b = real(*a, **kw)
@@ -99,7 +101,7 @@ def test_gradient_mismatch_exit_1(files, monkeypatch):
         g["layer1.fc2.bias"] = g["layer1.fc2.bias"] + 1e-3
         return dataclasses.replace(b, grads=g)
 
-    monkeypatch.setattr(cli, "run_baseline", skewed)
+    monkeypatch.setattr(baseline, "run_baseline", skewed)
     rc, out, _ = _main("run", files["good"])
     assert rc == 1
     assert "grad layer1.fc2.bias: max_abs 1.000e-03" in out and "MISMATCH" in out

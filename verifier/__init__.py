@@ -1,8 +1,12 @@
 """verifier: the schedule model, generators, lowering, the checker, analysis and the CLI.
 
 Importable without torch. Only verifier.z3engine imports z3.
+``__version__`` is the package version (the one place it is written;
+pyproject.toml reads it from here).
 """
 
-from verifier.ir import FORMAT_VERSION, Schedule, ScheduleError
+__version__ = "0.1.0"
 
-__all__ = ["FORMAT_VERSION", "Schedule", "ScheduleError"]
+from verifier.ir import FORMAT_VERSION, Schedule, ScheduleError  # noqa: E402
+
+__all__ = ["FORMAT_VERSION", "Schedule", "ScheduleError", "__version__"]

@@ -17,6 +17,8 @@ import importlib
 import sys
 from typing import IO, Callable, Sequence
 
+from verifier import __version__
+from verifier.extras import MissingExtra
 from verifier.ir import ScheduleError
 
 COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show")
@@ -67,9 +69,15 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str], std
         return None, EXIT_BAD_INPUT
 
 
-def build_parser(stdout: IO[str]) -> RaisingParser:
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: prints ``ppverify X.Y.Z`` on stdout, exit 0 (every command line)."""
+    parser.add_argument("--version", action="version", version=f"ppverify {__version__}",
+                        help="print the ppverify version and exit")
+
+
+def build_parser(stdout: IO[str], prog: str = "python -m verifier") -> RaisingParser:
     parser = RaisingParser(
-        prog="python -m verifier",
+        prog=prog,
         description=(
             "Generate, check, convert, analyse and draw pipeline-parallel schedules "
             "(1F1B, interleaved, zero-bubble, DualPipe, DualPipeV).\n\n"
@@ -78,6 +86,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=RaisingParser)
     for name in COMMANDS:
         mod = importlib.import_module(f"verifier.commands.{name}")
@@ -100,7 +109,8 @@ def run_cli(
     stdout: IO[str] | None,
     stderr: IO[str] | None,
     *,
-    errors: Sequence[tuple[type[BaseException] | tuple, int]] = ((ScheduleError, EXIT_BAD_INPUT),),
+    errors: Sequence[tuple[type[BaseException] | tuple, int]] = (
+        (ScheduleError, EXIT_BAD_INPUT), (MissingExtra, EXIT_BAD_INPUT)),
     on_broken_pipe: int = EXIT_OK,
 ) -> int:
     """The body the three command lines share (verifier, reference, fastpath).
@@ -142,6 +152,14 @@ def main(
     argv: Sequence[str] | None = None,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
+    *,
+    prog: str = "python -m verifier",
 ) -> int:
-    return run_cli(build_parser, lambda args, out, err: args._run(args, out, err),
-                   argv, stdout, stderr)
+    """``python -m verifier``; ``prog`` is the name the usage line shows."""
+    return run_cli(lambda out: build_parser(out, prog),
+                   lambda args, out, err: args._run(args, out, err), argv, stdout, stderr)
+
+
+def console_main() -> int:
+    """The ``ppverify`` console script: the same command line, named ``ppverify``."""
+    return main(prog="ppverify")

@@ -23,7 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "specs" / "schedule.schema.json"
+# The schema ships inside the package (package data); specs/schedule.schema.json
+# is the published copy, kept identical by tests/test_packaging.py.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schedule.schema.json"
 
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "$defs", "discriminator"}
 _KNOWN = _ANNOTATIONS | {
@@ -421,7 +423,7 @@ class _SourceCompiler:
 
 
 def load_schema() -> dict:
-    """The published schema (specs/schedule.schema.json; the project installs editable)."""
+    """The schedule schema, read from the package (verifier/schedule.schema.json)."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 

@@ -17,7 +17,9 @@ schedule (the checker, the executors):
   (or an op out of one).
 
 Every mutant is a ``Mutant(kind, rank, step, schedule)``; ``describe`` says
-what changed. Only this module and the tests import hypothesis.
+what changed. Only this module and the tests import hypothesis (install it
+with ``pip install 'ppverify[strategies]'``; without it, importing this module
+raises MissingExtra, an ImportError, saying so).
 
 What it does not cover: deciding anything about the schedules (the checker),
 schedules that fail the JSON schema (tests of verifier.io do that).
@@ -29,8 +31,12 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterator, Sequence
 
-from hypothesis import assume
-from hypothesis import strategies as st
+from verifier.extras import require
+
+require("hypothesis", "strategies", "verifier.strategies")
+
+from hypothesis import assume  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from verifier.generators import FAMILIES, generate
 from verifier.ir import Action, Batch, Comm, Compute, Overlap, Schedule, ScheduleError

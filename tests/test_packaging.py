@@ -1,0 +1,107 @@
+"""Packaging in the checkout: one schema, one version, the extras named when missing.
+
+The wheel itself is tested in tests/test_wheel.py; these are the fast checks
+that need no build.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastpath
+import reference
+import verifier
+from verifier.schema import SCHEMA_PATH, load_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_published_schema_is_the_packaged_one():
+    # verifier/schedule.schema.json is read at run time (package data);
+    # specs/schedule.schema.json is the published copy: byte for byte the same.
+    assert SCHEMA_PATH.parent == Path(verifier.__file__).parent
+    assert SCHEMA_PATH.read_bytes() == (ROOT / "specs" / "schedule.schema.json").read_bytes()
+    assert load_schema()["$id"]
+
+
+def test_one_version_everywhere():
+    assert verifier.__version__ == reference.__version__ == fastpath.__version__
+    assert md.version("ppverify") == verifier.__version__
+    assert f"## {verifier.__version__}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_py_typed_and_licence_are_present():
+    assert (Path(verifier.__file__).parent / "py.typed").is_file()
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    assert 'license = "MIT"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_reference_choices_are_the_models_and_reductions():
+    pytest.importorskip("torch")
+    from reference.baseline import LOSS_REDUCTIONS
+    from reference.models import MODELS
+    from reference.names import LOSS_REDUCTIONS as L, MODELS as M
+
+    assert (MODELS, LOSS_REDUCTIONS) == (M, L)
+
+
+@pytest.mark.parametrize("argv0", ["verifier", "reference", "fastpath"])
+def test_version_flag(argv0):
+    main = __import__(f"{argv0}.cli", fromlist=["main"]).main
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--version"], out, err) == 0
+    assert out.getvalue() == f"ppverify {verifier.__version__}\n" and err.getvalue() == ""
+
+
+def test_console_script_usage_names_ppverify():
+    from verifier.cli import main
+
+    out = io.StringIO()
+    assert main(["--help"], out, io.StringIO(), prog="ppverify") == 0
+    assert out.getvalue().startswith("usage: ppverify ")
+    err = io.StringIO()
+    assert main(["nope"], io.StringIO(), err, prog="ppverify") == 2
+    assert err.getvalue().startswith("error: ppverify: ")
+    script = md.distribution("ppverify").entry_points
+    (ep,) = [e for e in script if e.name == "ppverify"]
+    assert ep.value == "verifier.cli:console_main"
+
+
+HIDE = "import sys; sys.modules[{mod!r}] = None\n"
+
+
+@pytest.mark.parametrize("package", ["reference", "fastpath"])
+def test_without_torch_one_line_naming_the_extra(package):
+    code = HIDE.format(mod="torch") + (
+        f"from {package}.cli import main\n"
+        f"sys.exit(main(['run', {str(ROOT / 'specs/examples/1f1b.json')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr == (f"error: python -m {package} needs torch, which is not installed: "
+                        "pip install 'ppverify[torch]'\n")
+    assert r.stdout == ""
+
+
+def test_without_torch_help_and_version_still_work():
+    code = HIDE.format(mod="torch") + (
+        "from reference.cli import main\n"
+        "assert main(['--version']) == 0\n"
+        "assert main(['run', '--help']) == 0\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--layers-per-stage" in r.stdout
+
+
+def test_without_hypothesis_strategies_names_the_extra():
+    code = HIDE.format(mod="hypothesis") + "import verifier.strategies\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "verifier.extras.MissingExtra: verifier.strategies needs hypothesis, which is not "
+        "installed: pip install 'ppverify[strategies]'")

@@ -91,7 +91,6 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "missing_microbatch.csv": ("row 2 (rank 1) column 1", "'1F'", "no micro-batch id"),
     "huge_microbatch.csv": ("row 1 (rank 0) column 2", "micro-batch id 99999999999"),
     "huge_digits.csv": ("row 1 (rank 0) column 2", "stage id 11111111111111111111..."),
-    "stage_on_two_ranks.csv": ("row 2 (rank 1) column 1", "'1B0'", "row 1 column 2", "rank 0"),
     "stage_gap.csv": ("stage(s) 1 appear in no action",),
     "overlap_three.csv": ("row 2 (rank 1) column 1", "'(1F1;1B0;1W0)OVERLAP_F_B'", "3 sub-action"),
     "overlap_two_forwards.csv": ("row 1 (rank 0) column 1", "'(0F1;1F0)OVERLAP_F_B'"),

@@ -120,7 +120,7 @@ TEMPLATES: dict[str, str] = {
     "overlap-kinds": "{action}: the halves must be a forward and a backward (B or I), got {f_kind} and {b_kind}",
     "overlap-dependent": "{action}: the halves depend on each other (same micro-batch {mb} on route {route})",
     # memory
-    "memory": "rank {rank} holds {peak} activations at step {step}, over the limit {limit}",
+    "memory": "{peak} activations live at {at}, over the limit {limit}",
     # engines
     "engine-disagree": "engines disagree: {detail}",
     "certificate-rejected": "the {engine} engine's certificate was rejected: {detail}",
@@ -240,6 +240,9 @@ class CheckResult:
     z3_core: tuple[str, ...] = ()
     engine_note: str = ""  # e.g. why auto fell back from z3 to graph
     schedule: Schedule = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    # when lowered: per rank, per step of ``schedule``, the input's step it came
+    # from (``verifier.lowering.lower_with_map``); read by ``verifier.origin``
+    lowered_from: tuple | None = field(compare=False, repr=False, default=None)
 
     def result_of(self, pid: PropertyId | str) -> PropertyResult:
         pid = PropertyId(pid)
@@ -319,11 +322,18 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
     say = progress or (lambda line: None)
     t0 = time.perf_counter()
     lowered = False
+    lowered_from = None
+    original = schedule
     if schedule.is_compute_only and schedule.num_actions:
-        from verifier.lowering import lower
+        from verifier.lowering import lower_with_map
 
-        schedule = lower(schedule)
-        lowered = True
+        try:
+            schedule, lowered_from = lower_with_map(schedule)
+            lowered = True
+        except (KeyError, IndexError):
+            # an action on a stage that is on no route: nothing to lower it
+            # by; well-formed reports it below, on the input as written
+            pass
 
     engine_note = ""
 
@@ -351,10 +361,16 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
             z3_core=tuple(core),
             engine_note=engine_note,
             schedule=schedule,
+            lowered_from=lowered_from,
         )
 
     say("well-formed")
     wf = properties.well_formed(schedule)
+    if wf and lowered:
+        # name the faults in the input's own steps, not in the lowering's
+        wf_input = properties.well_formed(original)
+        if wf_input:
+            schedule, wf, lowered, lowered_from = original, wf_input, False, None
     if wf:
         num_ops = sum(len(comms_of(a)) for acts in schedule.actions for a in acts)
         props = [PropertyResult(PropertyId.WELL_FORMED, Status.FAILS, tuple(wf), "static")]

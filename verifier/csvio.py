@@ -19,8 +19,11 @@ What a CSV does not carry, and how reading infers it (as PyTorch does):
 
 - num_ranks = the number of rows (a blank line is a rank with no actions);
 - stages = 0 .. S-1 with S = 1 + the largest stage id in any cell; every stage
-  must occur in some cell, and its rank is the row its cells are on (a stage
-  on two rows is an error naming both places);
+  must occur in some cell, and its rank is the row of the first cell that runs
+  it (rows in order, then columns). A stage run on two rows is read as
+  written: its cells on the other row are actions on a rank that does not hold
+  their stage, which ``check`` reports as ``well-formed`` REFUTED naming both
+  cells (``verifier.origin``);
 - layer of stage s = s (no tied stages);
 - one route through stages 0, 1, .., S-1 taken by every micro-batch;
 - num_microbatches = 1 + the largest micro-batch id in any cell;
@@ -90,6 +93,7 @@ _UNSUPPORTED = {
     "RESHARD": "FSDP parameter reshard",
     "REDUCE_GRAD": "gradient reduction",
 }
+FSDP_KINDS = frozenset(_UNSUPPORTED)  # cells that are no action of the schedule
 _EXPECTED = "F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B or (F;B)OVERLAP_F_B"
 
 
@@ -131,16 +135,10 @@ class _Reader:
         return s, m
 
     def place(self, rank: int, col: int, cell: str, stage: int) -> None:
-        seen = self.stage_at.get(stage)
-        if seen is None:
-            self.stage_at[stage] = (rank, col)
-        elif seen[0] != rank:
-            raise self.fail(
-                rank, col,
-                f"{_show(cell)} runs stage {stage}, which row {seen[0] + 1} column "
-                f"{seen[1] + 1} already places on rank {seen[0]}; a CSV places each "
-                f"stage on the one rank whose row runs it",
-            )
+        # the first cell that runs a stage places it; a cell of it on another
+        # row stays on that row, and the checker's well-formed property
+        # reports it (an action on a rank that does not hold its stage)
+        self.stage_at.setdefault(stage, (rank, col))
 
     def simple(self, rank: int, col: int, cell: str, whole: str) -> Compute | Comm | None:
         m = _CELL.fullmatch(cell)

@@ -292,6 +292,14 @@ def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
     otherwise CSV. Raises ScheduleError (one line, names the file) for every
     kind of bad input.
     """
+    return load_schedule_with_origin(path, fmt)[0]
+
+
+def load_schedule_with_origin(path: str | Path, fmt: str | None = None):
+    """``load_schedule`` and the ``verifier.origin.Origin`` of the file: what
+    names the checker's places in the user's coordinates (CSV row and column)."""
+    from verifier.origin import Origin
+
     text = read_text(path)
     if str(path) == STDIN:
         source = "<stdin>"
@@ -302,8 +310,8 @@ def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
     if fmt == "csv":
         from verifier.csvio import csv_to_schedule
 
-        return csv_to_schedule(text, source=source)
-    return parse_json_text(text, source)
+        return csv_to_schedule(text, source=source), Origin(source, "csv", csv_text=text)
+    return parse_json_text(text, source), Origin(source, "json")
 
 
 def sniff_format(text: str) -> str:

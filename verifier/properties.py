@@ -695,7 +695,8 @@ def memory(s: Schedule, limit: float | None) -> list[Violation]:
         if peak > limit:
             out.append(
                 _v(_MEM, "memory", [(rank, _peak_step(s, rank, peak))], rank=rank, peak=_num(peak),
-                   step=_peak_step(s, rank, peak), limit=_num(limit))
+                   step=_peak_step(s, rank, peak), limit=_num(limit),
+                   at=_at(rank, _peak_step(s, rank, peak)))
             )
     return out
 

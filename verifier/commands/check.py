@@ -27,8 +27,9 @@ from verifier.checker import (
     Violation,
     check,
 )
-from verifier.io import STDIN, load_schedule
+from verifier.io import STDIN, load_schedule_with_origin
 from verifier.ir import Batch, ScheduleError, action_text, loc
+from verifier.origin import Origin
 
 HELP = "prove a schedule correct (7 properties) or print counterexamples"
 
@@ -79,7 +80,12 @@ text output (default):
   then      "why unknown:" (solver limit, engine disagreement, rejected
             certificate) if anything is unknown, then
             "counterexamples:" and one line per violation, "  [ID] message",
-            places written "rank R step S" (".J" = J-th op of a BATCH),
+            places written "rank R step S" (".J" = J-th op of a BATCH), or
+            in the user's coordinates: a CSV's row, column and cell ("rank 2
+            (CSV row 3, column 7: `2F5`)"), and for a compute-only schedule
+            the lowered step it was checked as ("...; lowered step 21)"; a
+            send/receive the lowering inserted names the compute it was
+            inserted for); a stage on two CSV rows names both cells;
             actions in PyTorch's notation ("2F5" = F of stage 2, micro-batch
             5; "0SEND_F1"; "(2F5;5B1)OVERLAP_F_B"; "BATCH[..]"); a
             deadlock is followed by its cycle of waits, one numbered hop a line:
@@ -153,7 +159,7 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         raise ScheduleError(f"--rlimit must be >= 1, got {args.rlimit}")
     source = "<stdin>" if args.file == STDIN else args.file
     progress(f"loading {source}")
-    schedule = load_schedule(args.file)
+    schedule, origin = load_schedule_with_origin(args.file)
     result = check(
         schedule,
         comm_model=args.comm_model,
@@ -163,12 +169,13 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         z3_rlimit=args.rlimit,
         progress=progress,
     )
+    origin = origin.with_lowering(result.lowered_from)
     if args.format == "json":
-        doc = to_json(result, source=source, with_witness=args.witness)
+        doc = to_json(result, source=source, with_witness=args.witness, origin=origin)
         stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
         stdout.write(render_text(result, verbose=args.verbose, with_witness=args.witness,
-                                 source=source))
+                                 source=source, origin=origin))
     return result.verdict.exit_code
 
 
@@ -214,7 +221,7 @@ def hop_text(h, merge: bool = False) -> str | None:
         return f"{_at(w)} returns only once its ops complete"
     if w.kind is K.ACTIVE:
         if t.kind is K.BEGIN:
-            return f"{_at(w)} enters rank {w.rank}'s comm stream only once rank {w.rank} posts it at step {w.step}"
+            return f"{_at(w)} enters rank {w.rank}'s comm stream only once rank {w.rank} posts it"
         if t.kind is K.UNIT_DONE:
             return (f"{_at(w)} is queued on rank {w.rank}'s comm stream behind {_at(t)}, "
                     "which must complete first")
@@ -230,16 +237,30 @@ def hop_text(h, merge: bool = False) -> str | None:
             return (f"{_msg(w)} complete together, once both head their ranks' comm streams: "
                     f"{_at(t)} must get there first")
         if t.kind is K.BEGIN:
-            return f"{_msg(w)} completes only once rank {t.rank} posts {t.action} at step {t.step}"
+            return f"{_msg(w)} completes only once rank {t.rank} posts {t.action} at {loc(t.rank, t.step)}"
     return f"{w.kind.value} of {_at(w)} waits for {t.kind.value} of {_at(t)}"
 
 
-def hop_lines(result: CheckResult) -> list[str]:
-    """The cycle of waits for the text output, one line a hop (internal hops merged)."""
+def hop_lines(result: CheckResult, origin: Origin | None = None) -> list[str]:
+    """The cycle of waits for the text output, one line a hop (internal hops
+    merged), places in the user's coordinates when ``origin`` is given."""
     if result.cycle is None:
         return []
     lines = [hop_text(h, merge=True) for h in result.cycle.hops]
-    return [x for x in lines if x is not None]
+    return [x if origin is None else origin.rewrite(x) for x in lines if x is not None]
+
+
+def user_message(v: Violation, origin: Origin | None) -> str:
+    """A violation's message with its places in the user's coordinates; a stage
+    on the wrong rank of a CSV also names the cell that placed the stage."""
+    if origin is None:
+        return v.message
+    msg = origin.rewrite(v.message)
+    if v.code == "action-rank":
+        placed = origin.stage_place(v.arg("stage"))
+        if placed is not None:
+            msg += f" ({placed} places stage {v.arg('stage')} on rank {v.arg('owner')})"
+    return msg
 
 
 def _status_text(st: Status) -> str:
@@ -273,7 +294,10 @@ _UNKNOWN_CODES = ("solver-unknown", "engine-disagree", "certificate-rejected")
 
 
 def render_text(result: CheckResult, verbose: bool = False, with_witness: bool = False,
-                source: str = "") -> str:
+                source: str = "", origin: Origin | None = None) -> str:
+    """The text output; ``origin`` (the input file's ``verifier.origin.Origin``)
+    writes counterexample places in the user's coordinates (CSV row and column,
+    the user's step of a lowered schedule)."""
     s = result.schedule
     out = [f"{result.verdict.value} under {result.comm_model} (engine: {result.engine})"]
     name = s.name or s.family or source or "(unnamed)"
@@ -296,9 +320,9 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
     if viols:
         out.append("counterexamples:")
         for v in viols:
-            out.append(f"  [{v.property.value}] {v.message}")
+            out.append(f"  [{v.property.value}] {user_message(v, origin)}")
             if v.property is PropertyId.DEADLOCK_FREE and v.code in ("deadlock", "stuck"):
-                lines = hop_lines(result)
+                lines = hop_lines(result, origin)
                 for i, text in enumerate(lines, 1):
                     out.append(f"    {i}. {text}")
                 if result.cycle is not None and result.cycle.closed:
@@ -365,17 +389,21 @@ def _jsonable(x):
     return str(x)
 
 
-def _violation_json(v: Violation) -> dict:
-    return {
+def _violation_json(v: Violation, origin: Origin | None = None) -> dict:
+    d = {
         "property": v.property.value,
         "code": v.code,
         "message": v.message,
         "locations": [list(x) for x in v.locations],
         "args": {k: _jsonable(val) for k, val in v.args},
     }
+    if origin is not None:
+        d["user_message"] = user_message(v, origin)
+        d["user_locations"] = [origin.place(r, k).to_json() for r, k in v.locations]
+    return d
 
 
-def _event_json(e: Event) -> dict:
+def _event_json(e: Event, origin: Origin | None = None) -> dict:
     d = {"kind": e.kind.value}
     if e.kind is not EventKind.NEVER:
         d.update(rank=e.rank, step=e.step)
@@ -384,17 +412,26 @@ def _event_json(e: Event) -> dict:
         d["action"] = e.action
         if e.peer is not None:
             d["peer"] = {"rank": e.peer[0], "step": e.peer[1], "sub": e.peer[2], "action": e.peer_action}
+            if origin is not None:
+                d["peer"]["user_place"] = origin.place(*e.peer).to_json()
+        if origin is not None:
+            d["user_place"] = origin.place(e.rank, e.step, e.sub).to_json()
     return d
 
 
-def to_json(result: CheckResult, source: str = "", with_witness: bool = False) -> dict:
+def to_json(result: CheckResult, source: str = "", with_witness: bool = False,
+            origin: Origin | None = None) -> dict:
+    """The JSON output (specs/check-output.md); ``origin`` adds the user's
+    coordinates (``user_message``, ``user_locations``, ``user_place``)."""
     s = result.schedule
     cyc = None
     if result.cycle is not None:
         cyc = {
             "closed": result.cycle.closed,
             "hops": [
-                {"waiter": _event_json(h.waiter), "target": _event_json(h.target), "text": hop_text(h)}
+                {"waiter": _event_json(h.waiter, origin), "target": _event_json(h.target, origin),
+                 "text": hop_text(h),
+                 **({} if origin is None else {"user_text": origin.rewrite(hop_text(h))})}
                 for h in result.cycle.hops
             ],
         }
@@ -415,16 +452,17 @@ def to_json(result: CheckResult, source: str = "", with_witness: bool = False) -
             "num_microbatches": s.num_microbatches,
             "num_steps": s.num_actions,
             "lowered": result.lowered,
+            **({} if origin is None else {"input_form": origin.form}),
         },
         "properties": {
             pr.property.value: {
                 "status": pr.status.value,
                 "decided_by": pr.decided_by,
-                "violations": [_violation_json(v) for v in pr.violations],
+                "violations": [_violation_json(v, origin) for v in pr.violations],
             }
             for pr in result.properties
         },
-        "counterexamples": [_violation_json(v) for v in result.violations],
+        "counterexamples": [_violation_json(v, origin) for v in result.violations],
         "cycle": cyc,
         "memory": {"peaks": [_jsonable(p) for p in result.peaks], "limit": result.memory_limit},
         "certificate": result.certificate,

@@ -378,3 +378,36 @@ def test_fractional_memory_limit_with_z3():
     s = generate("gpipe", 2, 4)  # peak 4 on both ranks
     assert check(s, engine="z3", memory_limit=3.5).verdict is Verdict.REFUTED
     assert check(s, engine="z3", memory_limit=4.5).verdict is Verdict.VERIFIED
+
+
+def test_auto_refutes_without_z3_and_proves_with_it(monkeypatch):
+    """auto: a refutation (a failing static property or a deadlock the graph
+    engine finds) is decided by graph and the certificate checker without
+    calling Z3; a deadlock-free schedule that fits Z3's budget is still proved
+    by Z3."""
+    import verifier.z3engine as z3engine
+    from verifier.io import load_schedule
+
+    real = z3engine.decide
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(z3engine, "decide", spy)
+    for path in sorted(BROKEN.glob("*.json")):
+        s = load_schedule(path)
+        lim = json.loads(path.read_text())["params"].get("memory_limit")
+        r = check(s, engine="auto", memory_limit=lim)
+        assert r.verdict is Verdict.REFUTED, path.name
+        assert r.engine == ("none" if path.name.startswith("well_formed") else "graph"), path.name
+        if r.cycle is not None:
+            assert r.certificate == "accepted", path.name
+            assert r.result_of("deadlock-free").decided_by == "graph"
+    assert calls == []
+    # the same deadlock under --engine z3 still gives Z3's minimised core
+    r = check(load_schedule(BROKEN / "deadlock_wait_before_send.json"), engine="z3")
+    assert r.verdict is Verdict.REFUTED and r.engine == "z3" and r.z3_core and calls == [1]
+    r = check(generate("zbv", 2, 4), engine="auto")
+    assert r.verdict is Verdict.VERIFIED and r.engine == "z3" and calls == [1, 1]

@@ -15,7 +15,9 @@ How a verdict is reached:
 3. deadlock-freedom is decided by an engine: ``graph`` (``verifier.hbgraph``,
    linear time, any size), ``z3`` (``verifier.z3engine``), ``both`` (each, and
    a disagreement is an UNKNOWN verdict naming it, never a pass) or ``auto``
-   (Z3 when ``z3engine.fits_budget`` says so, else the graph engine);
+   (the graph engine first: a static failure or a deadlock it finds is the
+   answer, without waiting for Z3's minimised unsat core; otherwise Z3 proves
+   it when ``z3engine.fits_budget`` says so, else the graph engine decides);
 4. every certificate the graph engine produces (a witness order or a cycle of
    waits) is validated by ``verifier.certificate``, an interpreter that shares
    no code with the engines; a rejected certificate makes the verdict UNKNOWN.
@@ -384,9 +386,17 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
     static_fail = {p for p, v in static.items() if v and p is not PropertyId.EXACTLY_ONCE}
 
     chosen = engine
+    graph = None
+    t_engine = time.perf_counter()
     if engine == "auto":
         chosen = "graph"
-        if _z3_available():
+        # A refutation needs no proof: when a static check fails or the graph
+        # engine finds a deadlock, they decide (the certificate checker
+        # replays the cycle below) without importing Z3 or waiting for its
+        # minimised unsat core; Z3 proves only what they find deadlock-free.
+        say("graph engine")
+        graph = hbgraph.decide(schedule, comm_model)
+        if graph.witness is not None and not any(static.values()) and _z3_available():
             from verifier import z3engine
 
             budget = {"timeout_ms": z3_timeout_ms or AUTO_Z3_TIMEOUT_MS}
@@ -411,12 +421,11 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
     num_events = 0
     z3_stats: Mapping[str, object] = {}
     core: tuple[str, ...] = ()
-    t_engine = time.perf_counter()
 
-    graph = None
     if chosen in ("graph", "both"):
-        say("graph engine")
-        graph = hbgraph.decide(schedule, comm_model)
+        if graph is None:
+            say("graph engine")
+            graph = hbgraph.decide(schedule, comm_model)
         num_events = graph.num_events
 
     if chosen in ("z3", "both"):
@@ -473,10 +482,11 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         if graph is None and (dl_by == "graph" or dl_status is Status.FAILS):
             graph = hbgraph.decide(schedule, comm_model)
             num_events = graph.num_events
-            if dl_by == "graph":
-                pass
-            elif graph.witness is not None:
-                notes.append(_disagree("z3 finds a deadlock, the graph engine a witness"))
+        elif dl_by == "graph" and graph is not None:
+            num_events = graph.num_events
+        if (chosen != "both" and dl_by != "graph" and dl_status is Status.FAILS
+                and graph.witness is not None):
+            notes.append(_disagree("z3 finds a deadlock, the graph engine a witness"))
         if chosen == "both" and z3o.status != "unknown" and dl_by != "graph":
             g_ok = graph.witness is not None
             z_ok = z3o.status == "sat" or PropertyId.DEADLOCK_FREE not in z3_failed

@@ -63,8 +63,11 @@ communication models (--comm-model):
   Deadlock-free under nccl implies deadlock-free under eager.
 
 engines (--engine):
-  auto   (default) z3 when the schedule fits its budget, else graph; if z3
-         gives up (10 s unless --timeout) the graph engine decides (noted)
+  auto   (default) the graph engine first: a failing static property or a
+         deadlock it finds is the answer (engine: graph), without waiting for
+         z3's minimised unsat core (--engine z3 gives that core); otherwise z3
+         proves it when the schedule fits its budget, else graph decides; if
+         z3 gives up (10 s unless --timeout) the graph engine decides (noted)
   graph  happens-before graph, linear time, any size
   z3     the declarative encoding (verifier/z3engine.py); solver limits give UNKNOWN
   both   run both; a disagreement is UNKNOWN (and a bug to report)

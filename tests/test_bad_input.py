@@ -85,8 +85,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "unknown_action.csv": ("row 1 (rank 0) column 2", "'X'", "'0X0'"),
     "legacy_bw.csv": ("row 1 (rank 0) column 2", "'BW'", "'0BW0'"),
     "lowercase_action.csv": ("row 1 (rank 0) column 2", "'0f1'"),
-    "unsupported_unshard.csv": ("row 2 (rank 1) column 1", "unsupported", "'1UNSHARD'"),
-    "unsupported_reduce_grad.csv": ("row 1 (rank 0) column 3", "unsupported", "'0REDUCE_GRAD'"),
+    "fsdp_in_overlap.csv": ("row 1 (rank 0) column 3", "UNSHARD", "'(0B0;0UNSHARD)OVERLAP_F_B'"),
     "bad_microbatch.csv": ("row 1 (rank 0) column 2", "'0F-1'"),
     "missing_microbatch.csv": ("row 2 (rank 1) column 1", "'1F'", "no micro-batch id"),
     "huge_microbatch.csv": ("row 1 (rank 0) column 2", "micro-batch id 99999999999"),
@@ -147,7 +146,7 @@ def test_load_schedule_raises_one_located_line(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["truncated.json", "unknown_op.json", "unsupported_unshard.csv",
+    "name", ["truncated.json", "unknown_op.json", "fsdp_in_overlap.csv",
              "binary_junk.json", "directory.json", "tocsv_two_routes.json"]
 )
 def test_real_process(name, tmp_path):

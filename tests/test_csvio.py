@@ -11,8 +11,11 @@ Not covered: the bad-input corpus (tests/test_bad_input.py).
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +24,13 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 from verifier.cli import main
-from verifier.csvio import PARAMS_KEY, csv_to_schedule, flatten_batches, schedule_to_csv
+from verifier.csvio import (
+    PARAMS_KEY,
+    csv_to_schedule,
+    flatten_batches,
+    fsdp_cells,
+    schedule_to_csv,
+)
 from verifier.generators import FAMILIES, generate
 from verifier.io import dumps_json, load_schedule, parse_json_text
 from verifier.ir import (
@@ -224,21 +233,85 @@ def test_pytorch_dumps_read_and_written_back():
     assert len(dumps) == 30
     for name, form, text, placement in dumps:
         assert text.endswith("\r\n"), name  # csv.writer's default
-        if form == "compute_only":
-            s = csv_to_schedule(text, source=name)
-            assert schedule_to_csv(parse_json_text(dumps_json(s))) == text, name
-        else:
-            with pytest.raises(ScheduleError, match=r"row 1 \(rank 0\) column 1: unsupported "
-                               r"PyTorch action '0UNSHARD'.*--drop-fsdp"):
-                csv_to_schedule(text, source=name)
-            s = csv_to_schedule(text, source=name, drop_fsdp=True)
+        s = csv_to_schedule(text, source=name)  # FSDP cells and all
+        assert schedule_to_csv(parse_json_text(dumps_json(s))) == text, name
+        n_fsdp = sum(c.endswith(fsdp) for c in text.replace("\r\n", ",").split(","))
+        assert fsdp_cells(s) == n_fsdp, name
+        if form == "compute_comms":
+            assert n_fsdp > 0, name  # PyTorch's runtime adds UNSHARD/RESHARD to every dump
+            d = csv_to_schedule(text, source=name, drop_fsdp=True)
             kept = "".join(
                 ",".join(c for c in line.split(",") if not c.endswith(fsdp)) + "\r\n"
                 for line in text.split("\r\n")[:-1]
             )
-            assert not s.is_compute_only
-            assert schedule_to_csv(s) == kept, name
+            assert not s.is_compute_only and fsdp_cells(d) == 0
+            assert schedule_to_csv(d) == kept, name
+            assert d.actions == s.actions, name  # the FSDP cells are no actions
         assert {st.id: st.rank for st in s.stages} == placement, name
+
+
+def test_every_pytorch_dump_checks_directly(tmp_path):
+    """`check` on PyTorch's own dumps, FSDP cells included: a verdict (never exit 2),
+    the same as with the FSDP cells dropped, and a note saying they were no-ops."""
+    from verifier.checker import check
+
+    for name, form, text, _ in _pytorch_dumps():
+        path = tmp_path / f"{name}.csv"
+        path.write_text(text, newline="")
+        rc, out, err = run_cli(["check", path, "--engine", "graph", "--comm-model", "eager"])
+        assert rc == 0, (name, out, err)
+        n = fsdp_cells(csv_to_schedule(text))
+        notes = [line for line in out.splitlines() if line.startswith("note: ")]
+        if n:
+            assert notes == [f"note: {n} PyTorch FSDP cells (UNSHARD, RESHARD, REDUCE_GRAD) "
+                             "read as no-ops: data-parallel collectives that move nothing "
+                             "between pipeline ranks; not checked"], (name, out)
+        else:
+            assert notes == [], name
+        if form == "compute_comms":
+            for model in ("nccl", "eager"):
+                a = check(csv_to_schedule(text), comm_model=model, engine="graph")
+                b = check(csv_to_schedule(text, drop_fsdp=True), comm_model=model, engine="graph")
+                assert a.verdict == b.verdict, (name, model)
+    zbv = tmp_path / "ScheduleZBVZeroBubble-2-4-compute_comms.csv"
+    rc, out, err = run_cli(["check", zbv, "--format", "json", "--engine", "graph"])
+    doc = json.loads(out)
+    n = fsdp_cells(load_schedule(zbv))
+    assert n > 0 and doc["notes"] == [
+        f"{n} PyTorch FSDP cells (UNSHARD, RESHARD, REDUCE_GRAD) read as no-ops: "
+        "data-parallel collectives that move nothing between pipeline ranks; not checked"]
+
+
+def test_schedule_1f1b_dump_checks_directly(tmp_path):
+    """PyTorch's Schedule1F1B puts REDUCE_GRAD into its compute-only order, and
+    (torch 2.13) numbers the last rank's forwards from 1: its dump checks
+    directly and is REFUTED with that place named, not refused as bad input."""
+    import types
+
+    sched = _torch()
+    for R, M in ((2, 4), (4, 8)):
+        stage = types.SimpleNamespace(num_stages=R, group_size=R, group_rank=0,
+                                      stage_index=0, is_first=True, is_last=R == 1)
+        order = sched.Schedule1F1B(stage, M).pipeline_order
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        for rank in order:
+            w.writerow(order[rank])
+        text = buf.getvalue()
+        assert "REDUCE_GRAD" in text
+        path = tmp_path / f"1f1b-{R}-{M}.csv"
+        path.write_text(text, newline="")
+        rc, out, err = run_cli(["check", path])
+        assert err == "" and f"note: {R} PyTorch FSDP cells" in out
+        s = csv_to_schedule(text)
+        assert schedule_to_csv(s) == text
+        last = order[R - 1]
+        if str(last[0]) == f"{R - 1}F0":  # a fixed torch: the dump is a correct 1F1B
+            assert rc == 0 and out.startswith("VERIFIED"), out
+        else:  # torch 2.13: the last rank runs F of micro-batches 1..M, never 0
+            assert str(last[0]) == f"{R - 1}F1"
+            assert rc == 1 and out.startswith("REFUTED"), out
+            assert f"[exactly-once] {R - 1}F0 never runs" in out, out
 
 
 # ------------------------------------------------------------ generators round trip
@@ -449,10 +522,8 @@ def small(**kw) -> Schedule:
         (dict(actions=((Compute(ComputeKind.F, 0, 0),), ())), "stage 1 has no action"),
         (dict(actions=((Batch((Comm(CommKind.SEND_F, 0, 0),), True),
                         Compute(ComputeKind.F, 0, 0)), (Compute(ComputeKind.F, 1, 0),))),
-         "rank 0 step 0: a BATCH of 1 op.*grouping and wait points are lost"),
-        (dict(actions=((Batch((Comm(CommKind.SEND_F, 0, 0),), False),
-                        Compute(ComputeKind.F, 0, 0)), (Compute(ComputeKind.F, 1, 0),))),
-         "rank 0 step 0: a BATCH of 1 op.*every batch is one op without a wait"),
+         "rank 0 step 0: a BATCH of 1 op.*wait=true.*`convert --flatten-batches`.*"
+         "`convert --compute-only`"),
         (dict(params={PARAMS_KEY: {"form": "compute_only", "idle": {"0": [9]}}}),
          "idle cell at column 9 of rank 0"),
         (dict(params={PARAMS_KEY: "junk"}), "params.pytorch_csv must be"),
@@ -488,8 +559,8 @@ def test_lone_idle_cell_and_empty_rank_survive():
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("0F0,1UNSHARD\n", r"row 1 \(rank 0\) column 2: unsupported PyTorch action '1UNSHARD'"),
-        ("0F0\n0RESHARD\n", r"row 2 \(rank 1\) column 1: unsupported .*RESHARD"),
+        ("0F0,(0F1;1UNSHARD)OVERLAP_F_B\n",
+         r"row 1 \(rank 0\) column 2: UNSHARD \(FSDP parameter unshard\) inside"),
         ("0F0,0BW0\n", r"column 2: unknown action type 'BW' in '0BW0'"),
         ("0F0,(0F1;1B0;1W0)OVERLAP_F_B\n", "has 3 sub-action"),
         ("(0F1;1F0)OVERLAP_F_B\n", "must pair one forward"),
@@ -547,6 +618,7 @@ def test_convert_cli_refusals_and_flags(tmp_path):
     v.write_text(dumps_json(generate("dualpipev", 4, 8)))
     rc, out, err = run_cli(["convert", v, "-o", tmp_path / "dv.csv"])
     assert rc == 2 and "--flatten-batches" in err and f"{v}: rank 0 step" in err
+    assert "REFUTED under nccl (deadlock-free fails)" in err and err.count("\n") == 1
     rc, out, err = run_cli(["convert", v, "-o", tmp_path / "dv.csv", "--flatten-batches"])
     assert rc == 0 and "compute_comms" in out
     rc, out, err = run_cli(["convert", v, "-o", tmp_path / "dvc.csv", "--compute-only"])
@@ -568,12 +640,23 @@ def test_convert_cli_refusals_and_flags(tmp_path):
     assert rc == 2 and "is a directory" in err
 
 
-def test_convert_drop_fsdp(tmp_path):
+def test_convert_fsdp_kept_or_dropped(tmp_path):
+    text = ("0UNSHARD,0F0,0SEND_F0,0RECV_B0,0B0,0REDUCE_GRAD,0RESHARD\r\n"
+            "1UNSHARD,1RECV_F0,1F0,,1B0,1SEND_B0,1RESHARD\r\n")
     src = tmp_path / "pt.csv"
-    src.write_text("0UNSHARD,0F0,0SEND_F0,0RECV_B0,0B0,0REDUCE_GRAD,0RESHARD\r\n"
-                   "1UNSHARD,1RECV_F0,1F0,1B0,1SEND_B0,1RESHARD\r\n", newline="")
-    rc, out, err = run_cli(["convert", src, "-o", tmp_path / "a.json"])
-    assert rc == 2 and "row 1 (rank 0) column 1" in err and "'0UNSHARD'" in err
+    src.write_text(text, newline="")
+    rc, out, err = run_cli(["convert", src, "-o", tmp_path / "k.json"])
+    assert rc == 0, err
+    assert out.endswith(", 8 actions, 5 UNSHARD/RESHARD/REDUCE_GRAD kept as no-ops\n"), out
+    k = load_schedule(tmp_path / "k.json")
+    assert k.params[PARAMS_KEY]["fsdp"] == {
+        "0": [[0, "0UNSHARD"], [5, "0REDUCE_GRAD"], [6, "0RESHARD"]],
+        "1": [[0, "1UNSHARD"], [6, "1RESHARD"]]}
+    rc, out, err = run_cli(["convert", tmp_path / "k.json", "-o", "-"])
+    assert (rc, out, err) == (0, text, "")  # byte for byte back
+    rc, out, err = run_cli(["check", src])
+    assert rc == 0 and "note: 5 PyTorch FSDP cells" in out
+    src.write_text(text.replace(",,", ","), newline="")
     rc, out, err = run_cli(["convert", src, "-o", tmp_path / "a.json", "--drop-fsdp"])
     assert rc == 0, err
     assert out.endswith(", 8 actions, 5 UNSHARD/RESHARD/REDUCE_GRAD dropped\n"), out
@@ -617,3 +700,107 @@ def test_stage_on_two_rows_reads_as_written():
     s = csv_to_schedule("0F0,1F0\n1B0\n")
     assert s.rank_of(1) == 0
     assert s.actions[1] == (Compute(ComputeKind.B, 1, 0),)
+
+
+# ------------------------------------------------------------ JSON -> CSV of generated schedules
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ("dualpipe", "dualpipev")])
+def test_convert_every_generated_schedule_with_communication(family, tmp_path):
+    """Batches written op by op only where the flattened schedule still verifies (nccl)."""
+    for R, M in ((2, 4), (4, 8)):
+        j = tmp_path / f"{family}.json"
+        c = tmp_path / f"{family}.csv"
+        rc, out, err = run_cli(["generate", family, "--ranks", R, "--microbatches", M, "-o", j])
+        assert rc == 0, err
+        rc, out, err = run_cli(["convert", j, "-o", c])
+        assert rc == 0 and err == "", err
+        line, note = out.splitlines()
+        assert line.startswith(f"wrote {c}: csv compute_comms") and line.endswith(" actions")
+        assert note.startswith("note: ") and "checks VERIFIED under nccl" in note
+        rc, out, err = run_cli(["check", c])
+        assert rc == 0 and out.startswith("VERIFIED under nccl"), out + err
+        # generate -o FILE.csv writes the same, the note on stderr
+        g = tmp_path / "g.csv"
+        rc, out, err = run_cli(["generate", family, "--ranks", R, "--microbatches", M, "-o", g])
+        assert (rc, out) == (0, "") and err.startswith("note: "), err
+        assert g.read_text() == c.read_text()
+
+
+def test_single_op_batches_written_as_their_op_with_a_note(tmp_path):
+    sf, rb = Comm(CommKind.SEND_F, 0, 0), Comm(CommKind.RECV_B, 0, 0)
+    rf, sb = Comm(CommKind.RECV_F, 1, 0), Comm(CommKind.SEND_B, 1, 0)
+    F0, B0 = Compute(ComputeKind.F, 0, 0), Compute(ComputeKind.B, 0, 0)
+    F1, B1 = Compute(ComputeKind.F, 1, 0), Compute(ComputeKind.B, 1, 0)
+    s = small(actions=((F0, Batch((sf,), False), Batch((rb,), False), B0),
+                       (Batch((rf,), False), F1, B1, Batch((sb,), False))))
+    assert schedule_to_csv(s) == "0F0,0SEND_F0,0RECV_B0,0B0\n1RECV_F0,1F0,1B0,1SEND_B0\n"
+    with pytest.raises(ScheduleError, match="rank 0 step 1: a BATCH of 1 op"):
+        schedule_to_csv(s, flatten_batches=False)
+    j = tmp_path / "s.json"
+    j.write_text(dumps_json(s))
+    rc, out, err = run_cli(["convert", j, "-o", tmp_path / "s.csv"])
+    assert rc == 0, err
+    assert out.splitlines()[1] == (
+        "note: 4 BATCHes of one op without a wait written as their op (the same meaning: "
+        "PyTorch posts each communication cell as a batch of its own)")
+    rc, out, err = run_cli(["convert", j, "-o", "-"])  # notes to stderr with -o -
+    assert rc == 0 and out.startswith("0F0,") and err.startswith("note: 4 BATCHes")
+
+
+def test_generate_refusal_names_flags_generate_has(tmp_path):
+    rc, out, err = run_cli(["generate", "dualpipev", "--ranks", 2, "--microbatches", 4,
+                            "-o", tmp_path / "v.csv"])
+    assert rc == 2 and err.count("\n") == 1
+    from verifier.cli import build_parser
+
+    gen = build_parser(io.StringIO())._subparsers._group_actions[0].choices["generate"]
+    flags = {o for a in gen._actions for o in a.option_strings}
+    named = set(re.findall(r"--[a-z][a-z-]+", err))
+    assert named and named <= flags, named - flags
+    rc, out, err = run_cli(["generate", "dualpipev", "--ranks", 2, "--microbatches", 4,
+                            "--flatten-batches", "-o", tmp_path / "v.csv"])
+    assert rc == 0 and err.startswith("note: ")
+    rc, out, err = run_cli(["generate", "dualpipev", "--ranks", 2, "--microbatches", 4,
+                            "--compute-only", "-o", tmp_path / "v.csv"])
+    assert (rc, err) == (0, "")
+
+
+def _parsers():
+    """Every option string of every command line of the project."""
+    from fastpath.cli import build_parser as fastpath_parser
+    from reference.cli import build_parser as reference_parser
+    from verifier.cli import build_parser
+
+    flags: set[str] = set()
+    todo = [p(io.StringIO()) for p in (build_parser, reference_parser, fastpath_parser)]
+    while todo:
+        p = todo.pop()
+        for a in p._actions:
+            flags.update(a.option_strings)
+            if hasattr(a, "choices") and isinstance(a.choices, dict):
+                todo.extend(a.choices.values())
+    return flags
+
+
+def test_every_flag_named_in_the_sources_exists():
+    """A flag a message (or help text) names is a flag of one of the command lines,
+    or of the two outside tools the text says it belongs to."""
+    flags = _parsers()
+    bench = (ROOT / "benchmarks" / "bench_fastpath.py").read_text()  # help names its flags
+    outside = {"--nproc-per-node"} | set(re.findall(r'add_argument\(\s*"(--[a-z-]+)"', bench))
+    bad = []
+    for pkg in ("verifier", "reference", "fastpath"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            docs = {id(n.body[0].value) for n in ast.walk(tree)
+                    if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                    and n.body and isinstance(n.body[0], ast.Expr)
+                    and isinstance(n.body[0].value, ast.Constant)}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                        and id(node) not in docs:
+                    for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", node.value):
+                        if flag not in flags and flag not in outside:
+                            bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {flag}")
+    assert not bad, bad

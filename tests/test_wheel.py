@@ -178,11 +178,12 @@ def test_analyze_show_convert(wheel_env, tmp_path):
         assert r.returncode == 0, r.stderr
     assert svg.read_text().lstrip().startswith("<svg") or "<svg" in svg.read_text()[:400]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    csv = tmp_path / "c.csv"
-    r = run_in(w, "ppverify", "convert", "1f1b_compute_only.json", "-o", str(csv))
-    assert r.returncode == 0, r.stderr
-    r = run_in(w, "ppverify", "check", str(csv))
-    assert r.returncode == 0 and "VERIFIED" in r.stdout, r.stdout + r.stderr
+    for name in ("1f1b_compute_only.json", "zbv.json"):  # zbv: with its communication
+        csv = tmp_path / (name + ".csv")
+        r = run_in(w, "ppverify", "convert", name, "-o", str(csv))
+        assert r.returncode == 0, r.stderr
+        r = run_in(w, "ppverify", "check", str(csv))
+        assert r.returncode == 0 and "VERIFIED" in r.stdout, r.stdout + r.stderr
 
 
 def test_missing_extras_say_which_to_install(wheel_env):

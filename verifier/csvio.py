@@ -34,26 +34,34 @@ What a CSV does not carry, and how reading infers it (as PyTorch does):
   ``_dump_csv`` writes), so that writing the schedule back in the same form
   reproduces the file byte for byte.
 
-PyTorch's runtime puts UNSHARD / RESHARD / REDUCE_GRAD (data-parallel
-parameter and gradient collectives) into every compute_comms dump. They are
-refused with the rank and column unless ``drop_fsdp=True`` (``convert
---drop-fsdp``), which drops them: the result then says nothing about them.
+PyTorch's runtime puts UNSHARD / RESHARD / REDUCE_GRAD (FSDP's parameter
+all-gather and free, and the data-parallel gradient reduction) into every
+compute_comms dump. They move nothing between pipeline ranks, so they are read
+as no-ops: no action of the schedule, but kept with their place in
+``params["pytorch_csv"]["fsdp"] = {"<rank>": [[column, "0UNSHARD"], ..]}`` so
+that writing back reproduces the file, and ``fsdp_note(schedule)`` says how
+many there were (``check`` prints it). ``drop_fsdp=True`` (``convert
+--drop-fsdp``) drops them without a trace. Inside an OVERLAP_F_B they are
+refused.
 
 Writing is the inverse and refuses, with one line naming what and why, every
 schedule whose reading-back would differ: more than one route (two-direction
 DualPipe), a route other than 0..S-1 or micro-batches other than 0..M-1, a
 stage whose layer is not its id (tied stages), a stage or the last micro-batch
 absent from every action, an action on a rank that does not hold its stage.
-A ``Batch`` has no CSV form: writing compute_comms refuses a schedule with
-batches unless ``flatten_batches=True``, which writes each batch's ops one by
-one in order; that loses the grouping (under the ``nccl`` model a group is one
-unit, separate ops are separate units) and a batch's wait point. An overlap is
+A ``Batch`` has no CSV form (PyTorch's runtime posts each communication cell
+as its own ``batch_isend_irecv``, not waited): a BATCH of one op without a wait
+means exactly that, and is written as its op (``flatten_batches=None``, the
+default; ``trivial_batches(schedule)`` counts them). Any other batch is refused
+unless ``flatten_batches=True``, which writes each batch's ops one by one in
+order; that loses the grouping (under the ``nccl`` model a group is one unit,
+separate ops are separate units) and a batch's wait point. An overlap is
 written forward first. Output rows end with ``\\n`` (the form of the
 artifacts in PyTorch's repository) unless ``newline`` says CRLF; reading
 accepts both.
 
-Not covered: modelling PyTorch's FSDP and gradient-reduction actions (see
-above); PyTorch's own lowering passes (``_add_send_recv`` etc.) are not
+Not covered: modelling PyTorch's FSDP and gradient-reduction actions (read
+as no-ops, see above); PyTorch's own lowering passes (``_add_send_recv`` etc.) are not
 reproduced here (``verifier.lowering`` is ours).
 """
 
@@ -150,13 +158,13 @@ class _Reader:
             )
         stage, kind, mb = m.groups()
         if kind in _UNSUPPORTED:
-            if self.drop_fsdp and whole == cell:
+            if whole == cell:  # a no-op of the pipeline (module docstring)
                 return None
             raise self.fail(
                 rank, col,
-                f"unsupported PyTorch action {_show(whole)} ({kind}: {_UNSUPPORTED[kind]}); "
-                f"this verifier models {_EXPECTED} only (`convert --drop-fsdp` drops "
-                "UNSHARD, RESHARD and REDUCE_GRAD, which move nothing between pipeline ranks)",
+                f"{kind} ({_UNSUPPORTED[kind]}) inside {_show(whole)}; an OVERLAP_F_B "
+                "pairs a forward with a backward (B or I); write the FSDP action in a "
+                "cell of its own",
             )
         if kind == "OVERLAP_F_B":
             raise self.fail(
@@ -240,22 +248,23 @@ def csv_to_schedule(
 
     What is inferred is stated in the module docstring. Raises ScheduleError
     (one line: source, row/rank and column, the offending cell) on bad input.
-    ``drop_fsdp``: drop PyTorch's UNSHARD / RESHARD / REDUCE_GRAD cells instead
-    of refusing them (PyTorch's runtime puts them in every compute_comms dump;
-    they are data-parallel collectives that this verifier does not model).
+    PyTorch's UNSHARD / RESHARD / REDUCE_GRAD cells are no-ops of the
+    pipeline, kept in params (module docstring); ``drop_fsdp`` drops them
+    without keeping them.
     """
     rows = _rows(text, source)
     rd = _Reader(source)
     rd.drop_fsdp = drop_fsdp
     actions: list[tuple[Action, ...]] = []
     idle: dict[str, list[int]] = {}
+    fsdp: dict[str, list[list]] = {}
     # Fast path for the common plain cell; anything else (and every error)
     # goes through _Reader.cell, which is the one statement of the dialect.
     fast, stage_at, make = _FAST.fullmatch, rd.stage_at, _MAKE
     max_mb, has_comm = -1, False
     for rank, row in enumerate(rows):
         acts: list[Action] = []
-        n_idle = 0
+        n_idle = 0  # idle and kept FSDP cells so far: not actions, but columns
         for col, raw in enumerate(row):
             m = fast(raw)
             if m is not None:
@@ -279,6 +288,9 @@ def csv_to_schedule(
             a = rd.cell(rank, col, cell)
             if a is not None:
                 acts.append(a)
+            elif not drop_fsdp:  # an FSDP cell: a no-op, kept with its column
+                fsdp.setdefault(str(rank), []).append([len(acts) + n_idle, cell])
+                n_idle += 1
         actions.append(tuple(acts))
     rd.max_mb = max(rd.max_mb, max_mb)
     rd.has_comm = rd.has_comm or has_comm
@@ -301,10 +313,12 @@ def csv_to_schedule(
     num_mb = rd.max_mb + 1
     params: dict = {}
     crlf = text.count("\r\n")
-    if idle or (crlf and crlf == text.count("\n")):
+    if idle or fsdp or (crlf and crlf == text.count("\n")):
         meta: dict = {"form": COMPUTE_COMMS if rd.has_comm else COMPUTE_ONLY}
         if idle:
             meta["idle"] = idle
+        if fsdp:
+            meta["fsdp"] = fsdp
         if crlf and crlf == text.count("\n"):
             meta["newline"] = "\r\n"
         params[PARAMS_KEY] = meta
@@ -325,7 +339,9 @@ def _cell(a: Compute | Comm) -> str:
     return f"{a.stage}{a.kind.value}{a.mb}"
 
 
-def _check_expressible(s: Schedule, where: str | None) -> None:
+def check_expressible(s: Schedule, where: str | None) -> None:
+    """Raise ScheduleError where the CSV form cannot express ``s``'s layout
+    (routes, stage ids, layers, placement); actions are checked on writing."""
     if len(s.routes) != 1:
         raise ScheduleError(
             f"has {len(s.routes)} routes; a PyTorch CSV has a single route through "
@@ -377,14 +393,16 @@ def _flat_ops(a: Action) -> Iterable[Compute | Comm]:
     return (a,)
 
 
-def _layout(s: Schedule, form: str, src: str | None) -> tuple[dict[int, list[int]], str]:
-    """(idle cells per rank, line ending) recorded in params when the CSV was read."""
+def _layout(s: Schedule, form: str, src: str | None) -> tuple[dict[int, list[tuple[int, str]]], str]:
+    """(non-action cells per rank as (column, text), line ending) recorded in
+    params when the CSV was read: idle cells ("") and FSDP no-ops."""
     meta = s.params.get(PARAMS_KEY)
     if meta is None:
         return {}, "\n"
     bad = ScheduleError(
         f"params.{PARAMS_KEY} must be {{\"form\": \"compute_only\"|\"compute_comms\", "
-        f"\"idle\": {{\"<rank>\": [column, ...]}}, \"newline\": \"\\n\"|\"\\r\\n\"}}, "
+        f"\"idle\": {{\"<rank>\": [column, ...]}}, \"fsdp\": {{\"<rank>\": [[column, cell], ...]}}, "
+        f"\"newline\": \"\\n\"|\"\\r\\n\"}}, "
         f"got {str(meta)[:60]!r}",
         src,
     )
@@ -395,18 +413,30 @@ def _layout(s: Schedule, form: str, src: str | None) -> tuple[dict[int, list[int
         raise bad
     if meta["form"] != form:
         return {}, newline
-    idle = meta.get("idle", {})
-    if not isinstance(idle, dict):
+    idle, fsdp = meta.get("idle", {}), meta.get("fsdp", {})
+    if not isinstance(idle, dict) or not isinstance(fsdp, dict):
         raise bad
-    out: dict[int, list[int]] = {}
-    for k, cols in idle.items():
-        if not (isinstance(k, str) and k.isdigit() and int(k) < s.num_ranks):
-            raise bad
-        if not isinstance(cols, list) or not all(
-            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cols
-        ):
-            raise bad
-        out[int(k)] = sorted(cols)
+
+    def column(c) -> bool:
+        return isinstance(c, int) and not isinstance(c, bool) and c >= 0
+
+    def fsdp_cell(x) -> bool:
+        if not (isinstance(x, list) and len(x) == 2 and column(x[0]) and isinstance(x[1], str)):
+            return False
+        m = _CELL.fullmatch(x[1])
+        return m is not None and m[2] in FSDP_KINDS
+
+    out: dict[int, list[tuple[int, str]]] = {}
+    for table, ok, cell_of in ((idle, column, lambda c: (c, "")),
+                               (fsdp, fsdp_cell, lambda x: (x[0], x[1]))):
+        for k, cols in table.items():
+            if not (isinstance(k, str) and k.isdigit() and int(k) < s.num_ranks):
+                raise bad
+            if not isinstance(cols, list) or not all(ok(c) for c in cols):
+                raise bad
+            out.setdefault(int(k), []).extend(cell_of(c) for c in cols)
+    for cells in out.values():
+        cells.sort(key=lambda c: c[0])
     return out, newline
 
 
@@ -414,7 +444,7 @@ def schedule_to_csv(
     schedule: Schedule,
     compute_only: bool | None = None,
     *,
-    flatten_batches: bool = False,
+    flatten_batches: bool | None = None,
     source: str | None = None,
 ) -> str:
     """PyTorch pipelining CSV text for ``schedule``.
@@ -422,15 +452,17 @@ def schedule_to_csv(
     ``compute_only``: True writes the computes only (communication dropped);
     False writes every action (compute_comms form); None (default) picks
     compute_only exactly when the schedule has no communication.
-    ``flatten_batches``: write a Batch's ops one by one (see the module
-    docstring for what that loses); without it a Batch is refused.
+    ``flatten_batches``: True writes every Batch's ops one by one (see the
+    module docstring for what that loses); None (default) writes a BATCH of
+    one op without a wait as its op (the same meaning) and refuses any other;
+    False refuses every Batch.
     ``source`` names the schedule in error messages (default: its name).
     Raises ScheduleError naming what the CSV form cannot express.
     """
     s = schedule
     src = source if source is not None else (s.name or None)
     at = (lambda r, i: f"{src}: rank {r} step {i}") if src else (lambda r, i: f"rank {r} step {i}")
-    _check_expressible(s, src)
+    check_expressible(s, src)
     if compute_only is None:
         compute_only = s.is_compute_only
     form = COMPUTE_ONLY if compute_only else COMPUTE_COMMS
@@ -453,17 +485,16 @@ def schedule_to_csv(
                     continue
             if isinstance(a, (Comm, Batch)) and compute_only:
                 continue
-            if isinstance(a, Batch) and not flatten_batches:
-                trivial = all(
-                    len(b.ops) == 1 and not b.wait
-                    for row in s.actions for b in row if isinstance(b, Batch)
-                )
+            if isinstance(a, Batch) and not (
+                flatten_batches or (flatten_batches is None and _trivial(a))
+            ):
                 raise ScheduleError(
                     f"a BATCH of {len(a.ops)} op(s) (wait={str(a.wait).lower()}) has no "
-                    "PyTorch CSV form; pass --flatten-batches to write its ops one by one "
-                    + ("(here every batch is one op without a wait, so nothing is lost)"
-                       if trivial else "(the grouping and wait points are lost)")
-                    + " or --compute-only to write the computes only",
+                    "PyTorch CSV form (PyTorch posts each communication cell as a batch of "
+                    "its own, not waited); `convert --flatten-batches` writes its ops one "
+                    "by one (the grouping and wait point are lost: check the CSV), "
+                    "`convert --compute-only` the computes only (PyTorch's runtime then "
+                    "adds its own communication)",
                     at(rank, step),
                 )
             for op in _flat_ops(a):
@@ -484,14 +515,15 @@ def schedule_to_csv(
                 cells.append(f"({_cell(a.f)};{_cell(a.b)})OVERLAP_F_B")
             else:
                 cells.extend(_cell(op) for op in _flat_ops(a))
-        for col in idle.get(rank, ()):
+        for col, text in idle.get(rank, ()):
             if col > len(cells):
+                what = "an idle cell" if not text else repr(text)
                 raise ScheduleError(
-                    f"params.{PARAMS_KEY}.idle puts an idle cell at column {col} of rank "
+                    f"params.{PARAMS_KEY} puts {what} at column {col} of rank "
                     f"{rank}, beyond its {len(cells)} action(s)",
                     src,
                 )
-            cells.insert(col, "")
+            cells.insert(col, text)
         # csv.writer quotes a lone empty field so the row is not read as empty
         lines.append('""' if cells == [""] else ",".join(cells))
     missing = sorted(set(range(len(s.stages))) - seen_stages)
@@ -508,6 +540,41 @@ def schedule_to_csv(
             src,
         )
     return "".join(line + newline for line in lines)
+
+
+def _trivial(a: Batch) -> bool:
+    """A BATCH of one op without a wait: the same meaning as the op alone."""
+    return len(a.ops) == 1 and not a.wait
+
+
+def trivial_batches(schedule: Schedule) -> tuple[int, int]:
+    """(BATCHes of one op without a wait, all BATCHes) in ``schedule``."""
+    n = total = 0
+    for acts in schedule.actions:
+        for a in acts:
+            if isinstance(a, Batch):
+                total += 1
+                n += _trivial(a)
+    return n, total
+
+
+def fsdp_cells(schedule: Schedule) -> int:
+    """How many PyTorch FSDP cells (UNSHARD, RESHARD, REDUCE_GRAD) reading kept as no-ops."""
+    meta = schedule.params.get(PARAMS_KEY)
+    fsdp = meta.get("fsdp") if isinstance(meta, dict) else None
+    if not isinstance(fsdp, dict):
+        return 0
+    return sum(len(v) for v in fsdp.values() if isinstance(v, list))
+
+
+def fsdp_note(schedule: Schedule) -> str | None:
+    """The line ``check`` prints for a CSV with FSDP cells, or None without any."""
+    n = fsdp_cells(schedule)
+    if not n:
+        return None
+    return (f"{n} PyTorch FSDP cell{'s' if n != 1 else ''} (UNSHARD, RESHARD, REDUCE_GRAD) "
+            "read as no-ops: data-parallel collectives that move nothing between "
+            "pipeline ranks; not checked")
 
 
 def flatten_batches(schedule: Schedule) -> Schedule:

@@ -78,6 +78,9 @@ engines (--engine):
 text output (default):
   line 1    VERDICT under MODEL (engine: ENGINE)      VERDICT: VERIFIED|REFUTED|UNKNOWN
   line 2    schedule: NAME, R ranks, M micro-batches, N steps[, lowered from compute-only]
+  then      "note: ..." lines, if any: why auto fell back to the graph
+            engine; PyTorch FSDP cells (UNSHARD, RESHARD, REDUCE_GRAD) of a
+            CSV, read as no-ops
   then      one line per property: "  ID  STATUS  detail"
             STATUS: holds | FAILS | unknown | not-checked
   then      "why unknown:" (solver limit, engine disagreement, rejected
@@ -98,8 +101,8 @@ text output (default):
 
 JSON output (--format json): one object, specs/check-output.md:
   {"format": "pp-check", "version": "1.0", "verdict", "comm_model", "engine",
-   "schedule": {...}, "properties": {ID: {"status", "decided_by",
-   "violations": [...]}}, "counterexamples": [...], "cycle": {...}|null,
+   "engine_note", "notes", "schedule": {...}, "properties": {ID: {"status",
+   "decided_by", "violations": [...]}}, "counterexamples": [...], "cycle": {...}|null,
    "memory": {"peaks", "limit"}, "certificate", "z3_core", "witness"
    (with --witness), "stats": {"seconds", ...}}
 
@@ -289,6 +292,15 @@ def _detail(result: CheckResult, pid: PropertyId) -> str:
     return ""
 
 
+def input_notes(schedule) -> list[str]:
+    """What reading the input did that the verdict does not show (text: "note:"
+    lines; JSON: "notes"): PyTorch FSDP cells read as no-ops."""
+    from verifier.csvio import fsdp_note
+
+    note = fsdp_note(schedule)
+    return [note] if note else []
+
+
 def _num(x) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -311,6 +323,7 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
     )
     if result.engine_note:
         out.append(f"note: {result.engine_note}")
+    out.extend(f"note: {n}" for n in input_notes(s))
     width = max(len(p.value) for p in PropertyId)
     for pr in result.properties:
         line = f"  {pr.property.value:<{width}}  {_status_text(pr.status):<11}  {_detail(result, pr.property)}"
@@ -447,6 +460,7 @@ def to_json(result: CheckResult, source: str = "", with_witness: bool = False,
         "comm_model": result.comm_model,
         "engine": result.engine,
         "engine_note": result.engine_note,
+        "notes": input_notes(s),
         "schedule": {
             "source": source,
             "name": s.name,

@@ -2,9 +2,14 @@
 pipelining CSV (both its compute_only and compute_comms forms).
 
 What it does: reads IN (a file, or "-" for standard input) as JSON or CSV (by
-extension, sniffed on stdin, or --from; as ``verifier.io.load_schedule``), optionally drops communication (--compute-only) or
-flattens batches (--flatten-batches), and writes OUT in the target format.
-What CSV infers and cannot express is stated in ``verifier.csvio``.
+extension, sniffed on stdin, or --from; as ``verifier.io.load_schedule``),
+optionally drops communication (--compute-only) or flattens batches
+(--flatten-batches), and writes OUT in the target format. What CSV infers and
+cannot express is stated in ``verifier.csvio``; ``to_csv`` (also used by
+``generate -o FILE.csv``) decides what to do with BATCHes: one op without a
+wait is written as its op; other batches are written op by op when the
+flattened schedule still checks VERIFIED under nccl (graph engine), else
+refused.
 
 Not covered: lowering a compute-only schedule to one with communication
 (the checker lowers on its own; see verifier/lowering.py), checking.
@@ -17,9 +22,16 @@ import re
 import tempfile
 from pathlib import Path
 
-from verifier.csvio import csv_to_schedule, flatten_batches, schedule_to_csv
+from verifier.csvio import (
+    check_expressible,
+    csv_to_schedule,
+    flatten_batches,
+    fsdp_cells,
+    schedule_to_csv,
+    trivial_batches,
+)
 from verifier.io import STDIN, detect_format, dumps_json, parse_json_text, read_text, sniff_format
-from verifier.ir import Batch, ScheduleError
+from verifier.ir import Batch, Schedule, ScheduleError
 from verifier.lowering import strip_communication
 
 _FSDP_CELL = re.compile(r"(?:^|,)\s*[0-9]+(?:UNSHARD|RESHARD|REDUCE_GRAD)[0-9]*\s*(?=,|$)", re.M)
@@ -43,21 +55,28 @@ Refused with one error line (exit 2), naming what and why:
   - writing CSV from a schedule with two routes (two-direction DualPipe), a
     route other than 0..S-1, a stage whose layer is not its id (tied
     layers), or a stage with no action;
-  - writing compute_comms CSV from a schedule with BATCH actions, unless
-    --flatten-batches (or --compute-only);
-  - reading PyTorch actions this verifier does not model (UNSHARD, RESHARD,
-    REDUCE_GRAD; PyTorch's runtime puts them in every compute_comms dump):
-    the message names the row (rank) and column; --drop-fsdp drops them.
+  - writing compute_comms CSV from a schedule whose BATCHes cannot be
+    written op by op: PyTorch's runtime posts each communication cell as a
+    batch of its own, not waited, so a BATCH of one op without a wait is
+    written as its op (a note says so), and any other BATCH is written op by
+    op only when the schedule so flattened still checks VERIFIED under the
+    nccl model (graph engine; a note says so); otherwise refused, naming
+    --flatten-batches (write op by op anyway) and --compute-only.
+PyTorch's UNSHARD, RESHARD and REDUCE_GRAD cells (FSDP and data-parallel
+collectives, in every compute_comms dump of PyTorch's runtime) move nothing
+between pipeline ranks: they are read as no-ops and kept, with their column,
+in params.pytorch_csv.fsdp; --drop-fsdp drops them instead.
 The name, family and params of a JSON schedule are not written to CSV.
-Line endings (LF, or CRLF as PyTorch's _dump_csv writes) and idle cells of
-a CSV are kept in params.pytorch_csv of the JSON, so CSV -> JSON -> CSV
-reproduces the file byte for byte.
+Line endings (LF, or CRLF as PyTorch's _dump_csv writes), idle cells and
+FSDP cells of a CSV are kept in params.pytorch_csv of the JSON, so CSV ->
+JSON -> CSV reproduces the file byte for byte.
 
-output: the converted schedule in OUT; with '-o -' it goes to stdout and
-nothing else is printed, otherwise one line on stdout:
+output: the converted schedule in OUT; with '-o -' it goes to stdout (notes,
+if any, to stderr), otherwise one line on stdout:
   wrote OUT: FORMAT FORM, R ranks, S stages, M micro-batches, N actions
   (then ", K batches" when there are, ", D UNSHARD/RESHARD/REDUCE_GRAD dropped"
-  with --drop-fsdp)
+  with --drop-fsdp, ", D UNSHARD/RESHARD/REDUCE_GRAD kept as no-ops" without)
+then a line "note: ..." for each batch decision above.
 
 exit codes:
   0  converted
@@ -90,15 +109,74 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--drop-fsdp", action="store_true",
         help="when reading CSV, drop PyTorch's UNSHARD, RESHARD and REDUCE_GRAD "
-        "actions (data-parallel collectives this verifier does not model) instead "
-        "of refusing them; what is checked afterwards says nothing about them",
+        "cells (FSDP / data-parallel collectives; read as no-ops and kept in "
+        "params.pytorch_csv without this flag); not needed to check a dump",
     )
     p.add_argument(
         "--flatten-batches", action="store_true",
-        help="write each BATCH's ops one by one in order (CSV has no batch form; "
-        "this loses the grouping and the batch's wait point, which changes the "
-        "meaning under the nccl communication model)",
+        help="write each BATCH's ops one by one in order, unchecked (CSV has no "
+        "batch form; this loses the grouping and the batch's wait point, which can "
+        "change the meaning under the nccl communication model). Without it, "
+        "batches are flattened only where that provably changes nothing (see above)",
     )
+
+
+def to_csv(schedule: Schedule, *, compute_only: bool = False, flatten: bool = False,
+           source: str | None = None) -> tuple[str, list[str], Schedule]:
+    """(CSV text, notes, the schedule written) for ``schedule``; the BATCH
+    policy of the DESCRIPTION.
+
+    Raises ScheduleError (prefixed "cannot convert to CSV") where the CSV
+    form cannot express the schedule.
+    """
+    s = schedule
+    try:
+        check_expressible(s, source)
+    except ScheduleError as e:
+        raise ScheduleError(f"cannot convert to CSV: {e.detail}", e.where) from None
+    notes: list[str] = []
+    n_trivial, n_batches = (0, 0) if compute_only else trivial_batches(s)
+    if flatten and n_batches:
+        notes.append(f"{n_batches} BATCHes written op by op (--flatten-batches; grouping "
+                     "and wait points dropped, not checked)")
+    elif n_batches and n_trivial == n_batches:
+        notes.append(f"{n_batches} BATCHes of one op without a wait written as their op "
+                     "(the same meaning: PyTorch posts each communication cell as a batch "
+                     "of its own)")
+    elif n_batches:
+        flat = flatten_batches(s)
+        from verifier.checker import Verdict, check
+
+        res = check(flat, comm_model="nccl", engine="graph")
+        if res.verdict is not Verdict.VERIFIED:
+            failing = sorted({v.property.value for v in res.violations})
+            why = (f" ({', '.join(failing)} fail{'s' if len(failing) == 1 else ''})"
+                   if failing else "")
+            r, k, a = next((r, k, a) for r, acts in enumerate(s.actions)
+                           for k, a in enumerate(acts) if isinstance(a, Batch) and not
+                           (len(a.ops) == 1 and not a.wait))
+            raise ScheduleError(
+                f"cannot convert to CSV: a BATCH of {len(a.ops)} op(s) (wait="
+                f"{str(a.wait).lower()}) has no PyTorch CSV form (PyTorch posts each "
+                f"communication cell as a batch of its own), and with its "
+                f"{n_batches - n_trivial} BATCHes of several ops or with a wait written op "
+                f"by op this schedule is {res.verdict.value} under nccl{why}; "
+                "--compute-only writes the computes only (PyTorch's runtime adds its own "
+                "communication), --flatten-batches writes the ops one by one anyway",
+                f"{source}: rank {r} step {k}" if source else f"rank {r} step {k}",
+            )
+        notes.append(f"{n_batches} BATCHes written op by op ({n_batches - n_trivial} of "
+                     "several ops or with a wait): PyTorch posts each communication cell as "
+                     "a batch of its own; the schedule so flattened checks VERIFIED under "
+                     "nccl (graph engine)")
+        flatten = True
+    if flatten or (n_batches and n_trivial == n_batches):
+        s = flatten_batches(s)
+    try:
+        text = schedule_to_csv(s, compute_only=True if compute_only else None, source=source)
+    except ScheduleError as e:
+        raise ScheduleError(f"cannot convert to CSV: {e.detail}", e.where) from None
+    return text, notes, s
 
 
 def _target(args, in_fmt: str) -> str:
@@ -145,26 +223,24 @@ def run(args, stdout, stderr) -> int:
     text = read_text(args.input)
     in_fmt = args.from_format or (
         sniff_format(text) if args.input == STDIN else detect_format(args.input))
-    dropped = 0
+    dropped = kept = 0
+    notes: list[str] = []
     if in_fmt == "csv":
         s = csv_to_schedule(text, source=source, drop_fsdp=args.drop_fsdp)
         dropped = len(_FSDP_CELL.findall(text)) if args.drop_fsdp else 0
+        kept = fsdp_cells(s)
     else:
         s = parse_json_text(text, source)
     to = _target(args, in_fmt)
     if args.compute_only:
         s = strip_communication(s)
-    if args.flatten_batches:
-        s = flatten_batches(s)
     if to == "csv":
-        try:
-            text = schedule_to_csv(
-                s, compute_only=True if args.compute_only else None, source=source
-            )
-        except ScheduleError as e:
-            raise ScheduleError(f"cannot convert to CSV: {e.detail}", e.where) from None
+        text, notes, s = to_csv(s, compute_only=args.compute_only,
+                                flatten=args.flatten_batches, source=source)
         form = "compute_only" if (args.compute_only or s.is_compute_only) else "compute_comms"
     else:
+        if args.flatten_batches:
+            s = flatten_batches(s)
         text = dumps_json(s)
         form = "compute-only" if s.is_compute_only else "with communication"
     _write(args.output, text, stdout)
@@ -173,8 +249,12 @@ def run(args, stdout, stderr) -> int:
         extra = f", {n_batch} batches" if n_batch else ""
         if dropped:
             extra += f", {dropped} UNSHARD/RESHARD/REDUCE_GRAD dropped"
+        if kept:
+            extra += f", {kept} UNSHARD/RESHARD/REDUCE_GRAD kept as no-ops"
         stdout.write(
             f"wrote {args.output}: {to} {form}, {s.num_ranks} ranks, {s.num_stages} stages, "
             f"{s.num_microbatches} micro-batches, {s.num_actions} actions{extra}\n"
         )
+    for note in notes:
+        (stdout if args.output != "-" else stderr).write(f"note: {note}\n")
     return 0

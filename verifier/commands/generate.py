@@ -35,7 +35,9 @@ num_microbatches >= 2*num_ranks; dualpipev needs num_microbatches >= 2*num_ranks
 interleaved-1f1b needs num_microbatches to be a multiple of
 max(1, num_microbatches // num_ranks).
 
-output: the schedule document (JSON; PyTorch CSV if -o ends in .csv);
+output: the schedule document (JSON; PyTorch CSV if -o ends in .csv, written
+as `convert` writes it: BATCHes op by op only where that changes nothing, a
+"note:" line on stderr saying so; refused where it would, exit 2);
 nothing else on stdout.
 exit codes: 0 written, 2 bad parameters or usage (one line on stderr).
 """
@@ -55,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute actions only, no communication")
     parser.add_argument("-o", "--output", metavar="FILE", default=None,
                         help="write to FILE instead of stdout")
+    parser.add_argument("--flatten-batches", action="store_true",
+                        help="write each BATCH's ops one by one, unchecked (as `convert "
+                        "--flatten-batches`; loses grouping and wait points)")
 
 
 def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
@@ -65,6 +70,10 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         num_chunks=args.chunks,
         compute_only=args.compute_only,
     )
+    if args.flatten_batches and not str(args.output or "").lower().endswith(".csv"):
+        from verifier.csvio import flatten_batches
+
+        schedule = flatten_batches(schedule)
     if args.output is None:
         from verifier.io import dump_json
 
@@ -73,6 +82,15 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     from verifier.io import save_schedule
     from verifier.ir import ScheduleError
 
+    if str(args.output).lower().endswith(".csv"):
+        from verifier.commands.convert import _write, to_csv
+
+        text, notes, _ = to_csv(schedule, compute_only=args.compute_only,
+                                flatten=args.flatten_batches, source=args.output)
+        _write(args.output, text, stdout)
+        for note in notes:
+            stderr.write(f"note: {note}\n")
+        return 0
     try:
         save_schedule(schedule, args.output)
     except OSError as e:

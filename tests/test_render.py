@@ -22,7 +22,9 @@ from verifier.costs import parse_kv
 from verifier.generators import FAMILIES, generate
 from verifier.io import save_schedule
 from verifier.render import PALETTE, colour_of, layout, to_png, to_svg, to_text
-from verifier.render_font import GLYPHS, draw_text, encode_png, text_width
+from verifier.render_font import (
+    GLYPH_H, GLYPH_W, GLYPHS, REPLACEMENT, draw_text, encode_png, glyph, text_width,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -116,7 +118,7 @@ def test_text_grid_plain_and_coloured():
 
 def test_font_and_png_encoder():
     assert set("0123456789FBIWRANK&") <= set(GLYPHS)
-    assert all(g.shape == (7, 5) for g in GLYPHS.values())
+    assert all(g.shape == (GLYPH_H, GLYPH_W) == (9, 5) for g in GLYPHS.values())
     img = np.full((20, 60, 3), 255, dtype=np.uint8)
     draw_text(img, 2, 2, "F12", (0, 0, 0), 2)
     assert (img == 0).all(axis=2).sum() > 20
@@ -200,3 +202,59 @@ def test_critical_path_and_stuck_markers():
     pic = layout(x, analyze(x))
     assert {r for r, _, _ in pic.stuck} == {0, 1}
     assert "stuck at step 3" in to_svg(pic)
+
+
+def test_font_covers_printable_ascii_with_distinct_glyphs():
+    """Every printable ASCII character has its own glyph, at least two pixels
+    away from every other glyph (V/U, (/<, ;/:, ,/. included); every lower-case
+    letter differs from its capital; nothing outside ASCII draws as a blank."""
+    printable = [chr(c) for c in range(32, 127)]
+    assert sorted(GLYPHS) == printable
+    flat = {ch: GLYPHS[ch].reshape(-1) for ch in printable}
+    close = [
+        (a, b, int((flat[a] != flat[b]).sum()))
+        for i, a in enumerate(printable) for b in printable[i + 1:]
+        if (flat[a] != flat[b]).sum() < 2
+    ]
+    assert close == []
+    for up in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        assert (GLYPHS[up] != GLYPHS[up.lower()]).any(), up
+    assert all(GLYPHS[ch].any() for ch in printable if ch != " ")
+    assert not GLYPHS[" "].any()
+    assert glyph("\u00e9") is REPLACEMENT and REPLACEMENT.any()
+    assert not any((REPLACEMENT == GLYPHS[ch]).all() for ch in printable)
+    # text is drawn as written: "ZBV" and "zbv" differ, and so do "ZBV" and "ZBU"
+    def ink(text):
+        img = np.full((12, 40, 3), 255, dtype=np.uint8)
+        draw_text(img, 1, 1, text, (0, 0, 0))
+        return (img == 0).all(axis=2)
+    assert (ink("ZBV") != ink("zbv")).any() and (ink("ZBV") != ink("ZBU")).any()
+    assert (ink("(x)") != ink("<x>")).any()
+
+
+def test_png_legend_equals_svg_legend(monkeypatch):
+    """The PNG draws the SVG's legend words, the "darker" note included, and
+    its other texts in the SVG's case."""
+    import verifier.render as render
+
+    drawn = []
+    real = render.draw_text
+    def spy(img, x, y, text, *args):
+        drawn.append(text)
+        real(img, x, y, text, *args)
+
+    monkeypatch.setattr(render, "draw_text", spy)
+    for family, ranks, mbs in (("dualpipev", 4, 10), ("dualpipev", 2, 4), ("1f1b", 2, 4)):
+        s = generate(family, ranks, mbs)
+        pic = layout(s, analyze(s))
+        drawn.clear()
+        png = to_png(pic)
+        svg = to_svg(pic)
+        texts = render.legend_texts(pic)
+        assert (render.LEGEND_DARKER in texts) == (pic.num_chunks > 1)
+        for t in texts:
+            assert t in drawn, (family, t)
+            assert f">{t.replace('&', '&amp;')}<" in svg, (family, t)
+        assert "rank 0" in drawn and "time" in drawn and pic.title in drawn
+        back = decode_png(png)
+        assert back.shape[0] >= 100 and (back != 255).any()

@@ -36,7 +36,7 @@ import numpy as np
 
 from verifier.analysis import Analysis, label_of
 from verifier.ir import Compute, Overlap, Schedule
-from verifier.render_font import GLYPH_H, draw_text, encode_png, text_width
+from verifier.render_font import CAP_H, draw_text, encode_png, text_width
 
 # colours (RGB) per kind: (first stage on the rank, the darkest later stage)
 PALETTE = {
@@ -199,21 +199,31 @@ def _geometry(p: Picture, px_per_unit: float | None, comm: bool, max_width: int)
         ppu = float(px_per_unit)
     cell_px = p.min_duration * ppu
     font = 2 if cell_px >= text_width("00", 2) + 4 else 1
-    row_h = max(GLYPH_H * font + 10, 16)
-    left = text_width(f"RANK {p.num_ranks - 1}", 2) + 16
-    top = GLYPH_H * 2 + 20
+    row_h = max(CAP_H * font + 10, 16)
+    left = text_width(f"rank {p.num_ranks - 1}", 2) + 16
+    top = CAP_H * 2 + 20
     comm_h = 7 if comm else 0
     row_gap = 0 if not comm else 3
     width = left + int(math.ceil(p.makespan * ppu)) + 12
     legend_y = top + p.num_ranks * (row_h + row_gap + comm_h) + 12 + AXIS_H
-    height = legend_y + GLYPH_H * 2 + 16
+    height = legend_y + CAP_H * 2 + 16
     width = max(width, 620, text_width(p.title, 2) + 20)
     if p.stuck:
-        width += text_width("STUCK AT STEP 0000", 2) + 10
+        width += text_width("stuck at step 0000", 2) + 10
     return _Geom(ppu, left, top, row_h, row_gap, comm_h, font, width, height, legend_y)
 
 
 _LEGEND = (("F", "F"), ("B", "B"), ("I", "I"), ("W", "W"))
+# the legend's words, the same in the PNG and the SVG
+LEGEND_OVERLAP = "F&B overlapped"
+LEGEND_IDLE = "idle"
+LEGEND_DARKER = "darker: a rank's later stage (DualPipe reverse direction, V way back)"
+
+
+def legend_texts(p: "Picture") -> tuple[str, ...]:
+    """Every text of the legend of ``p``, in order (PNG and SVG draw these)."""
+    out = tuple(name for _, name in _LEGEND) + (LEGEND_OVERLAP, LEGEND_IDLE)
+    return out + ((LEGEND_DARKER,) if p.num_chunks > 1 else ())
 AXIS_H = 22
 CRITICAL = (220, 0, 0)
 
@@ -234,12 +244,21 @@ def _ticks(g: "_Geom", makespan: float, scale: int) -> list[float]:
 def to_png(p: Picture, px_per_unit: float | None = None, comm: bool = False,
            max_width: int = 8000) -> bytes:
     g = _geometry(p, px_per_unit, comm, max_width)
-    img = np.empty((g.height, g.width, 3), dtype=np.uint8)
+    # the legend: swatches and words on one line; the "darker" note after
+    # them, or on a line of its own below when the picture is too narrow
+    x_note = g.left + len(_LEGEND) * (48 + text_width("W", 2) + 24)
+    x_note += 40 + text_width(LEGEND_OVERLAP, 2) + 24 + 28 + text_width(LEGEND_IDLE, 2) + 24
+    note_y = g.legend_y + 2
+    height = g.height
+    if p.num_chunks > 1 and x_note + text_width(LEGEND_DARKER, 2) + 8 > g.width:
+        x_note, note_y = g.left, g.legend_y + 18 + 8
+        height += 18 + 8
+    img = np.empty((height, g.width, 3), dtype=np.uint8)
     img[:] = BG
     draw_text(img, 8, 8, p.title, TEXT, 2)
-    ty = (g.row_h - 2 * GLYPH_H) // 2
+    ty = (g.row_h - 2 * CAP_H) // 2
     for r in range(p.num_ranks):
-        draw_text(img, 8, g.y(r) + ty, f"RANK {r}", TEXT, 2)
+        draw_text(img, 8, g.y(r) + ty, f"rank {r}", TEXT, 2)
 
     def rect(x0, y0, x1, y1, fill=None, line=None, lw=1):
         if x1 <= x0 or y1 <= y0:
@@ -271,7 +290,7 @@ def to_png(p: Picture, px_per_unit: float | None = None, comm: bool = False,
             for sc in (g.font, 1):
                 tw = text_width(txt, sc)
                 if tw + 3 <= x1 - x0:
-                    draw_text(img, (x0 + x1 + 1 - tw) // 2, y0 + (g.row_h - GLYPH_H * sc) // 2,
+                    draw_text(img, (x0 + x1 + 1 - tw) // 2, y0 + (g.row_h - CAP_H * sc) // 2,
                               txt, (255, 255, 255) if white else TEXT, sc)
                     break
         if len(c.parts) > 1:
@@ -282,7 +301,7 @@ def to_png(p: Picture, px_per_unit: float | None = None, comm: bool = False,
             rect(g.x(t0), y0, max(g.x(t1), g.x(t0) + 1), y0 + g.comm_h - 2,
                  (90, 90, 90) if is_send else (170, 170, 170))
     ay = g.legend_y - AXIS_H - 4
-    draw_text(img, 8, ay + 4, "TIME", TEXT, 2)
+    draw_text(img, 8, ay + 4, "time", TEXT, 2)
     img[ay, g.left:g.x(p.makespan) + 1] = TEXT
     for tt in _ticks(g, p.makespan, 1):
         xx = g.x(tt)
@@ -296,7 +315,7 @@ def to_png(p: Picture, px_per_unit: float | None = None, comm: bool = False,
     for r, tt, text in p.stuck:
         x0, y0 = g.x(tt), g.y(r)
         rect(x0, y0, x0 + 4, y0 + g.row_h, CRITICAL)
-        draw_text(img, x0 + 8, y0 + (g.row_h - 2 * GLYPH_H) // 2, text, CRITICAL, 2)
+        draw_text(img, x0 + 8, y0 + (g.row_h - 2 * CAP_H) // 2, text.lower(), CRITICAL, 2)
     x = g.left
     for kind, name in _LEGEND:
         for ch in range(min(p.num_chunks, 2)):
@@ -310,10 +329,12 @@ def to_png(p: Picture, px_per_unit: float | None = None, comm: bool = False,
     rect(x, g.legend_y, x + 12, g.legend_y + 18, f1)
     rect(x + 12, g.legend_y, x + 34, g.legend_y + 18, b1)
     rect(x, g.legend_y, x + 34, g.legend_y + 18, None, BORDER, 2)
-    draw_text(img, x + 40, g.legend_y + 2, "F&B", TEXT, 2)
-    x += 40 + text_width("F&B", 2) + 24
+    draw_text(img, x + 40, g.legend_y + 2, LEGEND_OVERLAP, TEXT, 2)
+    x += 40 + text_width(LEGEND_OVERLAP, 2) + 24
     rect(x, g.legend_y, x + 22, g.legend_y + 18, None, IDLE_LINE)
-    draw_text(img, x + 28, g.legend_y + 2, "IDLE", TEXT, 2)
+    draw_text(img, x + 28, g.legend_y + 2, LEGEND_IDLE, TEXT, 2)
+    if p.num_chunks > 1:
+        draw_text(img, x_note, note_y, LEGEND_DARKER, TEXT, 2)
     return encode_png(img)
 
 
@@ -321,7 +342,7 @@ def to_png(p: Picture, px_per_unit: float | None = None, comm: bool = False,
 def to_svg(p: Picture, px_per_unit: float | None = None, comm: bool = False,
            max_width: int = 8000) -> str:
     g = _geometry(p, px_per_unit, comm, max_width)
-    fs = GLYPH_H * g.font + 3
+    fs = CAP_H * g.font + 3
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{g.width}" height="{g.height}" '
@@ -399,14 +420,13 @@ def to_svg(p: Picture, px_per_unit: float | None = None, comm: bool = False,
     out.append(f'<rect x="{x + 12}" y="{ly}" width="22" height="18" fill="{_hex(b1)}"/>')
     out.append(f'<rect x="{x}" y="{ly}" width="34" height="18" fill="none" stroke="#000000" '
                'stroke-width="2"/>')
-    out.append(f'<text x="{x + 40}" y="{ly + 14}" font-size="14">F&amp;B overlapped</text>')
+    out.append(f'<text x="{x + 40}" y="{ly + 14}" font-size="14">{escape(LEGEND_OVERLAP)}</text>')
     x += 170
     out.append(f'<rect x="{x}" y="{ly}" width="22" height="18" fill="#ffffff" '
                f'stroke="{_hex(IDLE_LINE)}"/>')
-    out.append(f'<text x="{x + 28}" y="{ly + 14}" font-size="14">idle</text>')
+    out.append(f'<text x="{x + 28}" y="{ly + 14}" font-size="14">{escape(LEGEND_IDLE)}</text>')
     if p.num_chunks > 1:
-        out.append(f'<text x="{x + 80}" y="{ly + 14}" font-size="14">darker: a rank\'s '
-                   'later stage (DualPipe reverse direction, V way back)</text>')
+        out.append(f'<text x="{x + 80}" y="{ly + 14}" font-size="14">{escape(LEGEND_DARKER)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -52,14 +52,20 @@ def _texts(r: ChartRow) -> tuple[str, str]:
     return (f"{r.makespan:.4g} (mean bubble {bub:.3g})", f"{r.peak_activations:.3g}")
 
 
+# the column headings, the same in the PNG and the SVG
+HEAD_MAKESPAN = "makespan: mean busy per rank + mean bubble"
+HEAD_ACTIVATIONS = "peak live activations (worst rank)"
+
+
 def chart_png(rows: list[ChartRow], title: str) -> bytes:
-    w = max(_LEFT + _BAR_W + _GAP + _ACT_W + 60, text_width(title, 2) + 20)
+    w = max(_LEFT + _BAR_W + _GAP + _ACT_W + 60, text_width(title, 2) + 20,
+            _LEFT + _BAR_W + _GAP + text_width(HEAD_ACTIVATIONS, 2) + 10)
     h = 60 + len(rows) * _ROW_H + 20
     img = np.full((h, w, 3), 255, dtype=np.uint8)
     draw_text(img, 10, 10, title, (0, 0, 0), 2)
     x_act = _LEFT + _BAR_W + _GAP
-    draw_text(img, _LEFT, 34, "MAKESPAN: BUSY + BUBBLE", (0, 0, 0), 2)
-    draw_text(img, x_act, 34, "PEAK ACTIVATIONS", (0, 0, 0), 2)
+    draw_text(img, _LEFT, 34, HEAD_MAKESPAN, (0, 0, 0), 2)
+    draw_text(img, x_act, 34, HEAD_ACTIVATIONS, (0, 0, 0), 2)
     sx, sa = _scales(rows)
     for i, r in enumerate(rows):
         y = 60 + i * _ROW_H
@@ -90,8 +96,8 @@ def chart_svg(rows: list[ChartRow], title: str) -> str:
         'font-family="Helvetica, Arial, sans-serif">',
         f'<rect width="{w}" height="{h}" fill="#ffffff"/>',
         f'<text x="10" y="24" font-size="16" font-weight="bold">{escape(title)}</text>',
-        f'<text x="{_LEFT}" y="48" font-size="13">makespan: mean busy per rank + mean bubble</text>',
-        f'<text x="{x_act}" y="48" font-size="13">peak live activations (worst rank)</text>',
+        f'<text x="{_LEFT}" y="48" font-size="13">{escape(HEAD_MAKESPAN)}</text>',
+        f'<text x="{x_act}" y="48" font-size="13">{escape(HEAD_ACTIVATIONS)}</text>',
     ]
     for i, r in enumerate(rows):
         y = 60 + i * _ROW_H

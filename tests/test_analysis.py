@@ -481,3 +481,19 @@ def test_chrome_trace_flow_finishes_lie_inside_their_receive_slice():
         for s_ in (e for e in ev if e["ph"] == "s"):
             assert any(x["pid"] == s_["pid"] and x["tid"] == s_["tid"] and x["ts"] == s_["ts"]
                        for x in slices)
+
+
+def test_chrome_trace_slices_are_named_like_the_text_output():
+    """Perfetto shows each slice's name: the action as `check`/`analyze` write it."""
+    from verifier.analysis import label_of
+    from verifier.ir import op_text
+
+    a = analyze(generate("dualpipev", 4, 8), parse_kv("F=1,B=2,W=1,comm=0.25"), "nccl")
+    xs = [e for e in chrome_trace(a)["traceEvents"] if e["ph"] == "X"]
+    compute = [e["name"] for e in xs if e["cat"] == "compute"]
+    assert compute == [label_of(c.action) for c in a.computes]
+    assert "0F0" in compute and any(n.endswith(")OVERLAP_F_B") for n in compute)
+    comm = {e["name"] for e in xs if e["cat"] == "comm"}
+    for m in a.messages:
+        assert f"{op_text(m.send.kind, m.send.stage, m.send.mb)} -> rank {m.dst}" in comm
+        assert f"{op_text(m.recv.kind, m.recv.stage, m.recv.mb)} <- rank {m.src}" in comm

@@ -2,14 +2,16 @@
 
 What it is: ``chrome_trace(analysis)`` -> a JSON-ready dict that Perfetto
 (ui.perfetto.dev) and chrome://tracing open. One process per rank ("rank R"),
-with a ``compute`` thread (one complete event "X" per compute action; an
-OVERLAP is one event named ``F&B``) and ``comm`` threads (each message's send
-on the sender and its receive on the receiver, from the moment the transfer
-can start to its completion; overlapping waits are spread over ``comm``,
+with a ``compute`` thread (one complete event "X" per compute action) and
+``comm`` threads (each message's send on the sender and its receive on the
+receiver, from the moment the transfer can start to its completion;
+overlapping waits are spread over ``comm``,
 ``comm 2``, ... so that slices on one thread never partially overlap). A flow
 arrow (``"s"`` at the start of the send slice, ``"f"`` with ``"bp": "e"``
 inside the receive slice, same ``id``) joins every matched send to its
-receive.
+receive. Slices are named as the text output names actions, in the
+project's one notation (``verifier.ir.action_text``): ``3F7``, an OVERLAP
+``(3F7;4B1)OVERLAP_F_B``, ``3SEND_F7 -> rank 4``, ``4RECV_F7 <- rank 3``.
 
 Time: one cost unit is shown as 1 ms (``ts``/``dur`` are in microseconds).
 
@@ -23,6 +25,7 @@ import json
 from pathlib import Path
 
 from verifier.analysis import Analysis, label_of
+from verifier.ir import op_text
 
 US_PER_UNIT = 1000.0
 _COMPUTE_TID = 0
@@ -40,7 +43,7 @@ def chrome_trace(a: Analysis) -> dict:
     for c in a.computes:
         ev.append({
             "ph": "X", "pid": c.rank, "tid": _COMPUTE_TID,
-            "name": c.kind if c.kind not in ("FB", "FI") else c.kind[0] + "&" + c.kind[1],
+            "name": label_of(c.action),
             "cat": "compute",
             "ts": c.start * US_PER_UNIT, "dur": (c.end - c.start) * US_PER_UNIT,
             "args": {"action": label_of(c.action), "step": c.step},
@@ -48,14 +51,14 @@ def chrome_trace(a: Analysis) -> dict:
     # comm slices, lane-assigned per rank so that slices never partially overlap
     slices: list[tuple[int, float, float, str, dict, int, str]] = []
     for m in a.messages:
-        name = f"{m.send.kind.value} s{m.send.stage} m{m.send.mb}"
+        name = op_text(m.send.kind, m.send.stage, m.send.mb)
         # nccl: both ends run together; eager: the send is the transfer itself
         send_end = m.end if a.comm_model == "nccl" else min(m.start + m.latency, m.end)
         slices.append((m.src, m.start, send_end, f"{name} -> rank {m.dst}",
                        {"step": m.send_step, "posted": m.send_post * US_PER_UNIT}, m.id, "s"))
         rstart = min(m.recv_post, m.end) if a.comm_model == "eager" else m.start
         slices.append((m.dst, rstart, m.end,
-                       f"{m.recv.kind.value} s{m.recv.stage} m{m.recv.mb} <- rank {m.src}",
+                       f"{op_text(m.recv.kind, m.recv.stage, m.recv.mb)} <- rank {m.src}",
                        {"step": m.recv_step, "posted": m.recv_post * US_PER_UNIT}, m.id, "f"))
     msg_start = {m.id: m.start for m in a.messages}
     slices.sort(key=lambda x: (x[0], x[1], -(x[2] - x[1])))

@@ -32,6 +32,8 @@ _EXPORTS = {
     "RefutedScheduleError": "reference.executor",
     "run_pipeline": "reference.executor",
     "loss_fn": "reference.models",
+    "measure_activation_bytes": "reference.activations",
+    "activation_document": "reference.activations",
     "make_layers": "reference.models",
     "make_microbatches": "reference.models",
     "stage_layer_map": "reference.models",

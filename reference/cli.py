@@ -111,8 +111,72 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
     p.add_argument("--force", action="store_true",
                    help="run even if the checker refutes it, round-robin, as far as it goes")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    help_to(stdout, parser, p)
+    a = sub.add_parser(
+        "activations",
+        help="measure each stage's activation bytes on the model (for check --memory-limit 80GiB)",
+        description=ACTIVATIONS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("file", metavar="FILE", help="schedule file (.json or .csv; - reads stdin)")
+    a.add_argument("--model", choices=MODELS, default="mlp", help="test model (default mlp)")
+    a.add_argument("--layers-per-stage", type=_positive, default=1, metavar="K",
+                   help="model blocks per schedule layer (default 1)")
+    a.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="parameter and data type (default float64)")
+    a.add_argument("--seed", type=_int, default=0, help="weights and data seed (default 0)")
+    a.add_argument("--hidden", type=_positive, default=16, help="hidden size (default 16)")
+    a.add_argument("--batch", type=_positive, default=2, help="micro-batch size (default 2)")
+    a.add_argument("--seq", type=_positive, default=4, help="sequence length (default 4)")
+    a.add_argument("-o", "--output", metavar="OUT.json", default=None,
+                   help="write the JSON there instead of standard output")
+    help_to(stdout, parser, p, a)
     return parser
+
+
+ACTIVATIONS_DESCRIPTION = """Measure the bytes one stage's activation for one micro-batch occupies: each
+route's stages run forward on the first micro-batch, as the executor runs an F
+(the last stage also computes the loss), and the bytes autograd saves for the
+backward are counted (each tensor storage once, parameters excluded;
+reference/activations.py). The model and micro-batch flags are those of `run`;
+for your own model use the Python API, reference.measure_activation_bytes.
+
+Output: one JSON object {"format": "pp-activation-bytes", "version": "1.0",
+"model": {...}, "stages": {"0": BYTES, ...}, "flag": "--activation-bytes
+0=BYTES,.."} on standard output, or in OUT.json with -o. Feed it to the
+checker: python -m verifier check FILE --memory-limit 80GiB --activation-bytes
+OUT.json (or analyze ... --activation-bytes OUT.json).
+
+Not counted: allocator rounding, a stage's output waiting to be sent,
+temporaries freed inside the forward, parameters, gradients, optimizer state.
+
+exit codes: 0 measured; 2 bad input or usage."""
+
+
+def _activations(args, stdout: IO[str]) -> int:
+    torch = require("torch", "torch", "python -m reference activations")
+    from reference.activations import activation_document, measure_activation_bytes
+    from reference.models import make_layers, make_microbatches, num_model_layers, stage_layer_map
+    from verifier.io import load_schedule
+
+    s = load_schedule(args.file)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    k = args.layers_per_stage
+    layers = make_layers(args.model, num_model_layers(s, k), hidden=args.hidden, seed=args.seed,
+                         dtype=dtype)
+    (mb,) = make_microbatches(args.model, 1, hidden=args.hidden, batch=args.batch, seq=args.seq,
+                              seed=args.seed, dtype=dtype)
+    sizes = measure_activation_bytes(s, layers, mb, stage_layers=stage_layer_map(s, k))
+    doc = activation_document(sizes, schedule=args.file, model={
+        "model": args.model, "layers_per_stage": k, "hidden": args.hidden, "batch": args.batch,
+        "seq": args.seq, "dtype": args.dtype, "seed": args.seed})
+    text = json.dumps(doc, indent=1) + "\n"
+    if args.output is None:
+        stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        stdout.write(f"wrote {args.output}: {len(sizes)} stages\n")
+    return 0
 
 
 def _fmt(x: float) -> str:
@@ -237,7 +301,10 @@ def main(
         pass
     else:  # _run reports those itself; listed so none escapes as a traceback
         errors.insert(0, (ExecutionError, EXIT_MISMATCH))
-    return run_cli(build_parser, lambda args, out, err: _run(args, out), argv, stdout, stderr,
+    def dispatch(args, out, err) -> int:
+        return _activations(args, out) if args.command == "activations" else _run(args, out)
+
+    return run_cli(build_parser, dispatch, argv, stdout, stderr,
                    errors=errors, on_broken_pipe=EXIT_MATCH)
 
 

@@ -712,12 +712,13 @@ def check_violation(s: Schedule, v: Violation, machine: "_Machine | None" = None
             return False, "the op has a FIFO partner"
     if p is PropertyId.MEMORY:
         (r, k), = v.locations
+        sizes = dict(v.arg("stage_bytes") or ())  # memory-bytes: the rank's stages' sizes
         live = peak = 0
         for a in s.actions[r]:
             cs = (a.f, a.b) if isinstance(a, Overlap) else ((a,) if not isinstance(a, (Comm, Batch)) else ())
-            live += sum(1 for c in cs if c.kind is ComputeKind.F)
+            live += sum(sizes.get(c.stage, 1) for c in cs if c.kind is ComputeKind.F)
             peak = max(peak, live)
-            live -= sum(1 for c in cs if c.kind in (ComputeKind.B, ComputeKind.I))
+            live -= sum(sizes.get(c.stage, 1) for c in cs if c.kind in (ComputeKind.B, ComputeKind.I))
         limit = v.arg("limit")
         return (peak > limit, "" if peak > limit else f"peak {peak} is within {limit}")
     if p is PropertyId.OVERLAP_LEGAL:

@@ -123,6 +123,7 @@ TEMPLATES: dict[str, str] = {
     "overlap-dependent": "{action}: the halves depend on each other (same micro-batch {mb} on route {route})",
     # memory
     "memory": "{peak} activations live at {at}, over the limit {limit}",
+    "memory-bytes": "{peak_text} of activations live at {at}, over the limit {limit_text}",
     # engines
     "engine-disagree": "engines disagree: {detail}",
     "certificate-rejected": "the {engine} engine's certificate was rejected: {detail}",
@@ -225,7 +226,9 @@ class CheckResult:
     """What ``check`` decides. ``witness`` (VERIFIED): (rank, step) of every action
     in an order that is a valid execution under ``comm_model`` (the order in
     which steps begin; see SEMANTICS.md "Witness"). ``cycle``: the deadlock
-    certificate when deadlock-free fails. ``peaks``: activations per rank.
+    certificate when deadlock-free fails. ``peaks``: activations per rank, in
+    bytes when ``activation_bytes`` (bytes per stage) was given, and then
+    ``memory_limit`` is bytes too.
     ``certificate``: "accepted", "rejected: ..." or "" when none was checked."""
 
     verdict: Verdict
@@ -245,6 +248,7 @@ class CheckResult:
     # when lowered: per rank, per step of ``schedule``, the input's step it came
     # from (``verifier.lowering.lower_with_map``); read by ``verifier.origin``
     lowered_from: tuple | None = field(compare=False, repr=False, default=None)
+    activation_bytes: Mapping[int, float] | None = field(compare=False, repr=False, default=None)
 
     def result_of(self, pid: PropertyId | str) -> PropertyResult:
         pid = PropertyId(pid)
@@ -297,20 +301,24 @@ def check(
     z3_timeout_ms: int | None = None,
     z3_rlimit: int | None = None,
     progress=None,
+    activation_bytes: Mapping[int, float] | None = None,
 ) -> CheckResult:
     """Decide the seven properties of ``schedule`` under ``comm_model``.
 
     ``engine``: auto | graph | z3 | both (module docstring). ``progress``: an
     optional callable taking one short line, called between phases.
+    ``activation_bytes``: bytes of each stage's activation for one micro-batch
+    (``verifier.units``); with it peaks and ``memory_limit`` are in bytes, and
+    memory is decided by the static check alone (it is exact: program order).
     Raises ScheduleError for a bad comm_model, engine or memory_limit.
     """
     with paused_gc():
         return _check(schedule, comm_model, engine, memory_limit, validate_certificate,
-                      z3_timeout_ms, z3_rlimit, progress)
+                      z3_timeout_ms, z3_rlimit, progress, activation_bytes)
 
 
 def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_timeout_ms,
-           z3_rlimit, progress) -> CheckResult:
+           z3_rlimit, progress, activation_bytes=None) -> CheckResult:
     from verifier import hbgraph, properties
 
     if comm_model not in COMM_MODELS:
@@ -364,6 +372,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
             engine_note=engine_note,
             schedule=schedule,
             lowered_from=lowered_from,
+            activation_bytes=activation_bytes,
         )
 
     say("well-formed")
@@ -379,11 +388,13 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         props += [PropertyResult(p, Status.NOT_CHECKED) for p in list(PropertyId)[1:]]
         return result(Verdict.REFUTED, "none", props, None, None, (), "", 0.0, 0.0, 0, {}, ())
     say("static properties")
-    static = properties.static_properties(schedule, memory_limit)
+    static = properties.static_properties(schedule, memory_limit, activation_bytes)
     num_ops = properties.index(schedule).num_ops
-    peaks = properties.peaks(schedule)
-    # the properties Z3 states besides deadlock-freedom (3, 4, 6, 7)
-    static_fail = {p for p, v in static.items() if v and p is not PropertyId.EXACTLY_ONCE}
+    peaks = properties.peaks(schedule, activation_bytes)
+    # the properties Z3 states besides deadlock-freedom (3, 4, 6, 7; memory
+    # only in activation units)
+    static_fail = {p for p, v in static.items() if v and p is not PropertyId.EXACTLY_ONCE
+                   and not (p is PropertyId.MEMORY and activation_bytes is not None)}
 
     chosen = engine
     graph = None
@@ -440,7 +451,8 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         if z3_rlimit is not None:
             kw["rlimit"] = z3_rlimit
         # activations are whole units: "peak <= 2.5" is "peak <= 2" for the integer encoding
-        z3_limit = None if memory_limit is None else int(math.floor(memory_limit))
+        z3_limit = (None if memory_limit is None or activation_bytes is not None
+                    else int(math.floor(memory_limit)))
         try:
             z3o = z3engine.decide(schedule, comm_model, memory_limit=z3_limit, **kw)
         except Exception as e:  # a bug in the encoding must not pass, nor show a traceback

@@ -36,6 +36,7 @@ from verifier.ir import (
     op_text,
 )
 from verifier.memory import peak_activations
+from verifier.units import format_bytes
 
 _WF, _EO, _DEP, _MM, _OV, _MEM = (
     PropertyId.WELL_FORMED,
@@ -683,20 +684,28 @@ def overlap_legal(s: Schedule) -> list[Violation]:
 
 
 # --------------------------------------------------------------------- 7
-def peaks(s: Schedule) -> list[float]:
-    return peak_activations(s)
+def peaks(s: Schedule, sizes=None) -> list[float]:
+    """Peak live activations per rank; in bytes with ``sizes`` (bytes per stage)."""
+    return peak_activations(s, sizes)
 
 
-def memory(s: Schedule, limit: float | None) -> list[Violation]:
+def memory(s: Schedule, limit: float | None, sizes=None) -> list[Violation]:
+    """Property 7; with ``sizes`` (bytes per stage) the peaks and ``limit`` are bytes."""
     if limit is None:
         return []
     out: list[Violation] = []
-    for rank, peak in enumerate(peak_activations(s)):
+    for rank, peak in enumerate(peak_activations(s, sizes)):
         if peak > limit:
+            step = _peak_step(s, rank, peak, sizes)
+            if sizes is None:
+                out.append(_v(_MEM, "memory", [(rank, step)], rank=rank, peak=_num(peak),
+                              step=step, limit=_num(limit), at=_at(rank, step)))
+                continue
             out.append(
-                _v(_MEM, "memory", [(rank, _peak_step(s, rank, peak))], rank=rank, peak=_num(peak),
-                   step=_peak_step(s, rank, peak), limit=_num(limit),
-                   at=_at(rank, _peak_step(s, rank, peak)))
+                _v(_MEM, "memory-bytes", [(rank, step)], rank=rank, peak=_num(peak), step=step,
+                   limit=_num(limit), at=_at(rank, step), peak_text=format_bytes(peak),
+                   limit_text=format_bytes(limit),
+                   stage_bytes=tuple((sid, _num(sizes[sid])) for sid in s.stages_on_rank[rank]))
             )
     return out
 
@@ -705,24 +714,27 @@ def _num(x: float):
     return int(x) if float(x).is_integer() else x
 
 
-def _peak_step(s: Schedule, rank: int, peak: float) -> int:
+def _peak_step(s: Schedule, rank: int, peak: float, sizes=None) -> int:
     """First step at which ``rank`` reaches ``peak`` (same counting as verifier.memory)."""
     live = 0.0
+    size = (lambda c: 1.0) if sizes is None else (lambda c: sizes.get(c.stage, 1.0))
     for step, a in enumerate(s.actions[rank]):
         cs = computes_of(a)
-        live += sum(1.0 for c in cs if c.kind is _F)
+        live += sum(size(c) for c in cs if c.kind is _F)
         if live >= peak:
             return step
-        live -= sum(1.0 for c in cs if c.kind in (_B, _I))
+        live -= sum(size(c) for c in cs if c.kind in (_B, _I))
     return len(s.actions[rank]) - 1
 
 
-def static_properties(s: Schedule, memory_limit: float | None) -> dict[PropertyId, list[Violation]]:
-    """Properties 2, 3, 4, 6, 7 of a well-formed schedule."""
+def static_properties(s: Schedule, memory_limit: float | None,
+                      sizes=None) -> dict[PropertyId, list[Violation]]:
+    """Properties 2, 3, 4, 6, 7 of a well-formed schedule (``sizes``: bytes per
+    stage, making ``memory_limit`` bytes)."""
     return {
         _EO: exactly_once(s),
         _DEP: dependencies(s),
         _MM: message_matching(s),
         _OV: overlap_legal(s),
-        _MEM: memory(s, memory_limit),
+        _MEM: memory(s, memory_limit, sizes),
     }

@@ -9,6 +9,8 @@ import json
 
 from verifier import costs as costs_mod
 from verifier.analysis import COMM_MODELS, Analysis, analyze
+from verifier.memory import peak_activations
+from verifier.units import format_bytes, parse_activation_bytes
 
 HELP = "time a schedule: makespan, bubbles, critical path, peak memory"
 
@@ -44,7 +46,9 @@ schedule is lowered first.
   name, family, num_ranks, num_microbatches, comm_model,
   costs {{F,B,I,W,FB,FI,comm[,stages]}}, deadlocked (bool),
   stuck [{{rank, step, action, waits_for}}], makespan, bubble_ratio, max_bubble,
-  ranks [{{rank, busy, bubble, end, peak_activations, stages, param_copies}}],
+  ranks [{{rank, busy, bubble, end, peak_activations, stages, param_copies}}]
+  (with --activation-bytes also peak_activation_bytes per rank, and
+  activation_bytes {{stage: bytes}}),
   critical_path [{{what: compute|message, rank, step, label, start, end}}],
   and with --timeline: timeline [{{rank, step, kind, label, start, end}}].
 --chrome-trace OUT.json writes a trace for Perfetto / chrome://tracing (one
@@ -64,13 +68,18 @@ def add_arguments(p) -> None:
                    help="json: include every compute span")
     p.add_argument("--chrome-trace", metavar="OUT.json", default=None,
                    help="also write a Chrome/Perfetto trace")
+    p.add_argument("--activation-bytes", default=None, metavar="SIZES",
+                   help="bytes of one stage's activation for one micro-batch (SIZE for every "
+                   "stage, e.g. 2GiB; S=SIZE,.. per stage; or FILE.json from `python -m "
+                   "reference activations`): adds each rank's peak activation memory in bytes "
+                   "(text column 'peak mem', JSON ranks[].peak_activation_bytes)")
 
 
 def fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
-def render_text(a: Analysis, max_path: int = 12) -> str:
+def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None = None) -> str:
     lines = [
         f"schedule: {a.name or '(unnamed)'}" + (f" [{a.family}]" if a.family else ""),
         f"ranks {a.num_ranks}, micro-batches {a.num_microbatches}, comm model {a.comm_model}",
@@ -86,13 +95,18 @@ def render_text(a: Analysis, max_path: int = 12) -> str:
         f"max bubble {fmt(a.max_bubble)}"
     )
     hdr = ("rank", "busy", "bubble", "bubble%", "end", "peak act", "stages", "params")
+    if peak_bytes is not None:
+        hdr = hdr[:6] + ("peak mem",) + hdr[6:]
     rows = [hdr]
     for r in a.ranks:
-        rows.append((
+        row = (
             str(r.rank), fmt(r.busy), fmt(r.bubble),
             f"{100 * r.bubble / a.makespan:.1f}%" if a.makespan else "-",
             fmt(r.end), fmt(r.peak_activations), str(r.stages), f"{r.param_copies:g}x",
-        ))
+        )
+        if peak_bytes is not None:
+            row = row[:6] + (format_bytes(peak_bytes[r.rank]),) + row[6:]
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(hdr))]
     for row in rows:
         lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
@@ -115,14 +129,23 @@ def run(args, stdout, stderr) -> int:
     from verifier.io import load_schedule
 
     cm = costs_mod.load(args.costs)
+    sizes = None if args.activation_bytes is None else parse_activation_bytes(args.activation_bytes)
     s = load_schedule(args.file)
+    peak_bytes = None
+    if sizes is not None:  # by program order, as verifier.memory counts activations
+        peak_bytes = peak_activations(s, sizes.for_schedule(s))
     a = analyze(s, cm, args.comm_model)
     if args.chrome_trace:
         from verifier.trace import write_chrome_trace
 
         write_chrome_trace(a, args.chrome_trace)
     if args.format == "json":
-        stdout.write(json.dumps(a.to_json(timeline=args.timeline), indent=1) + "\n")
+        doc = a.to_json(timeline=args.timeline)
+        if peak_bytes is not None and "ranks" in doc:
+            doc["activation_bytes"] = {str(k): v for k, v in sorted(sizes.for_schedule(s).items())}
+            for row in doc["ranks"]:
+                row["peak_activation_bytes"] = peak_bytes[row["rank"]]
+        stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
-        stdout.write(render_text(a))
+        stdout.write(render_text(a, peak_bytes=peak_bytes))
     return 1 if a.deadlocked else 0

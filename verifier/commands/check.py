@@ -30,6 +30,14 @@ from verifier.checker import (
 from verifier.io import STDIN, load_schedule_with_origin
 from verifier.ir import Batch, ScheduleError, action_text, loc
 from verifier.origin import Origin
+from verifier.units import (
+    ActivationBytes,
+    MemoryLimit,
+    format_bytes,
+    parse_activation_bytes,
+    parse_memory_limit,
+    require_sizes,
+)
 
 HELP = "prove a schedule correct (7 properties) or print counterexamples"
 
@@ -50,7 +58,10 @@ properties (ids):
   deadlock-free     the schedule terminates under the communication model
   overlap-legal     an OVERLAP pairs an F with a B/I of another micro-batch
   memory            peak live activations per rank <= --memory-limit (without it:
-                    the peak is reported and the property holds)
+                    the peak is reported and the property holds); in activation
+                    units, or in bytes with --activation-bytes (a limit such as
+                    80GiB; sizes per stage given or measured by `python -m
+                    reference activations`; decided statically, exact)
 
 communication models (--comm-model):
   nccl   (default, strictest) one comm stream per rank: its units (a plain op,
@@ -103,7 +114,8 @@ JSON output (--format json): one object, specs/check-output.md:
   {"format": "pp-check", "version": "1.0", "verdict", "comm_model", "engine",
    "engine_note", "notes", "schedule": {...}, "properties": {ID: {"status",
    "decided_by", "violations": [...]}}, "counterexamples": [...], "cycle": {...}|null,
-   "memory": {"peaks", "limit"}, "certificate", "z3_core", "witness"
+   "memory": {"peaks", "limit", "unit"[, "activation_bytes"]}, "certificate",
+   "z3_core", "witness"
    (with --witness), "stats": {"seconds", ...}}
 
 exit codes:
@@ -122,9 +134,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="communication model: nccl (default, strictest) or eager")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="decision engine: auto (default), graph, z3, both")
-    p.add_argument("--memory-limit", type=_limit, default=None, metavar="N",
-                   help="max live activations per rank (units of one stage's activation "
-                   "for one micro-batch); without it the peak is reported and passes")
+    p.add_argument("--memory-limit", type=_limit, default=None, metavar="N|SIZE",
+                   help="max live activations per rank: a plain number N is in units of one "
+                   "stage's activation for one micro-batch; a size with a byte unit (80GiB, "
+                   "512MiB, 1.5e9B, 2GB) is bytes and needs --activation-bytes; without it the "
+                   "peak is reported and passes")
+    p.add_argument("--activation-bytes", type=_sizes, default=None, metavar="SIZES",
+                   help="bytes of one stage's activation for one micro-batch: SIZE for every "
+                   "stage (2GiB; plain numbers are bytes here), S=SIZE,.. per stage "
+                   "(0=1GiB,1=2GiB; one plain SIZE covers the rest), or FILE.json as written "
+                   "by `python -m reference activations` (measured on your model); peaks are "
+                   "then reported in bytes and --memory-limit is a size")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="output format (default text)")
     p.add_argument("--verbose", action="store_true",
@@ -141,14 +161,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print progress lines to stderr even when it is not a terminal")
 
 
-def _limit(text: str) -> float:
+def _limit(text: str) -> MemoryLimit:
     try:
-        v = float(text)
+        return parse_memory_limit(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return int(v) if v.is_integer() else v
+        raise argparse.ArgumentTypeError(
+            f"expected a number >= 0 (activations) or a size such as 80GiB, got {text!r}") from None
+
+
+def _sizes(text: str) -> ActivationBytes:
+    try:
+        return parse_activation_bytes(text)
+    except ScheduleError as e:
+        raise argparse.ArgumentTypeError(e.detail) from None
+
+
+def memory_args(args, schedule) -> tuple[float | None, dict[int, float] | None]:
+    """(limit, bytes per stage) for ``check`` from --memory-limit and
+    --activation-bytes; ScheduleError for bytes without sizes and sizes with a
+    limit in activations."""
+    limit, sizes = args.memory_limit, args.activation_bytes
+    require_sizes(limit, sizes)
+    if sizes is None:
+        return (None if limit is None else limit.value), None
+    if limit is not None and not limit.in_bytes:
+        raise ScheduleError(
+            f"{limit.text} is in activations but --activation-bytes is given; write the limit "
+            "as a size (e.g. 80GiB), or drop --activation-bytes", "--memory-limit")
+    return (None if limit is None else limit.value), sizes.for_schedule(schedule)
 
 
 def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
@@ -166,11 +206,13 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     source = "<stdin>" if args.file == STDIN else args.file
     progress(f"loading {source}")
     schedule, origin = load_schedule_with_origin(args.file)
+    memory_limit, sizes = memory_args(args, schedule)
     result = check(
         schedule,
         comm_model=args.comm_model,
         engine=args.engine,
-        memory_limit=args.memory_limit,
+        memory_limit=memory_limit,
+        activation_bytes=sizes,
         z3_timeout_ms=None if args.timeout is None else max(1, int(args.timeout * 1000)),
         z3_rlimit=args.rlimit,
         progress=progress,
@@ -285,6 +327,10 @@ def _detail(result: CheckResult, pid: PropertyId) -> str:
     if pid is PropertyId.DEADLOCK_FREE:
         cert = f"; certificate {result.certificate}" if result.certificate else ""
         return f"witness order of {result.stats.num_actions} steps (decided by {pr.decided_by}{cert})"
+    if pid is PropertyId.MEMORY and result.activation_bytes is not None:
+        pk = ", ".join(format_bytes(x) for x in result.peaks)
+        lim = "no limit given" if result.memory_limit is None else f"limit {format_bytes(result.memory_limit)}"
+        return f"peak activation memory per rank: {pk} ({lim})"
     if pid is PropertyId.MEMORY:
         pk = " ".join(_num(x) for x in result.peaks)
         lim = "no limit given" if result.memory_limit is None else f"limit {_num(result.memory_limit)}"
@@ -481,7 +527,10 @@ def to_json(result: CheckResult, source: str = "", with_witness: bool = False,
         },
         "counterexamples": [_violation_json(v, origin) for v in result.violations],
         "cycle": cyc,
-        "memory": {"peaks": [_jsonable(p) for p in result.peaks], "limit": result.memory_limit},
+        "memory": {"peaks": [_jsonable(p) for p in result.peaks], "limit": result.memory_limit,
+                   "unit": "activations" if result.activation_bytes is None else "bytes",
+                   **({} if result.activation_bytes is None else
+                      {"activation_bytes": {str(k): v for k, v in sorted(result.activation_bytes.items())}})},
         "certificate": result.certificate,
         "z3_core": list(result.z3_core),
         "stats": {

@@ -214,3 +214,17 @@ def test_origin_names_places_only_when_it_must():
     assert o.place(0, 0).cell == "0F0"  # stripped, as the reader reads it
     assert o.stage_place(0) == "CSV row 1, column 1: `0F0`"
     assert o.stage_place(3) is None
+
+
+def test_fsdp_cells_are_counted_as_columns_not_steps(tmp_path):
+    # PyTorch's FSDP cells are no-ops of the schedule: the columns still count
+    path = tmp_path / "f.csv"
+    path.write_text("0UNSHARD,0F0,0SEND_F0,0RESHARD,0B0\n1UNSHARD,1RECV_F0,1F0,1B0,,1SEND_B0\n")
+    rc, doc, out = _check(path)
+    assert rc == 1  # 0B0 never receives its gradient: no 0RECV_B0
+    grid = _grid(path.read_text())
+    places = list(_places(doc))
+    assert places
+    for p in places:
+        assert grid[p["row"] - 1][p["column"] - 1] == p["cell"]
+    assert "CSV row 1, column 5: `0B0`" in out

@@ -42,11 +42,25 @@ this run's mean F/B/I/W times ("n/a" if the analysis is unavailable).
 Exit codes:
   0  ran (and, with --check, matched the reference within tolerance)
   1  --check found a difference, or the checker REFUTED the schedule
-  2  bad input or usage (file, flags, ranks that do not fit the schedule)
+  2  bad input or usage (file, flags, ranks that do not fit the schedule, the
+     launch environment, a --trace path that cannot be written), checked before
+     any rank starts; also a --trace write that fails at the end
   3  the checker said UNKNOWN (never run as if verified; --no-verify overrides)
   4  watchdog: a rank waited longer than --watchdog-seconds (the message names
      rank, step, action and peer); every rank is stopped
-  5  a rank failed otherwise (exception, a peer died)
+  5  a rank failed otherwise: its own exception or a fault of its schedule, or
+     its process died ("rank 2 died (SIGKILL)"); the ranks that then lost a
+     connection are listed after it as "consequence:" lines
+  130  interrupted (SIGINT, Ctrl-C): forwarded to every rank, all reaped first
+  143  terminated (SIGTERM): forwarded to every rank, all reaped first
+A launcher killed outright (SIGKILL) takes its ranks with it: each rank gets
+SIGKILL from the kernel when the launcher dies (Linux), and its watchdog ends
+it within a fraction of a second when the launcher's pid is gone (elsewhere).
+
+Environment: a torchrun-style launch (TORCHELASTIC_RUN_ID, RANK, WORLD_SIZE or
+LOCAL_RANK set) needs RANK and WORLD_SIZE integers with 0 <= RANK <
+WORLD_SIZE, LOCAL_RANK (default RANK) in [0, WORLD_SIZE), MASTER_ADDR and
+MASTER_PORT (1..65535); anything else is exit 2 naming the variable.
 """
 
 
@@ -59,8 +73,8 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("file", help="schedule file (pp-schedule JSON, or PyTorch pipelining CSV; - reads stdin)")
     r.add_argument("--nproc", type=int, default=None,
-                   help="ranks to spawn (must equal the schedule's num_ranks; default: it, "
-                        "or WORLD_SIZE under torchrun)")
+                   help="ranks to spawn, >= 1 (must equal the schedule's num_ranks, and "
+                        "WORLD_SIZE under torchrun; default: the schedule's)")
     r.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                    help="auto: nccl when CUDA has a device per rank, else gloo (default auto)")
     r.add_argument("--model", choices=("mlp", "transformer"), default="mlp",
@@ -93,15 +107,18 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
     r.add_argument("--check", action="store_true",
                    help="compare every gradient and loss with reference/ (exit 1 on a difference)")
     r.add_argument("--trace", metavar="OUT.json",
-                   help="write what each rank executed, with timestamps, as a pp-schedule")
+                   help="write what each rank executed, with timestamps, as a pp-schedule "
+                        "(its directory must exist and be writable, the path not a "
+                        "directory or a device: checked before the run)")
     r.add_argument("--watchdog-seconds", type=float, default=300.0,
-                   help="a rank waiting longer than this stops the run (exit 4; default 300)")
+                   help="a rank waiting longer than this stops the run (exit 4; a finite "
+                        "number in (0, 1e6]; default 300)")
     r.add_argument("--no-verify", action="store_true",
                    help="run even when the checker refutes the schedule (or says UNKNOWN)")
     r.add_argument("--comm-model", choices=("nccl", "eager"), default="nccl",
                    help="the checker's communication model (default nccl, the strictest)")
     r.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per rank (default: cores / ranks)")
+                   help="torch CPU threads per rank, 1..1024 (default: cores / ranks)")
     r.add_argument("--wait-batches", action="store_true",
                    help="wait for every BATCH right after posting it, sends included "
                         "(fastpath.plan.blocking_batches: a different schedule, verified "
@@ -136,15 +153,6 @@ def lookahead_arg(text: str) -> int | None:
     return n
 
 
-def _torchrun_env() -> tuple[int, int, int] | None:
-    if "TORCHELASTIC_RUN_ID" in os.environ or (
-        "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and "RANK" in os.environ
-    ):
-        return (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
-    return None
-
-
 def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None,
          stderr: IO[str] | None = None) -> int:
     from verifier.ir import ScheduleError
@@ -158,25 +166,38 @@ def _bad(stderr, msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _run(args, stdout, stderr) -> int:
-    require("torch", "torch", "python -m fastpath")
-    from fastpath.check import refusal, verify
-    from fastpath.launch import Job, RunFailed, choose_backend, rank_main, spawn
-    from fastpath.plan import blocking_batches, prepare_schedule
-    from verifier.io import load_schedule, schedule_to_dict
+def _preflight(args):
+    """Everything checked before the schedule is read and any rank starts: the launch
+    environment (a LaunchEnv under torchrun, else None); BadInput otherwise."""
+    from fastpath.preflight import BadInput, check_numbers, check_output_path, launch_env
 
     for name in ("layers_per_stage", "hidden", "batch", "seq", "iterations"):
         v = getattr(args, name)
         if v < 1:
-            return _bad(stderr, f"--{name.replace('_', '-')} must be >= 1, got {v}")
+            raise BadInput(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.warmup < 0:
-        return _bad(stderr, f"--warmup must be >= 0, got {args.warmup}")
-    if not args.watchdog_seconds > 0:
-        return _bad(stderr, f"--watchdog-seconds must be > 0, got {args.watchdog_seconds}")
-    if args.model == "transformer" and args.hidden % 2 and args.hidden > 1:
-        pass  # reference.models picks one head for odd sizes
-    tr = _torchrun_env()
-    rank = tr[0] if tr else 0
+        raise BadInput(f"--warmup must be >= 0, got {args.warmup}")
+    check_numbers(args)
+    tr = launch_env()
+    if args.trace is not None and (tr is None or tr.rank == 0):
+        check_output_path(args.trace, "--trace")
+    return tr
+
+
+def _run(args, stdout, stderr) -> int:
+    require("torch", "torch", "python -m fastpath")
+    from fastpath.check import refusal, verify
+    from fastpath.launch import Job, RunFailed, choose_backend, spawn
+    from fastpath.plan import blocking_batches, prepare_schedule
+    from fastpath.preflight import BadInput
+    from fastpath.supervise import Interrupted
+    from verifier.io import load_schedule, schedule_to_dict
+
+    try:
+        tr = _preflight(args)
+    except BadInput as e:
+        return _bad(stderr, str(e))
+    rank = tr.rank if tr else 0
     schedule = prepare_schedule(load_schedule(args.file))
     if args.prepost_receives != 0:
         from fastpath.plan import prepost_receives
@@ -187,12 +208,14 @@ def _run(args, stdout, stderr) -> int:
             return _bad(stderr, f"{args.file}: --prepost-receives: {e}")
     if args.wait_batches:
         schedule = blocking_batches(schedule)
-    nproc = args.nproc if args.nproc is not None else (tr[1] if tr else schedule.num_ranks)
+    if tr and args.nproc is not None and args.nproc != tr.world:
+        return _bad(stderr, f"--nproc is {args.nproc} but WORLD_SIZE is {tr.world} "
+                            "(the ranks torchrun started)")
+    nproc = args.nproc if args.nproc is not None else (tr.world if tr else schedule.num_ranks)
     if nproc != schedule.num_ranks:
+        where = "--nproc" if args.nproc is not None or not tr else "WORLD_SIZE"
         return _bad(stderr, f"{args.file}: the schedule has {schedule.num_ranks} ranks, "
-                            f"--nproc is {nproc}")
-    if tr and tr[1] != nproc:
-        return _bad(stderr, f"torchrun started {tr[1]} ranks but the schedule has {nproc}")
+                            f"{where} is {nproc}")
     if args.backend == "nccl":
         import torch
 
@@ -224,26 +247,50 @@ def _run(args, stdout, stderr) -> int:
     )
     try:
         if tr:
-            results = rank_main(tr[0], tr[1], [job], backend=backend,
-                                watchdog_s=args.watchdog_seconds, local_rank=tr[2],
-                                )
+            results = _torchrun_rank(tr, job, backend, args.watchdog_seconds)
             if rank != 0:
                 return EXIT_OK
         else:
-            results = spawn([job], nproc, backend=backend, watchdog_s=args.watchdog_seconds,
-                            )
+            results = spawn([job], nproc, backend=backend, watchdog_s=args.watchdog_seconds)
     except RunFailed as e:
-        stderr.write(f"error: {e}\n")
-        for r, msg, _ in e.others:
-            first = msg.strip().splitlines()[0] if msg.strip() else ""
-            stderr.write(f"  then rank {r} failed too: {first}\n")
+        _failure_lines(e, stderr)
+        return e.exit_code
+    except Interrupted as e:
+        stderr.write(f"interrupted: {e}; every rank stopped\n")
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - under torchrun: this rank's failure
+        from fastpath.supervise import is_peer_loss, short_comm_error
         from fastpath.watchdog import WatchdogTimeout
 
-        stderr.write(f"error: rank {rank}: {e}\n")
+        text = short_comm_error(str(e)) if is_peer_loss(e) else str(e)
+        stderr.write(f"error: rank {rank}: {text}\n")
         return EXIT_WATCHDOG if isinstance(e, WatchdogTimeout) else EXIT_RANK_FAILED
     return _report(args, schedule, job, results[0], backend, verdict, stdout, stderr)
+
+
+def _torchrun_rank(tr, job, backend: str, watchdog_s: float):
+    """This process as rank ``tr.rank`` of a torchrun launch; under torchrun's agent it
+    dies with the agent (fastpath.supervise), as a spawned rank does with fastpath."""
+    from fastpath.launch import rank_main
+    from fastpath.supervise import die_with_parent
+
+    parent = None
+    if tr.elastic:
+        parent = os.getppid()
+        die_with_parent(parent)
+    return rank_main(tr.rank, tr.world, [job], backend=backend, watchdog_s=watchdog_s,
+                     local_rank=tr.local_rank, parent_pid=parent)
+
+
+def _failure_lines(e, stderr) -> None:
+    """The root cause first (its message as it is), then one line per consequence."""
+    stderr.write(f"error: {e}\n")
+    for f in e.others:
+        first = f.message.strip().splitlines()[0] if f.message.strip() else ""
+        if f.kind == "peer":
+            stderr.write(f"  consequence: {first}\n")
+        else:
+            stderr.write(f"  then: {first}\n")
 
 
 def _report(args, schedule, job, jr, backend, verdict, stdout, stderr) -> int:
@@ -288,6 +335,11 @@ def _report(args, schedule, job, jr, backend, verdict, stdout, stderr) -> int:
             w(f"check: MISMATCH ({len(bad)} parameters: {', '.join(bad[:8])})\n")
             code = EXIT_MISMATCH
     if args.trace:
-        save_schedule(trace_schedule(schedule, jr, backend), args.trace)
+        try:
+            save_schedule(trace_schedule(schedule, jr, backend), args.trace)
+        except OSError as e:
+            stderr.write(f"error: --trace {args.trace}: cannot write it: "
+                         f"{e.strerror or e}\n")
+            return EXIT_BAD_INPUT
         w(f"trace: {args.trace}\n")
     return code

@@ -121,10 +121,11 @@ class GradReduction:
         try:
             fn()
         except RuntimeError as e:
-            text = str(e)
+            from fastpath.supervise import short_comm_error
+
             raise PeerFailure(
                 f"rank {self.rank} end ({end}): {what} with ranks {list(ranks)} failed: "
-                f"{text.splitlines()[0] if text else type(e).__name__}"
+                f"{short_comm_error(str(e)) or type(e).__name__}"
             ) from None
         finally:
             if self.watchdog is not None:

@@ -7,9 +7,15 @@ What it is:
 - ``spawn(jobs, nproc=R, ...)``: starts R processes (``torch.multiprocessing``
   spawn context, rendezvous on a free TCP port of 127.0.0.1), runs every job in
   order in the same process group (start-up paid once) and returns, per job,
-  every rank's ``RankResult``. When a rank fails, its message (the watchdog
-  names rank, step, action and peer) is raised here as ``RunFailed`` and the
-  other ranks are killed; the parent never waits longer than ``deadline_s``.
+  every rank's ``RankResult``. When a rank fails, the root cause is raised
+  here as ``RunFailed``: the first rank that failed on its own (its message;
+  the watchdog names rank, step, action and peer) or whose process died
+  ("rank 2 died (SIGKILL)"), with the ranks that then lost a connection to it
+  as ``others`` (fastpath.supervise); the other ranks are killed and reaped;
+  the parent never waits longer than ``deadline_s``. SIGINT and SIGTERM to the
+  launcher are forwarded to the ranks, which are reaped before it exits; the
+  ranks die with the launcher even when it is SIGKILLed (parent-death signal,
+  and the watchdog's parent poll).
 - ``rank_main(...)``: the body of one rank, also used under ``torchrun``
   (env:// rendezvous: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), where rank 0
   gets every rank's results through ``gather_object``.
@@ -28,6 +34,7 @@ import dataclasses
 import datetime
 import os
 import queue as queue_mod
+import signal
 import socket
 import time
 import traceback
@@ -36,6 +43,20 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from fastpath.supervise import (  # noqa: F401 - RunFailed, root_cause: the launcher's API
+    EXIT_RANK_FAILED,
+    Failure,
+    Interrupted,
+    RunFailed,
+    describe_exit,
+    die_with_parent,
+    is_peer_loss,
+    name_process,
+    root_cause,
+    short_comm_error,
+    signals_raise,
+    stop,
+)
 from fastpath.watchdog import (
     EXIT_WATCHDOG,
     FastpathError,
@@ -44,8 +65,8 @@ from fastpath.watchdog import (
     WatchdogTimeout,
 )
 
-EXIT_RANK_FAILED = 5
 _ERROR_GRACE_S = 5.0  # how long the launcher collects failure reports after the first
+_STOP_GRACE_S = 3.0  # how long ranks get to exit on a forwarded SIGTERM/SIGINT
 BACKENDS = ("auto", "gloo", "nccl")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -79,44 +100,6 @@ def cpu_threads(job: Job, world: int) -> int:
 class JobResult:
     ranks: list  # RankResult per rank (of the last iteration)
     step_seconds: list[list[float]] = field(default_factory=list)  # [iteration][rank]
-
-
-class RunFailed(FastpathError):
-    """A spawned run failed; ``rank``, message and ``exit_code`` are the root cause's,
-    ``others`` the (rank, message, code) of ranks that failed as a consequence."""
-
-    def __init__(self, rank: int | None, message: str, exit_code: int,
-                 others: tuple = ()):
-        self.rank, self.exit_code, self.others = rank, exit_code, tuple(others)
-        super().__init__(message)
-
-
-# How a rank sees a peer that died or timed out first: gloo closes the pair, NCCL
-# reports a remote error. Such a failure is a consequence, never the root cause.
-_PEER_LOSS_TEXT = ("connection closed by peer", "connection reset by peer",
-                   "broken pipe", "remote process exited", "socket closed")
-
-
-def is_peer_loss(e: BaseException) -> bool:
-    if isinstance(e, PeerFailure):
-        return True
-    text = str(e).lower()
-    return any(t in text for t in _PEER_LOSS_TEXT)
-
-
-def root_cause(errors: list[tuple]) -> RunFailed:
-    """The error to report among the ranks' ``(rank, message, code[, peer_loss])``,
-    given in arrival order: the earliest that is a rank's own failure (a watchdog
-    report, an exception), and only when there is none, the earliest of the ranks
-    that merely lost a peer."""
-
-    def rank_of(item):
-        _, (_, _, _, *rest) = item
-        return (bool(rest and rest[0]), item[0])
-
-    _, (rank, msg, code, *_) = min(enumerate(errors), key=rank_of)
-    others = tuple((r, m, c) for (r, m, c, *_) in errors if (r, m) != (rank, msg))
-    return RunFailed(rank, msg, code, others)
 
 
 def free_port() -> int:
@@ -175,6 +158,7 @@ def build_runner(job: Job, rank: int, world: int, device, watchdog=None,
         device=device, watchdog=watchdog, wait_timeout_s=wait_s,
         grad_order=job.grad_order, split=job.split,
         backward_loss=lambda loss: loss_for_backward(loss, job.loss_reduction, M),
+        dtype=dtype,
     )
     runner.setup_tied_groups(group_cache)
     return runner
@@ -196,15 +180,18 @@ def _run_job(job: Job, rank: int, world: int, device, watchdog, wait_s: float,
 
 def rank_main(rank: int, world: int, jobs: list[Job], *, backend: str = "auto",
               init_method: str = "env://", watchdog_s: float = 300.0,
-              report=None, local_rank: int | None = None, threads: int | None = None):
+              report=None, local_rank: int | None = None, threads: int | None = None,
+              parent_pid: int | None = None):
     """One rank: run every job; returns the gathered [JobResult] on rank 0, None elsewhere.
 
-    ``report(kind, payload)`` (spawn mode) receives ("error", (rank, message, code))
-    from the watchdog thread when it has to end the process."""
+    ``report(kind, payload)`` (spawn mode) receives ("error", Failure) from the
+    watchdog thread when it has to end the process, and ("ready", rank) once the
+    process group is up. ``parent_pid``: the watchdog ends this rank when that
+    process is gone (fastpath.watchdog)."""
 
     def fire(msg: str) -> None:
         if report is not None:
-            report("error", (rank, msg, EXIT_WATCHDOG))
+            report("error", Failure(rank, msg, EXIT_WATCHDOG, "own"))
         else:
             import sys
 
@@ -215,7 +202,7 @@ def rank_main(rank: int, world: int, jobs: list[Job], *, backend: str = "auto",
     device = _device(backend, rank if local_rank is None else local_rank)
     if threads:
         jobs = [dataclasses.replace(j, threads=threads) for j in jobs]
-    wd = Watchdog(rank, watchdog_s, on_fire=fire)
+    wd = Watchdog(rank, watchdog_s, on_fire=fire, parent_pid=parent_pid)
     wd.start()
     # Collectives (gather, tied all-reduce) time out later than the watchdog, so a
     # stuck P2P wait is what gets reported, not its consequence on another rank.
@@ -223,6 +210,8 @@ def rank_main(rank: int, world: int, jobs: list[Job], *, backend: str = "auto",
     kw = dict(device_id=device) if device.type == "cuda" else {}
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
                             timeout=timeout, **kw)
+    if report is not None:
+        report("ready", rank)
     group_cache: dict = {}
     out = []
     for job in jobs:
@@ -261,100 +250,175 @@ def _from_bytes(data: bytes):
     return torch.load(io.BytesIO(data), weights_only=False)
 
 
-def _spawn_entry(rank, world, port, jobs, opts, q):  # pragma: no cover - child process
-    def report(kind, payload):
-        # the watchdog thread calls this right before os._exit: flush it through
+def _spawn_entry(rank, world, port, jobs, opts, q, parent_pid):  # pragma: no cover - child
+    # Die with the launcher (SIGKILL included), and die at once on a SIGINT/SIGTERM it
+    # forwards: a rank blocked inside a gloo wait would see a Python-level
+    # KeyboardInterrupt only once the wait returns.
+    die_with_parent(parent_pid)
+    name_process(f"fp-rank{rank}")
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def report(kind, payload, flush=False):
         q.put((kind, payload))
-        q.close()
-        q.join_thread()
+        if flush:  # the watchdog thread calls this right before os._exit
+            q.close()
+            q.join_thread()
 
     code = 0
     try:
         res = rank_main(rank, world, jobs, init_method=f"tcp://127.0.0.1:{port}",
-                        report=report, **opts)
+                        report=lambda k, p: report(k, p, flush=(k == "error")),
+                        parent_pid=parent_pid, **opts)
         if rank == 0:
-            q.put(("result", _to_bytes(res)))
-    except WatchdogTimeout as e:
-        code = EXIT_WATCHDOG
-        q.put(("error", (rank, str(e), code)))
-    except PeerFailure as e:
-        code = EXIT_RANK_FAILED
-        q.put(("error", (rank, str(e), code, True)))
-    except FastpathError as e:
-        code = EXIT_RANK_FAILED
-        q.put(("error", (rank, str(e), code)))
+            report("result", _to_bytes(res))
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
-        code = EXIT_RANK_FAILED
-        tb = traceback.format_exc(limit=6)
-        q.put(("error", (rank, f"rank {rank} failed: {type(e).__name__}: {e}\n{tb}", code,
-                         is_peer_loss(e))))
+        failure = _failure_of(rank, e)
+        code = failure.exit_code
+        report("error", failure)
     q.close()
     q.join_thread()
     os._exit(code)
 
 
+def _failure_of(rank: int, e: BaseException) -> Failure:
+    """A rank's exception as the launcher reports it: whose fault (fastpath.supervise
+    kinds), one line for the failures fastpath names, a short traceback for others
+    (a bug: where it happened matters)."""
+    if isinstance(e, WatchdogTimeout):
+        return Failure(rank, str(e), EXIT_WATCHDOG, "own")
+    if isinstance(e, PeerFailure):
+        return Failure(rank, str(e), EXIT_RANK_FAILED, "peer")
+    if isinstance(e, FastpathError):
+        return Failure(rank, str(e), EXIT_RANK_FAILED, "own")
+    if is_peer_loss(e):  # outside a wait fastpath names (barrier, gather, new_group)
+        return Failure(rank, f"rank {rank} lost a peer: {short_comm_error(str(e))}",
+                       EXIT_RANK_FAILED, "peer")
+    tb = traceback.format_exc(limit=6)
+    return Failure(rank, f"rank {rank} failed: {type(e).__name__}: {e}\n{tb}",
+                   EXIT_RANK_FAILED, "own")
+
+
+class _Watch:
+    """The launcher's view of a spawned run: failures in the order it observed them."""
+
+    def __init__(self, procs):
+        self.procs = procs
+        self.failures: list[Failure] = []
+        self.reported: set[int] = set()  # ranks whose own report arrived
+        self.exited: set[int] = set()  # ranks whose exit has been looked at
+        self.ready: list[int] = []  # ranks whose process group is up, in that order
+        self.result = None
+        self.first_failure_at: float | None = None
+
+    def observe(self, q, timeout: float) -> None:
+        """One round: which ranks exited (looked at first, so that every message a
+        rank sent before it exited is read below, before its silent exit is judged),
+        then every message that is there; then the silent deaths among those exits."""
+        codes = [p.exitcode for p in self.procs]
+        items = []
+        try:
+            items.append(q.get(timeout=timeout) if timeout > 0 else q.get_nowait())
+            while True:
+                items.append(q.get_nowait())
+        except queue_mod.Empty:
+            pass
+        deaths = []
+        for r, c in enumerate(codes):
+            if c is None or r in self.exited:
+                continue
+            self.exited.add(r)
+            if c != 0 and not any(k == "error" and p.rank == r for k, p in items) \
+                    and r not in self.reported:
+                code = EXIT_WATCHDOG if c == EXIT_WATCHDOG else EXIT_RANK_FAILED
+                deaths.append(Failure(r, describe_exit(r, c), code, "death"))
+        # a death seen in this round came before the messages read in it: the
+        # connection errors of its peers are its consequences
+        for f in deaths:
+            self._fail(f)
+        for kind, payload in items:
+            if kind == "error":
+                self.reported.add(payload.rank)
+                self._fail(payload)
+            elif kind == "ready":
+                self.ready.append(payload)
+            elif kind == "result":
+                self.result = _from_bytes(payload)
+
+    def _fail(self, f: Failure) -> None:
+        self.failures.append(f)
+        if self.first_failure_at is None:
+            self.first_failure_at = time.monotonic()
+
+    @property
+    def all_exited(self) -> bool:
+        return all(p.exitcode is not None for p in self.procs)
+
+
 def spawn(jobs: list[Job], nproc: int, *, backend: str = "auto", watchdog_s: float = 300.0,
-          deadline_s: float | None = None, threads: int | None = None) -> list[JobResult]:
-    """Run ``jobs`` on ``nproc`` freshly spawned ranks; see the module docstring."""
+          deadline_s: float | None = None, threads: int | None = None,
+          on_event=None) -> list[JobResult]:
+    """Run ``jobs`` on ``nproc`` freshly spawned ranks; see the module docstring.
+
+    SIGINT (KeyboardInterrupt) and SIGTERM (``Interrupted``) are forwarded to the
+    ranks, which are reaped before the exception propagates. ``on_event(kind,
+    value)``, for tests and tools: ("pids", [pid per rank]) once started, ("ready",
+    rank) as each rank's process group comes up."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = free_port()
     opts = dict(backend=backend, watchdog_s=watchdog_s, threads=threads)
-    procs = [ctx.Process(target=_spawn_entry, args=(r, nproc, port, jobs, opts, q), daemon=True)
+    me = os.getpid()
+    procs = [ctx.Process(target=_spawn_entry, args=(r, nproc, port, jobs, opts, q, me),
+                         daemon=True, name=f"fastpath-rank{r}")
              for r in range(nproc)]
-    for p in procs:
-        p.start()
     if deadline_s is None:
         deadline_s = 120.0 + watchdog_s * 2 + 60.0 * len(jobs)
-    t_end = time.monotonic() + deadline_s
-    result = None
+    signum = signal.SIGKILL  # how the ranks left over at the end are stopped
+    with signals_raise():
+        try:
+            for p in procs:
+                p.start()
+            if on_event is not None:
+                on_event("pids", [p.pid for p in procs])
+            return _supervise(procs, q, time.monotonic() + deadline_s, deadline_s, on_event)
+        except KeyboardInterrupt:
+            signum = signal.SIGINT
+            raise
+        except Interrupted as e:
+            signum = e.signum
+            raise
+        finally:
+            stop(procs, signum, _STOP_GRACE_S)
+            q.close()
+
+
+def _supervise(procs, q, t_end: float, deadline_s: float, on_event) -> list[JobResult]:
+    w = _Watch(procs)
     exited_at = None
-    errors: list[tuple] = []
-    first_error_at = None
-    try:
-        while True:
-            try:
-                kind, payload = q.get(timeout=0.1)
-            except queue_mod.Empty:
-                kind = None
-            if kind == "error":
-                errors.append(payload)
-                first_error_at = first_error_at or time.monotonic()
-            if errors:
-                # One rank's failure makes its peers fail too (a closed connection),
-                # sometimes sooner than its own report arrives: collect the reports
-                # until every rank has exited (or a short grace), then name the cause.
-                done = all(p.exitcode is not None for p in procs)
-                if (done and kind is None) or time.monotonic() - first_error_at > _ERROR_GRACE_S:
-                    raise root_cause(errors)
-                continue
-            if kind == "result":
-                result = _from_bytes(payload)
-            codes = [p.exitcode for p in procs]
-            if result is not None and all(c == 0 for c in codes):
-                return result
-            bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-            if bad:
-                # give its message a moment to arrive through the queue
-                exited_at = exited_at or time.monotonic()
-                if time.monotonic() - exited_at > 3.0:
-                    r, c = bad[0]
-                    raise RunFailed(r, f"rank {r} exited with code {c} and no message",
-                                    EXIT_RANK_FAILED)
-            if all(c is not None for c in codes) and result is None and not bad:
-                exited_at = exited_at or time.monotonic()
-                if time.monotonic() - exited_at > 3.0:
-                    raise RunFailed(None, "every rank exited but no result arrived",
-                                    EXIT_RANK_FAILED)
-            if time.monotonic() > t_end:
-                raise RunFailed(None, f"the run exceeded its deadline of {deadline_s:.0f}s",
-                                EXIT_WATCHDOG)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-        for p in procs:
-            p.join(timeout=5)
-        q.close()
+    while True:
+        ready = len(w.ready)
+        w.observe(q, 0.05)
+        if on_event is not None:
+            for r in w.ready[ready:]:
+                on_event("ready", r)
+        if w.failures:
+            # One rank's failure makes its peers fail too (a closed connection),
+            # sometimes sooner than its own report arrives: collect the reports
+            # until every rank has exited (or a short grace), then name the cause.
+            if w.all_exited or time.monotonic() - w.first_failure_at > _ERROR_GRACE_S:
+                w.observe(q, 0.0)  # what arrived meanwhile
+                raise root_cause(w.failures)
+            continue
+        if w.result is not None and all(p.exitcode == 0 for p in procs):
+            return w.result
+        if w.all_exited and w.result is None:
+            exited_at = exited_at or time.monotonic()
+            if time.monotonic() - exited_at > 3.0:
+                raise RunFailed(None, "every rank exited but no result arrived",
+                                EXIT_RANK_FAILED)
+        if time.monotonic() > t_end:
+            raise RunFailed(None, f"the run exceeded its deadline of {deadline_s:.0f}s",
+                            EXIT_WATCHDOG)

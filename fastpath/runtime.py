@@ -15,7 +15,8 @@ a torch.distributed group, with the model layers of its stages:
   so a ``Batch(wait=True)`` holding sends is a handshake with the peer: DeepSeek's
   DualPipeV communication (13 such batches per rank, 2 ranks, 8 micro-batches)
   blocked the main thread about twice as often per step as the lowered
-  compute order (measured, bench_fastpath ``--dualpipev-comm``).
+  compute order (measured with bench_fastpath's former ``--dualpipev-comm``,
+  today ``--comm deepseek`` against the default ``--comm own``).
 - receive buffers come from a pool keyed by shape (shapes probed once from the
   model), preallocated to the plan's peak (``plan.peak_receive_buffers``), and
   go back to it once the activation they hold is dead (after the stage's B or
@@ -34,6 +35,13 @@ a torch.distributed group, with the model layers of its stages:
   stream. Pool buffers carry the event of their last use before reuse.
 - a timeline: host start/end time of every step and the time spent blocked
   inside it (on CUDA, step times are host enqueue times; see fastpath.trace).
+
+Failures say whose fault they are (fastpath.watchdog): ``ScheduleFault`` for
+this rank's own schedule, ``PeerFailure`` for a communication op that failed
+(a peer died: a consequence), ``WatchdogTimeout`` for a wait past the bound. A
+gloo wait raises a bare RuntimeError for both a timeout and a lost peer (torch
+2.13), so a timeout is told by the clock (the wait lasted its bound), not by
+the text.
 
 What it does not cover: checking the schedule (the checker does, before this
 runs), choosing where ops go (the schedule does), anything but the two test
@@ -63,10 +71,12 @@ from fastpath.plan import RankPlan, consumer_key, peak_receive_buffers, recv_key
 from fastpath.watchdog import (
     FastpathError,
     PeerFailure,
+    ScheduleFault,
     Watchdog,
     WatchdogTimeout,
     describe_wait,
 )
+from fastpath.supervise import short_comm_error
 from reference.split import backward_full, backward_input, backward_weight
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, comms_of
 
@@ -149,6 +159,7 @@ class RankRunner(GradReduction):
         group=None,
         grad_order: str = "microbatch",
         split: str = "autograd",
+        dtype: torch.dtype | None = None,
     ):
         if grad_order not in GRAD_ORDERS:
             raise ValueError(f"grad_order must be one of {GRAD_ORDERS}, got {grad_order!r}")
@@ -173,7 +184,9 @@ class RankRunner(GradReduction):
         self.watchdog = watchdog
         self.timeout = datetime.timedelta(seconds=wait_timeout_s)
         self.group = group
-        dtype = next(iter(layers.values())).parameters().__next__().dtype
+        if dtype is None:  # an idle rank (no stages) has no layers: the data's dtype
+            dtype = next((p.dtype for m in layers.values() for p in m.parameters()),
+                         self.microbatches[0][0].dtype)
         self.pool = _Pool(dtype, device)
         self.shapes = self._probe_shapes()
         # every activation and gradient of these models has one shape: allocate the
@@ -234,14 +247,15 @@ class RankRunner(GradReduction):
                 work.wait(timeout=self.timeout)
         except RuntimeError as e:
             waited = time.perf_counter() - t0
-            text = str(e)
-            if "imed out" in text or waited >= self.timeout.total_seconds() * 0.95:
+            # the wait was given this bound: one that lasted it timed out, whatever
+            # the backend's text (gloo's type is the same for both)
+            if waited >= self.timeout.total_seconds() * 0.95:
                 raise WatchdogTimeout(
                     describe_wait(self.rank, step, action, what, peer, waited)
                 ) from None
             raise PeerFailure(
                 f"rank {self.rank} step {step} ({action}): {what} with rank {peer} failed: "
-                f"{text.splitlines()[0] if text else type(e).__name__}"
+                f"{short_comm_error(str(e)) or type(e).__name__}"
             ) from None
         finally:
             if self.watchdog is not None:
@@ -269,7 +283,7 @@ class RankRunner(GradReduction):
             if op.kind.is_send:
                 t = self.send_data.pop((op.kind, op.stage, op.mb), None)
                 if t is None:
-                    raise PeerFailure(
+                    raise ScheduleFault(
                         f"rank {self.rank} step {step} ({action}): {op} posted before "
                         "its data exist (the schedule sends before the producing compute)"
                     )
@@ -293,7 +307,7 @@ class RankRunner(GradReduction):
         if len(works) != len(meta):
             # NCCL coalesces a batch into one work that stands for every op in it
             if len(works) != 1:
-                raise PeerFailure(
+                raise FastpathError(
                     f"rank {self.rank} step {step} ({action}): {len(meta)} ops posted but "
                     f"{len(works)} works came back"
                 )
@@ -319,7 +333,7 @@ class RankRunner(GradReduction):
     def _take_recv(self, key, step, action) -> tuple[torch.Tensor, float]:
         item = self.recvs.pop(key, None)
         if item is None:
-            raise PeerFailure(
+            raise ScheduleFault(
                 f"rank {self.rank} step {step} ({action}): needs {key} but no receive "
                 "for it was posted earlier on this rank"
             )
@@ -538,7 +552,7 @@ class RankRunner(GradReduction):
                 self._wait(w, f"end ({end})", "pending sends", "a posted send", None)
         if self.recvs:
             key = next(iter(self.recvs))
-            raise PeerFailure(
+            raise ScheduleFault(
                 f"rank {self.rank}: receive {self.recvs[key][4]} posted at step "
                 f"{self.recvs[key][2]} was never consumed by a compute"
             )

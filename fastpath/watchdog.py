@@ -13,6 +13,17 @@ stop a hang:
    kind of message (plus the oldest posted op still incomplete) through
    ``on_fire`` and ends the process with ``os._exit(EXIT_WATCHDOG)``.
 
+The thread also watches the process that started the rank (``parent_pid``):
+when it is gone (a launcher killed with SIGKILL), the rank exits within one
+poll (``EXIT_ORPHANED``); fastpath.supervise's parent-death signal does the
+same at once on Linux.
+
+The errors a rank raises say whose fault a failure is: ``ScheduleFault`` (this
+rank's own schedule cannot be executed: a send before its data, a receive never
+consumed), ``PeerFailure`` (a communication op failed: a peer died or closed
+its connection, a consequence of another rank's failure) and
+``WatchdogTimeout`` (a wait exceeded the bound).
+
 What it does not cover: stopping the *other* ranks. The launcher does that
 (fastpath.launch kills the remaining ranks once one has failed; torchrun's
 agent does the same), and every rank's own watchdog fires anyway once its
@@ -27,6 +38,7 @@ import time
 from typing import Callable
 
 EXIT_WATCHDOG = 4
+EXIT_ORPHANED = 5  # the launcher is gone; nobody reads it, but it is a failure
 
 
 class FastpathError(RuntimeError):
@@ -38,7 +50,15 @@ class WatchdogTimeout(FastpathError):
 
 
 class PeerFailure(FastpathError):
-    """A communication op failed (usually because a peer rank died first)."""
+    """A communication op failed: a peer died or closed its connection first. A
+    consequence of another rank's failure, never reported as the root cause while
+    there is another."""
+
+
+class ScheduleFault(FastpathError):
+    """This rank's own schedule cannot be executed as written (a send posted before
+    the compute that produces its data, a receive no compute consumes): a fault of
+    the schedule, found only with --no-verify. The rank's own failure."""
 
 
 def describe_wait(rank: int, step: int | str, action: object, what: object, peer: int | None,
@@ -60,13 +80,14 @@ def describe_wait(rank: int, step: int | str, action: object, what: object, peer
 
 class Watchdog(threading.Thread):
     def __init__(self, rank: int, bound_s: float, on_fire: Callable[[str], None] | None = None,
-                 grace_s: float = 5.0, poll_s: float = 0.2):
+                 grace_s: float = 5.0, poll_s: float = 0.2, parent_pid: int | None = None):
         super().__init__(name=f"fastpath-watchdog-{rank}", daemon=True)
         self.rank = rank
         self.bound_s = float(bound_s)
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.on_fire = on_fire
+        self.parent_pid = parent_pid
         self._lock = threading.Lock()
         self._state: tuple | None = None  # (step, action, what, peer, since)
         self._pending: Callable[[], list] | None = None
@@ -90,6 +111,8 @@ class Watchdog(threading.Thread):
 
     def run(self) -> None:  # pragma: no cover - exercised through subprocesses
         while not self._stop.wait(self.poll_s):
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                os._exit(EXIT_ORPHANED)  # the launcher died: nobody will stop this rank
             with self._lock:
                 st = self._state
             if st is None:

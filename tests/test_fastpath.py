@@ -7,6 +7,7 @@ ones in test_fastpath_gpu.py (skip without CUDA).
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,8 +103,10 @@ def test_help_documents_flags_and_exit_codes():
                  "--grad-order", "--loss-reduction", "--iterations", "--warmup", "--threads",
                  "--split"):
         assert flag in out, flag
-    for code_line in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 "):
+    for code_line in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "130 ", "143 "):
         assert f"\n  {code_line}" in out, code_line
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        assert var in out, var
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -111,17 +114,37 @@ def test_help_documents_flags_and_exit_codes():
     (["run", "/nonexistent/x.json"], "no such file"),
     (["run", "FILE", "--nproc", "3"], "--nproc is 3"),
     (["run", "FILE", "--layers-per-stage", "0"], "--layers-per-stage must be >= 1"),
-    (["run", "FILE", "--watchdog-seconds", "0"], "--watchdog-seconds must be > 0"),
+    (["run", "FILE", "--watchdog-seconds", "0"], "--watchdog-seconds must be a finite"),
     (["run", "FILE", "--model", "cnn"], "invalid choice"),
+    # numbers at the edges: refused before any rank starts, naming flag and value
+    (["run", "FILE", "--watchdog-seconds", "inf"], "--watchdog-seconds must be a finite "
+                                                   "number of seconds in (0, 1000000], got inf"),
+    (["run", "FILE", "--watchdog-seconds", "nan"], "got nan"),
+    (["run", "FILE", "--watchdog-seconds", "-3"], "got -3.0"),
+    (["run", "FILE", "--watchdog-seconds", "1e300"], "got 1e+300"),
+    (["run", "FILE", "--threads", "-1"], "--threads must be in 1..1024, got -1"),
+    (["run", "FILE", "--threads", "0"], "--threads must be in 1..1024, got 0"),
+    (["run", "FILE", "--threads", "100000"], "got 100000"),
+    (["run", "FILE", "--nproc", "0"], "--nproc must be >= 1, got 0"),
+    (["run", "FILE", "--nproc", "-2"], "--nproc must be >= 1, got -2"),
+    (["run", "FILE", "--nproc", "x"], "invalid int value: 'x'"),
+    # output paths: refused before the job starts
+    (["run", "FILE", "--trace", "/nonexistent-dir/t.json"],
+     "--trace /nonexistent-dir/t.json: directory /nonexistent-dir does not exist"),
+    (["run", "FILE", "--trace", "TMPDIR"], ": is a directory"),
+    (["run", "FILE", "--trace", "/dev/full"], "--trace /dev/full: not a regular file"),
+    (["run", "FILE", "--trace", "FILE/x.json"], "Not a directory"),
+    (["run", "FILE", "--trace", ""], "--trace: empty path"),
 ])
 def test_bad_input_exit_2(tmp_path, argv, needle):
     f = tmp_path / "s.json"
     save_schedule(generate("1f1b", 2, 2), f)
-    argv = [str(f) if a == "FILE" else a for a in argv]
+    subst = {"FILE": str(f), "TMPDIR": str(tmp_path), "FILE/x.json": f"{f}/x.json"}
+    argv = [subst.get(a, a) for a in argv]
     code, out, err = _run(argv)
     assert code == 2, (out, err)
     assert needle in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and err.count("\n") == 1, err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
@@ -375,24 +398,6 @@ def test_cli_prepost_receives_refusals(tmp_path):
     assert code == 2 and "expected a number >= 0 or 'all'" in err
 
 
-def test_root_cause_prefers_a_ranks_own_failure_over_a_lost_peer():
-    """The launcher names the rank that failed first on its own, even when a peer's
-    "connection closed" (a consequence) arrives before it, as it can on gloo."""
-    from fastpath.launch import EXIT_RANK_FAILED, is_peer_loss, root_cause
-    from fastpath.watchdog import EXIT_WATCHDOG
-
-    lost = RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:57041")
-    assert is_peer_loss(lost) and not is_peer_loss(ValueError("shape mismatch"))
-    stuck = (1, "watchdog: rank 1 stuck at step 3", EXIT_WATCHDOG)
-    peer = (0, f"rank 0 failed: {lost}", EXIT_RANK_FAILED, True)
-    e = root_cause([peer, stuck])
-    assert (e.rank, e.exit_code, str(e)) == (1, EXIT_WATCHDOG, stuck[1])
-    assert e.others == ((0, peer[1], EXIT_RANK_FAILED),)
-    own = (2, "rank 2 failed: ValueError: shape mismatch", EXIT_RANK_FAILED, False)
-    assert root_cause([peer, own, stuck]).rank == 2  # earliest own failure
-    assert root_cause([peer]).rank == 0  # only consequences: still reported
-
-
 def _bench_module():
     import importlib.util
 
@@ -450,3 +455,266 @@ def test_predicted_bubble_uses_the_model_and_refuses_a_deadlocked_replay():
     makespan, bubbles = predicted_bubble(s, jr, "eager")
     assert makespan > 0 and len(bubbles) == 2 and all(b >= 0 for b in bubbles)
     assert max(bubbles) > 0  # 1F1B on 2 ranks has a bubble
+
+
+# ---------------------------------------------------------------- hostile environment
+_LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                "MASTER_PORT")
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"RANK": "abc", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
+     "environment variable RANK must be an integer in [0, 2) (WORLD_SIZE=2), got 'abc'"),
+    ({"RANK": "0", "WORLD_SIZE": "x", "LOCAL_RANK": "0"},
+     "environment variable WORLD_SIZE must be an integer >= 1, got 'x'"),
+    ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE must be an integer >= 1, got '0'"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK must be an integer in [0, 2)"),
+    ({"RANK": "-1", "WORLD_SIZE": "2"}, "got '-1'"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "garbage"}, "LOCAL_RANK must be"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "7"}, "LOCAL_RANK must be"),
+    ({"RANK": "0"}, "environment variable WORLD_SIZE is not set, but RANK is"),
+    ({"LOCAL_RANK": "0"}, "environment variable RANK is not set, but LOCAL_RANK is"),
+    ({"TORCHELASTIC_RUN_ID": "x"}, "RANK is not set, but TORCHELASTIC_RUN_ID is"),
+    ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR is not set"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT is not set"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "http"},
+     "MASTER_PORT must be a port number in 1..65535, got 'http'"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "70000"}, "'70000'"),
+    ({"RANK": "0", "WORLD_SIZE": "3", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+     "the schedule has 2 ranks, WORLD_SIZE is 3"),
+    ({"RANK": "9" * 5000, "WORLD_SIZE": "2"}, "got '9999999999"),  # shown shortened
+])
+def test_garbage_launch_environment_is_exit_2_naming_the_variable(tmp_path, monkeypatch, env,
+                                                                  needle):
+    f = tmp_path / "s.json"
+    save_schedule(generate("1f1b", 2, 2), f)
+    for k in _LAUNCH_VARS:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code, out, err = _run(["run", str(f), "--watchdog-seconds", "5"])
+    assert code == 2, (out, err)
+    assert needle in err
+    assert "Traceback" not in err and err.count("\n") == 1 and len(err) < 400, err
+
+
+def test_nproc_that_disagrees_with_world_size_is_exit_2(tmp_path, monkeypatch):
+    f = tmp_path / "s.json"
+    save_schedule(generate("1f1b", 2, 2), f)
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    code, out, err = _run(["run", str(f), "--nproc", "3"])
+    assert code == 2 and "--nproc is 3 but WORLD_SIZE is 2" in err
+
+
+def test_launch_env_reads_a_torchrun_environment():
+    from fastpath.preflight import LaunchEnv, launch_env
+
+    assert launch_env({}) is None
+    assert launch_env({"PATH": "/bin"}) is None
+    env = {"RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
+    assert launch_env(env) == LaunchEnv(1, 4, 1, False)  # LOCAL_RANK defaults to RANK
+    env.update(LOCAL_RANK="0", TORCHELASTIC_RUN_ID="abc")
+    assert launch_env(env) == LaunchEnv(1, 4, 0, True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
+def test_trace_into_a_read_only_directory_is_refused(tmp_path):
+    f = tmp_path / "s.json"
+    save_schedule(generate("1f1b", 2, 2), f)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, out, err = _run(["run", str(f), "--trace", str(ro / "t.json")])
+    finally:
+        ro.chmod(0o755)
+    assert code == 2 and "is not writable" in err
+
+
+def test_a_trace_write_that_fails_is_exit_2_naming_the_path(tmp_path, monkeypatch):
+    """The path was fine when checked, then its directory vanished during the run: the
+    write fails at the end, exit 2 naming the path (not a traceback)."""
+    import shutil
+
+    import fastpath.launch
+
+    f = tmp_path / "s.json"
+    save_schedule(generate("1f1b", 2, 2), f)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    trace = out_dir / "t.json"
+    s = prepare_schedule(generate("1f1b", 2, 2))
+
+    def fake_spawn(jobs, nproc, **kw):
+        shutil.rmtree(out_dir)
+        return [_fake_result(s)]
+
+    monkeypatch.setattr(fastpath.launch, "spawn", fake_spawn)
+    code, out, err = _run(["run", str(f), "--trace", str(trace)])
+    assert code == 2, (out, err)
+    assert err.startswith(f"error: --trace {trace}: cannot write it: ") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- faults: whose fault
+def test_root_cause_is_the_first_own_failure_or_death_never_a_lost_peer():
+    """The launcher names the rank that failed first on its own or died, even when a
+    peer's "connection closed" (a consequence) arrives before it, as it can on gloo."""
+    from fastpath.launch import EXIT_RANK_FAILED, Failure, is_peer_loss, root_cause
+    from fastpath.watchdog import EXIT_WATCHDOG, PeerFailure, ScheduleFault
+
+    lost = RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:57041")
+    assert is_peer_loss(lost) and not is_peer_loss(ValueError("shape mismatch"))
+    assert is_peer_loss(PeerFailure("x")) and not is_peer_loss(ScheduleFault("x"))
+    stuck = Failure(1, "watchdog: rank 1 stuck at step 3", EXIT_WATCHDOG, "own")
+    peer = Failure(0, f"rank 0 lost a peer: {lost}", EXIT_RANK_FAILED, "peer")
+    e = root_cause([peer, stuck])
+    assert (e.rank, e.exit_code, str(e)) == (1, EXIT_WATCHDOG, stuck.message)
+    assert e.others == (peer,)
+    own = Failure(2, "rank 2 failed: ValueError: shape mismatch", EXIT_RANK_FAILED, "own")
+    assert root_cause([peer, own, stuck]).rank == 2  # earliest own failure
+    death = Failure(3, "rank 3 died (SIGKILL)", EXIT_RANK_FAILED, "death")
+    assert root_cause([peer, death, own]).rank == 3  # a death counts like an own failure
+    assert root_cause([peer]).rank == 0  # only consequences: still reported
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Failure(0, "x", 5, "mystery")
+
+
+def test_failures_say_whose_fault_they_are():
+    from fastpath.launch import _failure_of
+    from fastpath.watchdog import PeerFailure, ScheduleFault, WatchdogTimeout
+
+    f = _failure_of(2, ScheduleFault("rank 2 step 4 (SEND_F(stage 2, mb 0)): posted before"))
+    assert (f.kind, f.exit_code) == ("own", 5)
+    f = _failure_of(1, WatchdogTimeout("watchdog: rank 1 stuck"))
+    assert (f.kind, f.exit_code) == ("own", 4)
+    assert _failure_of(1, PeerFailure("rank 1 step 3: lost")).kind == "peer"
+    gloo = RuntimeError("[/x/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                        "[127.0.0.1]:4242. This is typically caused by a remote worker "
+                        "crashing. Check the logs of the remote worker. GLHF!")
+    f = _failure_of(0, gloo)  # a lost peer outside a wait fastpath names (a barrier)
+    assert f.kind == "peer"
+    assert f.message == "rank 0 lost a peer: Connection closed by peer [127.0.0.1]:4242"
+    try:
+        raise KeyError(99)
+    except KeyError as e:  # a bug: its own failure, with where it happened
+        f = _failure_of(3, e)
+    assert f.kind == "own" and f.message.startswith("rank 3 failed: KeyError: 99")
+    assert "Traceback" in f.message
+
+
+class _FakeProc:
+    def __init__(self, exitcode=None):
+        self.exitcode = exitcode
+
+
+class _FakeQueue:
+    def __init__(self, items=()):
+        self.items = list(items)
+
+    def get(self, timeout=None):
+        return self.get_nowait()
+
+    def get_nowait(self):
+        import queue
+
+        if not self.items:
+            raise queue.Empty
+        return self.items.pop(0)
+
+
+def test_the_launcher_names_the_rank_that_died_not_the_ranks_that_lost_it():
+    """Rank 2 is SIGKILLed: its exit is seen in the same round as rank 1's "connection
+    closed" message; the death is the cause, the message a consequence. A rank that
+    exits non-zero with its message is not a silent death."""
+    from fastpath.launch import EXIT_RANK_FAILED, Failure, _Watch, root_cause
+
+    procs = [_FakeProc(), _FakeProc(), _FakeProc(-9)]
+    lost = Failure(1, "rank 1 step 7 (B(stage 1, mb 0)): ... Connection closed by peer",
+                   EXIT_RANK_FAILED, "peer")
+    w = _Watch(procs)
+    w.observe(_FakeQueue([("ready", 0), ("error", lost)]), 0.0)
+    assert [(f.rank, f.kind) for f in w.failures] == [(2, "death"), (1, "peer")]
+    assert w.ready == [0]
+    e = root_cause(w.failures)
+    assert (e.rank, str(e), e.exit_code) == (2, "rank 2 died (SIGKILL)", EXIT_RANK_FAILED)
+    # rank 1 then exits with code 5: it reported, so no second entry for it
+    procs[1].exitcode = 5
+    w.observe(_FakeQueue(), 0.0)
+    assert len(w.failures) == 2
+    # a rank that exits with a code and its message in the same round
+    procs = [_FakeProc(5), _FakeProc()]
+    own = Failure(0, "rank 0 failed: ValueError: x", EXIT_RANK_FAILED, "own")
+    w = _Watch(procs)
+    w.observe(_FakeQueue([("error", own)]), 0.0)
+    assert w.failures == [own]
+    # exits without a word: named by its code (4 stays the watchdog's code)
+    w = _Watch([_FakeProc(4), _FakeProc(3), _FakeProc(0)])
+    w.observe(_FakeQueue(), 0.0)
+    assert [(f.message, f.exit_code) for f in w.failures] == [
+        ("rank 0 exited with code 4 and no message", 4),
+        ("rank 1 exited with code 3 and no message", EXIT_RANK_FAILED)]
+
+
+def test_short_comm_error_keeps_the_gist():
+    from fastpath.supervise import describe_exit, short_comm_error
+
+    text = ("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+            "[127.0.0.1]:55190: Connection reset by peer. This is typically caused by a "
+            "remote worker hanging.\nmore")
+    assert short_comm_error(text) == "Read error [127.0.0.1]:55190: Connection reset by peer"
+    assert short_comm_error("") == ""
+    assert describe_exit(2, -9) == "rank 2 died (SIGKILL)"
+    assert describe_exit(0, -11) == "rank 0 died (SIGSEGV)"
+    assert describe_exit(1, 3) == "rank 1 exited with code 3 and no message"
+
+
+def test_a_rank_whose_launcher_vanishes_exits_by_the_watchdogs_parent_poll():
+    """The fallback of the parent-death signal: the watchdog thread sees its parent pid
+    gone and ends the process. A middle process starts the 'rank' (no prctl here) and
+    is SIGKILLed; the rank must be gone within a few polls."""
+    import signal
+    import time
+
+    rank = (
+        "import os, sys, time\n"
+        "from fastpath.watchdog import Watchdog\n"
+        "Watchdog(0, 60, poll_s=0.05, parent_pid=os.getppid()).start()\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    middle = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {rank!r}], stdout=sys.stdout)\n"
+        "time.sleep(120)\n"
+    )
+    mid = subprocess.Popen([sys.executable, "-c", middle], cwd=ROOT, stdout=subprocess.PIPE,
+                           text=True)
+    try:
+        pid = int(mid.stdout.readline())  # the rank is up, its watchdog started
+        mid.kill()
+        mid.wait(timeout=30)
+        t_end = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < t_end:
+            time.sleep(0.05)
+        assert not _alive(pid), "the orphaned rank is still running"
+    finally:
+        mid.kill()
+        if "pid" in locals() and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie awaiting its reaper) by /proc, else by signal 0."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True

@@ -11,6 +11,7 @@ strict nccl model (graph engine), so nothing here runs unverified.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -263,3 +264,159 @@ def test_cli_no_verify_on_broken_schedule_exits_4(tmp_path):
     assert p.returncode == EXIT_WATCHDOG
     assert "rank 1 stuck at step" in p.stderr and "from rank 0" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- idle ranks, faults
+def test_idle_rank_runs_ends_cleanly_and_matches_reference(tmp_path):
+    """A rank with no actions (a blank CSV line): runs, ends with the others, and the
+    run is bitwise equal to reference/; the trace keeps the empty rank and verifies."""
+    f = tmp_path / "idle.csv"
+    f.write_text("0F0,0F1,0B0,0B1\n1F0,1B0,1F1,1B1\n\n")
+    s = load_schedule(f)
+    assert s.num_ranks == 3 and s.actions[2] == ()
+    out = tmp_path / "trace.json"
+    p = _cli("-m", "fastpath", "run", str(f), "--check", "--trace", str(out),
+             "--watchdog-seconds", "60")
+    print(p.stdout, p.stderr)
+    assert p.returncode == 0, p.stderr
+    assert "check: MATCH bitwise" in p.stdout and "rank 2: busy=0.000000 s" in p.stdout
+    tr = load_schedule(out)
+    assert tr.actions[2] == () and tr.actions[:2] == prepare_schedule(s).actions[:2]
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, name) of every live (not zombie) process, from /proc."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{d}/comm") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            continue
+        if rest[0] != "Z":
+            out[int(d)] = (int(rest[1]), comm)
+    return out
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    table = _proc_table()
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for p, (pp, comm) in table.items():
+            if pp == parent and p not in found:
+                found[p] = comm
+                todo.append(p)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            rest = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_long_run(tmp_path, nproc: int, watchdog_s: int = 20):
+    """``fastpath run`` of a 1F1B schedule with a million iterations (it never ends on
+    its own); returns the process and {rank: pid} once every rank is computing (has
+    used CPU time since it named itself, so no fixed sleep assumes a speed)."""
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("needs /proc to find the ranks")
+    from verifier.io import save_schedule
+
+    f = tmp_path / "long.json"
+    save_schedule(generate("1f1b", nproc, 2 * nproc), f)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        env.pop(k, None)
+    p = subprocess.Popen([sys.executable, "-m", "fastpath", "run", str(f), "--iterations",
+                          "1000000", "--threads", "1", "--watchdog-seconds", str(watchdog_s)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    t_end = time.monotonic() + 180
+    ranks: dict[int, int] = {}
+    while len(ranks) < nproc and time.monotonic() < t_end and p.poll() is None:
+        ranks = {int(c[len("fp-rank"):]): pid for pid, c in _descendants(p.pid).items()
+                 if c.startswith("fp-rank")}
+        time.sleep(0.1)
+    if len(ranks) < nproc:
+        p.kill()
+        pytest.fail(f"the ranks did not start: {ranks} {p.communicate()[1][-2000:]}")
+    base = {r: _cpu_seconds(pid) for r, pid in ranks.items()}
+    while time.monotonic() < t_end and p.poll() is None and not all(
+            _cpu_seconds(pid) - base[r] > 1.0 for r, pid in ranks.items()):
+        time.sleep(0.1)
+    assert p.poll() is None, p.communicate()
+    return p, ranks
+
+
+def _assert_all_gone(pids, within_s: float) -> float:
+    t0 = time.monotonic()
+    left = dict(pids)
+    while left and time.monotonic() - t0 < within_s:
+        table = _proc_table()
+        left = {p: c for p, c in left.items() if p in table}
+        time.sleep(0.05)
+    assert not left, f"still running {time.monotonic() - t0:.1f}s later: {left}"
+    return time.monotonic() - t0
+
+
+def test_kill_9_of_a_rank_names_the_rank_that_died(tmp_path):
+    p, ranks = _start_long_run(tmp_path, 3)
+    family = _descendants(p.pid)
+    try:
+        os.kill(ranks[1], signal.SIGKILL)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    print(err)
+    lines = err.splitlines()
+    assert p.returncode == 5
+    assert lines[0] == "error: rank 1 died (SIGKILL)"
+    # the survivors' lost connections come after it, as consequences, one line each
+    assert len(lines) >= 2 and all(x.startswith("  consequence: rank ") for x in lines[1:])
+    assert not any(x.startswith("  consequence: rank 1 ") for x in lines[1:])
+    assert "Traceback" not in err
+    _assert_all_gone(family, 30)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                      (signal.SIGKILL, -signal.SIGKILL)])
+def test_a_signalled_launcher_leaves_nothing_running(tmp_path, sig, code):
+    """SIGTERM/SIGINT: forwarded to the ranks, which are reaped before the launcher
+    exits with 143/130. SIGKILL: the ranks die with it (parent-death signal, or the
+    watchdog's parent poll within the watchdog interval), and so does the
+    multiprocessing resource tracker once they are gone."""
+    watchdog_s = 20
+    p, ranks = _start_long_run(tmp_path, 2, watchdog_s)
+    family = _descendants(p.pid)
+    assert set(ranks.values()) <= set(family)
+    assert any("resource_tracker" in _cmdline(pid) for pid in family), family
+    try:
+        os.kill(p.pid, sig)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    print(err)
+    assert p.returncode == code
+    if sig == signal.SIGTERM:
+        assert err == "interrupted: terminated by SIGTERM; every rank stopped\n"
+    elif sig == signal.SIGINT:
+        assert err == "interrupted\n"
+    took = _assert_all_gone(family, watchdog_s)
+    print(f"every rank and the resource tracker gone {took:.2f}s after the launcher exited")

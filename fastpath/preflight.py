@@ -1,0 +1,129 @@
+"""What ``fastpath run`` checks before any rank starts: numeric flags, the launch
+environment, the output path.
+
+What it is: functions that return nothing or raise ``BadInput`` (a ValueError)
+whose message is the one line the CLI prints (exit 2), naming the flag or
+environment variable and the value:
+
+- ``check_numbers(args)``: --watchdog-seconds finite in (0, ``MAX_WATCHDOG_S``],
+  --threads in 1..``MAX_THREADS``, --nproc >= 1.
+- ``launch_env(environ)``: ``None`` for a launch that spawns its own ranks, or
+  ``LaunchEnv`` (rank, world size, local rank) for a torchrun-style one: when
+  TORCHELASTIC_RUN_ID, RANK, WORLD_SIZE or LOCAL_RANK is set, RANK and
+  WORLD_SIZE must both be integers with 0 <= RANK < WORLD_SIZE, LOCAL_RANK
+  (default RANK) an integer in [0, WORLD_SIZE), MASTER_ADDR set and
+  MASTER_PORT an integer in 1..65535 (torch's env:// rendezvous reads them).
+- ``check_output_path(path, flag)``: the file can be written: its directory
+  exists and is writable, and the path is not a directory or a special file
+  (a device, a FIFO). A write can still fail later (disk full): the caller
+  reports that as exit 2 naming the path too.
+
+What it does not cover: the schedule itself (verifier.io validates it; the
+checker decides it), sizes of the model (reference.models).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from dataclasses import dataclass
+from typing import Mapping
+
+MAX_WATCHDOG_S = 1e6  # about 11.5 days; timedelta and thread waits stay exact below it
+MAX_THREADS = 1024
+
+
+class BadInput(ValueError):
+    """A flag, environment variable or path that cannot be used; the message is the
+    one line to print."""
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    rank: int
+    world: int
+    local_rank: int
+    elastic: bool  # started by torchrun's agent (TORCHELASTIC_RUN_ID set)
+
+    def __post_init__(self):
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {self.rank} not in [0, {self.world})")
+
+
+def check_numbers(args) -> None:
+    w = args.watchdog_seconds
+    if not (math.isfinite(w) and 0 < w <= MAX_WATCHDOG_S):
+        raise BadInput(f"--watchdog-seconds must be a finite number of seconds in "
+                       f"(0, {MAX_WATCHDOG_S:.0f}], got {w!r}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise BadInput(f"--threads must be in 1..{MAX_THREADS}, got {args.threads}")
+    if args.nproc is not None and args.nproc < 1:
+        raise BadInput(f"--nproc must be >= 1, got {args.nproc}")
+
+
+_LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def _int_var(environ: Mapping[str, str], name: str, lo: int, hi: int | None, what: str) -> int:
+    text = environ[name]
+    try:
+        v = int(text.strip())
+    except ValueError:
+        v = None
+    if v is None or v < lo or (hi is not None and v >= hi):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise BadInput(f"environment variable {name} must be {what}, got {shown!r}")
+    return v
+
+
+def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
+    env = os.environ if environ is None else environ
+    if not any(k in env for k in _LAUNCH_VARS):
+        return None
+    for name in ("RANK", "WORLD_SIZE"):
+        if name not in env:
+            given = ", ".join(k for k in _LAUNCH_VARS if k in env)
+            raise BadInput(f"environment variable {name} is not set, but {given} is: a "
+                           "torchrun-style launch sets RANK and WORLD_SIZE (unset them "
+                           "all to let fastpath spawn its ranks)")
+    world = _int_var(env, "WORLD_SIZE", 1, None, "an integer >= 1")
+    rank = _int_var(env, "RANK", 0, world, f"an integer in [0, {world}) (WORLD_SIZE={world})")
+    local = rank
+    if "LOCAL_RANK" in env:
+        local = _int_var(env, "LOCAL_RANK", 0, world,
+                         f"an integer in [0, {world}) (WORLD_SIZE={world})")
+    if not env.get("MASTER_ADDR", "").strip():
+        raise BadInput("environment variable MASTER_ADDR is not set (torchrun sets it; "
+                       "the env:// rendezvous needs it)")
+    if "MASTER_PORT" not in env:
+        raise BadInput("environment variable MASTER_PORT is not set (torchrun sets it; "
+                       "the env:// rendezvous needs it)")
+    _int_var(env, "MASTER_PORT", 1, 65536, "a port number in 1..65535")
+    return LaunchEnv(rank, world, local, "TORCHELASTIC_RUN_ID" in env)
+
+
+def check_output_path(path: str, flag: str) -> None:
+    if not path:
+        raise BadInput(f"{flag}: empty path")
+    shown = repr(path) if any(c in path for c in "\n\r\t") else path
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise BadInput(f"{flag} {shown}: {e.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise BadInput(f"{flag} {shown}: is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInput(f"{flag} {shown}: not a regular file (a device, FIFO or socket); "
+                           "give a file path")
+        if not os.access(path, os.W_OK):
+            raise BadInput(f"{flag} {shown}: not writable")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise BadInput(f"{flag} {shown}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {shown}: directory {parent} is not writable")

@@ -21,7 +21,7 @@ from verifier import __version__
 from verifier.extras import MissingExtra
 from verifier.ir import ScheduleError
 
-COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show")
+COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show", "synthesize")
 
 EXIT_OK, EXIT_REFUTED, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 

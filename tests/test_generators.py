@@ -150,7 +150,8 @@ def test_valid_compute_only(family, R, M, v):
 
 
 def test_families_listed():
-    assert FAMILIES == ("gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv", "dualpipe", "dualpipev")
+    assert FAMILIES == ("gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv", "dualpipe", "dualpipev",
+                        "interleaved-zb", "looped-bfs")
 
 
 def test_placements():
@@ -262,6 +263,83 @@ def test_dualpipev_matches_pytorch(R, M):
     ours = generate("dualpipev", R, M, compute_only=True)
     for r in range(R):
         assert pt_row(ours.actions[r]) == _pt_compute_row(obj._calculate_single_rank_operations(r))
+
+
+def _pytorch_multi(cls, R: int, M: int, v: int):
+    """A PyTorch multi-stage schedule object for rank 0, built by its real
+    constructor on stand-in stages carrying only what it reads; its
+    ``pipeline_order`` has every rank's order (nothing runs)."""
+    import types
+    import warnings
+
+    stages = [types.SimpleNamespace(
+        num_stages=R * v, group_size=R, group_rank=0, stage_index=k * R, is_first=k == 0,
+        is_last=k == v - 1 and R == 1, stage_index_to_group_rank=None, submod=None)
+        for k in range(v)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls(stages, M)
+
+
+@pytest.mark.parametrize("R,M,v", [(1, 1, 1), (2, 2, 1), (2, 4, 2), (4, 8, 2), (4, 12, 3),
+                                   (4, 10, 2), (4, 3, 2), (3, 9, 4), (8, 16, 2), (4, 4, 1)])
+def test_interleaved_zb_matches_pytorch(R, M, v):
+    """Compute order == ScheduleInterleavedZeroBubble's pipeline_order (after its
+    _add_bubbles_to_actions, which only inserts idle slots), rank by rank."""
+    sch = pytest.importorskip("torch.distributed.pipelining.schedules")
+    order = _pytorch_multi(sch.ScheduleInterleavedZeroBubble, R, M, v).pipeline_order
+    ours = generate("interleaved-zb", R, M, num_chunks=v, compute_only=True)
+    assert ours.family == "interleaved-zb" and ours.num_stages == R * v
+    for r in range(R):
+        assert pt_row(ours.actions[r]) == _pt_compute_row(order[r]), r
+    if v == 1:  # ZB1P with one stage per rank is our zb-h1
+        assert ours.actions == generate("zb-h1", R, M, compute_only=True).actions
+
+
+@pytest.mark.parametrize("R,M,v", [(1, 1, 1), (2, 2, 1), (2, 4, 2), (4, 8, 2), (4, 3, 3),
+                                   (3, 7, 4), (8, 16, 2)])
+def test_looped_bfs_matches_pytorch(R, M, v):
+    sch = pytest.importorskip("torch.distributed.pipelining.schedules")
+    order = _pytorch_multi(sch.ScheduleLoopedBFS, R, M, v).pipeline_order
+    ours = generate("looped-bfs", R, M, num_chunks=v, compute_only=True)
+    for r in range(R):
+        assert pt_row(ours.actions[r]) == _pt_compute_row(order[r]), r
+
+
+def test_pytorch_class_names_are_aliases():
+    """Every name torch's get_schedule_class knows for a family we generate,
+    with or without 'Schedule', any case, gives that family."""
+    from verifier.generators import ALIASES, resolve_family
+
+    sch = pytest.importorskip("torch.distributed.pipelining.schedules")
+    want = {"GPipe": "gpipe", "1F1B": "1f1b", "Interleaved1F1B": "interleaved-1f1b",
+            "ZBVZeroBubble": "zbv", "DualPipeV": "dualpipev",
+            "InterleavedZeroBubble": "interleaved-zb", "LoopedBFS": "looped-bfs"}
+    for name, fam in want.items():
+        cls = sch.get_schedule_class(name)  # torch knows the name
+        assert cls.__name__ == "Schedule" + name
+        for spelling in (name, name.lower(), name.upper(), cls.__name__, cls.__name__.lower()):
+            assert resolve_family(spelling) == fam, spelling
+    assert sorted(ALIASES) == sorted(n.lower() for n in want)
+    for fam in FAMILIES:
+        assert resolve_family(fam) == fam and resolve_family(fam.upper()) == fam
+    with pytest.raises(ScheduleError, match="unknown schedule family 'PipelineScheduleMulti'"):
+        resolve_family("PipelineScheduleMulti")
+    a = generate("ScheduleInterleaved1F1B", 4, 8, num_chunks=2, compute_only=True)
+    assert a == generate("interleaved-1f1b", 4, 8, num_chunks=2, compute_only=True)
+
+
+def test_generate_cli_accepts_pytorch_names(tmp_path):
+    from verifier.cli import main
+
+    for name, fam in (("ScheduleLoopedBFS", "looped-bfs"), ("interleavedzerobubble", "interleaved-zb"),
+                      ("DualPipeV", "dualpipev"), ("schedule1f1b", "1f1b")):
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["generate", name, "--ranks", "2", "--microbatches", "4"], out, err) == 0, err
+        assert json.loads(out.getvalue())["family"] == fam
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["generate", "Zero", "--ranks", "2", "--microbatches", "4"], out, err) == 2
+    assert err.getvalue().count("\n") == 1 and "unknown schedule family 'Zero'" in err.getvalue()
 
 
 def test_dualpipev_pytorch_artifact():

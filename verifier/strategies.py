@@ -38,7 +38,7 @@ require("hypothesis", "strategies", "verifier.strategies")
 from hypothesis import assume  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from verifier.generators import FAMILIES, generate
+from verifier.generators import CHUNKED_FAMILIES, FAMILIES, generate
 from verifier.ir import Action, Batch, Comm, Compute, Overlap, Schedule, ScheduleError
 
 
@@ -100,7 +100,7 @@ def generated(
         M = max(M + M % 2, 2 * R)
     elif family == "dualpipev":  # M >= 2R
         M = max(M, 2 * R)
-    chunks = draw(st.sampled_from([1, 2, 3])) if family == "interleaved-1f1b" else None
+    chunks = draw(st.sampled_from([1, 2, 3])) if family in CHUNKED_FAMILIES else None
     s = _try_generate(family, R, M, chunks, compute_only)
     assume(s is not None)
     return s

@@ -89,13 +89,13 @@ def compare(num_ranks: int, num_microbatches: int, costs, comm_model: str = "ncc
             families=None, num_chunks: int | None = None, normalize: bool = True) -> list[Row]:
     """One Row per family (see DESCRIPTION); ``normalize``: costs and activations
     per R/PP as described there."""
-    from verifier.generators import FAMILIES, generate
+    from verifier.generators import CHUNKED_FAMILIES, FAMILIES, generate
 
     rows = []
     for fam in families or FAMILIES:
         try:
             s = generate(fam, num_ranks, num_microbatches,
-                         num_chunks=num_chunks if fam == "interleaved-1f1b" else None)
+                         num_chunks=num_chunks if fam in CHUNKED_FAMILIES else None)
         except ScheduleError as e:
             rows.append(Row(fam, "n/a", str(e)))
             continue
@@ -146,16 +146,18 @@ def render_table(rows: list[Row]) -> str:
 def run(args, stdout, stderr) -> int:
     from pathlib import Path
 
-    from verifier.generators import FAMILIES
+    from verifier.generators import resolve_family
 
     cm = costs_mod.load(args.costs)
     fams = None
     if args.families:
-        fams = [f.strip() for f in args.families.split(",") if f.strip()]
-        bad = [f for f in fams if f not in FAMILIES]
-        if bad:
-            raise ScheduleError(f"unknown family {bad[0]!r}; choose from {', '.join(FAMILIES)}",
-                                "--families")
+        fams = []
+        for f in (f.strip() for f in args.families.split(",")):
+            if f:
+                try:
+                    fams.append(resolve_family(f))
+                except ScheduleError as e:
+                    raise ScheduleError(e.detail, "--families") from None
     for name, v in (("--ranks", args.ranks), ("--microbatches", args.microbatches)):
         if v < 1:
             raise ScheduleError(f"must be >= 1, got {v}", name)

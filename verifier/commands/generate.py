@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import IO
 
-from verifier.generators import DEFAULT_INTERLEAVED_CHUNKS, FAMILIES, generate
+from verifier.generators import DEFAULT_INTERLEAVED_CHUNKS, FAMILIES, generate, resolve_family
+from verifier.ir import ScheduleError
 
 HELP = "generate a schedule (1F1B, zero-bubble, DualPipe, ...) as JSON"
 
@@ -22,9 +23,15 @@ Generate the schedule of one family and write it as JSON (stdout unless -o).
 
 families: {", ".join(FAMILIES)}
   gpipe, 1f1b, zb-h1     one stage per rank (route 0..R-1)
-  interleaved-1f1b       --chunks V stages per rank, round-robin (default {DEFAULT_INTERLEAVED_CHUNKS})
+  interleaved-1f1b, interleaved-zb, looped-bfs
+                         --chunks V stages per rank, round-robin (default {DEFAULT_INTERLEAVED_CHUNKS})
   zbv, dualpipev         two stages per rank in a V
   dualpipe               two routes in opposite directions, tied mirrored stages
+NAME may also be PyTorch's schedule class name, case-insensitive, with or
+without the Schedule prefix: GPipe, 1F1B, Interleaved1F1B,
+InterleavedZeroBubble (interleaved-zb), LoopedBFS (looped-bfs), ZBVZeroBubble
+(zbv), DualPipeV. Compute orders equal torch 2.13's pipeline_order for those
+classes (1F1B: its runtime's order; see verifier/generators/pipelines.py).
 
 Without --compute-only the schedule carries its communication: DeepSeek's own
 batches for dualpipe/dualpipev (Batch(wait=True) before every compute), the
@@ -32,7 +39,7 @@ shared lowering for the other families.
 
 rules: dualpipe needs an even number of ranks and an even
 num_microbatches >= 2*num_ranks; dualpipev needs num_microbatches >= 2*num_ranks;
-interleaved-1f1b needs num_microbatches to be a multiple of
+interleaved-1f1b and interleaved-zb need num_microbatches to be a multiple of
 max(1, num_microbatches // num_ranks).
 
 output: the schedule document (JSON; PyTorch CSV if -o ends in .csv, written
@@ -43,16 +50,25 @@ exit codes: 0 written, 2 bad parameters or usage (one line on stderr).
 """
 
 
+def _family(name: str) -> str:
+    """argparse type of NAME: a family or PyTorch's class name for one."""
+    try:
+        return resolve_family(name)
+    except ScheduleError as e:
+        raise argparse.ArgumentTypeError(e.detail) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("family", metavar="NAME", choices=FAMILIES,
-                        help="schedule family: " + ", ".join(FAMILIES))
+    parser.add_argument("family", metavar="NAME", type=_family,
+                        help="schedule family: " + ", ".join(FAMILIES)
+                        + " (or PyTorch's class name, e.g. ScheduleInterleaved1F1B)")
     parser.add_argument("--ranks", type=int, required=True, metavar="R",
                         help="number of ranks (pipeline devices)")
     parser.add_argument("--microbatches", type=int, required=True, metavar="M",
                         help="number of micro-batches")
     parser.add_argument("--chunks", type=int, default=None, metavar="V",
-                        help="stages per rank (interleaved-1f1b only; others accept "
-                        "only their own fixed count)")
+                        help="stages per rank (interleaved-1f1b, interleaved-zb, looped-bfs; "
+                        "others accept only their own fixed count)")
     parser.add_argument("--compute-only", action="store_true",
                         help="compute actions only, no communication")
     parser.add_argument("-o", "--output", metavar="FILE", default=None,

@@ -2,9 +2,12 @@
 
 What it is: ``generate(family, num_ranks, num_microbatches, num_chunks=None,
 compute_only=False)`` for the families in ``FAMILIES`` (gpipe, 1f1b,
-interleaved-1f1b, zb-h1, zbv, dualpipe, dualpipev), with the placements of
-design.md section 3. Bad parameters raise ``ScheduleError`` stating the rule
-and the values.
+interleaved-1f1b, zb-h1, zbv, dualpipe, dualpipev, interleaved-zb,
+looped-bfs), with the placements of design.md section 3. ``family`` may also
+be PyTorch's schedule class name (``ScheduleInterleaved1F1B``,
+``Interleaved1F1B``, ``zbvzerobubble``, ...: ``ALIASES``, case-insensitive,
+with or without the ``Schedule`` prefix; ``resolve_family`` maps a name).
+Bad parameters raise ``ScheduleError`` stating the rule and the values.
 
 Communication: ``compute_only=True`` gives compute actions only. Otherwise the
 single-direction families go through the shared lowering
@@ -36,9 +39,43 @@ FAMILIES: tuple[str, ...] = (
     "zbv",
     "dualpipe",
     "dualpipev",
+    "interleaved-zb",
+    "looped-bfs",
 )
 
+# families with --chunks V stages per rank, placed round-robin
+CHUNKED_FAMILIES: tuple[str, ...] = ("interleaved-1f1b", "interleaved-zb", "looped-bfs")
 DEFAULT_INTERLEAVED_CHUNKS = 2
+
+# PyTorch's names (torch.distributed.pipelining.schedules.get_schedule_class,
+# and the classes' own names without "Schedule") -> our family
+ALIASES: dict[str, str] = {
+    "gpipe": "gpipe",
+    "1f1b": "1f1b",
+    "interleaved1f1b": "interleaved-1f1b",
+    "zbvzerobubble": "zbv",
+    "dualpipev": "dualpipev",
+    "interleavedzerobubble": "interleaved-zb",
+    "loopedbfs": "looped-bfs",
+}
+
+
+def resolve_family(name: str) -> str:
+    """Our family for ``name``: one of FAMILIES, or a PyTorch schedule class name
+    (case-insensitive, ``Schedule`` prefix optional). Raises ScheduleError."""
+    if name in FAMILIES:
+        return name
+    key = name.lower() if isinstance(name, str) else ""
+    if key in FAMILIES:
+        return key
+    bare = key[len("schedule"):] if key.startswith("schedule") else key
+    if bare in ALIASES:
+        return ALIASES[bare]
+    raise ScheduleError(
+        f"unknown schedule family {name!r}; choose one of {', '.join(FAMILIES)}, or "
+        "PyTorch's name: GPipe, 1F1B, Interleaved1F1B, InterleavedZeroBubble, "
+        "LoopedBFS, ZBVZeroBubble, DualPipeV (Schedule prefix optional)"
+    )
 
 
 def generate(
@@ -49,10 +86,7 @@ def generate(
     compute_only: bool = False,
 ) -> Schedule:
     """The schedule of ``family`` for these parameters (see module docstring)."""
-    if family not in FAMILIES:
-        raise ScheduleError(
-            f"unknown schedule family {family!r}; choose one of {', '.join(FAMILIES)}"
-        )
+    family = resolve_family(family)
     R, M = num_ranks, num_microbatches
     _common.check_counts(family, R, M)
 
@@ -66,13 +100,16 @@ def generate(
             placement = _common.v_placement(R, M)
         return _common.build(family, R, M, placement, acts, 2)
 
-    if family == "interleaved-1f1b":
+    if family in CHUNKED_FAMILIES:
         v = DEFAULT_INTERLEAVED_CHUNKS if num_chunks is None else num_chunks
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ScheduleError(
-                f"interleaved-1f1b needs num_chunks >= 1 (stages per rank), got {v!r}"
+                f"{family} needs num_chunks >= 1 (stages per rank), got {v!r}"
             )
-        acts = _pl.interleaved_1f1b(R, M, v)
+        make = {"interleaved-1f1b": _pl.interleaved_1f1b,
+                "interleaved-zb": _pl.interleaved_zero_bubble,
+                "looped-bfs": _pl.looped_bfs}[family]
+        acts = make(R, M, v)
         placement = _common.interleaved_placement(R, M, v)
     elif family == "zbv":
         _common.check_fixed_chunks(family, num_chunks, 2)
@@ -93,4 +130,5 @@ def generate(
     return lower(schedule)
 
 
-__all__ = ["FAMILIES", "generate", "DEFAULT_INTERLEAVED_CHUNKS"]
+__all__ = ["ALIASES", "CHUNKED_FAMILIES", "DEFAULT_INTERLEAVED_CHUNKS", "FAMILIES", "generate",
+           "resolve_family"]

@@ -87,7 +87,8 @@ def build(
         routes=routes,
         actions=tuple(tuple(a) for a in actions),
         name=f"{family} ranks={num_ranks} microbatches={num_microbatches}"
-        + (f" chunks={num_chunks}" if family == "interleaved-1f1b" else ""),
+        + (f" chunks={num_chunks}"
+           if family in ("interleaved-1f1b", "interleaved-zb", "looped-bfs") else ""),
         family=family,
         params={
             "num_ranks": num_ranks,

@@ -27,10 +27,19 @@ the compute order of ``torch.distributed.pipelining.schedules`` (2.13):
 - zbv: ``ScheduleZBVZeroBubble`` (zero-bubble paper section 6, V placement).
   Same order, including PyTorch's handling of ``M < 2R-1`` (plan for
   ``2R-1`` micro-batches and drop those that do not exist).
+- interleaved-zb: ``ScheduleInterleavedZeroBubble`` (ZB1P over ``v`` stages
+  per rank, round-robin): interleaved 1F1B's rounds with a warm-up of
+  ``(v-1)*M/rounds + (R-1-r)`` forwards (one per hop, not two), B split
+  into I and W, and ZB-H1's rule for W: rank r's first ``r`` steady-state
+  backwards keep their W, then each I is followed by the oldest pending W;
+  leftover Ws at the end. With ``v = 1`` it is zb-h1. Same order.
+- looped-bfs: ``ScheduleLoopedBFS`` (Lamy-Poirier 2023, breadth-first over
+  ``v`` stages per rank, round-robin): every forward of the rank's first
+  stage, then of its next stage, ...; then the full backwards stage by stage
+  from the last, each stage's micro-batches in reverse order. Same order.
 
 What it does not cover: communication (``verifier.lowering`` inserts it),
-idle slots (PyTorch's ``None`` entries are timing hints, not actions), the
-interleaved zero-bubble and looped-BFS variants.
+idle slots (PyTorch's ``None`` entries are timing hints, not actions).
 """
 
 from __future__ import annotations
@@ -84,12 +93,13 @@ def zb_h1(num_ranks: int, num_microbatches: int) -> list[list[Compute]]:
     return out
 
 
-def interleaved_rounds(num_ranks: int, num_microbatches: int) -> tuple[int, int]:
+def interleaved_rounds(num_ranks: int, num_microbatches: int,
+                       family: str = "interleaved-1f1b") -> tuple[int, int]:
     """(rounds, micro-batches per round) of PyTorch's flexible interleaving."""
     rounds = max(1, num_microbatches // num_ranks)
     if num_microbatches % rounds:
         raise ScheduleError(
-            "interleaved-1f1b needs num_microbatches to be a multiple of the number "
+            f"{family} needs num_microbatches to be a multiple of the number "
             f"of rounds max(1, num_microbatches // num_ranks) = {rounds}, got "
             f"num_microbatches={num_microbatches} with num_ranks={num_ranks}"
         )
@@ -175,4 +185,57 @@ def zbv(num_ranks: int, num_microbatches: int) -> list[list[Compute]]:
         acts.extend(Compute(W, stage[1], m) for m in range(w[1], b[1]))
         acts.extend(Compute(W, stage[0], m) for m in range(w[0], b[0]))
         out.append([a for a in acts if a.mb < M])
+    return out
+
+
+def interleaved_zero_bubble(
+    num_ranks: int, num_microbatches: int, num_chunks: int
+) -> list[list[Compute]]:
+    R, M, v = num_ranks, num_microbatches, num_chunks
+    _, per_round = interleaved_rounds(R, M, "interleaved-zb")
+    total = v * M  # forwards (and I's, and W's) per rank
+    out = []
+    for r in range(R):
+        warmup = min((v - 1) * per_round + (R - 1 - r), total)
+
+        def fwd_stage(op: int) -> int:
+            return ((op // per_round) % v) * R + r
+
+        def bwd_stage(op: int) -> int:
+            return (v - 1 - ((op - warmup) // per_round) % v) * R + r
+
+        nxt: dict[tuple, int] = {}  # (kind, stage) -> next micro-batch
+        acts: list[Compute] = []
+
+        def emit(kind, stage) -> None:
+            m = nxt.get((kind, stage), 0)
+            nxt[(kind, stage)] = m + 1
+            acts.append(Compute(kind, stage, m))
+
+        backward_ops: list[int] = []  # ops whose I ran, in order; W follows FIFO
+        num_w = 0
+        for op in range(total + warmup):
+            if op < total:
+                emit(F, fwd_stage(op))
+            if op < warmup:
+                continue
+            emit(I, bwd_stage(op))
+            backward_ops.append(op)
+            if op - warmup >= r:  # the first r backwards keep their W for later
+                emit(W, bwd_stage(backward_ops[num_w]))
+                num_w += 1
+        for op in backward_ops[num_w:]:
+            emit(W, bwd_stage(op))
+        out.append(acts)
+    return out
+
+
+def looped_bfs(num_ranks: int, num_microbatches: int, num_chunks: int) -> list[list[Compute]]:
+    R, M, v = num_ranks, num_microbatches, num_chunks
+    out = []
+    for r in range(R):
+        stages = [k * R + r for k in range(v)]
+        acts = [Compute(F, s, m) for s in stages for m in range(M)]
+        acts += [Compute(B, s, m) for s in reversed(stages) for m in reversed(range(M))]
+        out.append(acts)
     return out

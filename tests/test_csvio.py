@@ -804,3 +804,53 @@ def test_every_flag_named_in_the_sources_exists():
                         if flag not in flags and flag not in outside:
                             bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {flag}")
     assert not bad, bad
+
+
+def _read_cell_by_cell(text: str, monkeypatch, **kw):
+    """csv_to_schedule with its one-pass reading of plain rows switched off:
+    every cell through the cell-by-cell loop (the statement of the dialect)."""
+    import verifier.csvio as csvio
+
+    with monkeypatch.context() as m:
+        m.setattr(csvio, "_PLAIN_ROW", re.compile(r"(?!)"))
+        try:
+            return csvio.csv_to_schedule(text, **kw)
+        except ScheduleError as e:
+            return str(e)
+
+
+@pytest.mark.parametrize("text", [
+    "0F0,0F1,0B0,0B1\n1F0,1B0,1F1,1B1\n",
+    "0F0,0SEND_F0,0RECV_B0,0B0\n1RECV_F0,1F0,1B0,1SEND_B0\n",
+    "0F0, 0F1,0B0,0B1\n1F0,1B0,1F1,1B1\n",  # a blank before a cell
+    "0F0,,0B0\r\n1F0,1B0\r\n",  # an idle cell, CRLF
+    '0F0,"0B0,1F0"\n1F0,1B0\n',  # a quoted cell holding a comma
+    "0F0,0B0\n1F0,1B0,0F1\n",  # a stage on two rows
+    "0F0,0B0\n1F00,1B00\n",  # leading zeros
+    "0F0,0B0\n1F12345678,1B0\n",  # an id over MAX_ID
+    "0F0,0B0\n1F1234567,1B0\n",  # a large id under it
+    "0F0,0UNSHARD,0B0\n1F0,1B0\n",  # an FSDP cell
+    "(0F1;0B0)OVERLAP_F_B,0F0\n1F0,1B0\n",
+    "0F0,0X0\n1F0,1B0\n",  # an unknown kind
+    "0F0,0B0\n\n1F0,1B0\n",  # an empty row
+])
+def test_plain_rows_read_as_the_cell_by_cell_loop_reads_them(text, monkeypatch):
+    """csv_to_schedule reads a row of plain cells in one pass; that must make
+    exactly what the cell-by-cell loop makes (or fail with its error)."""
+    try:
+        fast = csv_to_schedule(text)
+    except ScheduleError as e:
+        fast = str(e)
+    assert fast == _read_cell_by_cell(text, monkeypatch)
+
+
+@pytest.mark.parametrize("family", ["1f1b", "zbv", "dualpipev", "interleaved-1f1b"])
+def test_generated_csv_read_as_the_cell_by_cell_loop_reads_it(family, monkeypatch):
+    from verifier.lowering import lower
+
+    compute_only = generate(family, 4, 8, compute_only=True)
+    lowered = flatten_batches(lower(compute_only))
+    for text in (schedule_to_csv(lowered), schedule_to_csv(compute_only)):
+        fast = csv_to_schedule(text)
+        assert fast == _read_cell_by_cell(text, monkeypatch)
+        assert [[str(a) for a in row] for row in fast.actions] == [row.split(",") for row in text.splitlines()]

@@ -17,7 +17,7 @@ How a verdict is reached:
    a disagreement is an UNKNOWN verdict naming it, never a pass) or ``auto``
    (the graph engine first: a static failure or a deadlock it finds is the
    answer, without waiting for Z3's minimised unsat core; otherwise Z3 proves
-   it when ``z3engine.fits_budget`` says so, else the graph engine decides);
+   it when ``z3budget.fits_budget`` says so, else the graph engine decides);
 4. every certificate the graph engine produces (a witness order or a cycle of
    waits) is validated by ``verifier.certificate``, an interpreter that shares
    no code with the engines; a rejected certificate makes the verdict UNKNOWN.
@@ -407,17 +407,13 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         # minimised unsat core; Z3 proves only what they find deadlock-free.
         say("graph engine")
         graph = hbgraph.decide(schedule, comm_model)
-        if graph.witness is not None and not any(static.values()) and _z3_available():
-            from verifier import z3engine
+        if graph.witness is not None and not any(static.values()):
+            from verifier import z3budget  # the size estimate, without importing z3
 
             budget = {"timeout_ms": z3_timeout_ms or AUTO_Z3_TIMEOUT_MS}
             if z3_rlimit is not None:
                 budget["rlimit"] = z3_rlimit
-            try:  # the budget auto will give it
-                fits = z3engine.fits_budget(schedule, **budget)
-            except TypeError:  # an engine whose estimate takes no budget
-                fits = z3engine.fits_budget(schedule)
-            if fits:
+            if z3budget.fits_budget(schedule, **budget) and _z3_available():
                 chosen = "z3"
     elif engine in ("z3", "both") and not _z3_available():
         raise ScheduleError(f"engine {engine!r} needs verifier.z3engine, which is not installed")

@@ -105,3 +105,42 @@ def test_without_hypothesis_strategies_names_the_extra():
     assert r.stderr.strip().splitlines()[-1] == (
         "verifier.extras.MissingExtra: verifier.strategies needs hypothesis, which is not "
         "installed: pip install 'ppverify[strategies]'")
+
+
+def _readme_blocks(lang: str) -> list[str]:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    """Every ```python block of the README runs as written (from the checkout
+    root, writing into a temp dir); the functions named test_* in a block are
+    called, so the strategies example really runs its property tests."""
+    monkeypatch.chdir(ROOT)
+    pytest.importorskip("torch")
+    blocks = _readme_blocks("python")
+    assert len(blocks) >= 3
+    for block in blocks:
+        code = block.replace('"izb.json"', repr(str(tmp_path / "izb.json")))
+        ns: dict = {"__name__": "readme"}
+        exec(compile(code, "README.md", "exec"), ns)
+        for name, fn in list(ns.items()):
+            if name.startswith("test_") and callable(fn):
+                fn()
+    assert (tmp_path / "izb.json").is_file()
+
+
+def test_readme_first_commands_and_version_line():
+    """The first two copy-paste commands are unchanged; the version the README
+    shows is the package's."""
+    blocks = _readme_blocks("bash")
+    assert blocks[0].strip() == ("python3 -m venv .venv && . .venv/bin/activate && pip install -e . "
+                                 "&& python -m verifier check specs/examples/dualpipe.json")
+    assert blocks[1].strip() == ("python3 -m venv .venv && . .venv/bin/activate && pip install -e "
+                                 "'.[test]' && HYPOTHESIS_PROFILE=ci python -m pytest -q")
+    text = (ROOT / "README.md").read_text()
+    assert f"$ ppverify --version\nppverify {verifier.__version__}\n" in text
+    for extra in ("[torch]", "[strategies]", "[test]"):
+        assert f"`{extra}`" in text

@@ -42,9 +42,10 @@ this run's mean F/B/I/W times ("n/a" if the analysis is unavailable).
 Exit codes:
   0  ran (and, with --check, matched the reference within tolerance)
   1  --check found a difference, or the checker REFUTED the schedule
-  2  bad input or usage (file, flags, ranks that do not fit the schedule, the
-     launch environment, a --trace path that cannot be written), checked before
-     any rank starts; also a --trace write that fails at the end
+  2  bad input or usage (file, flags, ranks that do not fit the schedule, a
+     schedule that is not well-formed (--no-verify included), the launch
+     environment, a --trace path that cannot be written), checked before any
+     rank starts; also a --trace write that fails at the end
   3  the checker said UNKNOWN (never run as if verified; --no-verify overrides)
   4  watchdog: a rank waited longer than --watchdog-seconds (the message names
      rank, step, action and peer); every rank is stopped
@@ -198,7 +199,11 @@ def _run(args, stdout, stderr) -> int:
     except BadInput as e:
         return _bad(stderr, str(e))
     rank = tr.rank if tr else 0
-    schedule = prepare_schedule(load_schedule(args.file))
+    schedule = load_schedule(args.file)
+    bad = _not_well_formed(schedule, args.file)
+    if bad:
+        return _bad(stderr, bad)
+    schedule = prepare_schedule(schedule)
     if args.prepost_receives != 0:
         from fastpath.plan import prepost_receives
 
@@ -266,6 +271,24 @@ def _run(args, stdout, stderr) -> int:
         stderr.write(f"error: rank {rank}: {text}\n")
         return EXIT_WATCHDOG if isinstance(e, WatchdogTimeout) else EXIT_RANK_FAILED
     return _report(args, schedule, job, results[0], backend, verdict, stdout, stderr)
+
+
+def _not_well_formed(schedule, source: str) -> str | None:
+    """The refusal of a schedule the executors cannot even start (an undeclared stage,
+    a stage on a rank that does not exist, ...): lowering, planning and the ranks
+    assume property 1 (well-formed), so it holds with --no-verify too. None if it
+    is well-formed. (A minimal gate of fastpath's own: the checker's own
+    well-formed property, first violation named.)"""
+    from verifier.properties import well_formed
+
+    viols = well_formed(schedule)
+    if not viols:
+        return None
+    first = viols[0].message
+    first = first if len(first) <= 300 else first[:300] + "..."
+    more = f" (and {len(viols) - 1} more)" if len(viols) > 1 else ""
+    return (f"{source}: not well-formed: {first}{more}; fastpath runs only well-formed "
+            "schedules, --no-verify included (`python -m verifier check` lists every fault)")
 
 
 def _torchrun_rank(tr, job, backend: str, watchdog_s: float):

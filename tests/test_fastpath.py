@@ -718,3 +718,35 @@ def _alive(pid: int) -> bool:
         except ProcessLookupError:
             return False
         return True
+
+
+# ---------------------------------------------------------------- names that do not exist
+def _mutated(tmp_path, name, mutate, compute_only=False):
+    import json
+
+    d = schedule_to_dict(generate("1f1b", 2, 2, compute_only=compute_only))
+    mutate(d)
+    f = tmp_path / name
+    f.write_text(json.dumps(d))
+    return f
+
+
+@pytest.mark.parametrize("name,mutate,compute_only,needle", [
+    ("action.json", lambda d: d["actions"][0].__setitem__(0, {"op": "F", "stage": 99, "mb": 0}),
+     False, "rank 0 step 0 99F0: stage 99 is not declared"),
+    # compute-only: lowered before the checker runs (it raised KeyError: 99 there)
+    ("lowered.json", lambda d: d["actions"][0].__setitem__(1, {"op": "F", "stage": 99, "mb": 1}),
+     True, "stage 99 is not declared"),
+    ("route.json", lambda d: d["routes"][0].__setitem__("stages", [0, 99]), False,
+     "route 0 names stage 99, which is not declared (and 1 more)"),
+    ("rank.json", lambda d: d["stages"][1].__setitem__("rank", 5), True,
+     "stage 1 is placed on rank 5, outside 0..1"),
+])
+@pytest.mark.parametrize("no_verify", [False, True])
+def test_a_schedule_naming_what_does_not_exist_is_refused_before_running(
+        tmp_path, name, mutate, compute_only, needle, no_verify):
+    f = _mutated(tmp_path, name, mutate, compute_only)
+    code, out, err = _run(["run", str(f), *(["--no-verify"] if no_verify else [])])
+    assert code == 2, (out, err)
+    assert err.startswith(f"error: {f}: not well-formed: ") and needle in err
+    assert "Traceback" not in err and err.count("\n") == 1

@@ -113,7 +113,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                         "directory or a device: checked before the run)")
     r.add_argument("--watchdog-seconds", type=float, default=300.0,
                    help="a rank waiting longer than this stops the run (exit 4; a finite "
-                        "number in (0, 1e6]; default 300)")
+                        "number in [0.001, 1e6]; default 300)")
     r.add_argument("--no-verify", action="store_true",
                    help="run even when the checker refutes the schedule (or says UNKNOWN)")
     r.add_argument("--comm-model", choices=("nccl", "eager"), default="nccl",
@@ -256,7 +256,10 @@ def _run(args, stdout, stderr) -> int:
             if rank != 0:
                 return EXIT_OK
         else:
-            results = spawn([job], nproc, backend=backend, watchdog_s=args.watchdog_seconds)
+            # no overall deadline: the watchdog bounds every wait, so a long run
+            # (--iterations) that makes progress is never cut short
+            results = spawn([job], nproc, backend=backend, watchdog_s=args.watchdog_seconds,
+                            deadline_s=float("inf"))
     except RunFailed as e:
         _failure_lines(e, stderr)
         return e.exit_code

@@ -5,7 +5,8 @@ What it is: functions that return nothing or raise ``BadInput`` (a ValueError)
 whose message is the one line the CLI prints (exit 2), naming the flag or
 environment variable and the value:
 
-- ``check_numbers(args)``: --watchdog-seconds finite in (0, ``MAX_WATCHDOG_S``],
+- ``check_numbers(args)``: --watchdog-seconds finite in [``MIN_WATCHDOG_S``,
+  ``MAX_WATCHDOG_S``] (a shorter bound would round to "no timeout"),
   --threads in 1..``MAX_THREADS``, --nproc >= 1.
 - ``launch_env(environ)``: ``None`` for a launch that spawns its own ranks, or
   ``LaunchEnv`` (rank, world size, local rank) for a torchrun-style one: when
@@ -30,6 +31,7 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping
 
+MIN_WATCHDOG_S = 1e-3  # below a microsecond, timedelta is 0: gloo then waits its default
 MAX_WATCHDOG_S = 1e6  # about 11.5 days; timedelta and thread waits stay exact below it
 MAX_THREADS = 1024
 
@@ -53,9 +55,9 @@ class LaunchEnv:
 
 def check_numbers(args) -> None:
     w = args.watchdog_seconds
-    if not (math.isfinite(w) and 0 < w <= MAX_WATCHDOG_S):
+    if not (math.isfinite(w) and MIN_WATCHDOG_S <= w <= MAX_WATCHDOG_S):
         raise BadInput(f"--watchdog-seconds must be a finite number of seconds in "
-                       f"(0, {MAX_WATCHDOG_S:.0f}], got {w!r}")
+                       f"[{MIN_WATCHDOG_S:g}, {MAX_WATCHDOG_S:.0f}], got {w!r}")
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise BadInput(f"--threads must be in 1..{MAX_THREADS}, got {args.threads}")
     if args.nproc is not None and args.nproc < 1:

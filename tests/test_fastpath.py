@@ -118,7 +118,8 @@ def test_help_documents_flags_and_exit_codes():
     (["run", "FILE", "--model", "cnn"], "invalid choice"),
     # numbers at the edges: refused before any rank starts, naming flag and value
     (["run", "FILE", "--watchdog-seconds", "inf"], "--watchdog-seconds must be a finite "
-                                                   "number of seconds in (0, 1000000], got inf"),
+                                                   "number of seconds in [0.001, 1000000], got inf"),
+    (["run", "FILE", "--watchdog-seconds", "1e-9"], "got 1e-09"),  # timedelta(0): no bound
     (["run", "FILE", "--watchdog-seconds", "nan"], "got nan"),
     (["run", "FILE", "--watchdog-seconds", "-3"], "got -3.0"),
     (["run", "FILE", "--watchdog-seconds", "1e300"], "got 1e+300"),

@@ -228,3 +228,14 @@ def test_fsdp_cells_are_counted_as_columns_not_steps(tmp_path):
     for p in places:
         assert grid[p["row"] - 1][p["column"] - 1] == p["cell"]
     assert "CSV row 1, column 5: `0B0`" in out
+
+
+def test_analyze_deadlock_names_user_cells(tmp_path):
+    path = tmp_path / "dl.csv"
+    path.write_text("0F0,0B0,,0F1,0B1\n1F1,1B1,1F0,1B0\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["analyze", str(path)], out, err) == 1
+    text = out.getvalue()
+    assert "rank 0 (CSV row 1, column 2: `0B0`; lowered step 2): 0B0 waits for" in text
+    assert "rank 1 (CSV row 2, column 1: `1F1`; lowered step 1): 1F1 waits for" in text
+    assert " step " not in text.replace("lowered step", "")

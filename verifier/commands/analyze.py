@@ -55,7 +55,9 @@ schedule is lowered first.
 process per rank, compute and comm threads, flow arrows send -> receive).
 
 exit codes: 0 timed to the end, 1 the replay deadlocked (stuck places are
-listed: rank, step, action and what it waits for), 2 bad input or usage."""
+listed: rank, step, action and what it waits for; in the text output a CSV's
+places as row, column and cell, and a compute-only schedule's with the lowered
+step, as check writes them), 2 bad input or usage."""
 
 
 def add_arguments(p) -> None:
@@ -79,7 +81,10 @@ def fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
-def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None = None) -> str:
+def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None = None,
+                origin=None) -> str:
+    """The text output; ``origin`` (``verifier.origin.Origin``) writes the stuck
+    places of a deadlock in the user's coordinates (CSV cell, lowered step)."""
     lines = [
         f"schedule: {a.name or '(unnamed)'}" + (f" [{a.family}]" if a.family else ""),
         f"ranks {a.num_ranks}, micro-batches {a.num_microbatches}, comm model {a.comm_model}",
@@ -88,7 +93,7 @@ def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None 
     ]
     if a.deadlocked:
         lines.append(f"DEADLOCK under {a.comm_model}: the replay got stuck at")
-        lines.extend(f"  {s}" for s in a.stuck)
+        lines.extend(f"  {s if origin is None else origin.rewrite(str(s))}" for s in a.stuck)
         return "\n".join(lines) + "\n"
     lines.append(
         f"makespan {fmt(a.makespan)}, bubble ratio {100 * a.bubble_ratio:.2f}%, "
@@ -126,11 +131,11 @@ def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None 
 
 
 def run(args, stdout, stderr) -> int:
-    from verifier.io import load_schedule
+    from verifier.io import load_schedule_with_origin
 
     cm = costs_mod.load(args.costs)
     sizes = None if args.activation_bytes is None else parse_activation_bytes(args.activation_bytes)
-    s = load_schedule(args.file)
+    s, origin = load_schedule_with_origin(args.file)
     peak_bytes = None
     if sizes is not None:  # by program order, as verifier.memory counts activations
         peak_bytes = peak_activations(s, sizes.for_schedule(s))
@@ -147,5 +152,9 @@ def run(args, stdout, stderr) -> int:
                 row["peak_activation_bytes"] = peak_bytes[row["rank"]]
         stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
-        stdout.write(render_text(a, peak_bytes=peak_bytes))
+        if a.deadlocked and s.is_compute_only:  # analyze lowered it: name the input's steps
+            from verifier.lowering import lower_with_map
+
+            origin = origin.with_lowering(lower_with_map(s)[1])
+        stdout.write(render_text(a, peak_bytes=peak_bytes, origin=origin))
     return 1 if a.deadlocked else 0

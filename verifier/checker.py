@@ -245,9 +245,9 @@ class CheckResult:
     z3_core: tuple[str, ...] = ()
     engine_note: str = ""  # e.g. why auto fell back from z3 to graph
     schedule: Schedule = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
-    # when lowered: per rank, per step of ``schedule``, the input's step it came
-    # from (``verifier.lowering.lower_with_map``); read by ``verifier.origin``
-    lowered_from: tuple | None = field(compare=False, repr=False, default=None)
+    # when lowered: the compute-only schedule as given, before lowering (read by
+    # ``verifier.origin`` through ``verifier.lowering.lowering_map``)
+    input_schedule: Schedule | None = field(compare=False, repr=False, default=None)
     activation_bytes: Mapping[int, float] | None = field(compare=False, repr=False, default=None)
 
     def result_of(self, pid: PropertyId | str) -> PropertyResult:
@@ -332,13 +332,12 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
     say = progress or (lambda line: None)
     t0 = time.perf_counter()
     lowered = False
-    lowered_from = None
     original = schedule
     if schedule.is_compute_only and schedule.num_actions:
-        from verifier.lowering import lower_with_map
+        from verifier.lowering import lower
 
         try:
-            schedule, lowered_from = lower_with_map(schedule)
+            schedule = lower(schedule)
             lowered = True
         except (KeyError, IndexError):
             # an action on a stage that is on no route: nothing to lower it
@@ -371,7 +370,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
             z3_core=tuple(core),
             engine_note=engine_note,
             schedule=schedule,
-            lowered_from=lowered_from,
+            input_schedule=original if lowered else None,
             activation_bytes=activation_bytes,
         )
 
@@ -381,7 +380,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         # name the faults in the input's own steps, not in the lowering's
         wf_input = properties.well_formed(original)
         if wf_input:
-            schedule, wf, lowered, lowered_from = original, wf_input, False, None
+            schedule, wf, lowered = original, wf_input, False
     if wf:
         num_ops = sum(len(comms_of(a)) for acts in schedule.actions for a in acts)
         props = [PropertyResult(PropertyId.WELL_FORMED, Status.FAILS, tuple(wf), "static")]

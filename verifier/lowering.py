@@ -134,15 +134,6 @@ def reference_order(s: Schedule) -> dict[tuple[int, int], tuple[int, int, int]]:
 
 def lower(s: Schedule) -> Schedule:
     """Insert communication into a compute-only schedule by the rule above."""
-    return lower_with_map(s)[0]
-
-
-def lower_with_map(s: Schedule) -> tuple[Schedule, tuple[tuple[int | tuple[int, ...], ...], ...]]:
-    """``lower(s)`` and, per rank and lowered step, where that step comes from:
-    the step of ``s`` for a compute, or for an inserted BATCH a tuple with, per
-    op, the step of ``s`` of the compute it was inserted for (the producer of
-    a send, the consumer of a receive). ``verifier.origin`` reads it to name
-    places in the user's steps."""
     if not s.is_compute_only:
         raise ScheduleError(
             "already has communication actions; lowering takes a compute-only schedule",
@@ -165,37 +156,67 @@ def lower_with_map(s: Schedule) -> tuple[Schedule, tuple[tuple[int | tuple[int, 
         return key.get((peer.kind, peer.stage, peer.mb), never)
 
     out: list[list[Action]] = []
-    steps: list[tuple[int | tuple[int, ...], ...]] = []
     for rank, acts in enumerate(s.actions):
         # slot i = the gap before compute i (slot len(acts) = after the last one)
-        slots: list[list[tuple[Comm, int]]] = [[] for _ in range(len(acts) + 1)]
-        placed: list[tuple[int, Comm, int]] = []  # (slot, op, step of its compute)
+        slots: list[list[Comm]] = [[] for _ in range(len(acts) + 1)]
+        placed: list[tuple[int, Comm]] = []
         for i, a in enumerate(acts):
             for c in computes_of(a):
-                placed.extend((i, op, i) for op in _recvs(s, rank, c))
-                placed.extend((i + 1, op, i) for op in _sends(s, rank, c))
+                placed.extend((i, op) for op in _recvs(s, rank, c))
+                placed.extend((i + 1, op) for op in _sends(s, rank, c))
         # walk messages from the latest key down: a receive may not sit after a
         # message with a later key, so it moves up to that message's gap
         placed.sort(key=lambda x: msg_key(x[1]), reverse=True)
         limit = len(acts)
-        for slot, op, cause in placed:
+        for slot, op in placed:
             if not op.kind.is_send:
                 slot = min(slot, limit)
             limit = min(limit, slot)
-            slots[slot].append((op, cause))
+            slots[slot].append(op)
         lowered: list[Action] = []
-        came_from: list[int | tuple[int, ...]] = []
         for i in range(len(acts) + 1):
             if slots[i]:
-                ops = sorted(slots[i], key=lambda x: msg_key(x[0]))
-                lowered.append(Batch(tuple(op for op, _ in ops), wait=False))
-                came_from.append(tuple(cause for _, cause in ops))
+                lowered.append(Batch(tuple(sorted(slots[i], key=msg_key)), wait=False))
             if i < len(acts):
                 lowered.append(acts[i])
-                came_from.append(i)
         out.append(lowered)
-        steps.append(tuple(came_from))
-    return s.with_actions(out), tuple(steps)
+    return s.with_actions(out)
+
+
+LoweredMap = tuple[tuple["int | tuple[int | None, ...]", ...], ...]
+
+
+def lowering_map(s: Schedule, lowered: Schedule) -> LoweredMap:
+    """Where each step of ``lowered = lower(s)`` comes from, per rank and lowered
+    step: the step of ``s`` for a compute (``lower`` keeps the computes in
+    order), or for an inserted BATCH a tuple with, per op, the step of ``s`` of
+    the compute it was inserted for (the producer of a send, the consumer of a
+    receive; the first such compute when a schedule runs one twice, None if
+    none). Computed from the two schedules, so ``lower`` pays nothing for it;
+    ``verifier.origin`` reads it to name places in the user's steps."""
+    out = []
+    for r, (acts, lacts) in enumerate(zip(s.actions, lowered.actions)):
+        cause: dict[Comm, int] = {}
+        for i, a in enumerate(acts):
+            for c in computes_of(a):
+                for op in _sends(s, r, c) + _recvs(s, r, c):
+                    cause.setdefault(op, i)
+        row: list = []
+        k = 0
+        for a in lacts:
+            if isinstance(a, Batch):
+                row.append(tuple(cause.get(op) for op in a.ops))
+            else:
+                row.append(k)
+                k += 1
+        out.append(tuple(row))
+    return tuple(out)
+
+
+def lower_with_map(s: Schedule) -> tuple[Schedule, LoweredMap]:
+    """``lower(s)`` and its ``lowering_map``."""
+    low = lower(s)
+    return low, lowering_map(s, low)
 
 
 def strip_communication(s: Schedule) -> Schedule:

@@ -12,7 +12,8 @@ changes anything ("rank 2 step 6 (lowered step 21)").
 
 ``Origin`` holds what is needed to answer: the CSV text (cells are located
 only when a place is asked for, so a VERIFIED check pays nothing) and the
-lowering's step map (``verifier.lowering.lower_with_map``). ``Origin.rewrite``
+lowering's step map (``verifier.lowering.lowering_map``, computed only when a
+place is asked for). ``Origin.rewrite``
 rewrites every place written by ``verifier.ir.loc`` in a message, the one
 grammar the project names places in.
 
@@ -128,23 +129,32 @@ class Origin:
     """The user's file behind a checked schedule (see the module docstring).
 
     ``form``: "csv" or "json". ``csv_text``: the CSV as read (form "csv").
-    ``lowered``: the lowering's step map, per rank per lowered step the user's
-    step of a compute, or a tuple with the user's step of each op of an
-    inserted BATCH (None when the schedule was checked as written).
+    ``lowering``: (the schedule as given, the lowered schedule that was
+    checked), or None when the schedule was checked as written.
     """
 
     source: str
     form: str
     csv_text: str | None = field(default=None, repr=False)
-    lowered: LoweredMap | None = field(default=None, repr=False)
+    lowering: tuple | None = field(default=None, repr=False)
 
-    def with_lowering(self, lowered: LoweredMap | None) -> "Origin":
-        return replace(self, lowered=lowered)
+    def with_lowering(self, given, lowered) -> "Origin":
+        return replace(self, lowering=(given, lowered))
 
     @property
     def trivial(self) -> bool:
         """True when places need no translation (a JSON file checked as written)."""
-        return self.form != "csv" and self.lowered is None
+        return self.form != "csv" and self.lowering is None
+
+    @cached_property
+    def lowered(self) -> LoweredMap | None:
+        """Per rank per lowered step: the user's step of a compute, or a tuple
+        with the user's step of each op of an inserted BATCH."""
+        if self.lowering is None:
+            return None
+        from verifier.lowering import lowering_map
+
+        return lowering_map(*self.lowering)
 
     @cached_property
     def cells(self) -> tuple[tuple[tuple[int, str], ...], ...]:
@@ -168,7 +178,8 @@ class Origin:
                 entry = self.lowered[rank][step]
             if isinstance(entry, tuple):
                 inserted = True
-                causes = sorted(set(entry)) if sub is None or sub >= len(entry) else [entry[sub]]
+                picked = entry if sub is None or sub >= len(entry) else (entry[sub],)
+                causes = sorted({x for x in picked if x is not None})
                 user_step = causes[0] if causes else None
             else:
                 user_step = entry

@@ -153,8 +153,8 @@ def run(args, stdout, stderr) -> int:
         stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
         if a.deadlocked and s.is_compute_only:  # analyze lowered it: name the input's steps
-            from verifier.lowering import lower_with_map
+            from verifier.lowering import lower
 
-            origin = origin.with_lowering(lower_with_map(s)[1])
+            origin = origin.with_lowering(s, lower(s))
         stdout.write(render_text(a, peak_bytes=peak_bytes, origin=origin))
     return 1 if a.deadlocked else 0

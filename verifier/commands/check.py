@@ -224,7 +224,8 @@ def _run(args: argparse.Namespace, stdout: IO[str], source: str, progress) -> in
         z3_rlimit=args.rlimit,
         progress=progress,
     )
-    origin = origin.with_lowering(result.lowered_from)
+    if result.lowered:
+        origin = origin.with_lowering(result.input_schedule, result.schedule)
     if args.format == "json":
         doc = to_json(result, source=source, with_witness=args.witness, origin=origin)
         stdout.write(json.dumps(doc, indent=1) + "\n")

@@ -118,6 +118,11 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                    help="run even when the checker refutes the schedule (or says UNKNOWN)")
     r.add_argument("--comm-model", choices=("nccl", "eager"), default="nccl",
                    help="the checker's communication model (default nccl, the strictest)")
+    r.add_argument("--max-elements", type=int, default=None, metavar="N",
+                   help="largest model + data the run may build on this machine, in tensor "
+                        "elements (estimated up front from the model, sizes, ranks and "
+                        "--check: fastpath.preflight.estimated_elements; default 1073741824, "
+                        "about 8 GiB of float64); a larger run is exit 2 naming this flag")
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per rank, 1..1024 (default: cores / ranks)")
     r.add_argument("--wait-batches", action="store_true",
@@ -170,7 +175,13 @@ def _bad(stderr, msg: str) -> int:
 def _preflight(args):
     """Everything checked before the schedule is read and any rank starts: the launch
     environment (a LaunchEnv under torchrun, else None); BadInput otherwise."""
-    from fastpath.preflight import BadInput, check_numbers, check_output_path, launch_env
+    from fastpath.preflight import (
+        DEFAULT_MAX_ELEMENTS,
+        BadInput,
+        check_numbers,
+        check_output_path,
+        launch_env,
+    )
 
     for name in ("layers_per_stage", "hidden", "batch", "seq", "iterations"):
         v = getattr(args, name)
@@ -179,6 +190,10 @@ def _preflight(args):
     if args.warmup < 0:
         raise BadInput(f"--warmup must be >= 0, got {args.warmup}")
     check_numbers(args)
+    if args.max_elements is None:
+        args.max_elements = DEFAULT_MAX_ELEMENTS
+    elif args.max_elements < 1:
+        raise BadInput(f"--max-elements must be >= 1, got {args.max_elements}")
     tr = launch_env()
     if args.trace is not None and (tr is None or tr.rank == 0):
         check_output_path(args.trace, "--trace")
@@ -190,7 +205,7 @@ def _run(args, stdout, stderr) -> int:
     from fastpath.check import refusal, verify
     from fastpath.launch import Job, RunFailed, choose_backend, spawn
     from fastpath.plan import blocking_batches, prepare_schedule
-    from fastpath.preflight import BadInput
+    from fastpath.preflight import BadInput, check_size
     from fastpath.supervise import Interrupted
     from verifier.io import load_schedule, schedule_to_dict
 
@@ -203,6 +218,10 @@ def _run(args, stdout, stderr) -> int:
     bad = _not_well_formed(schedule, args.file)
     if bad:
         return _bad(stderr, bad)
+    try:
+        check_size(schedule, args)
+    except BadInput as e:
+        return _bad(stderr, f"{args.file}: {e}")
     schedule = prepare_schedule(schedule)
     if args.prepost_receives != 0:
         from fastpath.plan import prepost_receives

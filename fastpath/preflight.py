@@ -14,6 +14,10 @@ environment variable and the value:
   WORLD_SIZE must both be integers with 0 <= RANK < WORLD_SIZE, LOCAL_RANK
   (default RANK) an integer in [0, WORLD_SIZE), MASTER_ADDR set and
   MASTER_PORT an integer in 1..65535 (torch's env:// rendezvous reads them).
+- ``check_size(schedule, args)``: the tensor elements the run will build, estimated
+  up front (``estimated_elements``), at most --max-elements (default
+  ``DEFAULT_MAX_ELEMENTS``, about 8 GiB of float64), so a --hidden 100000 is refused
+  with the reason instead of every rank dying in the allocator.
 - ``check_output_path(path, flag)``: the file can be written: its directory
   exists and is writable, and the path is not a directory or a special file
   (a device, a FIFO). A write can still fail later (disk full): the caller
@@ -34,6 +38,7 @@ from typing import Mapping
 MIN_WATCHDOG_S = 1e-3  # below a microsecond, timedelta is 0: gloo then waits its default
 MAX_WATCHDOG_S = 1e6  # about 11.5 days; timedelta and thread waits stay exact below it
 MAX_THREADS = 1024
+DEFAULT_MAX_ELEMENTS = 1 << 30  # 8 GiB of float64: refuses the absurd, not a big run
 
 
 class BadInput(ValueError):
@@ -62,6 +67,39 @@ def check_numbers(args) -> None:
         raise BadInput(f"--threads must be in 1..{MAX_THREADS}, got {args.threads}")
     if args.nproc is not None and args.nproc < 1:
         raise BadInput(f"--nproc must be >= 1, got {args.nproc}")
+
+
+def estimated_elements(model: str, num_layers: int, hidden: int, num_microbatches: int,
+                       batch: int, seq: int, num_ranks: int, num_stages: int,
+                       check: bool) -> int:
+    """A generous estimate of the tensor elements of a run on one machine: every rank
+    builds the model up to its last layer and every micro-batch (input and target);
+    the micro-batch gradient order keeps each micro-batch's weight gradients until
+    the end of the step; activations about 8 x hidden per token per block; --check
+    adds reference/'s pipelined and unpipelined run of the whole model."""
+    per_block = (12 * hidden * hidden + 13 * hidden) if model == "transformer" else (
+        8 * hidden * hidden + 5 * hidden)
+    params = num_layers * per_block
+    tokens = num_microbatches * batch * seq
+    acts = tokens * hidden * 8 * max(num_layers, num_stages)
+    total = num_ranks * (params + 2 * tokens * hidden) + params * (num_microbatches + 2) + acts
+    if check:
+        total += 4 * params + 2 * tokens * hidden + acts
+    return total
+
+
+def check_size(schedule, args) -> None:
+    n = (max(schedule.layers) + 1) * args.layers_per_stage if schedule.layers else 0
+    need = estimated_elements(args.model, n, args.hidden, schedule.num_microbatches,
+                              args.batch, args.seq, schedule.num_ranks, schedule.num_stages,
+                              args.check)
+    if need > args.max_elements:
+        raise BadInput(
+            f"the {args.model} model of {n} blocks, hidden {args.hidden}, "
+            f"{schedule.num_microbatches} micro-batches of {args.batch} x {args.seq} on "
+            f"{schedule.num_ranks} ranks needs about {need} tensor elements, more than "
+            f"--max-elements {args.max_elements}; use a smaller --hidden, --batch, --seq or "
+            "--layers-per-stage, or raise --max-elements")
 
 
 _LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK")

@@ -101,7 +101,7 @@ def test_help_documents_flags_and_exit_codes():
     for flag in ("--nproc", "--backend", "--model", "--layers-per-stage", "--dtype", "--seed",
                  "--check", "--trace", "--watchdog-seconds", "--no-verify", "--comm-model",
                  "--grad-order", "--loss-reduction", "--iterations", "--warmup", "--threads",
-                 "--split"):
+                 "--split", "--max-elements"):
         assert flag in out, flag
     for code_line in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "130 ", "143 "):
         assert f"\n  {code_line}" in out, code_line
@@ -751,3 +751,37 @@ def test_a_schedule_naming_what_does_not_exist_is_refused_before_running(
     assert code == 2, (out, err)
     assert err.startswith(f"error: {f}: not well-formed: ") and needle in err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- sizes refused up front
+@pytest.mark.parametrize("argv,needle", [
+    (["--hidden", "100000"], "the mlp model of 2 blocks, hidden 100000, 2 micro-batches of "
+                             "2 x 4 on 2 ranks needs about "),
+    (["--layers-per-stage", "1000000"], "model of 2000000 blocks"),
+    (["--batch", "100000", "--seq", "100000"], "micro-batches of 100000 x 100000"),
+    (["--max-elements", "1000"], "more than --max-elements 1000"),
+])
+def test_a_run_too_big_to_build_is_refused_naming_the_flag(tmp_path, argv, needle):
+    f = tmp_path / "s.json"
+    save_schedule(generate("1f1b", 2, 2), f)
+    code, out, err = _run(["run", str(f), *argv])
+    assert code == 2, (out, err)
+    assert err.startswith(f"error: {f}: ") and needle in err and "raise --max-elements" in err
+    assert err.count("\n") == 1
+
+
+def test_the_size_estimate_counts_the_real_parameters():
+    """Its per-block count is exactly the test models' parameter count, and the estimate
+    covers every rank building the whole model and all micro-batches, at the least."""
+    from fastpath.preflight import estimated_elements
+    from reference.models import make_layers
+
+    for model in ("mlp", "transformer"):
+        for h in (4, 16, 33):
+            real = sum(p.numel() for p in make_layers(model, 1, hidden=h)[0].parameters())
+            est = estimated_elements(model, 1, h, 1, 1, 1, 1, 1, False)
+            assert est >= real + 2 * h
+            n, R, M, b, t = 6, 3, 4, 2, 5
+            big = estimated_elements(model, n, h, M, b, t, R, 6, False)
+            assert big >= R * (n * real + 2 * M * b * t * h) + M * n * real
+            assert estimated_elements(model, n, h, M, b, t, R, 6, True) > big

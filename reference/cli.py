@@ -20,6 +20,7 @@ import sys
 from typing import IO, Sequence
 
 from reference.names import LOSS_REDUCTIONS, MODELS
+from verifier import guard
 from verifier.cli import RaisingParser, add_version, help_to, run_cli
 from verifier.extras import MissingExtra, require
 from verifier.ir import ScheduleError
@@ -61,7 +62,13 @@ atol 1e-6. --format json prints one JSON object with the same content
 
 exit codes: 0 match (bitwise or within tolerance); 1 mismatch, a fault the
 executor detected, or the checker refuted the schedule (the RESULT line says
-which); 2 bad input or usage (one line on stderr, no traceback)."""
+which); 2 bad input or usage (one line on stderr, no traceback; under
+--format json also one JSON object on stdout, {"format": "pp-error", ...}).
+
+A schedule that is not well-formed (an undeclared stage, a stage on a rank
+that does not exist, ...) is refused, exit 2, also with --force. The size
+of the run is estimated before anything is built and refused over
+--max-elements; the file over --max-bytes, --max-actions, --max-cells."""
 
 
 def _positive(text: str) -> int:
@@ -102,7 +109,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                    help="model blocks per schedule layer (default 1)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="parameter and data type (default float64)")
-    p.add_argument("--seed", type=_int, default=0, help="weights and data seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"weights and data seed, 0..{MAX_SEED} (default 0)")
     p.add_argument("--hidden", type=_positive, default=16, help="hidden size (default 16)")
     p.add_argument("--batch", type=_positive, default=2, help="micro-batch size (default 2)")
     p.add_argument("--seq", type=_positive, default=4, help="sequence length (default 4)")
@@ -111,6 +118,11 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
     p.add_argument("--force", action="store_true",
                    help="run even if the checker refutes it, round-robin, as far as it goes")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p.add_argument("--max-elements", type=guard.positive_int, default=DEFAULT_MAX_ELEMENTS,
+                   metavar="N", help="largest model + data the run may build, in tensor "
+                   f"elements (estimated up front; default {DEFAULT_MAX_ELEMENTS}, about 2 GiB "
+                   "of float64)")
+    guard.add_limit_arguments(p)
     a = sub.add_parser(
         "activations",
         help="measure each stage's activation bytes on the model (for check --memory-limit 80GiB)",
@@ -123,12 +135,15 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                    help="model blocks per schedule layer (default 1)")
     a.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="parameter and data type (default float64)")
-    a.add_argument("--seed", type=_int, default=0, help="weights and data seed (default 0)")
+    a.add_argument("--seed", type=_seed, default=0, help=f"weights and data seed, 0..{MAX_SEED} (default 0)")
     a.add_argument("--hidden", type=_positive, default=16, help="hidden size (default 16)")
     a.add_argument("--batch", type=_positive, default=2, help="micro-batch size (default 2)")
     a.add_argument("--seq", type=_positive, default=4, help="sequence length (default 4)")
     a.add_argument("-o", "--output", metavar="OUT.json", default=None,
                    help="write the JSON there instead of standard output")
+    a.add_argument("--max-elements", type=guard.positive_int, default=DEFAULT_MAX_ELEMENTS,
+                   metavar="N", help=f"as for run (default {DEFAULT_MAX_ELEMENTS})")
+    guard.add_limit_arguments(a)
     help_to(stdout, parser, p, a)
     return parser
 
@@ -156,11 +171,17 @@ def _activations(args, stdout: IO[str]) -> int:
     torch = require("torch", "torch", "python -m reference activations")
     from reference.activations import activation_document, measure_activation_bytes
     from reference.models import make_layers, make_microbatches, num_model_layers, stage_layer_map
-    from verifier.io import load_schedule
+    from verifier.io import load_schedule, source_name
 
-    s = load_schedule(args.file)
+    guard.check_output_path(args.output, "-o")
+    source = source_name(args.file)
+    s = load_schedule(args.file, limits=guard.limits_of(args))
+    guard.require_well_formed(s, source, "reference activations")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     k = args.layers_per_stage
+    with guard.naming(source):
+        n = num_model_layers(s, k)
+    _refuse_size(args, n, 1, s, source)
     layers = make_layers(args.model, num_model_layers(s, k), hidden=args.hidden, seed=args.seed,
                          dtype=dtype)
     (mb,) = make_microbatches(args.model, 1, hidden=args.hidden, batch=args.batch, seq=args.seq,
@@ -173,10 +194,46 @@ def _activations(args, stdout: IO[str]) -> int:
     if args.output is None:
         stdout.write(text)
     else:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-        stdout.write(f"wrote {args.output}: {len(sizes)} stages\n")
+        guard.write_output(args.output, text, "-o")
+        stdout.write(f"wrote {guard.printable(args.output)}: {len(sizes)} stages\n")
     return 0
+
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+DEFAULT_MAX_ELEMENTS = 1 << 28
+
+
+def _seed(text: str) -> int:
+    v = _int(text)
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..{MAX_SEED}, got {v}")
+    return v
+
+
+def estimated_elements(model: str, num_layers: int, hidden: int, num_microbatches: int,
+                       batch: int, seq: int, num_stages: int) -> int:
+    """A generous estimate of the tensor elements a run builds: parameters with
+    their gradients (pipelined and baseline), inputs and targets, and the
+    activations kept for every stage of every micro-batch (about 8 x hidden
+    per token per block: the MLP's 4x hidden layer and its input, twice)."""
+    per_block = (12 * hidden * hidden + 13 * hidden) if model == "transformer" else (
+        8 * hidden * hidden + 5 * hidden)
+    params = 4 * num_layers * per_block
+    tokens = num_microbatches * batch * seq
+    data = 2 * tokens * hidden
+    acts = tokens * hidden * 8 * max(num_layers, num_stages)
+    return params + data + acts
+
+
+def _refuse_size(args, num_layers: int, num_microbatches: int, s, source: str) -> None:
+    need = estimated_elements(args.model, num_layers, args.hidden, num_microbatches, args.batch,
+                              args.seq, s.num_stages)
+    if need > args.max_elements:
+        raise ScheduleError(
+            f"the {args.model} model of {num_layers} blocks, hidden {args.hidden}, "
+            f"{num_microbatches} micro-batches of {args.batch} x {args.seq} needs about {need} "
+            f"tensor elements, more than --max-elements {args.max_elements}; use a smaller "
+            "--hidden, --batch, --seq or --layers-per-stage, or raise --max-elements", source)
 
 
 def _fmt(x: float) -> str:
@@ -188,12 +245,16 @@ def _run(args, stdout: IO[str]) -> int:
     from reference.baseline import compare, run_baseline
     from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
     from reference.models import make_layers, make_microbatches, num_model_layers
-    from verifier.io import load_schedule
+    from verifier.io import load_schedule, source_name
 
-    s = load_schedule(args.file)
+    source = source_name(args.file)
+    s = load_schedule(args.file, limits=guard.limits_of(args))
+    guard.require_well_formed(s, source, "reference run")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     k = args.layers_per_stage
-    n = num_model_layers(s, k)
+    with guard.naming(source):
+        n = num_model_layers(s, k)
+    _refuse_size(args, n, s.num_microbatches, s, source)
     layers = make_layers(args.model, n, hidden=args.hidden, seed=args.seed, dtype=dtype)
     mbs = make_microbatches(
         args.model, s.num_microbatches, hidden=args.hidden, batch=args.batch,
@@ -214,7 +275,7 @@ def _run(args, stdout: IO[str]) -> int:
     order = "round-robin (forced)" if args.force else "checker witness (graph engine, eager model)"
     out: dict = {**header, "order": order}
     text = [
-        f"schedule: {args.file}: {s.name or '(unnamed)'}"
+        f"schedule: {source}: {guard.printable(s.name or '(unnamed)')}"
         f"{' [' + s.family + ']' if s.family else ''}: {s.num_ranks} ranks, "
         f"{s.num_microbatches} micro-batches, {s.num_stages} stages, "
         f"{len(s.tied_layers)} tied layers",
@@ -224,10 +285,11 @@ def _run(args, stdout: IO[str]) -> int:
         f"order: {order}",
     ]
     try:
-        res = run_pipeline(
-            s, layers, mbs, layers_per_stage=k, loss_reduction=args.loss_reduction,
-            force=args.force,
-        )
+        with guard.naming(source):
+            res = run_pipeline(
+                s, layers, mbs, layers_per_stage=k, loss_reduction=args.loss_reduction,
+                force=args.force,
+            )
     except RefutedScheduleError as e:
         out.update(result="refuted", bitwise=False, losses=[], params=[],
                    fault={"kind": e.kind, "rank": None, "step": None, "message": e.detail})

@@ -58,14 +58,17 @@ def help_to(stdout: IO[str], *parsers: argparse.ArgumentParser) -> None:
         p._print_message = lambda message, file=None: stdout.write(message or "")  # type: ignore
 
 
-def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str], stderr: IO[str]):
-    """(args, None) on success, else (None, exit code) with any error on stderr."""
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str], stderr: IO[str],
+                       stdout: IO[str] | None = None):
+    """(args, None) on success, else (None, exit code) with any error on stderr
+    (and, when ``argv`` asks for ``--format json``, as a JSON object on ``stdout``)."""
     try:
         return parser.parse_args(list(argv)), None
     except ParserExit as e:
         return None, e.status
     except UsageError as e:
-        stderr.write(f"error: {e}\n")
+        report_error(str(e), EXIT_BAD_INPUT, stderr, stdout if wants_json(argv) else None,
+                     kind="usage")
         return None, EXIT_BAD_INPUT
 
 
@@ -73,6 +76,40 @@ def add_version(parser: argparse.ArgumentParser) -> None:
     """``--version``: prints ``ppverify X.Y.Z`` on stdout, exit 0 (every command line)."""
     parser.add_argument("--version", action="version", version=f"ppverify {__version__}",
                         help="print the ppverify version and exit")
+
+
+ERROR_FORMAT = "pp-error"
+ERROR_VERSION = "1.0"
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--format json`` (read before parsing, so
+    that a usage error can be answered in JSON too)."""
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a == "--":
+            break
+        if a == "--format=json" or (a == "--format" and argv[i + 1:i + 2] == ["json"]):
+            return True
+    return False
+
+
+def report_error(message: str, code: int, stderr: IO[str], json_out: IO[str] | None = None,
+                 kind: str = "bad-input", where: str | None = None) -> None:
+    """One line "error: ..." on stderr (escaped, bounded); with ``json_out`` also one
+    JSON object on it (specs/check-output.md, "Errors")."""
+    from verifier.guard import one_line
+
+    line = one_line(message)
+    stderr.write(f"error: {line}\n")
+    if json_out is not None:
+        import json
+
+        json_out.write(json.dumps({
+            "format": ERROR_FORMAT, "version": ERROR_VERSION, "exit_code": code,
+            "error": {"kind": kind, "where": None if where is None else one_line(str(where), 500),
+                      "message": line},
+        }) + "\n")
 
 
 def build_parser(stdout: IO[str], prog: str = "python -m verifier",
@@ -124,13 +161,18 @@ def run_cli(
     stdout, stderr)``. An exception listed in ``errors`` becomes one line
     "error: ..." on stderr (its first line) and that exit code; a closed pipe
     (``| head``) exits ``on_broken_pipe``; Ctrl-C prints "interrupted", 130.
+    Under ``--format json`` an error is also one JSON object on stdout
+    (``report_error``). Error text is escaped and bounded (verifier.guard); a
+    character stdout cannot encode is written escaped (guard.SafeText).
     Anything else is a bug and keeps its traceback.
     """
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
+    from verifier.guard import SafeText
+
+    stdout = SafeText(stdout or sys.stdout)
+    stderr = SafeText(stderr or sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build(stdout)
-    args, code = parse_command_line(parser, argv, stderr)
+    args, code = parse_command_line(parser, argv, stderr, stdout)
     if args is None:
         return code
     if not getattr(args, "command", None):
@@ -143,11 +185,19 @@ def run_cli(
     except KeyboardInterrupt:
         stderr.write("interrupted\n")
         return 130
+    except MemoryError:
+        report_error("out of memory; the input is larger than this machine can hold (lower the "
+                     "limits: --max-bytes, --max-actions, --max-cells)", EXIT_BAD_INPUT, stderr,
+                     stdout if getattr(args, "format", None) == "json" else None,
+                     kind="out-of-memory")
+        return EXIT_BAD_INPUT
     except Exception as e:
         for types, exit_code in errors:
             if isinstance(e, types):
-                text = str(e).strip()
-                stderr.write(f"error: {text.splitlines()[0] if text else type(e).__name__}\n")
+                text = str(e).strip() or type(e).__name__
+                report_error(text, exit_code, stderr,
+                             stdout if getattr(args, "format", None) == "json" else None,
+                             where=getattr(e, "where", None))
                 return exit_code
         raise
 

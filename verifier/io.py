@@ -36,6 +36,8 @@ from verifier.ir import (
     Stage,
     _field_setters,
 )
+from verifier.guard import DEFAULT as DEFAULT_LIMITS
+from verifier.guard import Limits, check_size, printable, read_bounded
 from verifier.schema import SchemaViolation, validate
 
 _ACTION_PATH = re.compile(r"^\$\.actions\[(\d+)\]\[(\d+)\]")
@@ -130,7 +132,81 @@ def _parse_json_text(text: str, source: str) -> Schedule:
             f"{len(m.group())} digits ({_near(text, m.start())[:-1]}...'), too large",
             source,
         ) from None
+    if text.count(":") != _num_keys(doc):  # a duplicate key, or a ':' inside a string
+        _refuse_duplicate_keys(text, source)
     return schedule_from_dict(doc, source)
+
+
+def _num_keys(doc: Any) -> int:
+    """How many object keys ``doc`` holds where a schedule has objects (top
+    level, stages, routes, actions and their f/b/ops, params): all of them in a
+    schema-valid document, so a count of ':' in the text above it means a
+    duplicate key or a ':' in a string (``_refuse_duplicate_keys`` then
+    decides). In a document of another shape the count may be off either way;
+    the schema then refuses it."""
+    if type(doc) is not dict:
+        return 0
+    n = len(doc)
+    for key in ("stages", "routes"):
+        v = doc.get(key)
+        if type(v) is list:
+            n += sum(len(x) for x in v if type(x) is dict)
+    params = doc.get("params")
+    if type(params) is dict:
+        n += _all_keys(params)
+    try:  # the shape the schema asks for; any other shape counts 0 here
+        for acts in doc.get("actions", ()):
+            n += sum(map(len, acts))
+            for a in acts:
+                ops = a.get("ops")
+                if ops is not None:
+                    n += sum(map(len, ops))
+                elif "f" in a:
+                    n += len(a["f"]) + len(a["b"])
+    except (TypeError, AttributeError, KeyError):
+        pass  # not schema-valid: the slow check or the schema will say what is wrong
+    return n
+
+
+def _all_keys(x: Any) -> int:
+    n, todo = 0, [x]
+    while todo:
+        x = todo.pop()
+        if type(x) is dict:
+            n += len(x)
+            todo.extend(x.values())
+        elif type(x) is list:
+            todo.extend(x)
+    return n
+
+
+class _Pairs(list):
+    """An object's (key, value) pairs as written, for finding a duplicate key."""
+
+
+def _refuse_duplicate_keys(text: str, source: str) -> None:
+    """ScheduleError naming the first key written twice in one object, with its
+    JSON path; returns if there is none (the ':' counted was inside a string)."""
+    doc = json.loads(text, object_pairs_hook=_Pairs)
+    todo: list[tuple[Any, str]] = [(doc, "$")]
+    while todo:
+        x, path = todo.pop(0)
+        if isinstance(x, _Pairs):
+            seen: set = set()
+            for k, v in x:
+                if k in seen:
+                    raise ScheduleError(
+                        f"duplicate key {_short(k)!r} (JSON keeps only the last; "
+                        "write each key once)", _where(source, path))
+                seen.add(k)
+                todo.append((v, f"{path}.{_short(k)}"))
+        elif isinstance(x, list):
+            todo.extend((v, f"{path}[{i}]") for i, v in enumerate(x))
+
+
+def _short(key: str, limit: int = 60) -> str:
+    key = printable(key)
+    return key if len(key) <= limit else key[:limit] + f"...({len(key) - limit} more characters)"
 
 
 def schedule_from_dict(doc: Any, source: str = "<input>") -> Schedule:
@@ -284,34 +360,46 @@ def detect_format(path: str | Path) -> str:
 STDIN = "-"  # the file name that means standard input
 
 
-def load_schedule(path: str | Path, fmt: str | None = None) -> Schedule:
+def source_name(path: str | Path) -> str:
+    """How messages name ``path``: "<stdin>" for "-", else the path with control
+    characters and undecodable bytes escaped (a newline in a name stays one line)."""
+    return "<stdin>" if str(path) == STDIN else printable(str(path))
+
+
+def load_schedule(path: str | Path, fmt: str | None = None, *,
+                  limits: Limits | None = None) -> Schedule:
     """Load a schedule file (JSON or PyTorch CSV, by extension unless ``fmt``).
 
     ``path`` "-" reads standard input (named "<stdin>" in messages); its format
     is ``fmt`` or else sniffed: JSON when the text starts with "{" or "[",
     otherwise CSV. Raises ScheduleError (one line, names the file) for every
-    kind of bad input.
+    kind of bad input, and for a file over ``limits`` (verifier.guard: bytes
+    read, actions, stages x micro-batches; the defaults unless given).
     """
-    return load_schedule_with_origin(path, fmt)[0]
+    return load_schedule_with_origin(path, fmt, limits=limits)[0]
 
 
-def load_schedule_with_origin(path: str | Path, fmt: str | None = None):
+def load_schedule_with_origin(path: str | Path, fmt: str | None = None, *,
+                              limits: Limits | None = None):
     """``load_schedule`` and the ``verifier.origin.Origin`` of the file: what
     names the checker's places in the user's coordinates (CSV row and column)."""
     from verifier.origin import Origin
 
-    text = read_text(path)
+    limits = limits or DEFAULT_LIMITS
+    text = read_text(path, max_bytes=limits.max_bytes)
+    source = source_name(path)
     if str(path) == STDIN:
-        source = "<stdin>"
         fmt = fmt or sniff_format(text)
     else:
-        source = str(path)
         fmt = fmt or detect_format(path)
     if fmt == "csv":
         from verifier.csvio import csv_to_schedule
 
-        return csv_to_schedule(text, source=source), Origin(source, "csv", csv_text=text)
-    return parse_json_text(text, source), Origin(source, "json")
+        s, origin = csv_to_schedule(text, source=source), Origin(source, "csv", csv_text=text)
+    else:
+        s, origin = parse_json_text(text, source), Origin(source, "json")
+    check_size(s, limits, source)
+    return s, origin
 
 
 def sniff_format(text: str) -> str:
@@ -319,20 +407,27 @@ def sniff_format(text: str) -> str:
     return "json" if text.lstrip()[:1] in ("{", "[") else "csv"
 
 
-def read_text(path: str | Path) -> str:
+def read_text(path: str | Path, max_bytes: int | None = None) -> str:
     """The text of a schedule file ("-": standard input), or ScheduleError (missing,
-    directory, binary, not UTF-8)."""
+    directory, binary, not UTF-8, more than ``max_bytes``: default 256 MiB).
+
+    Reads are bounded: a special file (/dev/zero, a pipe) is read only up to the
+    limit, and binary data is refused at its first chunk."""
+    limit = DEFAULT_LIMITS.max_bytes if max_bytes is None else max_bytes
     if str(path) == STDIN:
         import sys
 
         try:
-            data = sys.stdin.buffer.read()
+            data = read_bounded(sys.stdin.buffer, limit, "<stdin>")
+        except ScheduleError:
+            raise
         except (OSError, ValueError, AttributeError) as e:  # closed or no stdin
             raise ScheduleError(f"cannot read standard input: {e}", "<stdin>") from None
         return _decode(data, "<stdin>")
-    source = str(path)
+    source = printable(str(path))
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fp:
+            data = read_bounded(fp, limit, source)
     except FileNotFoundError:
         raise ScheduleError("no such file", source) from None
     except IsADirectoryError:

@@ -236,6 +236,7 @@ def _ticks(g: "_Geom", makespan: float, scale: int) -> list[float]:
         step = float(m)
         if step * g.ppu >= label_w:
             break
+    step = max(step, label_w / g.ppu)  # one label per label width at most, at any scale
     n = int(makespan // step)
     return [i * step for i in range(n + 1)]
 

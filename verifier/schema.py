@@ -153,7 +153,7 @@ class _Compiler:
                     if sub is None:
                         if closed:
                             raise SchemaViolation(
-                                p(), f"unknown key {k!r} (allowed: {', '.join(props)})"
+                                p(), f"unknown key {_show(k)} (allowed: {', '.join(props)})"
                             )
                         continue
                     sub(x, lambda k=k: f"{p()}.{k}")

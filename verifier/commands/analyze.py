@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from verifier import costs as costs_mod
+from verifier import guard
 from verifier.analysis import COMM_MODELS, Analysis, analyze
 from verifier.memory import peak_activations
 from verifier.units import format_bytes, parse_activation_bytes
@@ -54,6 +55,13 @@ schedule is lowered first.
 --chrome-trace OUT.json writes a trace for Perfetto / chrome://tracing (one
 process per rank, compute and comm threads, flow arrows send -> receive).
 
+A schedule that is not well-formed (an undeclared stage, a stage on a rank
+that does not exist, ...: `check`'s property 1) is refused, exit 2.
+Under --format json an error is one JSON object on stdout as well
+({{"format": "pp-error", ...}}, specs/check-output.md).
+
+{guard.LIMITS_DOC}
+
 exit codes: 0 timed to the end, 1 the replay deadlocked (stuck places are
 listed: rank, step, action and what it waits for; in the text output a CSV's
 places as row, column and cell, and a compute-only schedule's with the lowered
@@ -69,12 +77,13 @@ def add_arguments(p) -> None:
     p.add_argument("--timeline", action="store_true",
                    help="json: include every compute span")
     p.add_argument("--chrome-trace", metavar="OUT.json", default=None,
-                   help="also write a Chrome/Perfetto trace")
+                   help="also write a Chrome/Perfetto trace (the path is checked before work starts)")
     p.add_argument("--activation-bytes", default=None, metavar="SIZES",
                    help="bytes of one stage's activation for one micro-batch (SIZE for every "
                    "stage, e.g. 2GiB; S=SIZE,.. per stage; or FILE.json from `python -m "
                    "reference activations`): adds each rank's peak activation memory in bytes "
                    "(text column 'peak mem', JSON ranks[].peak_activation_bytes)")
+    guard.add_limit_arguments(p)
 
 
 def fmt(x: float) -> str:
@@ -86,7 +95,7 @@ def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None 
     """The text output; ``origin`` (``verifier.origin.Origin``) writes the stuck
     places of a deadlock in the user's coordinates (CSV cell, lowered step)."""
     lines = [
-        f"schedule: {a.name or '(unnamed)'}" + (f" [{a.family}]" if a.family else ""),
+        f"schedule: {guard.printable(a.name or '(unnamed)')}" + (f" [{a.family}]" if a.family else ""),
         f"ranks {a.num_ranks}, micro-batches {a.num_microbatches}, comm model {a.comm_model}",
         "costs: " + ", ".join(f"{k}={fmt(v)}" for k, v in a.costs.items() if k != "stages")
         + (" (+ per-stage overrides)" if "stages" in a.costs else ""),
@@ -131,19 +140,23 @@ def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None 
 
 
 def run(args, stdout, stderr) -> int:
-    from verifier.io import load_schedule_with_origin
+    from verifier.io import load_schedule_with_origin, source_name
 
+    guard.check_output_path(args.chrome_trace, "--chrome-trace")
     cm = costs_mod.load(args.costs)
     sizes = None if args.activation_bytes is None else parse_activation_bytes(args.activation_bytes)
-    s, origin = load_schedule_with_origin(args.file)
+    source = source_name(args.file)
+    s, origin = load_schedule_with_origin(args.file, limits=guard.limits_of(args))
+    guard.require_well_formed(s, source, "analyze")
     peak_bytes = None
     if sizes is not None:  # by program order, as verifier.memory counts activations
         peak_bytes = peak_activations(s, sizes.for_schedule(s))
-    a = analyze(s, cm, args.comm_model)
+    with guard.naming(source):
+        a = analyze(s, cm, args.comm_model)
     if args.chrome_trace:
-        from verifier.trace import write_chrome_trace
+        from verifier.trace import chrome_trace
 
-        write_chrome_trace(a, args.chrome_trace)
+        guard.write_output(args.chrome_trace, json.dumps(chrome_trace(a)), "--chrome-trace")
     if args.format == "json":
         doc = a.to_json(timeline=args.timeline)
         if peak_bytes is not None and "ranks" in doc:

@@ -27,7 +27,8 @@ from verifier.checker import (
     Violation,
     check,
 )
-from verifier.io import STDIN, load_schedule_with_origin, paused_gc
+from verifier import guard
+from verifier.io import load_schedule_with_origin, paused_gc, source_name
 from verifier.ir import Batch, ScheduleError, action_text, loc
 from verifier.origin import Origin
 from verifier.units import (
@@ -124,8 +125,16 @@ exit codes:
   2  bad input or usage (one line on stderr naming file, place and value)
   3  UNKNOWN (a solver limit was hit, or engines disagree; never a pass)
 
+Under --format json a bad input is one JSON object on stdout as well
+({"format": "pp-error", ...}, specs/check-output.md), still exit 2.
+
+counterexamples: at most --max-counterexamples are printed (default 100);
+the rest are counted ("... and K more counterexamples"; JSON:
+"counterexamples_total" and "counterexamples_omitted").
+
 progress lines go to stderr only when stderr is a terminal or with --progress.
-"""
+
+""" + guard.LIMITS_DOC + "\n"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,14 +160,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="text: add timings and a step x rank grid with failing steps marked")
     p.add_argument("--witness", action="store_true",
                    help="also print the witness order (rank, step) of a VERIFIED result")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="wall-clock limit for the z3 engine (default: its own, 60 s); "
-                   "hitting it gives UNKNOWN (exit 3)")
-    p.add_argument("--rlimit", type=int, default=None, metavar="N",
-                   help="deterministic resource limit for the z3 engine (z3's rlimit; "
-                   "hitting it gives UNKNOWN, exit 3)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="wall-clock limit for the z3 engine (default: its own, 60 s), "
+                   f"0 < SECONDS <= {MAX_TIMEOUT_S}; hitting it gives UNKNOWN (exit 3)")
+    p.add_argument("--rlimit", type=_rlimit, default=None, metavar="N",
+                   help="deterministic resource limit for the z3 engine (z3's rlimit, "
+                   f"1..{MAX_RLIMIT}; hitting it gives UNKNOWN, exit 3)")
     p.add_argument("--progress", action="store_true",
                    help="print progress lines to stderr even when it is not a terminal")
+    guard.add_limit_arguments(p, "max_bytes", "max_actions", "max_cells", "max_counterexamples")
+
+
+MAX_TIMEOUT_S = 4294967  # z3 takes a timeout of at most 2**32-1 ms
+MAX_RLIMIT = 2**32 - 1  # z3's rlimit is an unsigned 32-bit count
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {guard.bounded(text)!r}") from None
+    if not 0 < v <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds in (0, {MAX_TIMEOUT_S}] (z3 counts milliseconds in 32 bits), "
+            f"got {guard.bounded(text)!r}")
+    return v
+
+
+def _rlimit(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {guard.bounded(text)!r}") from None
+    if not 1 <= v <= MAX_RLIMIT:
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..{MAX_RLIMIT} (z3's "
+                                         f"limit is 32 bits), got {v}")
+    return v
 
 
 def _limit(text: str) -> MemoryLimit:
@@ -199,39 +236,39 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
             stderr.write(f"check: {line}\n")
             stderr.flush()
 
-    if args.timeout is not None and not args.timeout > 0:
-        raise ScheduleError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    if args.rlimit is not None and args.rlimit < 1:
-        raise ScheduleError(f"--rlimit must be >= 1, got {args.rlimit}")
-    source = "<stdin>" if args.file == STDIN else args.file
+    limits = guard.limits_of(args)
+    source = source_name(args.file)
     # one pause of the cyclic collector from reading to writing: its passes
     # over the schedule's many small acyclic objects free nothing
     with paused_gc():
-        return _run(args, stdout, source, progress)
+        return _run(args, stdout, source, progress, limits)
 
 
-def _run(args: argparse.Namespace, stdout: IO[str], source: str, progress) -> int:
+def _run(args: argparse.Namespace, stdout: IO[str], source: str, progress, limits) -> int:
     progress(f"loading {source}")
-    schedule, origin = load_schedule_with_origin(args.file)
+    schedule, origin = load_schedule_with_origin(args.file, limits=limits)
     memory_limit, sizes = memory_args(args, schedule)
-    result = check(
-        schedule,
-        comm_model=args.comm_model,
-        engine=args.engine,
-        memory_limit=memory_limit,
-        activation_bytes=sizes,
-        z3_timeout_ms=None if args.timeout is None else max(1, int(args.timeout * 1000)),
-        z3_rlimit=args.rlimit,
-        progress=progress,
-    )
+    with guard.naming(source):
+        result = check(
+            schedule,
+            comm_model=args.comm_model,
+            engine=args.engine,
+            memory_limit=memory_limit,
+            activation_bytes=sizes,
+            z3_timeout_ms=None if args.timeout is None else max(1, int(args.timeout * 1000)),
+            z3_rlimit=args.rlimit,
+            progress=progress,
+        )
     if result.lowered:
         origin = origin.with_lowering(result.input_schedule, result.schedule)
+    cap = limits.max_counterexamples
     if args.format == "json":
-        doc = to_json(result, source=source, with_witness=args.witness, origin=origin)
+        doc = to_json(result, source=source, with_witness=args.witness, origin=origin,
+                      max_counterexamples=cap)
         stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
         stdout.write(render_text(result, verbose=args.verbose, with_witness=args.witness,
-                                 source=source, origin=origin))
+                                 source=source, origin=origin, max_counterexamples=cap))
     return result.verdict.exit_code
 
 
@@ -363,13 +400,15 @@ _UNKNOWN_CODES = ("solver-unknown", "engine-disagree", "certificate-rejected")
 
 
 def render_text(result: CheckResult, verbose: bool = False, with_witness: bool = False,
-                source: str = "", origin: Origin | None = None) -> str:
+                source: str = "", origin: Origin | None = None,
+                max_counterexamples: int | None = None) -> str:
     """The text output; ``origin`` (the input file's ``verifier.origin.Origin``)
     writes counterexample places in the user's coordinates (CSV row and column,
-    the user's step of a lowered schedule)."""
+    the user's step of a lowered schedule); at most ``max_counterexamples``
+    counterexamples are listed, the rest counted."""
     s = result.schedule
     out = [f"{result.verdict.value} under {result.comm_model} (engine: {result.engine})"]
-    name = s.name or s.family or source or "(unnamed)"
+    name = guard.printable(s.name or s.family or source or "(unnamed)")
     low = ", lowered from compute-only" if result.lowered else ""
     out.append(
         f"schedule: {name}, {s.num_ranks} ranks, {s.num_microbatches} micro-batches, "
@@ -387,6 +426,10 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
     if why:
         out.append("why unknown:")
         out.extend(f"  [{v.property.value}] {v.message}" for v in why)
+    left_out = 0
+    if max_counterexamples is not None and len(viols) > max_counterexamples:
+        left_out = len(viols) - max_counterexamples
+        viols = viols[:max_counterexamples]
     if viols:
         out.append("counterexamples:")
         for v in viols:
@@ -397,6 +440,9 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
                     out.append(f"    {i}. {text}")
                 if result.cycle is not None and result.cycle.closed:
                     out.append(f"    (and hop 1 again: a cycle of {len(lines)} waits)")
+        if left_out:
+            out.append(f"  ... and {left_out} more counterexample{'s' if left_out != 1 else ''} "
+                       "(--max-counterexamples N prints more)")
     if result.z3_core and verbose:
         out.append("z3 unsat core:")
         out.extend(f"  {c}" for c in result.z3_core)
@@ -489,11 +535,23 @@ def _event_json(e: Event, origin: Origin | None = None) -> dict:
     return d
 
 
+def _capped(viols, cap: int | None) -> tuple[list, int]:
+    viols = list(viols)
+    if cap is None or len(viols) <= cap:
+        return viols, 0
+    return viols[:cap], len(viols) - cap
+
+
 def to_json(result: CheckResult, source: str = "", with_witness: bool = False,
-            origin: Origin | None = None) -> dict:
+            origin: Origin | None = None, max_counterexamples: int | None = None) -> dict:
     """The JSON output (specs/check-output.md); ``origin`` adds the user's
-    coordinates (``user_message``, ``user_locations``, ``user_place``)."""
+    coordinates (``user_message``, ``user_locations``, ``user_place``); at most
+    ``max_counterexamples`` counterexamples in the list and in each property's
+    violations (the rest counted: "counterexamples_omitted", "violations_omitted")."""
     s = result.schedule
+    shown, omitted = _capped(result.violations, max_counterexamples)
+    per_prop = {pr.property: _capped(pr.violations, max_counterexamples)
+                for pr in result.properties}
     cyc = None
     if result.cycle is not None:
         cyc = {
@@ -529,11 +587,14 @@ def to_json(result: CheckResult, source: str = "", with_witness: bool = False,
             pr.property.value: {
                 "status": pr.status.value,
                 "decided_by": pr.decided_by,
-                "violations": [_violation_json(v, origin) for v in pr.violations],
+                "violations": [_violation_json(v, origin) for v in per_prop[pr.property][0]],
+                "violations_omitted": per_prop[pr.property][1],
             }
             for pr in result.properties
         },
-        "counterexamples": [_violation_json(v, origin) for v in result.violations],
+        "counterexamples": [_violation_json(v, origin) for v in shown],
+        "counterexamples_total": len(result.violations),
+        "counterexamples_omitted": omitted,
         "cycle": cyc,
         "memory": {"peaks": [_jsonable(p) for p in result.peaks], "limit": result.memory_limit,
                    "unit": "activations" if result.activation_bytes is None else "bytes",

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 
 from verifier import costs as costs_mod
+from verifier import guard
 from verifier.costs import scaled
 from verifier.analysis import COMM_MODELS, analyze, published_bubble
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
@@ -50,6 +51,9 @@ bubble, and peak activations, one row per family).
 --format json prints a list of objects with the same fields (null for n/a),
 plus status: ok | n/a | deadlock and note.
 
+A size over --max-cells is refused before anything is generated; -o is
+checked before work starts and a failed write is exit 2 naming the path.
+
 exit codes: 0 the table was printed (n/a and deadlocks are rows, not errors),
 2 bad input or usage."""
 
@@ -67,7 +71,10 @@ def add_arguments(p) -> None:
     p.add_argument("--per-stage-costs", action="store_true",
                    help="do not scale costs and activations by R/PP (see above)")
     p.add_argument("-o", "--output", default=None, metavar="CHART",
-                   help="write a chart (.svg or .png)")
+                   help="write a chart (.svg or .png; checked before work starts)")
+    p.add_argument("--max-cells", type=guard.positive_int, default=guard.DEFAULT.max_cells,
+                   metavar="N", help="largest ranks x stages per rank x micro-batches a family "
+                   f"is generated at (default {guard.DEFAULT.max_cells}); larger is refused up front")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +153,14 @@ def render_table(rows: list[Row]) -> str:
 def run(args, stdout, stderr) -> int:
     from pathlib import Path
 
-    from verifier.generators import resolve_family
+    from verifier.generators import FAMILIES, resolve_family
 
+    if args.output:
+        ext = Path(args.output).suffix.lower()
+        if ext not in (".svg", ".png"):
+            raise ScheduleError(f"unknown chart format {ext or '(none)'!r}; use .svg or .png",
+                                f"-o {guard.printable(args.output)}")
+        guard.check_output_path(args.output, "-o")
     cm = costs_mod.load(args.costs)
     fams = None
     if args.families:
@@ -161,6 +174,13 @@ def run(args, stdout, stderr) -> int:
     for name, v in (("--ranks", args.ranks), ("--microbatches", args.microbatches)):
         if v < 1:
             raise ScheduleError(f"must be >= 1, got {v}", name)
+    if args.chunks is not None and args.chunks < 1:
+        raise ScheduleError(f"must be >= 1, got {args.chunks}", "--chunks")
+    from verifier.commands.generate import stages_per_rank
+
+    spr = max(stages_per_rank(f, args.chunks) for f in (fams or FAMILIES))
+    guard.check_generated_size(args.ranks, args.microbatches, spr,
+                               guard.Limits(max_cells=args.max_cells))
     rows = compare(args.ranks, args.microbatches, cm, args.comm_model, fams, args.chunks,
                    normalize=not args.per_stage_costs)
     title = (f"ranks {args.ranks}, micro-batches {args.microbatches}, comm {args.comm_model}, "
@@ -177,18 +197,8 @@ def run(args, stdout, stderr) -> int:
         crows = [ChartRow(r.family, r.makespan, r.mean_busy, r.peak_activations,
                           ("n/a: " if r.status == "n/a" else "DEADLOCK: ") + r.note
                           if r.status != "ok" else "") for r in rows]
-        ext = Path(args.output).suffix.lower()
-        if ext == ".png":
-            data = chart_png(crows, title)
-        elif ext == ".svg":
-            data = chart_svg(crows, title).encode("utf-8")
-        else:
-            raise ScheduleError(f"unknown chart format {ext or '(none)'!r}; use .svg or .png",
-                                args.output)
-        try:
-            Path(args.output).write_bytes(data)
-        except OSError as e:
-            raise ScheduleError(f"cannot write: {e.strerror}", args.output) from None
+        data = chart_png(crows, title) if ext == ".png" else chart_svg(crows, title)
+        guard.write_output(args.output, data, "-o")
         if args.format == "text":
-            stdout.write(f"wrote {args.output}\n")
+            stdout.write(f"wrote {guard.printable(args.output)}\n")
     return 0

@@ -30,8 +30,9 @@ from verifier.csvio import (
     schedule_to_csv,
     trivial_batches,
 )
-from verifier.io import STDIN, detect_format, dumps_json, parse_json_text, read_text, sniff_format
+from verifier.io import STDIN, detect_format, dumps_json, parse_json_text, read_text, sniff_format, source_name
 from verifier.ir import Batch, Schedule, ScheduleError
+from verifier import guard
 from verifier.lowering import strip_communication
 
 _FSDP_CELL = re.compile(r"(?:^|,)\s*[0-9]+(?:UNSHARD|RESHARD|REDUCE_GRAD)[0-9]*\s*(?=,|$)", re.M)
@@ -78,6 +79,10 @@ if any, to stderr), otherwise one line on stdout:
   with --drop-fsdp, ", D UNSHARD/RESHARD/REDUCE_GRAD kept as no-ops" without)
 then a line "note: ..." for each batch decision above.
 
+OUT is checked before work starts (its directory exists and is writable, it
+is not a directory); a failed write is exit 2 naming OUT. Largest input:
+--max-bytes, --max-actions, --max-cells (see below).
+
 exit codes:
   0  converted
   2  bad input (unreadable or malformed file, with file and place in the
@@ -119,6 +124,7 @@ def add_arguments(p) -> None:
         "change the meaning under the nccl communication model). Without it, "
         "batches are flattened only where that provably changes nothing (see above)",
     )
+    guard.add_limit_arguments(p)
 
 
 def to_csv(schedule: Schedule, *, compute_only: bool = False, flatten: bool = False,
@@ -197,6 +203,9 @@ def _write(path: str, text: str, stdout) -> None:
     target = Path(path)
     if target.is_dir():
         raise ScheduleError("is a directory, expected a file to write", path)
+    if target.exists() and not target.is_file():  # a device or FIFO: never replace it
+        guard.write_output(path, text.encode("utf-8", "backslashreplace"), "-o")
+        return
     parent = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=parent)
@@ -205,7 +214,7 @@ def _write(path: str, text: str, stdout) -> None:
     except OSError as e:
         raise ScheduleError(f"cannot write: {e.strerror}", path) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fp:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as fp:
             fp.write(text)
         os.replace(tmp, target)
     except OSError as e:
@@ -217,10 +226,10 @@ def _write(path: str, text: str, stdout) -> None:
 
 
 def run(args, stdout, stderr) -> int:
-    if args.output != "-" and Path(args.output).is_dir():
-        raise ScheduleError("is a directory, expected a file to write", str(args.output))
-    source = "<stdin>" if args.input == STDIN else str(args.input)
-    text = read_text(args.input)
+    guard.check_output_path(args.output, "-o")
+    limits = guard.limits_of(args)
+    source = source_name(args.input)
+    text = read_text(args.input, max_bytes=limits.max_bytes)
     in_fmt = args.from_format or (
         sniff_format(text) if args.input == STDIN else detect_format(args.input))
     dropped = kept = 0
@@ -231,6 +240,7 @@ def run(args, stdout, stderr) -> int:
         kept = fsdp_cells(s)
     else:
         s = parse_json_text(text, source)
+    guard.check_size(s, limits, source)
     to = _target(args, in_fmt)
     if args.compute_only:
         s = strip_communication(s)

@@ -15,6 +15,7 @@ from typing import IO
 
 from verifier.generators import DEFAULT_INTERLEAVED_CHUNKS, FAMILIES, generate, resolve_family
 from verifier.ir import ScheduleError
+from verifier.guard import DEFAULT, check_generated_size, check_output_path, positive_int
 
 HELP = "generate a schedule (1F1B, zero-bubble, DualPipe, ...) as JSON"
 
@@ -46,6 +47,10 @@ output: the schedule document (JSON; PyTorch CSV if -o ends in .csv, written
 as `convert` writes it: BATCHes op by op only where that changes nothing, a
 "note:" line on stderr saying so; refused where it would, exit 2);
 nothing else on stdout.
+A size over --max-cells (ranks x stages per rank x micro-batches, default
+{DEFAULT.max_cells}) is refused before anything is built; -o is checked before
+work starts, and a failed write is exit 2 naming the path.
+
 exit codes: 0 written, 2 bad parameters or usage (one line on stderr).
 """
 
@@ -72,13 +77,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compute-only", action="store_true",
                         help="compute actions only, no communication")
     parser.add_argument("-o", "--output", metavar="FILE", default=None,
-                        help="write to FILE instead of stdout")
+                        help="write to FILE instead of stdout (checked before work starts)")
     parser.add_argument("--flatten-batches", action="store_true",
                         help="write each BATCH's ops one by one, unchecked (as `convert "
                         "--flatten-batches`; loses grouping and wait points)")
+    parser.add_argument("--max-cells", type=positive_int, default=DEFAULT.max_cells, metavar="N",
+                        help="largest ranks x stages per rank x micro-batches generated "
+                        f"(default {DEFAULT.max_cells}); larger is refused up front")
+
+
+def stages_per_rank(family: str, num_chunks: int | None) -> int:
+    """How many stages a generated schedule of ``family`` puts on each rank (at most)."""
+    if family in ("gpipe", "1f1b", "zb-h1"):
+        return 1
+    if family in ("zbv", "dualpipev", "dualpipe"):
+        return 2
+    return num_chunks or max(DEFAULT_INTERLEAVED_CHUNKS, 2)
 
 
 def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    check_output_path(args.output, "-o")
+    if args.ranks >= 1 and args.microbatches >= 1 and (args.chunks or 1) >= 1:
+        check_generated_size(args.ranks, args.microbatches,
+                             stages_per_rank(args.family, args.chunks), limits_cells(args))
     schedule = generate(
         args.family,
         args.ranks,
@@ -95,6 +116,7 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 
         dump_json(schedule, stdout)
         return 0
+    from verifier.guard import printable
     from verifier.io import save_schedule
     from verifier.ir import ScheduleError
 
@@ -110,5 +132,11 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     try:
         save_schedule(schedule, args.output)
     except OSError as e:
-        raise ScheduleError(f"cannot write: {e.strerror}", args.output) from None
+        raise ScheduleError(f"cannot write: {e.strerror}", f"-o {printable(args.output)}") from None
     return 0
+
+
+def limits_cells(args: argparse.Namespace):
+    from verifier.guard import Limits
+
+    return Limits(max_cells=args.max_cells)

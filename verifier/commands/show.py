@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 from verifier import costs as costs_mod
+from verifier import guard
 from verifier.analysis import COMM_MODELS, analyze
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
 from verifier.ir import ScheduleError
@@ -31,6 +34,14 @@ stdout is a terminal (or --color always).
 
 {COSTS_DOC}
 
+The picture is refused up front (exit 2) when it would exceed --max-pixels
+(pixels of a PNG/SVG, characters of the text grid; default {guard.DEFAULT.max_pixels});
+a larger --dt or a smaller --scale makes it smaller. -o is checked before work
+starts (directory exists, writable, not a directory). A schedule that is not
+well-formed is refused, exit 2.
+
+{guard.LIMITS_DOC}
+
 exit codes: 0 drawn, 1 the replay deadlocked (the picture shows what ran
 before it got stuck; the stuck places go to stderr), 2 bad input or usage."""
 
@@ -43,57 +54,93 @@ def add_arguments(p) -> None:
     p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl")
     p.add_argument("--comm", action="store_true",
                    help="draw a thin strip per rank with its messages in flight")
-    p.add_argument("--scale", type=float, default=None, metavar="PX",
-                   help="pixels per cost unit (PNG/SVG; default: fit, at most 8000 px wide)")
-    p.add_argument("--dt", type=float, default=None,
-                   help="text: time units per character (default: half the shortest compute)")
+    p.add_argument("--scale", type=_finite, default=None, metavar="PX",
+                   help="pixels per cost unit, in (0, 1000] (PNG/SVG; default: fit, at most "
+                   "8000 px wide)")
+    p.add_argument("--dt", type=_finite, default=None,
+                   help="text: time units per character, > 0 (default: half the shortest compute)")
     p.add_argument("--critical-path", action="store_true",
                    help="outline the critical path's cells in red (PNG/SVG)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    guard.add_limit_arguments(p, "max_bytes", "max_actions", "max_cells", "max_pixels")
+
+
+def _finite(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {guard.bounded(text)!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {guard.bounded(text)!r}")
+    return v
+
+
+_FORMATS = (".png", ".svg", ".txt")
+
+
+def _refuse_size(what: str, cols: float, rows: float, limit: int, fix: str) -> None:
+    total = cols * rows
+    if not math.isfinite(total) or total > limit:
+        raise ScheduleError(
+            f"the {what} would be {cols:.4g} x {rows:.4g} = {total:.4g}, more than --max-pixels "
+            f"{limit}; {fix} or raise --max-pixels", "show")
 
 
 def run(args, stdout, stderr) -> int:
-    from verifier.io import load_schedule
     from verifier.lowering import lower
     from verifier.render import layout, to_png, to_svg, to_text
 
-    cm = costs_mod.load(args.costs)
-    s = load_schedule(args.file)
+    from verifier.commands._common import load_for_engines
+    from verifier.io import source_name
+
     if args.scale is not None and not (0 < args.scale <= 1000):
-        raise ScheduleError(f"--scale must be in (0, 1000] pixels per unit, got {args.scale}")
+        raise ScheduleError(f"must be in (0, 1000] pixels per unit, got {args.scale}", "--scale")
     if args.dt is not None and not args.dt > 0:
-        raise ScheduleError(f"--dt must be > 0, got {args.dt}")
-    if s.is_compute_only and any(s.actions):
-        s = lower(s)
-    a = analyze(s, cm, args.comm_model)
-    pic = layout(s, a, critical=args.critical_path)
+        raise ScheduleError(f"must be > 0, got {args.dt}", "--dt")
+    out = args.output
+    if out is not None:
+        ext = Path(out).suffix.lower()
+        if ext not in _FORMATS:
+            raise ScheduleError(f"unknown picture format {ext or '(none)'!r}; use .png, .svg or .txt",
+                                f"-o {guard.printable(out)}")
+        guard.check_output_path(out, "-o")
+    cm = costs_mod.load(args.costs)
+    s = load_for_engines(args, "show")
+    with guard.naming(source_name(args.file)):
+        if s.is_compute_only and any(s.actions):
+            s = lower(s)
+        a = analyze(s, cm, args.comm_model)
+        pic = layout(s, a, critical=args.critical_path)
+    limit = guard.limits_of(args).max_pixels
+    if out is None or ext == ".txt":
+        dt = args.dt or pic.min_duration / 2
+        if not dt > 0:
+            raise ScheduleError(f"the shortest compute takes {pic.min_duration:g}; pass --dt", "show")
+        _refuse_size("text grid (characters)", pic.makespan / dt, pic.num_ranks + 4, limit,
+                     "pass a larger --dt")
+    else:
+        from verifier.render import _geometry
+
+        g = _geometry(pic, args.scale, args.comm, 8000)
+        _refuse_size("picture (pixels)", g.width, g.height, limit,
+                     "pass a smaller --scale (pixels per cost unit)")
     if a.deadlocked:
         stderr.write(f"deadlock under {a.comm_model}; drawn up to where it got stuck:\n")
         for x in a.stuck:
             stderr.write(f"  {x}\n")
-    out = args.output
     if out is None:
         color = args.color == "always" or (
             args.color == "auto" and hasattr(stdout, "isatty") and stdout.isatty())
         stdout.write(to_text(pic, color=color, dt=args.dt))
     else:
-        ext = Path(out).suffix.lower()
         if ext == ".png":
             data = to_png(pic, args.scale, args.comm)
-            _write(out, data)
         elif ext == ".svg":
-            _write(out, to_svg(pic, args.scale, args.comm).encode("utf-8"))
-        elif ext == ".txt":
-            _write(out, to_text(pic, color=args.color == "always", dt=args.dt).encode("utf-8"))
+            data = to_svg(pic, args.scale, args.comm)
         else:
-            raise ScheduleError(f"unknown picture format {ext or '(none)'!r}; use .png, .svg or .txt",
-                                out)
-        stdout.write(f"wrote {out}\n")
+            data = to_text(pic, color=args.color == "always", dt=args.dt)
+        guard.write_output(out, data, "-o")
+        stdout.write(f"wrote {guard.printable(out)}\n")
     return 1 if a.deadlocked else 0
-
-
-def _write(path: str, data: bytes) -> None:
-    try:
-        Path(path).write_bytes(data)
-    except OSError as e:
-        raise ScheduleError(f"cannot write: {e.strerror}", path) from None

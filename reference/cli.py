@@ -54,6 +54,9 @@ then one line per parameter (named layer{i}.{name})
 and a last line
   RESULT: MATCH bitwise | MATCH within tolerance ... | MISMATCH ... |
           FAULT <kind> at rank R step S: ... | REFUTED by the checker: ...
+(places of a PyTorch CSV or a lowered compute-only schedule written in the
+user's coordinates, as `python -m verifier check` writes them: "rank 2 (CSV
+row 3, column 7: `2F5`; lowered step 21)"; JSON fault.user_message/user_place)
 Gradients are expected bitwise equal (per-micro-batch gradients summed in
 micro-batch order in both runs); the tolerance otherwise is
 |a-b| <= atol + rtol*|b| with float64 rtol 1e-10 atol 1e-12, float32 rtol 1e-4
@@ -245,10 +248,10 @@ def _run(args, stdout: IO[str]) -> int:
     from reference.baseline import compare, run_baseline
     from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
     from reference.models import make_layers, make_microbatches, num_model_layers
-    from verifier.io import load_schedule, source_name
+    from verifier.io import load_schedule_with_origin, source_name
 
     source = source_name(args.file)
-    s = load_schedule(args.file, limits=guard.limits_of(args))
+    s, origin = load_schedule_with_origin(args.file, limits=guard.limits_of(args))
     guard.require_well_formed(s, source, "reference run")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     k = args.layers_per_stage
@@ -291,16 +294,24 @@ def _run(args, stdout: IO[str]) -> int:
                 force=args.force,
             )
     except RefutedScheduleError as e:
+        origin = _lowered_origin(origin, s)
         out.update(result="refuted", bitwise=False, losses=[], params=[],
-                   fault={"kind": e.kind, "rank": None, "step": None, "message": e.detail})
-        text.append(f"RESULT: REFUTED by the checker: {e.detail}")
+                   fault={"kind": e.kind, "rank": None, "step": None, "message": e.detail,
+                          "user_message": origin.rewrite(e.detail)})
+        text.append(f"RESULT: REFUTED by the checker: {origin.rewrite(e.detail)}")
         _emit(args, stdout, out, text)
         return EXIT_MISMATCH
     except ExecutionError as e:
-        out.update(result="fault", bitwise=False, losses=[], params=[],
-                   fault={"kind": e.kind, "rank": e.rank, "step": e.step, "message": e.detail})
-        where = f" at rank {e.rank} step {e.step}" if e.rank is not None else ""
-        text.append(f"RESULT: FAULT {e.kind}{where}: {e.detail}")
+        origin = _lowered_origin(origin, s)
+        fault = {"kind": e.kind, "rank": e.rank, "step": e.step, "message": e.detail,
+                 "user_message": origin.rewrite(e.detail)}
+        where = ""
+        if e.rank is not None:
+            place = origin.place(e.rank, e.step)
+            fault["user_place"] = place.to_json()
+            where = f" at {place.text()}"
+        out.update(result="fault", bitwise=False, losses=[], params=[], fault=fault)
+        text.append(f"RESULT: FAULT {e.kind}{where}: {origin.rewrite(e.detail)}")
         _emit(args, stdout, out, text)
         return EXIT_MISMATCH
     base = run_baseline(layers, mbs, loss_reduction=args.loss_reduction)
@@ -342,6 +353,16 @@ def _run(args, stdout: IO[str]) -> int:
                tolerance={"rtol": c.rtol, "atol": c.atol})
     _emit(args, stdout, out, text)
     return EXIT_MATCH if result == "match" else EXIT_MISMATCH
+
+
+def _lowered_origin(origin, s):
+    """``origin`` of a schedule that run_pipeline lowers first (compute-only):
+    places are then named in the input's steps too (verifier.origin)."""
+    if s.is_compute_only and s.num_actions:
+        from verifier.lowering import lower
+
+        return origin.with_lowering(s, lower(s))
+    return origin
 
 
 def _emit(args, stdout: IO[str], out: dict, text: list[str]) -> None:

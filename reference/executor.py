@@ -367,7 +367,7 @@ class _Run:
             r = self.ranks[rank]
             if k not in r.inbox:
                 if k in r.posted:
-                    return f"{c} waits for {op_text(*k)} posted at step {r.posted[k]}"
+                    return f"{c} waits for {op_text(*k)} posted at {loc(rank, r.posted[k])}"
                 raise DependencyError(
                     f"{c} needs {op_text(*k)}, which rank {rank} has not posted",
                     rank,
@@ -507,7 +507,7 @@ class _Run:
             if missing:
                 k = missing[0]
                 return (
-                    f"BATCH at step {r.wait_step} waits for {op_text(*k)}"
+                    f"BATCH at {loc(rank, r.wait_step)} waits for {op_text(*k)}"
                 )
             r.wait_keys = ()
         step = r.pc
@@ -603,7 +603,7 @@ class _Run:
         for rank, r in enumerate(self.ranks):
             for k in r.inbox:
                 raise DependencyError(
-                    f"{op_text(*k)} posted at step {r.posted[k]} was "
+                    f"{op_text(*k)} posted at {loc(rank, r.posted[k])} was "
                     "received but no compute consumed it",
                     rank,
                     r.posted[k],
@@ -775,7 +775,7 @@ def _round_robin(run: _Run) -> None:
         if not progressed:
             rank0, _ = blocked[0]
             detail = "; ".join(
-                f"rank {r} at step {run.ranks[r].pc}: {why}" for r, why in blocked
+                f"{loc(r, run.ranks[r].pc)}: {why}" for r, why in blocked
             )
             raise BlockedError(
                 f"every unfinished rank is blocked: {detail}", rank0, run.ranks[rank0].pc

@@ -239,3 +239,21 @@ def test_analyze_deadlock_names_user_cells(tmp_path):
     assert "rank 0 (CSV row 1, column 2: `0B0`; lowered step 2): 0B0 waits for" in text
     assert "rank 1 (CSV row 2, column 1: `1F1`; lowered step 1): 1F1 waits for" in text
     assert " step " not in text.replace("lowered step", "")
+
+
+def test_reference_run_names_user_cells(tmp_path):
+    pytest.importorskip("torch")
+    from reference.cli import main as ref_main
+
+    path = tmp_path / "dl.csv"
+    path.write_text("0F0,0B0,,0F1,0B1\n1F1,1B1,1F0,1B0\n")
+    out = io.StringIO()
+    assert ref_main(["run", str(path), "--force"], out, io.StringIO()) == 1
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("RESULT: FAULT blocked at rank 0 (CSV row 1, column 2: `0B0`; lowered step 2): ")
+    assert "rank 1 (CSV row 2, column 1: `1F1`; lowered step 1): 1F1 waits for 1RECV_F1" in last
+    out = io.StringIO()
+    assert ref_main(["run", str(path), "--format", "json"], out, io.StringIO()) == 1
+    fault = json.loads(out.getvalue())["fault"]
+    assert fault["kind"] == "refuted" and "CSV row 1, column 2: `0B0`" in fault["user_message"]
+    assert "CSV row" not in fault["message"]  # the checked schedule's own places stay there

@@ -22,7 +22,7 @@ placement at their own peak activations as the cap (1F1B: B unsplit; the
 others split). --costs picks the cost set; --measure-costs measures F, I, W of
 the reference executor's transformer layer on this machine (one thread,
 float32, median of repeats; B := I + W of the recomputing split, FB := F + B)
-and prints them in units of F/2, rounded (W := B - I, the cost of a split
+and prints them in units of F/4, rounded (W := B - I, the cost of a split
 that does not recompute; the reference's split recomputes, and its W is
 printed too).
 
@@ -158,15 +158,15 @@ def measure_costs(hidden: int = 256, seq: int = 128, batch: int = 4, reps: int =
         backward_weight(st)
         ts["W"].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in ts.items()}
-    unit = med["F"] / 2  # costs in halves of F, integers
-    F, B, I = 2, round(med["B"] / unit), round(med["I"] / unit)  # noqa: E741
+    unit = med["F"] / 4  # costs in quarters of F, integers
+    F, B, I = 4, round(med["B"] / unit), round(med["I"] / unit)  # noqa: E741
     W = max(0, B - I)  # a split without recomputation: W = B - I (the model needs B = I + W)
     print("measured (ms, median of %d): " % reps
           + ", ".join(f"{k}={1000 * v:.2f}" for k, v in med.items())
           + f"; the reference's recomputing W costs {med['W'] / unit:.1f} units, B - I "
           f"{(med['B'] - med['I']) / unit:.1f}")
     costs = f"F={F},I={I},W={W},B={B},FB={F + B}"
-    print(f"costs (units of F/2 = {1000 * unit:.2f} ms, rounded; W := B - I):", costs)
+    print(f"costs (units of F/4 = {1000 * unit:.2f} ms, rounded; W := B - I):", costs)
     return costs
 
 

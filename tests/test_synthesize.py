@@ -253,3 +253,22 @@ def test_z3_only_in_the_two_solver_modules():
     users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
                    if re.search(r"^\s*(import z3|from z3)", p.read_text(), re.M))
     assert users == ["synth_z3.py", "z3engine.py"], users
+
+
+def test_any_placement_and_dominated_overlap(tmp_path):
+    """--placement any tries each placement (per-stage costs as given) and
+    writes the best; --overlap yes is accepted when FB >= F + B (dominated)."""
+    f = tmp_path / "best.json"
+    code, out, err = _cli("synthesize", "--ranks", "2", "--microbatches", "2", "--placement",
+                          "any", "--costs", "F=1,B=2,FB=3", "--overlap", "yes", "--memory-limit", "2",
+                          "--split-backward", "no", "--format", "json", "-o", str(f))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert {r["placement"] for r in doc["results"]} == {"linear", "v", "bidirectional", "looped"}
+    each = {r["placement"]: r["makespan"] for r in doc["results"]}
+    assert doc["makespan"] == min(each.values())
+    for r in doc["results"]:
+        expect = brute_force(r["placement"], 2, 2, {"F": 1, "B": 2}, False, 2)
+        assert r["makespan"] == expect, (r["placement"], r["makespan"], expect)
+    code, out, _ = _cli("analyze", str(f), "--costs", "F=1,B=2,FB=3", "--format", "json")
+    assert code == 0 and json.loads(out)["makespan"] == doc["makespan"]

@@ -105,7 +105,11 @@ def feasible(pb: Problem, T: int, timeout_ms: int, rlimit: int = 0,
     if any(lst[j] < est[j] for j in range(len(pb.jobs))):
         return Answer("unsat", reason="a dependency chain is longer than T",
                       seconds=time.monotonic() - t0)
-    text = smtlib(pb, T, est, lst)
+    try:
+        text = smtlib(pb, T, est, lst, deadline)
+    except TimeoutError:
+        return Answer("unknown", reason="time limit (while encoding)",
+                      seconds=time.monotonic() - t0)
     if deadline is not None:
         left = deadline - time.monotonic()
         if left <= PARSE_SECONDS_PER_CHAR * len(text):  # z3's parser cannot be interrupted
@@ -145,16 +149,17 @@ def feasible(pb: Problem, T: int, timeout_ms: int, rlimit: int = 0,
     if res == z3.unsat:
         return Answer("unsat", seconds=secs)
     m = sol.model()
-    true = {d.name() for d in m.decls() if z3.is_true(m[d])}
-    jobs = pb.jobs
     start = []
-    for j in range(len(jobs)):
-        s = lst[j]
-        for t in range(est[j], lst[j]):
-            if f"S{j}_{t}" in true:
-                s = t
-                break
-        start.append(s)
+    for j in range(len(pb.jobs)):  # S{j}_t is monotone in t: binary search its first true
+        lo, hi = est[j], lst[j]  # the answer lies in [lo, hi]; at lst it is true
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if z3.is_true(m.eval(z3.Bool(f"S{j}_{mid}", ctx), model_completion=True)):
+                hi = mid
+            else:
+                lo = mid + 1
+        start.append(lo)
+    jobs = pb.jobs
     topo = {j: k for k, j in enumerate(topo_order(pb))}
     orders = tuple(tuple(sorted(js, key=lambda j: (start[j], jobs[j].dur > 0, topo[j])))
                    for js in pb.rank_jobs)
@@ -166,7 +171,8 @@ def feasible(pb: Problem, T: int, timeout_ms: int, rlimit: int = 0,
     return Answer("sat", orders, ev[0], seconds=secs)
 
 
-def smtlib(pb: Problem, T: int, est: list[int], lst: list[int]) -> str:
+def smtlib(pb: Problem, T: int, est: list[int], lst: list[int],
+           deadline: float | None = None) -> str:
     """The system for bound T as SMT-LIB text (Booleans, at-most, pble).
 
     S{j}_{t}: job j has started by time t, for t in [est_j, lst_j); before
@@ -199,7 +205,13 @@ def smtlib(pb: Problem, T: int, est: list[int], lst: list[int]) -> str:
                     w(f"(assert (not S{j}_{t}))")
                 elif b != "true":
                     w(f"(assert (=> S{j}_{t} {b}))")
+    def in_time() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError
+
+    in_time()
     for js in pb.rank_jobs:  # one job at a time per rank
+        in_time()
         running: dict[int, list[str]] = {}
         for j in js:
             d = jobs[j].dur
@@ -218,9 +230,12 @@ def smtlib(pb: Problem, T: int, est: list[int], lst: list[int]) -> str:
         for t, lits in running.items():
             if len(lits) > 1:
                 w(f"(assert ((_ at-most 1) {' '.join(lits)}))")
+    in_time()
     _energy(pb, w, started, T, est, lst)
+    in_time()
     if pb.memory_limit is not None:
         _memory(pb, w, started, T)
+    in_time()
     return "\n".join(out)
 
 

@@ -205,6 +205,21 @@ def test_endless_stdin_is_bounded(monkeypatch):
     one_line(rc, err, "<stdin>", "larger than 100000 bytes", "--max-bytes")
 
 
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_side_files_are_read_bounded(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    rc, out, err = run(["analyze", EX, "--costs", str(zero)])
+    one_line(rc, err, str(zero), "binary data")
+    rc, out, err = run(["analyze", EX, "--activation-bytes", str(zero)])
+    one_line(rc, err, "--activation-bytes", "binary data")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000)
+    rc, out, err = run(["analyze", EX, "--costs", str(deep)])
+    one_line(rc, err, str(deep), "invalid JSON")
+
+
 def test_file_over_max_bytes(tmp_path):
     path = _write(tmp_path, "s.json", dumps_json(generate("1f1b", 2, 4)))
     for command in ("check", "analyze", "show"):

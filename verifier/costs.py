@@ -239,18 +239,21 @@ def load(spec: str | None) -> CostModel:
     if "=" in spec and not Path(spec).exists():
         return parse_kv(spec)
     path = Path(spec)
+    from verifier.guard import printable, read_small_text
+
+    where = printable(spec)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_text(path, where)
     except FileNotFoundError:
         raise ScheduleError(
-            "no such cost file (give KEY=VALUE pairs like F=1,B=2 or a JSON file)", spec
+            "no such cost file (give KEY=VALUE pairs like F=1,B=2 or a JSON file)", where
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScheduleError(f"cannot read cost file: {e}", spec) from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ScheduleError(
-            f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", spec
+            f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", where
         ) from None
-    return from_dict(doc, spec)
+    except (RecursionError, ValueError) as e:  # nested too deeply, a 5000-digit number
+        raise ScheduleError(f"invalid JSON: {str(e).split(';')[0][:100]}", where) from None
+    return from_dict(doc, where)

@@ -136,9 +136,36 @@ def read_bounded(fp: IO[bytes], limit: int, source: str) -> bytes:
         total += len(first)
     if total > limit:
         raise ScheduleError(
-            f"larger than {limit} bytes, the most this command reads; "
-            "pass --max-bytes N to raise the limit", source)
+            f"larger than {limit} bytes, the most this command reads"
+            + ("; pass --max-bytes N to raise the limit" if limit != SMALL_FILE_BYTES else ""),
+            source)
     return b"".join(parts)
+
+
+SMALL_FILE_BYTES = 16 * MiB  # a costs or sizes file: a few lines
+
+
+def read_small_text(path: str | os.PathLike, where: str, limit: int = SMALL_FILE_BYTES) -> str:
+    """The UTF-8 text of a small side file (``--costs FILE``, ``--activation-bytes
+    FILE``), read at most ``limit`` bytes (/dev/zero, a FIFO: bounded);
+    FileNotFoundError is left to the caller, anything else is a ScheduleError
+    naming ``where``."""
+    try:
+        with open(path, "rb") as fp:
+            data = read_bounded(fp, limit, where)
+    except IsADirectoryError:
+        raise ScheduleError("is a directory, expected a file", where) from None
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ScheduleError(f"cannot read: {e.strerror or e}", where) from None
+    if b"\x00" in data:
+        raise ScheduleError(f"binary data (NUL byte at offset {data.index(0)})", where)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ScheduleError(f"not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}",
+                            where) from None
 
 
 def check_size(s: Schedule, limits: Limits, source: str) -> None:

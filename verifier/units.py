@@ -138,12 +138,16 @@ def parse_activation_bytes(text: str) -> ActivationBytes:
 def load_activation_file(path: str) -> ActivationBytes:
     """The sizes in a ``pp-activation-bytes`` JSON file (``python -m reference activations``)."""
     where = f"{FLAG} {path}"
+    from verifier.guard import read_small_text
+
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(read_small_text(path, where))
     except FileNotFoundError:
         raise ScheduleError("no such file", where) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ScheduleError(f"cannot read sizes: {e}", where) from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as e:
+        if isinstance(e, ScheduleError):
+            raise
+        raise ScheduleError(f"cannot read sizes: {str(e)[:200]}", where) from None
     stages = doc.get("stages") if isinstance(doc, dict) else None
     if not isinstance(stages, dict) or not stages:
         raise ScheduleError(

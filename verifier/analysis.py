@@ -232,7 +232,11 @@ def analyze(
         s = lower(s)
     from verifier.analysis_replay import replay
 
-    return replay(s, costs, comm_model)
+    a = replay(s, costs, comm_model)
+    if not a.makespan < float("inf"):  # every cost is finite, their sum need not be
+        raise ScheduleError(f"the timeline's times overflow (makespan {a.makespan}); give "
+                            "smaller costs", "costs")
+    return a
 
 
 # ------------------------------------------------------ published numbers ---

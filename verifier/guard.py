@@ -244,9 +244,14 @@ def check_output_path(path: str | os.PathLike | None, flag: str = "-o") -> None:
     """
     if path is None or str(path) == "-":
         return
-    name = printable(str(path))
-    where = f"{flag} {name}"
-    p = Path(path)
+    where = f"{flag} {printable(str(path))}"
+    try:
+        _check_output_path(Path(path), where)
+    except OSError as e:  # a name too long, a loop of symbolic links, ...
+        raise ScheduleError(f"cannot write: {e.strerror or e}", where) from None
+
+
+def _check_output_path(p: Path, where: str) -> None:
     if p.is_dir():
         raise ScheduleError("is a directory, expected a file to write", where)
     parent = p.parent if str(p.parent) else Path(".")

@@ -17,7 +17,9 @@ What it measures (one run prints every number and the ratios):
 3. the whole process ``python -m verifier check FILE.csv`` on PyTorch's own CSV
    dump of the same DualPipeV lists, against PyTorch reading that file
    (``_Action.from_str`` per cell) plus ``_simulate_comms_compute``, in
-   process (``bench_csv``). Target ratio: <= 1.0 (``--no-csv`` skips it).
+   process (``bench_csv``; in ``--repeat`` rounds, each PyTorch's run then
+   ours, the median of the rounds' ratios printed). Target ratio: <= 1.0
+   (``--no-csv`` skips it).
 4. whole ``check`` processes on refuted schedules of up to 2,000 steps, the
    default engine against ``--engine z3``. Bound: <= 0.5 s
    (``--no-refuted`` skips it).
@@ -193,13 +195,20 @@ def bench_csv(ranks: int, microbatches: int, repeat: int) -> dict:
                         rank_of.setdefault(a.stage_index, r)
             _simulate_comms_compute(lists, rank_of.__getitem__, len(rank_of))
 
-        t_pt = best(pytorch, repeat)
-        t_nccl = _process(["check", str(path)], repeat)
-        t_eager = _process(["check", str(path), "--comm-model", "eager"], repeat)
+        # in rounds, PyTorch then ours, so that each ratio compares runs taken
+        # under the same load; the median of the rounds' ratios is reported
+        rounds = []
+        for _ in range(repeat):
+            pt = best(pytorch, 1)
+            nccl = _process(["check", str(path)], 1)
+            eager = _process(["check", str(path), "--comm-model", "eager"], 1)
+            rounds.append((pt, nccl, eager))
         size = path.stat().st_size
+    t_pt, t_nccl, t_eager = ((min(x[i][0] for x in rounds), min(x[i][1] for x in rounds),
+                              rounds[-1][i][2]) for i in range(3))
     n = sum(len(v) for v in order.values())
     print(f"PyTorch CSV of DualPipeV {ranks} ranks x {microbatches} micro-batches: {n} cells, "
-          f"{size / 1e6:.1f} MB")
+          f"{size / 1e6:.1f} MB; {repeat} rounds (best times, median of the rounds' ratios)")
     print(f"  check FILE.csv (nccl: exit {t_nccl[2]}), whole process:         "
           f"{t_nccl[0]:.3f} s wall, {t_nccl[1]:.3f} s CPU")
     print(f"  check FILE.csv --comm-model eager (exit {t_eager[2]}), whole process: "
@@ -207,11 +216,16 @@ def bench_csv(ranks: int, microbatches: int, repeat: int) -> dict:
     print(f"  PyTorch from_str parse + _simulate_comms_compute, in process: "
           f"{t_pt[0]:.3f} s wall, {t_pt[1]:.3f} s CPU")
     assert t_nccl[2] == 0 and t_eager[2] == 0, (t_nccl[2], t_eager[2])
+
+    def median_ratio(i: int, j: int) -> float:
+        r = sorted(x[i][j] / x[0][j] for x in rounds)
+        return r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
+
     return {
-        "csv_nccl_vs_pytorch_wall": t_nccl[0] / t_pt[0],
-        "csv_nccl_vs_pytorch_cpu": t_nccl[1] / t_pt[1],
-        "csv_eager_vs_pytorch_wall": t_eager[0] / t_pt[0],
-        "csv_eager_vs_pytorch_cpu": t_eager[1] / t_pt[1],
+        "csv_nccl_vs_pytorch_wall": median_ratio(1, 0),
+        "csv_nccl_vs_pytorch_cpu": median_ratio(1, 1),
+        "csv_eager_vs_pytorch_wall": median_ratio(2, 0),
+        "csv_eager_vs_pytorch_cpu": median_ratio(2, 1),
     }
 
 

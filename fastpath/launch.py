@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import pickle
 import queue as queue_mod
 import signal
 import socket
@@ -49,9 +50,8 @@ from fastpath.supervise import (  # noqa: F401 - RunFailed, root_cause: the laun
     Interrupted,
     RunFailed,
     describe_exit,
-    die_with_parent,
     is_peer_loss,
-    name_process,
+    rank_process,
     root_cause,
     short_comm_error,
     signals_raise,
@@ -250,14 +250,9 @@ def _from_bytes(data: bytes):
     return torch.load(io.BytesIO(data), weights_only=False)
 
 
-def _spawn_entry(rank, world, port, jobs, opts, q, parent_pid):  # pragma: no cover - child
-    # Die with the launcher (SIGKILL included), and die at once on a SIGINT/SIGTERM it
-    # forwards: a rank blocked inside a gloo wait would see a Python-level
-    # KeyboardInterrupt only once the wait returns.
-    die_with_parent(parent_pid)
-    name_process(f"fp-rank{rank}")
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _spawn_entry(rank, world, port, jobs, opts, parent_pid, q):  # pragma: no cover - child
+    """A rank's body once fastpath.supervise.rank_process has set it up (parent death,
+    signals, name) and unpickled this call, importing torch."""
 
     def report(kind, payload, flush=False):
         q.put((kind, payload))
@@ -371,7 +366,11 @@ def spawn(jobs: list[Job], nproc: int, *, backend: str = "auto", watchdog_s: flo
     port = free_port()
     opts = dict(backend=backend, watchdog_s=watchdog_s, threads=threads)
     me = os.getpid()
-    procs = [ctx.Process(target=_spawn_entry, args=(r, nproc, port, jobs, opts, q, me),
+    # The rank's call travels as bytes, unpickled (importing torch, seconds) only after
+    # rank_process has armed the parent-death signal and set its signals.
+    procs = [ctx.Process(target=rank_process,
+                         args=(r, me, pickle.dumps((_spawn_entry, (r, nproc, port, jobs, opts,
+                                                                   me))), q),
                          daemon=True, name=f"fastpath-rank{r}")
              for r in range(nproc)]
     if deadline_s is None:

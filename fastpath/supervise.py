@@ -2,11 +2,21 @@
 
 What it is:
 
-- in a rank: ``die_with_parent(parent_pid)`` asks Linux to SIGKILL this process
-  when the launcher dies (``prctl(PR_SET_PDEATHSIG)`` through ctypes), and exits
-  at once if the launcher is already gone; ``name_process`` sets the name ``ps``
-  and ``top`` show (``fp-rank2``). The watchdog thread also polls the parent pid
-  (``Watchdog(parent_pid=...)``), the fallback where prctl is unavailable.
+- in a rank: ``rank_process`` is the first code a spawned rank runs: before
+  anything heavy is imported (torch takes seconds) it calls
+  ``die_with_parent(parent_pid)``, which asks Linux to SIGKILL this process when
+  the launcher dies (``prctl(PR_SET_PDEATHSIG)`` through ctypes) and exits at
+  once if the launcher is already gone, names the process (``fp-rank2`` in
+  ``ps`` and ``top``) and sets SIGINT/SIGTERM to their default action (a rank
+  blocked in a gloo wait would see a KeyboardInterrupt only when the wait
+  returns); then it unpickles and runs the rank's body. A Ctrl-C that reaches a
+  rank in the first moments of its Python start-up, before ``rank_process``
+  runs, can still print a KeyboardInterrupt traceback from it (the launcher
+  stops everything all the same); starting the ranks with SIGINT ignored would
+  close that window but loses a Ctrl-C sent while the launcher starts them
+  (seen: 2 of 3 tries with the signal sent right then), the worse failure.
+  The watchdog thread also polls the parent pid (``Watchdog(parent_pid=...)``),
+  the fallback where prctl is unavailable.
 - in the launcher: ``signals_raise()`` turns SIGTERM into ``Interrupted`` (SIGINT
   is already ``KeyboardInterrupt``) for the duration of a run; ``stop(procs,
   signum)`` forwards the signal to every live rank, waits a short grace, then
@@ -64,6 +74,19 @@ def die_with_parent(parent_pid: int) -> bool:
 def name_process(name: str) -> None:
     """The name ``ps -o comm`` and ``top`` show (Linux; 15 bytes at most)."""
     _prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
+
+
+def rank_process(rank: int, parent_pid: int, payload: bytes, *extra) -> None:
+    """A spawned rank's entry point (see the module docstring): ``payload`` is the
+    pickled ``(function, args)`` to run, called with ``*args, *extra``."""
+    die_with_parent(parent_pid)
+    name_process(f"fp-rank{rank}")
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import pickle
+
+    fn, args = pickle.loads(payload)
+    fn(*args, *extra)
 
 
 class Interrupted(Exception):

@@ -785,3 +785,29 @@ def test_the_size_estimate_counts_the_real_parameters():
             big = estimated_elements(model, n, h, M, b, t, R, 6, False)
             assert big >= R * (n * real + 2 * M * b * t * h) + M * n * real
             assert estimated_elements(model, n, h, M, b, t, R, 6, True) > big
+
+
+def test_a_rank_arms_parent_death_and_default_signals_before_importing_torch():
+    """supervise.rank_process runs first in a spawned rank: by the time the rank's body
+    is unpickled (which imports torch, seconds), the parent-death signal is armed,
+    SIGINT/SIGTERM have their default action and the process is named; and nothing
+    on that path has imported torch yet."""
+    import pickle
+    import signal as sig
+
+    body = ("import ctypes, signal, sys\n"
+            "v = ctypes.c_int(0)\n"
+            "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0)\n"  # PR_GET_PDEATHSIG
+            "print(v.value, signal.getsignal(signal.SIGINT) == signal.SIG_DFL,\n"
+            "      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,\n"
+            "      open('/proc/self/comm').read().strip(), 'torch' in sys.modules)\n")
+    payload = pickle.dumps((exec, (body,)))
+    code = ("import os, sys\n"
+            "from fastpath.supervise import rank_process\n"
+            f"rank_process(3, os.getppid(), {payload!r})\n")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("prctl is Linux's")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(int(sig.SIGKILL)), "True", "True", "fp-rank3", "False"]

@@ -18,6 +18,7 @@ import os
 import sys
 from typing import IO, Sequence
 
+from verifier import guard
 from verifier.cli import RaisingParser, add_version, help_to, run_cli
 from verifier.extras import MissingExtra, require
 
@@ -118,6 +119,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                    help="run even when the checker refutes the schedule (or says UNKNOWN)")
     r.add_argument("--comm-model", choices=("nccl", "eager"), default="nccl",
                    help="the checker's communication model (default nccl, the strictest)")
+    guard.add_limit_arguments(r)
     r.add_argument("--max-elements", type=int, default=None, metavar="N",
                    help="largest model + data the run may build on this machine, in tensor "
                         "elements (estimated up front from the model, sizes, ranks and "
@@ -207,21 +209,21 @@ def _run(args, stdout, stderr) -> int:
     from fastpath.plan import blocking_batches, prepare_schedule
     from fastpath.preflight import BadInput, check_size
     from fastpath.supervise import Interrupted
-    from verifier.io import load_schedule, schedule_to_dict
+    from verifier.io import load_schedule, schedule_to_dict, source_name
 
     try:
         tr = _preflight(args)
     except BadInput as e:
         return _bad(stderr, str(e))
     rank = tr.rank if tr else 0
-    schedule = load_schedule(args.file)
-    bad = _not_well_formed(schedule, args.file)
-    if bad:
-        return _bad(stderr, bad)
+    source = source_name(args.file)
+    schedule = load_schedule(args.file, limits=guard.limits_of(args))
+    # lowering, planning and the ranks assume property 1: --no-verify included
+    guard.require_well_formed(schedule, source, "fastpath run")
     try:
         check_size(schedule, args)
     except BadInput as e:
-        return _bad(stderr, f"{args.file}: {e}")
+        return _bad(stderr, f"{source}: {e}")
     schedule = prepare_schedule(schedule)
     if args.prepost_receives != 0:
         from fastpath.plan import prepost_receives
@@ -229,7 +231,7 @@ def _run(args, stdout, stderr) -> int:
         try:
             schedule = prepost_receives(schedule, args.prepost_receives)
         except ValueError as e:
-            return _bad(stderr, f"{args.file}: --prepost-receives: {e}")
+            return _bad(stderr, f"{source}: --prepost-receives: {e}")
     if args.wait_batches:
         schedule = blocking_batches(schedule)
     if tr and args.nproc is not None and args.nproc != tr.world:
@@ -238,7 +240,7 @@ def _run(args, stdout, stderr) -> int:
     nproc = args.nproc if args.nproc is not None else (tr.world if tr else schedule.num_ranks)
     if nproc != schedule.num_ranks:
         where = "--nproc" if args.nproc is not None or not tr else "WORLD_SIZE"
-        return _bad(stderr, f"{args.file}: the schedule has {schedule.num_ranks} ranks, "
+        return _bad(stderr, f"{source}: the schedule has {schedule.num_ranks} ranks, "
                             f"{where} is {nproc}")
     if args.backend == "nccl":
         import torch
@@ -255,7 +257,7 @@ def _run(args, stdout, stderr) -> int:
         verdict = f"{v.verdict}({v.comm_model})"
         if v.verdict != "VERIFIED":
             if rank == 0:
-                stderr.write(refusal(v, args.file) + "\n")
+                stderr.write(refusal(v, source) + "\n")
                 if args.prepost_receives != 0 and args.comm_model == "nccl":
                     stderr.write("  (--prepost-receives reorders each rank's stream, which "
                                  "nccl refutes in general; on gloo verify with "
@@ -295,24 +297,6 @@ def _run(args, stdout, stderr) -> int:
     return _report(args, schedule, job, results[0], backend, verdict, stdout, stderr)
 
 
-def _not_well_formed(schedule, source: str) -> str | None:
-    """The refusal of a schedule the executors cannot even start (an undeclared stage,
-    a stage on a rank that does not exist, ...): lowering, planning and the ranks
-    assume property 1 (well-formed), so it holds with --no-verify too. None if it
-    is well-formed. (A minimal gate of fastpath's own: the checker's own
-    well-formed property, first violation named.)"""
-    from verifier.properties import well_formed
-
-    viols = well_formed(schedule)
-    if not viols:
-        return None
-    first = viols[0].message
-    first = first if len(first) <= 300 else first[:300] + "..."
-    more = f" (and {len(viols) - 1} more)" if len(viols) > 1 else ""
-    return (f"{source}: not well-formed: {first}{more}; fastpath runs only well-formed "
-            "schedules, --no-verify included (`python -m verifier check` lists every fault)")
-
-
 def _torchrun_rank(tr, job, backend: str, watchdog_s: float):
     """This process as rank ``tr.rank`` of a torchrun launch; under torchrun's agent it
     dies with the agent (fastpath.supervise), as a spawned rank does with fastpath."""
@@ -344,7 +328,7 @@ def _report(args, schedule, job, jr, backend, verdict, stdout, stderr) -> int:
     from verifier.io import save_schedule
 
     w = stdout.write
-    w(f"fastpath: {args.file} family={schedule.family or '-'} ranks={schedule.num_ranks} "
+    w(f"fastpath: {guard.printable(args.file)} family={schedule.family or '-'} ranks={schedule.num_ranks} "
       f"microbatches={schedule.num_microbatches} backend={backend} model={args.model} "
       f"dtype={args.dtype} verify={verdict}\n")
     for i, per_rank in enumerate(jr.step_seconds):

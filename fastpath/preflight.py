@@ -19,9 +19,9 @@ environment variable and the value:
   ``DEFAULT_MAX_ELEMENTS``, about 8 GiB of float64), so a --hidden 100000 is refused
   with the reason instead of every rank dying in the allocator.
 - ``check_output_path(path, flag)``: the file can be written: its directory
-  exists and is writable, and the path is not a directory or a special file
-  (a device, a FIFO). A write can still fail later (disk full): the caller
-  reports that as exit 2 naming the path too.
+  exists and is writable, and the path is not a directory (verifier.guard's
+  check) or a special file (a device, a FIFO). A write can still fail later
+  (disk full): the caller reports that as exit 2 naming the path too.
 
 What it does not cover: the schedule itself (verifier.io validates it; the
 checker decides it), sizes of the model (reference.models).
@@ -144,26 +144,24 @@ def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
 
 
 def check_output_path(path: str, flag: str) -> None:
+    """verifier.guard's check (directory exists and is writable, path not a
+    directory), and more: an existing path must be a regular file, so /dev/full
+    (whose writes fail) or a FIFO (whose writes block) is refused before the run,
+    not after it."""
+    from verifier import guard
+    from verifier.ir import ScheduleError
+
     if not path:
         raise BadInput(f"{flag}: empty path")
-    shown = repr(path) if any(c in path for c in "\n\r\t") else path
     try:
+        guard.check_output_path(path, flag)
         st = os.stat(path)
+    except ScheduleError as e:
+        raise BadInput(str(e)) from None
     except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise BadInput(f"{flag} {shown}: {e.strerror}") from None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            raise BadInput(f"{flag} {shown}: is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise BadInput(f"{flag} {shown}: not a regular file (a device, FIFO or socket); "
-                           "give a file path")
-        if not os.access(path, os.W_OK):
-            raise BadInput(f"{flag} {shown}: not writable")
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise BadInput(f"{flag} {shown}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"{flag} {shown}: directory {parent} is not writable")
+    except OSError as e:
+        raise BadInput(f"{flag} {guard.printable(path)}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"{flag} {guard.printable(path)}: not a regular file (a device, FIFO "
+                       "or socket); give a file path")

@@ -101,7 +101,7 @@ def test_help_documents_flags_and_exit_codes():
     for flag in ("--nproc", "--backend", "--model", "--layers-per-stage", "--dtype", "--seed",
                  "--check", "--trace", "--watchdog-seconds", "--no-verify", "--comm-model",
                  "--grad-order", "--loss-reduction", "--iterations", "--warmup", "--threads",
-                 "--split", "--max-elements"):
+                 "--split", "--max-elements", "--max-bytes", "--max-actions", "--max-cells"):
         assert flag in out, flag
     for code_line in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "130 ", "143 "):
         assert f"\n  {code_line}" in out, code_line
@@ -131,10 +131,13 @@ def test_help_documents_flags_and_exit_codes():
     (["run", "FILE", "--nproc", "x"], "invalid int value: 'x'"),
     # output paths: refused before the job starts
     (["run", "FILE", "--trace", "/nonexistent-dir/t.json"],
-     "--trace /nonexistent-dir/t.json: directory /nonexistent-dir does not exist"),
+     "--trace /nonexistent-dir/t.json: cannot write: no directory '/nonexistent-dir'"),
     (["run", "FILE", "--trace", "TMPDIR"], ": is a directory"),
     (["run", "FILE", "--trace", "/dev/full"], "--trace /dev/full: not a regular file"),
-    (["run", "FILE", "--trace", "FILE/x.json"], "Not a directory"),
+    (["run", "FILE", "--trace", "FILE/x.json"], "cannot write: no directory"),
+    (["run", "FILE", "--trace", "x" * 5000], "--trace xxx"),  # a name too long to stat
+    (["run", "FILE", "--max-actions", "3"], "has 14 actions, more than the limit 3"),
+    (["run", "FILE", "--max-bytes", "10"], "larger than 10 bytes"),
     (["run", "FILE", "--trace", ""], "--trace: empty path"),
 ])
 def test_bad_input_exit_2(tmp_path, argv, needle):
@@ -750,6 +753,7 @@ def test_a_schedule_naming_what_does_not_exist_is_refused_before_running(
     code, out, err = _run(["run", str(f), *(["--no-verify"] if no_verify else [])])
     assert code == 2, (out, err)
     assert err.startswith(f"error: {f}: not well-formed: ") and needle in err
+    assert "fastpath run needs a well-formed schedule" in err
     assert "Traceback" not in err and err.count("\n") == 1
 
 

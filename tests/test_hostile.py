@@ -313,6 +313,9 @@ HOSTILE_FLAGS = [
     (["compare", "--ranks", "4", "--microbatches", "8", "--chunks", "-1"], ("--chunks",)),
     (["compare", "--ranks", "4", "--microbatches", "8", "--families", "nope"], ("nope",)),
     (["compare", "--ranks", "4", "--microbatches", "8", "-o", "{tmp}/c.gif"], ("c.gif",)),
+    (["synthesize", "--ranks", "100000", "--microbatches", "100000"], ("--max-cells",)),
+    (["synthesize", "--ranks", "2", "--microbatches", "2", "--rlimit", "4294967296"], ("--rlimit",)),
+    (["synthesize", "--ranks", "2", "--microbatches", "2", "-o", "/nodir/x.json"], ("-o /nodir/x.json",)),
     # output paths: missing directory, a directory, a full device
     (["analyze", EX, "--chrome-trace", "/nodir/x.json"], ("--chrome-trace /nodir/x.json", "no directory")),
     (["analyze", EX, "--chrome-trace", "{tmp}"], ("--chrome-trace", "is a directory")),

@@ -16,6 +16,7 @@ import json
 import time
 
 from verifier import costs as costs_mod
+from verifier import guard
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
 from verifier.ir import ScheduleError
 from verifier.synthesis import PLACEMENTS, least_feasible_memory, make_problem, skeleton
@@ -100,7 +101,13 @@ def add_arguments(p) -> None:
                    help="z3 resource limit per solver call (default 0: none)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
-                   help="write the best schedule (.json, or .csv)")
+                   help="write the best schedule (.json, or .csv; checked before work starts)")
+    p.add_argument("--max-cells", type=guard.positive_int, default=SYNTH_MAX_CELLS, metavar="N",
+                   help="largest ranks x 2 x micro-batches searched (default "
+                   f"{SYNTH_MAX_CELLS}); larger is refused up front")
+
+
+SYNTH_MAX_CELLS = 2048  # 100000 x 100000 ran > 60 s (1 GB) ignoring --time-limit 5; 16 x 128: > 100 s
 
 
 def _validate(args, cm) -> None:
@@ -108,6 +115,12 @@ def _validate(args, cm) -> None:
                         ("--memory-limit", args.memory_limit, 1), ("--rlimit", args.rlimit, 0)):
         if v is not None and v < lo:
             raise ScheduleError(f"must be >= {lo}, got {v}", flag)
+    if args.rlimit > 2**32 - 1:
+        raise ScheduleError(f"must be at most {2**32 - 1} (z3's limit is 32 bits), got "
+                            f"{args.rlimit}", "--rlimit")
+    guard.check_generated_size(args.ranks, args.microbatches, 2,
+                               guard.Limits(max_cells=args.max_cells))
+    guard.check_output_path(args.output, "-o")
     if not (args.time_limit > 0 and args.time_limit < 1e7):
         raise ScheduleError(f"must be a number of seconds > 0, got {args.time_limit}",
                             "--time-limit")

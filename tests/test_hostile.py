@@ -240,6 +240,18 @@ def test_huge_declared_size_is_refused_up_front(tmp_path):
     one_line(rc, err, "actions", "--max-actions")
 
 
+def test_many_tiny_actions_are_refused_before_parsing(tmp_path):
+    csv = tmp_path / "many.csv"
+    csv.write_text(",".join(["0F0"] * 50) + "\n")
+    rc, out, err = run(["check", str(csv), "--max-actions", "20"])
+    one_line(rc, err, str(csv), "51 cells", "--max-actions")
+    rc, out, err = run(["convert", str(csv), "-o", str(tmp_path / "x.json"), "--max-actions", "20"])
+    one_line(rc, err, str(csv), "--max-actions")
+    js = _write(tmp_path, "ops.json", _doc())
+    rc, out, err = run(["analyze", js, "--max-actions", "3"])
+    one_line(rc, err, js, '"op" keys', "--max-actions")
+
+
 def test_generate_and_compare_refuse_huge_sizes_up_front():
     rc, out, err = run(["generate", "1f1b", "--ranks", "100000", "--microbatches", "100000"])
     one_line(rc, err, "10000000000 cells", "--max-cells")

@@ -64,7 +64,9 @@ DEFAULT = Limits()
 _HELP = {
     "max_bytes": "largest schedule file (or standard input) read, in bytes "
                  f"(default {DEFAULT.max_bytes}: 256 MiB)",
-    "max_actions": f"largest number of actions in a schedule (default {DEFAULT.max_actions})",
+    "max_actions": "largest number of actions in a schedule: CSV cells, JSON \"op\" keys "
+                   f"(the ops inside OVERLAP and BATCH count), checked before parsing "
+                   f"(default {DEFAULT.max_actions})",
     "max_cells": "largest stages x micro-batches of a schedule, the size of the engines' "
                  f"tables (default {DEFAULT.max_cells})",
     "max_pixels": "largest picture: pixels of a PNG/SVG, characters of a text grid "

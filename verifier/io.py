@@ -392,6 +392,7 @@ def load_schedule_with_origin(path: str | Path, fmt: str | None = None, *,
         fmt = fmt or sniff_format(text)
     else:
         fmt = fmt or detect_format(path)
+    check_text_size(text, fmt, limits, source)
     if fmt == "csv":
         from verifier.csvio import csv_to_schedule
 
@@ -400,6 +401,21 @@ def load_schedule_with_origin(path: str | Path, fmt: str | None = None, *,
         s, origin = parse_json_text(text, source), Origin(source, "json")
     check_size(s, limits, source)
     return s, origin
+
+
+def check_text_size(text: str, fmt: str, limits: Limits, source: str) -> None:
+    """Refuse, before parsing, a text that holds more than ``--max-actions``
+    actions: an upper bound counted in one pass (CSV: cells; JSON: "op" keys,
+    which OVERLAP and BATCH hold more than one of), so that a file of many
+    tiny actions is refused before millions of objects are built."""
+    if fmt == "csv":
+        n, what = text.count(",") + text.count("\n") + 1, "cells"
+    else:
+        n, what = text.count('"op"'), '"op" keys'
+    if n > limits.max_actions:
+        raise ScheduleError(
+            f"has {n} {what}, more than the limit of {limits.max_actions} actions; "
+            "pass --max-actions N to raise it", source)
 
 
 def sniff_format(text: str) -> str:

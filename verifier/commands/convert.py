@@ -232,6 +232,9 @@ def run(args, stdout, stderr) -> int:
     text = read_text(args.input, max_bytes=limits.max_bytes)
     in_fmt = args.from_format or (
         sniff_format(text) if args.input == STDIN else detect_format(args.input))
+    from verifier.io import check_text_size
+
+    check_text_size(text, in_fmt, limits, source)
     dropped = kept = 0
     notes: list[str] = []
     if in_fmt == "csv":

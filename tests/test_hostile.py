@@ -444,3 +444,13 @@ def test_printable_escapes_only_what_it_must():
     assert printable("dualpipe v.json") == "dualpipe v.json"
     assert printable("é.json") == "é.json"
     assert printable("a\nb\x1b\ud800") == "a\\nb\\x1b\\ud800"
+
+
+def test_verbose_grid_is_bounded(monkeypatch):
+    import verifier.commands.check as check_cmd
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(check_cmd, "GRID_MAX_CELLS", 5)
+    rc, out, err = run(["check", EX, "--verbose", "--engine", "graph"])
+    assert rc == 0, err
+    assert "grid omitted:" in out and "more than 5 cells" in out

@@ -467,9 +467,17 @@ def _short(a) -> str:
     return action_text(a)
 
 
+GRID_MAX_CELLS = 1_000_000  # --verbose's grid: steps x ranks printed at most
+
+
 def grid(result: CheckResult) -> list[str]:
-    """Step x rank grid: one row a step, one column a rank; '*' marks a counterexample step."""
+    """Step x rank grid: one row a step, one column a rank; '*' marks a counterexample
+    step. Omitted (one line says so) past GRID_MAX_CELLS steps x ranks."""
     s = result.schedule
+    depth = max((len(a) for a in s.actions), default=0)
+    if depth * s.num_ranks > GRID_MAX_CELLS:
+        return [f"grid omitted: {depth} steps x {s.num_ranks} ranks is more than "
+                f"{GRID_MAX_CELLS} cells"]
     marked = {tuple(x) for v in result.violations for x in v.locations}
     if result.cycle is not None:
         for h in result.cycle.hops:

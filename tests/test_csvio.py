@@ -808,11 +808,13 @@ def test_every_flag_named_in_the_sources_exists():
 
 def _read_cell_by_cell(text: str, monkeypatch, **kw):
     """csv_to_schedule with its one-pass reading of plain rows switched off:
-    every cell through the cell-by-cell loop (the statement of the dialect)."""
+    every cell through the cell-by-cell loop (the statement of the dialect),
+    and every row through csv.reader (no splitting of lines)."""
     import verifier.csvio as csvio
 
     with monkeypatch.context() as m:
         m.setattr(csvio, "_PLAIN_ROW", re.compile(r"(?!)"))
+        m.setattr(csvio, "_plain_lines", lambda text: None)
         try:
             return csvio.csv_to_schedule(text, **kw)
         except ScheduleError as e:
@@ -833,6 +835,11 @@ def _read_cell_by_cell(text: str, monkeypatch, **kw):
     "(0F1;0B0)OVERLAP_F_B,0F0\n1F0,1B0\n",
     "0F0,0X0\n1F0,1B0\n",  # an unknown kind
     "0F0,0B0\n\n1F0,1B0\n",  # an empty row
+    "0F0,0B0\r\n\r\n1F0,1B0",  # an empty CRLF row, no final line ending
+    "0F0,0B0\r1F0,1B0\r",  # lone carriage returns end rows too
+    "0F0,0B0\r\n1F0,1B0\n",  # mixed line endings
+    "0F0,0B0\n1F0,1B0\n\n",  # an empty last row
+    "0F0,0B0\n1F0,1B0\n \n",  # a blank last row
 ])
 def test_plain_rows_read_as_the_cell_by_cell_loop_reads_them(text, monkeypatch):
     """csv_to_schedule reads a row of plain cells in one pass; that must make
@@ -842,6 +849,30 @@ def test_plain_rows_read_as_the_cell_by_cell_loop_reads_them(text, monkeypatch):
     except ScheduleError as e:
         fast = str(e)
     assert fast == _read_cell_by_cell(text, monkeypatch)
+
+
+def test_plain_lines_are_the_rows_csv_reader_reads():
+    """Text without quotes is split into lines, not read by csv.reader: the
+    lines' comma-separated pieces must be the reader's rows wherever that
+    shortcut is taken (random texts over the characters that matter)."""
+    import csv
+    import io
+    import random
+
+    from verifier.csvio import _plain_lines
+
+    rnd = random.Random(10)
+    pieces = ["0F1", "1", "F", ",", " ", "\t", "\n", "\r\n", "\r", "\x0c", "\x1c", "\x85", "\u2028", '"']
+    taken = 0
+    for _ in range(4000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12)))
+        lines = _plain_lines(text)
+        if lines is None:
+            continue
+        taken += 1
+        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        assert [line.split(",") if line else [] for line in lines] == rows, repr(text)
+    assert taken > 1000
 
 
 @pytest.mark.parametrize("family", ["1f1b", "zbv", "dualpipev", "interleaved-1f1b"])

@@ -36,9 +36,10 @@ Costs are per stage of that placement, as `analyze --costs` reads them.
 
 The space: jobs F, and I + W (--split-backward yes, default; a plain B is
 never better than I directly followed by W, so this also covers schedules
-mixing B) or B (no). --overlap yes admits OVERLAP(F, B/I) pairs, only when
-FB >= F + B and FI >= F + I (then F and B in sequence is never worse, so the
-bound covers them); faster overlapped pairs are not encoded: exit 2.
+mixing B) or B (no). --overlap yes extends the claim to schedules with
+OVERLAP(F, B/I) pairs, accepted only when FB >= F + B and FI >= F + I (then
+F and B in sequence is never worse, so the bound covers them and the written
+schedule needs none); faster overlapped pairs are not encoded: exit 2.
 
 The proof: the lower bound is on the *dataflow* makespan (each compute after
 the previous one on its rank and after its inputs, + comm across ranks),
@@ -94,7 +95,8 @@ def add_arguments(p) -> None:
     p.add_argument("--split-backward", choices=("yes", "no"), default="yes",
                    help="backward as I + W (default yes) or B")
     p.add_argument("--overlap", choices=("yes", "no"), default="no",
-                   help="admit overlapped F&B pairs (only when they are not faster)")
+                   help="claim the bound for overlapped F&B pairs too (only when they "
+                   "are not faster than F then B)")
     p.add_argument("--time-limit", type=float, default=60.0, metavar="S",
                    help="seconds for the whole search (default 60)")
     p.add_argument("--rlimit", type=int, default=0, metavar="N",

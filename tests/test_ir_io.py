@@ -191,10 +191,6 @@ def test_loader_builds_the_same_objects_as_the_constructors():
     """verifier.io builds actions with object.__new__ and the slots' setters
     (ir._field_setters), not the constructors: the objects must be the same in
     every way the rest of the project can see."""
-    import copy
-    import dataclasses
-    import pickle
-
     from verifier.generators import FAMILIES, generate
 
     hand = dualpipe_shape()
@@ -207,23 +203,74 @@ def test_loader_builds_the_same_objects_as_the_constructors():
     ]
     for s in schedules:
         back = parse_json_text(dumps_json(s))
-        assert back == s and hash(back.actions) == hash(s.actions)
-        assert type(back.actions) is tuple and all(type(acts) is tuple for acts in back.actions)
-        for mine, theirs in zip((a for acts in back.actions for a in acts),
-                                (a for acts in s.actions for a in acts)):
-            for x, y in zip(_parts(mine), _parts(theirs), strict=True):
-                assert type(x) is type(y)
-                assert x == y and hash(x) == hash(y) and repr(x) == repr(y) and str(x) == str(y)
-                assert dataclasses.astuple(x) == dataclasses.astuple(y)
-                for f in dataclasses.fields(x):
-                    assert type(getattr(x, f.name)) is type(getattr(y, f.name)), f.name
-                assert not hasattr(x, "__dict__")
-                with pytest.raises(dataclasses.FrozenInstanceError):
-                    setattr(x, dataclasses.fields(x)[0].name, None)
-                with pytest.raises(dataclasses.FrozenInstanceError):
-                    delattr(x, dataclasses.fields(x)[-1].name)
-                assert dataclasses.replace(x) == x
-                assert pickle.loads(pickle.dumps(x)) == x and copy.deepcopy(x) == x
+        assert back == s
+        _assert_same_objects(back.actions, s.actions)
+
+
+def test_csv_loader_builds_the_same_objects_as_the_constructors():
+    """verifier.csvio builds plain rows' actions as a slot twin given its class
+    (ir._slot_twin), not with the constructors: the same checks as for JSON."""
+    from verifier.csvio import csv_to_schedule, flatten_batches, schedule_to_csv
+    from verifier.generators import generate
+    from verifier.lowering import lower
+
+    for family in ("1f1b", "zbv", "dualpipev"):
+        compute_only = generate(family, 4, 8, compute_only=True)
+        for s in (compute_only, flatten_batches(lower(compute_only))):
+            back = csv_to_schedule(schedule_to_csv(s))
+            _assert_same_objects(back.actions, s.actions)
+
+
+def test_slot_twin_only_for_classes_of_one_layout():
+    from dataclasses import dataclass
+
+    from verifier.ir import _slot_twin
+
+    @dataclass(frozen=True, slots=True)
+    class Other:
+        kind: int
+        mb: int
+        stage: int
+
+    twin = _slot_twin(Compute, Comm)
+    o = twin()
+    o.kind, o.stage, o.mb = F, 1, 2
+    o.__class__ = Compute
+    assert type(o) is Compute and o == Compute(F, 1, 2)
+    with pytest.raises(TypeError):
+        _slot_twin(Compute, Other)  # other fields (order matters: they are slots)
+    with pytest.raises(TypeError):
+        _slot_twin(Compute, Batch)
+    with pytest.raises(TypeError):
+        _slot_twin(Schedule)  # not a frozen slotted dataclass
+    with pytest.raises(TypeError):
+        o.__class__ = Batch  # CPython checks the layout at every assignment
+
+
+def _assert_same_objects(back, want) -> None:
+    """The actions ``back`` (rank -> actions) are the same objects as ``want``'s
+    in every way the rest of the project can see."""
+    import copy
+    import dataclasses
+    import pickle
+
+    assert back == want and hash(back) == hash(want)
+    assert type(back) is tuple and all(type(acts) is tuple for acts in back)
+    for mine, theirs in zip((a for acts in back for a in acts),
+                            (a for acts in want for a in acts)):
+        for x, y in zip(_parts(mine), _parts(theirs), strict=True):
+            assert type(x) is type(y)
+            assert x == y and hash(x) == hash(y) and repr(x) == repr(y) and str(x) == str(y)
+            assert dataclasses.astuple(x) == dataclasses.astuple(y)
+            for f in dataclasses.fields(x):
+                assert type(getattr(x, f.name)) is type(getattr(y, f.name)), f.name
+            assert not hasattr(x, "__dict__")
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(x, dataclasses.fields(x)[0].name, None)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                delattr(x, dataclasses.fields(x)[-1].name)
+            assert dataclasses.replace(x) == x
+            assert pickle.loads(pickle.dumps(x)) == x and copy.deepcopy(x) == x
 
 
 def test_field_setters_only_for_frozen_slotted_dataclasses_without_post_init():

@@ -204,6 +204,8 @@ class WaitCycle:
 
 @dataclass(frozen=True)
 class PropertyResult:
+    """One property's status, its counterexamples, and what decided it."""
+
     property: PropertyId
     status: Status
     violations: tuple[Violation, ...] = ()
@@ -212,6 +214,8 @@ class PropertyResult:
 
 @dataclass(frozen=True)
 class Stats:
+    """Sizes and times of one ``check`` run."""
+
     seconds: float
     num_actions: int
     num_ops: int

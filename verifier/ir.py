@@ -102,6 +102,8 @@ SEND_F, RECV_F, SEND_B, RECV_B = (
 
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """A stage (``id``) placed on a rank, holding a layer (tied layers share one)."""
+
     id: int
     rank: int
     layer: int
@@ -117,6 +119,8 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Compute:
+    """A compute (F, B, I or W) of one micro-batch on one stage."""
+
     kind: ComputeKind
     stage: int
     mb: int
@@ -142,6 +146,8 @@ class Overlap:
 
 @dataclass(frozen=True, slots=True)
 class Comm:
+    """A point-to-point op (SEND_F, RECV_F, SEND_B, RECV_B) of one micro-batch for one stage."""
+
     kind: CommKind
     stage: int
     mb: int
@@ -152,6 +158,8 @@ class Comm:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
+    """Ops posted together (a batched isend/irecv); with ``wait`` the step returns once they complete."""
+
     ops: tuple[Comm, ...]
     wait: bool = True
 
@@ -205,6 +213,37 @@ def _field_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
     if params is None or not params.frozen or not slotted or hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} is not a frozen slotted dataclass without __post_init__")
     return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
+
+
+def _slot_twin(*classes: type) -> type:
+    """A plain class with the slots of ``classes`` (frozen slotted dataclasses
+    without ``__post_init__``, all with the same fields in the same order), for
+    loaders: ``o = twin()``, ``o.<field> = value`` for every field, then
+    ``o.__class__ = cls`` makes the same object as ``cls(*values)``.
+
+    Making the twin, three slot stores and one class assignment cost about
+    half of ``object.__new__`` plus ``_field_setters``' three descriptor calls
+    (bench_check.py, the CSV case).
+    CPython refuses the class assignment (TypeError) unless the two layouts
+    are the same, and that is tried here once per class, so a field added to
+    one of ``classes`` fails here, not in a loader. Every field must be set
+    (an unset slot reads as AttributeError); afterwards the object is as
+    immutable as any other of its class.
+    """
+    names = None
+    for cls in classes:
+        _field_setters(cls)  # the same conditions
+        got = tuple(f.name for f in fields(cls))
+        if names is not None and got != names:
+            raise TypeError(f"{cls.__name__}'s fields {got} differ from {names}")
+        names = got
+    twin = type("_SlotTwin", (), {"__slots__": names})
+    for cls in classes:
+        o = twin()
+        for name in names:
+            setattr(o, name, None)
+        o.__class__ = cls
+    return twin
 
 
 def computes_of(action: Action) -> tuple[Compute, ...]:

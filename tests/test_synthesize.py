@@ -262,6 +262,10 @@ def test_memory_below_least_feasible_is_exit_1_with_the_least_cap():
     code, out, err = _cli("synthesize", "--ranks", "2", "--microbatches", "2",
                           "--placement", "v", "--memory-limit", "1")
     assert code == 1 and "least feasible cap: 2" in err
+    code, out, err = _cli("synthesize", "--ranks", "4", "--microbatches", "8", "--placement",
+                          "looped", "--memory-limit", "1", "--format", "json")
+    doc = json.loads(out)
+    assert code == 1 and doc["status"] == "INFEASIBLE" and doc["least_feasible_memory"] == 2
     assert brute_force("v", 2, 2, {"F": 1, "B": 2}, False, 1) is None
     assert brute_force("v", 2, 2, {"F": 1, "B": 2}, False, 2) is not None
 

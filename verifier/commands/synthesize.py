@@ -67,7 +67,8 @@ the incumbents and the solver calls. --format json: one object, schema
 placement, results [one per placement tried: placement, status, makespan,
 dataflow_makespan, lower_bound, bound_source, best_source, communication,
 check, peak_activations, bubble, incumbents, calls [{{T, status, seconds}}],
-scale], costs, memory_limit, output.
+scale], costs, memory_limit, output. An infeasible cap (exit 1) prints
+{{schema, status: INFEASIBLE, reason, least_feasible_memory}}.
 
 exit codes: 0 OPTIMAL (schedule written if -o), 1 the memory limit is below
 what any schedule of the placement needs (the least feasible cap is named),
@@ -192,10 +193,14 @@ def run(args, stdout, stderr) -> int:
         else:
             feasible.append(pl)
     if not feasible:
-        stderr.write(f"INFEASIBLE: --memory-limit {args.memory_limit} is below what any "
-                     f"schedule needs ({'; '.join(refused)}: on some rank one micro-batch's "
-                     "activations of that many stages are live at once); least feasible cap: "
-                     f"{min(int(r.rsplit(' ', 1)[1]) for r in refused)}\n")
+        least = min(int(r.rsplit(" ", 1)[1]) for r in refused)
+        why = (f"--memory-limit {args.memory_limit} is below what any schedule needs "
+               f"({'; '.join(refused)}: on some rank one micro-batch's activations of that "
+               "many stages are live at once)")
+        stderr.write(f"INFEASIBLE: {why}; least feasible cap: {least}\n")
+        if args.format == "json":
+            stdout.write(json.dumps({"schema": "pp-synthesis/1", "status": "INFEASIBLE",
+                                     "reason": why, "least_feasible_memory": least}) + "\n")
         return 1
     results = []
     for k, pl in enumerate(feasible):

@@ -316,6 +316,47 @@ def issue_rule_terminates(s: Schedule, eager_ok: bool, nccl_ok: bool) -> bool:
     return eager_ok and (nccl_ok or not sends_waited)
 
 
+# ---- a probe: a second wait() on a completed gloo handle ----------------------
+
+def _probe_rank(rank, port, q):  # pragma: no cover - child
+    import datetime
+    import os
+
+    import torch
+    import torch.distributed as dist
+    store = dist.TCPStore("127.0.0.1", port, 2, rank == 0, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    t = torch.zeros(1)
+    w = dist.isend(t, 1) if rank == 0 else dist.irecv(t, 0)
+    w.wait()
+    first = w.is_completed()
+    t0 = time.monotonic()
+    try:
+        w.wait(datetime.timedelta(seconds=2))
+        res = f"second wait returned after {time.monotonic() - t0:.3f} s"
+    except RuntimeError as e:
+        res = f"second wait still blocked after {time.monotonic() - t0:.1f} s ({str(e).splitlines()[0][-70:]})"
+    q.put((rank, f"{'isend' if rank == 0 else 'irecv'}: first wait returned, is_completed()={first}; {res}"))
+    store.set(f"bye{rank}", "1")
+    store.wait(["bye0", "bye1"])
+    os._exit(0)
+
+
+def probe_second_wait() -> list[str]:
+    import torch.multiprocessing as mp
+
+    from fastpath.conformance import _free_port
+    ctx = mp.get_context("spawn")
+    q, port = ctx.Queue(), _free_port()
+    ps = [ctx.Process(target=_probe_rank, args=(r, port, q), daemon=True) for r in range(2)]
+    for p in ps:
+        p.start()
+    out = sorted(q.get(timeout=120) for _ in ps)
+    for p in ps:
+        p.join(10)
+    return [m for _, m in out]
+
+
 # ---- the run -------------------------------------------------------------------
 
 def deadlock_free(s: Schedule, model: str) -> tuple[bool, bool]:
@@ -338,7 +379,12 @@ def main(argv=None) -> int:
                     help="re-run every hung schedule that any rule (eager, the issue's reading, the "
                          "candidate) says terminates; default: only those the candidate says terminate")
     ap.add_argument("--max-list", type=int, default=20, help="disagreements listed per rule")
+    ap.add_argument("--probe-second-wait", action="store_true",
+                    help="only probe what a second wait() on a completed gloo isend/irecv handle does")
     args = ap.parse_args(argv)
+    if args.probe_second_wait:
+        print(*probe_second_wait(), sep="\n")
+        return 0
     ranks = [int(x) for x in args.ranks.split(",")]
 
     t0 = time.monotonic()

@@ -26,7 +26,7 @@ What it does (one run prints everything):
 The candidate rule is a standalone simulator in this script on purpose: the
 real model belongs in the semantics core (issue 12, after the restructuring).
 
-Run: ``python benchmarks/conformance_gloo.py [--count 400] [--seed 0]
+Run: ``python benchmarks/conformance_gloo.py [--count 450] [--seed 0]
 [--ranks 2,3,4] [--timeout 1.0]``. Needs torch and hypothesis (``.[test]``).
 What it does not cover: NCCL (needs GPUs), payload checks, timing.
 """
@@ -369,7 +369,7 @@ def deadlock_free(s: Schedule, model: str) -> tuple[bool, bool]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=400, help="schedules in the corpus (default 400)")
+    ap.add_argument("--count", type=int, default=450, help="schedules in the corpus (default 450)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ranks", default="2,3,4", help="rank counts, comma-separated (default 2,3,4)")
     ap.add_argument("--timeout", type=float, default=1.0, help="seconds per schedule before it counts as hung")

@@ -11,7 +11,9 @@ with reference/; ``--trace`` writes what really ran as a pp-schedule.
 
 Layout: plan (what one rank does), runtime (the step loop), grads (I/W split
 helpers, end-of-step gradient reduction), watchdog, launch
-(spawn / torchrun), check (verify, differential), trace, cli.
+(spawn / torchrun), check (verify, differential), trace, cli, and
+conformance (a schedule's communication alone on real gloo ranks: does it
+terminate; benchmarks/conformance_gloo.py compares that with the models).
 
 What it does not cover: choosing or repairing schedules (verifier/), a
 single-process simulation (reference/), optimiser steps, multi-node clocks.

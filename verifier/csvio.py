@@ -281,11 +281,14 @@ def _read_plain_row(rank: int, cells: list[tuple[str, str, str]],
     append = acts.append
     max_mb, has_comm = -1, False
     for col, (st, kind, mb) in enumerate(cells):
-        s = ints.get(st)
-        if s is None:
+        # a subscript, not .get: no method call (bench_check.py, the CSV case)
+        try:
+            s = ints[st]
+        except KeyError:
             s = ints[st] = int(st)
-        b = ints.get(mb)
-        if b is None:
+        try:
+            b = ints[mb]
+        except KeyError:
             b = ints[mb] = int(mb)
         if s not in stage_at:  # the first cell that runs a stage places it
             stage_at[s] = (rank, col)

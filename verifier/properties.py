@@ -461,7 +461,10 @@ class Index:
                         sig.append(sb + mb)
                     lst.append(n_ops)
                     n_ops += 1
-                unit_of_op += [u] * (n_ops - i0)
+                if batched:
+                    unit_of_op += [u] * (n_ops - i0)
+                else:  # one op: no list to extend by (bench_check.py, the CSV case)
+                    unit_of_op.append(u)
                 unit_ops.append(range(i0, n_ops))
             runits.append(list(range(u0, len(unit_ops))))
             steps.append(row)

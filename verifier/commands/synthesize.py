@@ -146,8 +146,8 @@ def _one(placement: str, args, cm, time_limit: float, progress) -> dict:
 
     pb = make_problem(args.ranks, args.microbatches, placement, cm,
                       _yes_no(args.split_backward), args.memory_limit)
-    out = search(pb, time_limit, args.rlimit, progress)
-    e = emit(pb, out.orders, cm)
+    out = search(pb, time_limit, args.rlimit, progress, costs=cm)
+    e = out.emitted or emit(pb, out.orders, cm)
     sc = pb.scale
     lower, best = out.lower / sc, e.makespan
     if best < lower - 1e-9 * max(1.0, lower):

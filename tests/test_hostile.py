@@ -454,3 +454,41 @@ def test_verbose_grid_is_bounded(monkeypatch):
     rc, out, err = run(["check", EX, "--verbose", "--engine", "graph"])
     assert rc == 0, err
     assert "grid omitted:" in out and "more than 5 cells" in out
+
+
+class _FullDisk(io.StringIO):
+    name = "<stdout>"
+
+    def write(self, text):
+        raise OSError(28, "No space left on device")
+
+
+_DUALPIPE = str(Path(__file__).resolve().parents[1] / "specs" / "examples" / "dualpipe.json")
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", _DUALPIPE],
+    ["check", _DUALPIPE, "--format", "json"],
+    ["generate", "1f1b", "--ranks", "2", "--microbatches", "2"],
+    ["check", "--help"],
+])
+def test_output_that_cannot_be_written_is_one_line_exit_2(argv):
+    """A full disk under standard output (in-process: every write fails)."""
+    err = io.StringIO()
+    rc = main(argv, _FullDisk(), err)
+    assert rc == 2
+    assert err.getvalue() == "error: cannot write to standard output: No space left on device\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_on_dev_full_is_one_line_exit_2():
+    """The whole process: the output is buffered, so the failure surfaces at
+    the final flush (verifier/__main__.py), which answers it the same way."""
+    import subprocess
+
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "verifier", "check", _DUALPIPE], stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=120,
+                           cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2, p.stderr
+    assert p.stderr == "error: cannot write to standard output: No space left on device\n"

@@ -11,6 +11,13 @@ code = main()
 try:
     sys.stdout.flush()
     sys.stderr.flush()
-except BaseException:
-    sys.exit(code)
+except BrokenPipeError:  # `| head`: the reader had what it wanted
+    os._exit(code)
+except OSError as e:  # a full disk or /dev/full: one line, exit 2
+    try:
+        sys.stderr.write(f"error: cannot write to standard output: {e.strerror or e}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(2)
 os._exit(code)

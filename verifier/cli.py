@@ -19,6 +19,7 @@ from typing import IO, Callable, Sequence
 
 from verifier import __version__
 from verifier.extras import MissingExtra
+from verifier.guard import OutputFailed, SafeText
 from verifier.ir import ScheduleError
 
 COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show", "synthesize")
@@ -143,6 +144,15 @@ def build_parser(stdout: IO[str], prog: str = "python -m verifier",
     return parser
 
 
+def _output_failed(e: OSError, stderr: IO[str]) -> int:
+    """Writing the output failed (verifier.guard.OutputFailed): one line, exit 2."""
+    try:
+        stderr.write(f"error: {e.strerror}\n")
+    except OSError:
+        pass
+    return EXIT_BAD_INPUT
+
+
 def run_cli(
     build: Callable[[IO[str]], argparse.ArgumentParser],
     run: Callable[[argparse.Namespace, IO[str], IO[str]], int],
@@ -166,13 +176,14 @@ def run_cli(
     character stdout cannot encode is written escaped (guard.SafeText).
     Anything else is a bug and keeps its traceback.
     """
-    from verifier.guard import SafeText
-
     stdout = SafeText(stdout or sys.stdout)
     stderr = SafeText(stderr or sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build(stdout)
-    args, code = parse_command_line(parser, argv, stderr, stdout)
+    try:
+        args, code = parse_command_line(parser, argv, stderr, stdout)
+    except OutputFailed as e:  # --help or --version into a full disk
+        return _output_failed(e, stderr)
     if args is None:
         return code
     if not getattr(args, "command", None):
@@ -182,6 +193,8 @@ def run_cli(
         return int(run(args, stdout, stderr))
     except BrokenPipeError:
         return on_broken_pipe
+    except OutputFailed as e:
+        return _output_failed(e, stderr)
     except KeyboardInterrupt:
         stderr.write("interrupted\n")
         return 130

@@ -302,21 +302,37 @@ def one_line(message: str, limit: int = 2000) -> str:
     return bounded(printable(message.strip()), limit)
 
 
+class OutputFailed(OSError):
+    """Writing to standard output or error failed (a full disk, /dev/full):
+    the command line reports it in one line, exit 2."""
+
+
 class SafeText:
     """A text stream that never fails on a character its encoding cannot take
     (a lone surrogate in a schedule name, a non-UTF-8 file name from argv):
-    such text is written with backslash escapes instead."""
+    such text is written with backslash escapes instead. A failed write (not a
+    closed pipe, which the command line handles itself) is OutputFailed,
+    naming the stream."""
 
     def __init__(self, stream: IO[str]):
         self._stream = stream
 
     def write(self, text: str) -> int:
         try:
-            return self._stream.write(text)
-        except UnicodeEncodeError:
-            enc = getattr(self._stream, "encoding", None) or "utf-8"
-            safe = text.encode(enc, "backslashreplace").decode(enc, "replace")
-            return self._stream.write(safe)
+            try:
+                return self._stream.write(text)
+            except UnicodeEncodeError:
+                enc = getattr(self._stream, "encoding", None) or "utf-8"
+                safe = text.encode(enc, "backslashreplace").decode(enc, "replace")
+                return self._stream.write(safe)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            name = getattr(self._stream, "name", None)
+            where = {"<stdout>": "standard output", "<stderr>": "standard error"}.get(
+                name, printable(str(name)) if name else "the output")
+            raise OutputFailed(e.errno, f"cannot write to {where}: "
+                               f"{e.strerror or e}") from None
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

@@ -163,10 +163,10 @@ def lookahead_arg(text: str) -> int | None:
 
 def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None,
          stderr: IO[str] | None = None) -> int:
-    from verifier.ir import ScheduleError
+    from verifier.errors import InputError
 
     return run_cli(build_parser, _run, argv, stdout, stderr,
-                   errors=(((ScheduleError, MissingExtra), EXIT_BAD_INPUT),))
+                   errors=(((InputError, MissingExtra), EXIT_BAD_INPUT),))
 
 
 def _bad(stderr, msg: str) -> int:

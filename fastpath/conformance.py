@@ -50,6 +50,7 @@ import torch
 import torch.distributed as dist
 
 from fastpath.plan import consumer_key, recv_key
+from verifier.errors import PpError
 from verifier.ir import Batch, Comm, Compute, ComputeKind, Schedule, comms_of, computes_of
 
 DEFAULT_TIMEOUT_S = 1.0
@@ -84,7 +85,7 @@ class Outcome:
         return f"hung ({stuck})"
 
 
-class _Stuck(Exception):
+class _Stuck(PpError):
     def __init__(self, step: int, what: str):
         super().__init__(what)
         self.step, self.what = step, what

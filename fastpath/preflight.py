@@ -35,13 +35,15 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping
 
+from verifier.errors import PpError
+
 MIN_WATCHDOG_S = 1e-3  # below a microsecond, timedelta is 0: gloo then waits its default
 MAX_WATCHDOG_S = 1e6  # about 11.5 days; timedelta and thread waits stay exact below it
 MAX_THREADS = 1024
 DEFAULT_MAX_ELEMENTS = 1 << 30  # 8 GiB of float64: refuses the absurd, not a big run
 
 
-class BadInput(ValueError):
+class BadInput(PpError, ValueError):
     """A flag, environment variable or path that cannot be used; the message is the
     one line to print."""
 
@@ -149,14 +151,14 @@ def check_output_path(path: str, flag: str) -> None:
     (whose writes fail) or a FIFO (whose writes block) is refused before the run,
     not after it."""
     from verifier import guard
-    from verifier.ir import ScheduleError
+    from verifier.errors import OutputError
 
     if not path:
         raise BadInput(f"{flag}: empty path")
     try:
         guard.check_output_path(path, flag)
         st = os.stat(path)
-    except ScheduleError as e:
+    except OutputError as e:
         raise BadInput(str(e)) from None
     except FileNotFoundError:
         return

@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastpath.watchdog import FastpathError
+from verifier.errors import PpError
 
 EXIT_RANK_FAILED = 5
 KINDS = ("own", "death", "peer")
@@ -89,7 +90,7 @@ def rank_process(rank: int, parent_pid: int, payload: bytes, *extra) -> None:
     fn(*args, *extra)
 
 
-class Interrupted(Exception):
+class Interrupted(PpError):
     """The launcher received SIGTERM; ``exit_code`` is 128 + the signal number."""
 
     def __init__(self, signum: int):

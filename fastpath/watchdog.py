@@ -37,12 +37,15 @@ import threading
 import time
 from typing import Callable
 
+from verifier.errors import ExecutorFailure
+
 EXIT_WATCHDOG = 4
 EXIT_ORPHANED = 5  # the launcher is gone; nobody reads it, but it is a failure
 
 
-class FastpathError(RuntimeError):
-    """Root of the errors a rank raises while running a schedule."""
+class FastpathError(ExecutorFailure, RuntimeError):
+    """Root of the errors a rank raises while running a schedule (below the
+    project's root, verifier.errors.PpError)."""
 
 
 class WatchdogTimeout(FastpathError):

@@ -7,6 +7,7 @@ pyproject.toml reads it from here).
 
 __version__ = "0.1.0"
 
+from verifier.errors import PpError  # noqa: E402  (the root of every exception: verifier.errors)
 from verifier.ir import FORMAT_VERSION, Schedule, ScheduleError  # noqa: E402
 
-__all__ = ["FORMAT_VERSION", "Schedule", "ScheduleError", "__version__"]
+__all__ = ["FORMAT_VERSION", "PpError", "Schedule", "ScheduleError", "__version__"]

@@ -18,24 +18,13 @@ import sys
 from typing import IO, Callable, Sequence
 
 from verifier import __version__
+from verifier.errors import InputError, OutputFailed, ParserExit, UsageError
 from verifier.extras import MissingExtra
-from verifier.guard import OutputFailed, SafeText
-from verifier.ir import ScheduleError
+from verifier.guard import SafeText
 
 COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show", "synthesize")
 
 EXIT_OK, EXIT_REFUTED, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    """A command line argparse rejected (exit 2)."""
-
-
-class ParserExit(Exception):
-    """argparse finished on its own (``--help``): exit with ``status``."""
-
-    def __init__(self, status: int):
-        self.status = status
 
 
 class RaisingParser(argparse.ArgumentParser):
@@ -161,7 +150,7 @@ def run_cli(
     stderr: IO[str] | None,
     *,
     errors: Sequence[tuple[type[BaseException] | tuple, int]] = (
-        (ScheduleError, EXIT_BAD_INPUT), (MissingExtra, EXIT_BAD_INPUT)),
+        (InputError, EXIT_BAD_INPUT), (MissingExtra, EXIT_BAD_INPUT)),
     on_broken_pipe: int = EXIT_OK,
 ) -> int:
     """The body the three command lines share (verifier, reference, fastpath).

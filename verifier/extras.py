@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from verifier.errors import PpError
+
 EXTRAS = {
     "torch": "torch: python -m reference (gradient ground truth) and python -m fastpath (real ranks)",
     "strategies": "hypothesis: verifier.strategies, for property tests of your own schedule code",
@@ -22,8 +24,10 @@ EXTRAS = {
 }
 
 
-class MissingExtra(ImportError):
-    """An optional dependency is not installed; the message names the extra (exit 2)."""
+class MissingExtra(PpError, ImportError):
+    """An optional dependency is not installed; the message names the extra (exit 2).
+    Defined here, not in verifier.errors, so that its traceback keeps naming
+    ``verifier.extras.MissingExtra`` (tests/test_packaging.py holds that line)."""
 
 
 def install_hint(module: str, extra: str, needed_by: str) -> str:

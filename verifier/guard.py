@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+from verifier.errors import OutputError, OutputFailed  # OutputFailed re-exported
 from verifier.ir import Schedule, ScheduleError
 
 MiB = 1 << 20
@@ -250,25 +251,25 @@ def check_output_path(path: str | os.PathLike | None, flag: str = "-o") -> None:
     try:
         _check_output_path(Path(path), where)
     except OSError as e:  # a name too long, a loop of symbolic links, ...
-        raise ScheduleError(f"cannot write: {e.strerror or e}", where) from None
+        raise OutputError(f"cannot write: {e.strerror or e}", where) from None
 
 
 def _check_output_path(p: Path, where: str) -> None:
     if p.is_dir():
-        raise ScheduleError("is a directory, expected a file to write", where)
+        raise OutputError("is a directory, expected a file to write", where)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise ScheduleError(f"cannot write: no directory {printable(str(parent))!r}", where)
+        raise OutputError(f"cannot write: no directory {printable(str(parent))!r}", where)
     if p.exists():
         if not os.access(p, os.W_OK):
-            raise ScheduleError("cannot write: permission denied", where)
+            raise OutputError("cannot write: permission denied", where)
     elif not os.access(parent, os.W_OK | os.X_OK):
-        raise ScheduleError(
+        raise OutputError(
             f"cannot write: directory {printable(str(parent))!r} is not writable", where)
 
 
 def write_output(path: str | os.PathLike, data: bytes | str, flag: str = "-o") -> None:
-    """Write ``data`` to ``path``; any OSError (full device, ...) is a ScheduleError
+    """Write ``data`` to ``path``; any OSError (full device, ...) is an OutputError
     naming the flag and the path. Text is UTF-8 with lone surrogates escaped."""
     if isinstance(data, str):
         data = data.encode("utf-8", "backslashreplace")
@@ -276,7 +277,7 @@ def write_output(path: str | os.PathLike, data: bytes | str, flag: str = "-o") -
         with open(path, "wb") as fp:
             fp.write(data)
     except OSError as e:
-        raise ScheduleError(f"cannot write: {e.strerror or e}",
+        raise OutputError(f"cannot write: {e.strerror or e}",
                             f"{flag} {printable(str(path))}") from None
 
 
@@ -300,11 +301,6 @@ def bounded(text: str, limit: int = 200) -> str:
 def one_line(message: str, limit: int = 2000) -> str:
     """An error message made safe to print as one line of bounded length."""
     return bounded(printable(message.strip()), limit)
-
-
-class OutputFailed(OSError):
-    """Writing to standard output or error failed (a full disk, /dev/full):
-    the command line reports it in one line, exit 2."""
 
 
 class SafeText:

@@ -47,20 +47,10 @@ from enum import Enum
 from functools import cached_property
 from typing import Any, Callable, Iterator, Mapping, Union
 
+from verifier.errors import ScheduleError  # re-exported: users import it from here
+
 FORMAT_NAME = "pp-schedule"
 FORMAT_VERSION = "1.0"
-
-
-class ScheduleError(ValueError):
-    """Root of every user-input error in the project (bad file, bad parameters).
-
-    ``where`` names the place: a file, a JSON path, or "rank R step S".
-    """
-
-    def __init__(self, message: str, where: str | None = None):
-        self.where = where
-        self.detail = message
-        super().__init__(f"{where}: {message}" if where else message)
 
 
 class ComputeKind(str, Enum):

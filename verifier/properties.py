@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from functools import cached_property
 
 from verifier.checker import PropertyId, Violation
+from verifier.errors import IllFormed  # re-exported: raised by Index
 from verifier.ir import (
     Batch,
     Comm,
@@ -208,10 +209,6 @@ NEVER = 1 << 62  # Index.resolve: an input that never comes
 # bits of the index's ``present`` per (stage, mb): F 1, B 2, I 4, W 8; the
 # two ways to run exactly once are F + B and F + I + W
 _WHOLE, _SPLIT = 1 | 2, 1 | 4 | 8
-
-
-class IllFormed(Exception):
-    """Raised by ``Index`` at the first action that is not well-formed."""
 
 
 class Index:

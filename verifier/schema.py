@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from verifier.errors import SchemaViolation  # re-exported: raised by the validators
+
 # The schema ships inside the package (package data); specs/schedule.schema.json
 # is the published copy, kept identical by tests/test_packaging.py.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schedule.schema.json"
@@ -32,15 +34,6 @@ _KNOWN = _ANNOTATIONS | {
     "type", "const", "enum", "required", "properties", "additionalProperties",
     "items", "minItems", "minimum", "maximum", "$ref", "oneOf",
 }
-
-
-class SchemaViolation(Exception):
-    """Raised by a compiled validator: ``path`` is a JSON path, ``message`` the fault."""
-
-    def __init__(self, path: str, message: str):
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}")
 
 
 def _show(value: Any) -> str:

@@ -17,6 +17,7 @@ import sys
 from typing import IO
 
 from verifier.checker import (
+    AUTO_Z3_TIMEOUT_MS,
     COMM_MODELS,
     ENGINES,
     CheckResult,
@@ -39,6 +40,7 @@ from verifier.units import (
     parse_memory_limit,
     require_sizes,
 )
+from verifier.z3budget import DEFAULT_TIMEOUT_MS
 
 HELP = "prove a schedule correct (7 properties) or print counterexamples"
 
@@ -161,8 +163,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--witness", action="store_true",
                    help="also print the witness order (rank, step) of a VERIFIED result")
     p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
-                   help="wall-clock limit for the z3 engine (default: its own, 60 s), "
-                   f"0 < SECONDS <= {MAX_TIMEOUT_S}; hitting it gives UNKNOWN (exit 3)")
+                   help=f"wall-clock limit for the z3 engine, 0 < SECONDS <= {MAX_TIMEOUT_S} "
+                   f"(default {AUTO_Z3_TIMEOUT_MS // 1000} s under --engine auto, where hitting "
+                   "it leaves the decision to the graph engine; "
+                   f"{DEFAULT_TIMEOUT_MS // 1000} s under --engine z3 or both, where hitting "
+                   "it gives UNKNOWN, exit 3)")
     p.add_argument("--rlimit", type=_rlimit, default=None, metavar="N",
                    help="deterministic resource limit for the z3 engine (z3's rlimit, "
                    f"1..{MAX_RLIMIT}; hitting it gives UNKNOWN, exit 3)")

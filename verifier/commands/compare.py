@@ -13,6 +13,7 @@ from verifier import guard
 from verifier.costs import scaled
 from verifier.analysis import COMM_MODELS, analyze, published_bubble
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
+from verifier.errors import FlagError
 from verifier.ir import ScheduleError
 
 # every family generated and timed: 32 x 256 (16,384 cells) takes 24 s, 100 x 500 > 120 s
@@ -161,7 +162,7 @@ def run(args, stdout, stderr) -> int:
     if args.output:
         ext = Path(args.output).suffix.lower()
         if ext not in (".svg", ".png"):
-            raise ScheduleError(f"unknown chart format {ext or '(none)'!r}; use .svg or .png",
+            raise FlagError(f"unknown chart format {ext or '(none)'!r}; use .svg or .png",
                                 f"-o {guard.printable(args.output)}")
         guard.check_output_path(args.output, "-o")
     cm = costs_mod.load(args.costs)
@@ -173,12 +174,12 @@ def run(args, stdout, stderr) -> int:
                 try:
                     fams.append(resolve_family(f))
                 except ScheduleError as e:
-                    raise ScheduleError(e.detail, "--families") from None
+                    raise FlagError(e.detail, "--families") from None
     for name, v in (("--ranks", args.ranks), ("--microbatches", args.microbatches)):
         if v < 1:
-            raise ScheduleError(f"must be >= 1, got {v}", name)
+            raise FlagError(f"must be >= 1, got {v}", name)
     if args.chunks is not None and args.chunks < 1:
-        raise ScheduleError(f"must be >= 1, got {args.chunks}", "--chunks")
+        raise FlagError(f"must be >= 1, got {args.chunks}", "--chunks")
     from verifier.commands.generate import stages_per_rank
 
     spr = max(stages_per_rank(f, args.chunks) for f in (fams or FAMILIES))

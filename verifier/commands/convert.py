@@ -31,6 +31,7 @@ from verifier.csvio import (
     trivial_batches,
 )
 from verifier.io import STDIN, detect_format, dumps_json, parse_json_text, read_text, sniff_format, source_name
+from verifier.errors import OutputError
 from verifier.ir import Batch, Schedule, ScheduleError
 from verifier import guard
 from verifier.lowering import strip_communication
@@ -202,7 +203,7 @@ def _write(path: str, text: str, stdout) -> None:
         return
     target = Path(path)
     if target.is_dir():
-        raise ScheduleError("is a directory, expected a file to write", path)
+        raise OutputError("is a directory, expected a file to write", path)
     if target.exists() and not target.is_file():  # a device or FIFO: never replace it
         guard.write_output(path, text.encode("utf-8", "backslashreplace"), "-o")
         return
@@ -210,9 +211,9 @@ def _write(path: str, text: str, stdout) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=parent)
     except FileNotFoundError:
-        raise ScheduleError(f"cannot write: no directory {str(parent)!r}", path) from None
+        raise OutputError(f"cannot write: no directory {str(parent)!r}", path) from None
     except OSError as e:
-        raise ScheduleError(f"cannot write: {e.strerror}", path) from None
+        raise OutputError(f"cannot write: {e.strerror}", path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as fp:
             fp.write(text)
@@ -222,7 +223,7 @@ def _write(path: str, text: str, stdout) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise ScheduleError(f"cannot write: {e.strerror}", path) from None
+        raise OutputError(f"cannot write: {e.strerror}", path) from None
 
 
 def run(args, stdout, stderr) -> int:

@@ -14,6 +14,7 @@ import argparse
 from typing import IO
 
 from verifier.generators import DEFAULT_INTERLEAVED_CHUNKS, FAMILIES, generate, resolve_family
+from verifier.errors import OutputError
 from verifier.ir import ScheduleError
 from verifier.guard import DEFAULT, check_generated_size, check_output_path, positive_int
 
@@ -121,7 +122,6 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         return 0
     from verifier.guard import printable
     from verifier.io import save_schedule
-    from verifier.ir import ScheduleError
 
     if str(args.output).lower().endswith(".csv"):
         from verifier.commands.convert import _write, to_csv
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     try:
         save_schedule(schedule, args.output)
     except OSError as e:
-        raise ScheduleError(f"cannot write: {e.strerror}", f"-o {printable(args.output)}") from None
+        raise OutputError(f"cannot write: {e.strerror}", f"-o {printable(args.output)}") from None
     return 0
 
 

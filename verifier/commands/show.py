@@ -14,6 +14,7 @@ from verifier import costs as costs_mod
 from verifier import guard
 from verifier.analysis import COMM_MODELS, analyze
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
+from verifier.errors import FlagError
 from verifier.ir import ScheduleError
 
 HELP = "draw a schedule's timeline (PNG, SVG or a coloured text grid)"
@@ -96,14 +97,14 @@ def run(args, stdout, stderr) -> int:
     from verifier.io import source_name
 
     if args.scale is not None and not (0 < args.scale <= 1000):
-        raise ScheduleError(f"must be in (0, 1000] pixels per unit, got {args.scale}", "--scale")
+        raise FlagError(f"must be in (0, 1000] pixels per unit, got {args.scale}", "--scale")
     if args.dt is not None and not args.dt > 0:
-        raise ScheduleError(f"must be > 0, got {args.dt}", "--dt")
+        raise FlagError(f"must be > 0, got {args.dt}", "--dt")
     out = args.output
     if out is not None:
         ext = Path(out).suffix.lower()
         if ext not in _FORMATS:
-            raise ScheduleError(f"unknown picture format {ext or '(none)'!r}; use .png, .svg or .txt",
+            raise FlagError(f"unknown picture format {ext or '(none)'!r}; use .png, .svg or .txt",
                                 f"-o {guard.printable(out)}")
         guard.check_output_path(out, "-o")
     cm = costs_mod.load(args.costs)

@@ -18,6 +18,7 @@ import time
 from verifier import costs as costs_mod
 from verifier import guard
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
+from verifier.errors import FlagError, OutputError
 from verifier.ir import ScheduleError
 from verifier.synthesis import PLACEMENTS, least_feasible_memory, make_problem, skeleton
 
@@ -117,15 +118,15 @@ def _validate(args, cm) -> None:
     for flag, v, lo in (("--ranks", args.ranks, 1), ("--microbatches", args.microbatches, 1),
                         ("--memory-limit", args.memory_limit, 1), ("--rlimit", args.rlimit, 0)):
         if v is not None and v < lo:
-            raise ScheduleError(f"must be >= {lo}, got {v}", flag)
+            raise FlagError(f"must be >= {lo}, got {v}", flag)
     if args.rlimit > 2**32 - 1:
-        raise ScheduleError(f"must be at most {2**32 - 1} (z3's limit is 32 bits), got "
+        raise FlagError(f"must be at most {2**32 - 1} (z3's limit is 32 bits), got "
                             f"{args.rlimit}", "--rlimit")
     guard.check_generated_size(args.ranks, args.microbatches, 2,
                                guard.Limits(max_cells=args.max_cells))
     guard.check_output_path(args.output, "-o")
     if not (args.time_limit > 0 and args.time_limit < 1e7):
-        raise ScheduleError(f"must be a number of seconds > 0, got {args.time_limit}",
+        raise FlagError(f"must be a number of seconds > 0, got {args.time_limit}",
                             "--time-limit")
     stages = [c for c in [cm.default, *cm.per_stage.values()]]
     if args.overlap == "yes":
@@ -217,7 +218,7 @@ def run(args, stdout, stderr) -> int:
         try:
             save_schedule(best["_schedule"], args.output)
         except OSError as e:
-            raise ScheduleError(f"cannot write: {e.strerror}", args.output) from None
+            raise OutputError(f"cannot write: {e.strerror}", args.output) from None
     doc = {
         "schema": "pp-synthesis/1", "status": status, "makespan": best["makespan"],
         "lower_bound": lower, "gap": best["makespan"] - lower, "placement": best["placement"],

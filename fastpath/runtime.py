@@ -15,8 +15,8 @@ a torch.distributed group, with the model layers of its stages:
   so a ``Batch(wait=True)`` holding sends is a handshake with the peer: DeepSeek's
   DualPipeV communication (13 such batches per rank, 2 ranks, 8 micro-batches)
   blocked the main thread about twice as often per step as the lowered
-  compute order (measured with bench_fastpath's former ``--dualpipev-comm``,
-  today ``--comm deepseek`` against the default ``--comm own``).
+  compute order (measured with ``benchmarks/bench_fastpath.py --comm deepseek``
+  against the default ``--comm own``).
 - receive buffers come from a pool keyed by shape (shapes probed once from the
   model), preallocated to the plan's peak (``plan.peak_receive_buffers``), and
   go back to it once the activation they hold is dead (after the stage's B or

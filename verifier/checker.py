@@ -279,22 +279,6 @@ def _verdict(props: list[PropertyResult]) -> Verdict:
     return Verdict.VERIFIED
 
 
-def _z3_available() -> bool:
-    try:
-        import verifier.z3engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _has_certificate() -> bool:
-    try:
-        import verifier.certificate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def check(
     schedule: Schedule,
     comm_model: str = "nccl",
@@ -416,10 +400,8 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
             budget = {"timeout_ms": z3_timeout_ms or AUTO_Z3_TIMEOUT_MS}
             if z3_rlimit is not None:
                 budget["rlimit"] = z3_rlimit
-            if z3budget.fits_budget(schedule, **budget) and _z3_available():
+            if z3budget.fits_budget(schedule, **budget):
                 chosen = "z3"
-    elif engine in ("z3", "both") and not _z3_available():
-        raise ScheduleError(f"engine {engine!r} needs verifier.z3engine, which is not installed")
 
     witness = None
     cycle = None
@@ -526,7 +508,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
 
     cert_note = ""
     t_cert = time.perf_counter()
-    if validate_certificate and (witness is not None or cycle is not None) and _has_certificate():
+    if validate_certificate and (witness is not None or cycle is not None):
         say("certificate")
         from verifier import certificate
 
@@ -552,7 +534,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
 
     # static counterexamples are re-derived by the certificate checker too
     rejected: dict[PropertyId, list[Violation]] = {}
-    if validate_certificate and any(static.values()) and _has_certificate():
+    if validate_certificate and any(static.values()):
         from verifier import certificate
 
         for v, why in certificate.check_violations(schedule, [v for vs in static.values() for v in vs]):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
-from verifier.errors import OutputError, OutputFailed  # OutputFailed re-exported
+from verifier.errors import FlagError, OutputError, OutputFailed  # OutputFailed re-exported
 from verifier.ir import Schedule, ScheduleError
 
 MiB = 1 << 20
@@ -191,7 +191,7 @@ def check_generated_size(num_ranks: int, num_microbatches: int, stages_per_rank:
     """Refuse a generator call over ``--max-cells`` before anything is built."""
     cells = num_ranks * max(stages_per_rank, 1) * num_microbatches
     if cells > limits.max_cells:
-        raise ScheduleError(
+        raise FlagError(
             f"{num_ranks} ranks x {max(stages_per_rank, 1)} stages per rank x {num_microbatches} "
             f"micro-batches = {cells} cells, more than the limit {limits.max_cells}; "
             "pass --max-cells N to raise it", "--ranks/--microbatches")

@@ -29,6 +29,7 @@ from verifier.checker import (
     check,
 )
 from verifier import guard
+from verifier.errors import FlagError
 from verifier.io import load_schedule_with_origin, paused_gc, source_name
 from verifier.ir import Batch, ScheduleError, action_text, loc
 from verifier.origin import Origin
@@ -220,14 +221,14 @@ def _sizes(text: str) -> ActivationBytes:
 
 def memory_args(args, schedule) -> tuple[float | None, dict[int, float] | None]:
     """(limit, bytes per stage) for ``check`` from --memory-limit and
-    --activation-bytes; ScheduleError for bytes without sizes and sizes with a
-    limit in activations."""
+    --activation-bytes; ScheduleError for bytes without sizes, FlagError for sizes
+    with a limit in activations."""
     limit, sizes = args.memory_limit, args.activation_bytes
     require_sizes(limit, sizes)
     if sizes is None:
         return (None if limit is None else limit.value), None
     if limit is not None and not limit.in_bytes:
-        raise ScheduleError(
+        raise FlagError(
             f"{limit.text} is in activations but --activation-bytes is given; write the limit "
             "as a size (e.g. 80GiB), or drop --activation-bytes", "--memory-limit")
     return (None if limit is None else limit.value), sizes.for_schedule(schedule)

@@ -19,7 +19,9 @@ What it does not cover: choosing or repairing schedules (verifier/), a
 single-process simulation (reference/), optimiser steps, multi-node clocks.
 Needs torch (``pip install 'ppverify[torch]'``; ``run`` says so, exit 2).
 Never imports z3 (the checker runs with its graph engine). The CUDA path
-(streams, events, NCCL) is written but has not been run here: no GPU.
+(streams, events, NCCL) is tested by tests/test_fastpath_gpu.py and
+benchmarks/gpu_check.sh, which need a GPU (the tests skip without CUDA); the
+README's fastpath section says whether it has run on one.
 """
 
 from verifier import __version__  # noqa: E402

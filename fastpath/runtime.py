@@ -46,8 +46,9 @@ the text.
 What it does not cover: checking the schedule (the checker does, before this
 runs), choosing where ops go (the schedule does), anything but the two test
 models' calling convention (one tensor in, one tensor out per layer), and
-multi-node clocks. The CUDA path is written but was not run in this project's
-CI (no GPU); its tests skip themselves without CUDA.
+multi-node clocks. The CUDA path is tested by tests/test_fastpath_gpu.py and
+benchmarks/gpu_check.sh, which need a GPU (the tests skip without CUDA); the
+README's fastpath section says whether it has run on one.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _exception_classes():
 def test_the_walk_finds_the_known_families():
     found = {c.__qualname__ for c in _exception_classes()}
     for name in ("PpError", "ScheduleError", "FlagError", "OutputError", "UsageError",
-                 "ParserExit", "OutputFailed", "SchemaViolation", "IllFormed", "MissingExtra",
+                 "ParserExit", "OutputFailed", "SolverLimit", "SchemaViolation", "IllFormed", "MissingExtra",
                  "FastpathError", "PeerFailure", "ScheduleFault", "WatchdogTimeout", "RunFailed",
                  "ExecutionError", "RefutedScheduleError", "BadInput", "Interrupted"):
         assert name in found, name

@@ -23,10 +23,13 @@ give each:
   (fastpath's ``FastpathError`` family, exit 4/5; the reference executor's
   ``ExecutionError`` is a ``ScheduleError``, exit 1, because what it finds is
   a fault of the schedule).
+- ``SolverLimit`` (a ``TimeoutError``): a solver's time limit passed inside
+  the library (verifier/synth_z3.py's encoding); caught there and reported as
+  data, never raised to a user.
 
-What it does not cover: solver limits. The engines report a solver that
-gives up as data (``status == "unknown"``, verdict UNKNOWN, exit 3), never as
-an exception. Each family's specific subclasses live with the code that
+What it does not cover: how a solver that gives up is reported. The engines
+return that as data (``status == "unknown"``, verdict UNKNOWN, exit 3), not
+as an exception. Each family's specific subclasses live with the code that
 raises them (fastpath/watchdog.py, reference/executor.py, ...).
 """
 
@@ -89,6 +92,11 @@ class IllFormed(PpError):
     """Raised by ``properties.Index`` at the first action that is not well-formed."""
 
 
+class SolverLimit(PpError, TimeoutError):
+    """A solver's limit passed while the library worked for it; caught inside
+    the library and turned into an "unknown" answer (data, not an exception)."""
+
+
 class ExecutorFailure(PpError):
     """An executor could not run a schedule to its end (fastpath's FastpathError)."""
 
@@ -104,5 +112,6 @@ __all__ = [
     "PpError",
     "ScheduleError",
     "SchemaViolation",
+    "SolverLimit",
     "UsageError",
 ]

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import z3
 
+from verifier.errors import SolverLimit
 from verifier.synthesis import Problem, evaluate, heads_tails, peak_memory, topo_order
 
 
@@ -107,7 +108,7 @@ def feasible(pb: Problem, T: int, timeout_ms: int, rlimit: int = 0,
                       seconds=time.monotonic() - t0)
     try:
         text = smtlib(pb, T, est, lst, deadline)
-    except TimeoutError:
+    except SolverLimit:
         return Answer("unknown", reason="time limit (while encoding)",
                       seconds=time.monotonic() - t0)
     if deadline is not None:
@@ -207,7 +208,7 @@ def smtlib(pb: Problem, T: int, est: list[int], lst: list[int],
                     w(f"(assert (=> S{j}_{t} {b}))")
     def in_time() -> None:
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError
+            raise SolverLimit("time limit (while encoding)")
 
     in_time()
     for js in pb.rank_jobs:  # one job at a time per rank

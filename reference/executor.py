@@ -64,6 +64,7 @@ from torch import Tensor, nn
 from reference.baseline import accumulate, check_reduction, loss_for_backward
 from reference.models import as_layer_list, loss_fn as default_loss_fn, stage_layer_map
 from reference.split import backward_full, backward_input, backward_weight
+from verifier.errors import ExecutorFailure
 from verifier.ir import (
     Batch,
     Comm,
@@ -82,10 +83,12 @@ from verifier.ir import (
 # errors
 
 
-class ExecutionError(ScheduleError):
+class ExecutionError(ExecutorFailure, ScheduleError):
     """A fault the executor detected while running a schedule (exit code 1 in the
     CLI, unlike plain ``ScheduleError`` = bad input). ``rank`` / ``step`` locate it
-    (None when it is about the whole run); ``kind`` is a stable short id."""
+    (None when it is about the whole run); ``kind`` is a stable short id. An
+    executor failure (verifier.errors) that is also a ``ScheduleError``: the
+    schedule is at fault, and callers that refuse bad schedules catch it so."""
 
     kind = "fault"
 

@@ -102,6 +102,7 @@ def test_families():
         for b in (PeerFailure, ScheduleFault, WatchdogTimeout):
             assert a is b or not issubclass(a, b)
     assert issubclass(ExecutionError, errors.ScheduleError)
+    assert issubclass(ExecutionError, errors.ExecutorFailure)
     e = errors.ScheduleError("bad", "f.json")
     assert (str(e), e.where, e.detail) == ("f.json: bad", "f.json", "bad")
 

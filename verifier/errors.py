@@ -21,8 +21,8 @@ give each:
   dependency is not installed, exit 2 (defined there: its traceback names it).
 - ``ExecutorFailure``: an executor could not run a schedule to its end
   (fastpath's ``FastpathError`` family, exit 4/5; the reference executor's
-  ``ExecutionError`` is a ``ScheduleError``, exit 1, because what it finds is
-  a fault of the schedule).
+  ``ExecutionError``, exit 1, which is also a ``ScheduleError`` because what
+  it finds is a fault of the schedule).
 - ``SolverLimit`` (a ``TimeoutError``): a solver's time limit passed inside
   the library (verifier/synth_z3.py's encoding); caught there and reported as
   data, never raised to a user.

@@ -25,6 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
+from fastpath.launch import DTYPES, cpu_threads
+from reference.baseline import compare
+from reference.executor import run_pipeline
+from reference.models import make_layers, make_microbatches, num_model_layers
+from verifier.checker import check
 from verifier.ir import Schedule, loc
 
 
@@ -37,8 +42,6 @@ class Verification:
 
 
 def verify(schedule: Schedule, comm_model: str = "nccl") -> Verification:
-    from verifier.checker import check  # graph engine: no z3 import
-
     res = check(schedule, comm_model=comm_model, engine="graph")
     lines = []
     for v in res.violations:
@@ -79,10 +82,6 @@ def merge(job_result) -> MergedResult:
 
 
 def reference_run(schedule: Schedule, job):
-    from fastpath.launch import DTYPES, cpu_threads
-    from reference.executor import run_pipeline
-    from reference.models import make_layers, make_microbatches, num_model_layers
-
     dtype = DTYPES[job.dtype]
     layers = make_layers(job.model, num_model_layers(schedule, job.layers_per_stage),
                          hidden=job.hidden, seed=job.seed, dtype=dtype)
@@ -99,7 +98,6 @@ def reference_run(schedule: Schedule, job):
 
 def differential(merged: MergedResult, reference):
     """``reference.baseline.Comparison`` of the fast run against the reference run."""
-    from reference.baseline import compare
 
     return compare(merged, reference)
 

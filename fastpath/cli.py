@@ -18,9 +18,24 @@ import os
 import sys
 from typing import IO, Sequence
 
+from fastpath.plan import blocking_batches, prepare_schedule, prepost_receives
+from fastpath.preflight import (
+    DEFAULT_MAX_ELEMENTS,
+    BadInput,
+    check_numbers,
+    check_output_path,
+    check_size,
+    launch_env,
+)
+from fastpath.supervise import Interrupted, die_with_parent, is_peer_loss, short_comm_error
+from fastpath.trace import measured_idle, predicted_bubble, trace_schedule
+from fastpath.watchdog import WatchdogTimeout
 from verifier import guard
 from verifier.cli import RaisingParser, add_version, help_to, run_cli
+from verifier.errors import InputError
 from verifier.extras import MissingExtra, require
+from verifier.io import load_schedule, save_schedule, schedule_to_dict, source_name
+from verifier.ir import ScheduleError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_WATCHDOG, EXIT_RANK_FAILED = 4, 5
@@ -163,8 +178,6 @@ def lookahead_arg(text: str) -> int | None:
 
 def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None,
          stderr: IO[str] | None = None) -> int:
-    from verifier.errors import InputError
-
     return run_cli(build_parser, _run, argv, stdout, stderr,
                    errors=(((InputError, MissingExtra), EXIT_BAD_INPUT),))
 
@@ -177,14 +190,6 @@ def _bad(stderr, msg: str) -> int:
 def _preflight(args):
     """Everything checked before the schedule is read and any rank starts: the launch
     environment (a LaunchEnv under torchrun, else None); BadInput otherwise."""
-    from fastpath.preflight import (
-        DEFAULT_MAX_ELEMENTS,
-        BadInput,
-        check_numbers,
-        check_output_path,
-        launch_env,
-    )
-
     for name in ("layers_per_stage", "hidden", "batch", "seq", "iterations"):
         v = getattr(args, name)
         if v < 1:
@@ -204,12 +209,9 @@ def _preflight(args):
 
 def _run(args, stdout, stderr) -> int:
     require("torch", "torch", "python -m fastpath")
+    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
     from fastpath.check import refusal, verify
     from fastpath.launch import Job, RunFailed, choose_backend, spawn
-    from fastpath.plan import blocking_batches, prepare_schedule
-    from fastpath.preflight import BadInput, check_size
-    from fastpath.supervise import Interrupted
-    from verifier.io import load_schedule, schedule_to_dict, source_name
 
     try:
         tr = _preflight(args)
@@ -226,8 +228,6 @@ def _run(args, stdout, stderr) -> int:
         return _bad(stderr, f"{source}: {e}")
     schedule = prepare_schedule(schedule)
     if args.prepost_receives != 0:
-        from fastpath.plan import prepost_receives
-
         try:
             schedule = prepost_receives(schedule, args.prepost_receives)
         except ValueError as e:
@@ -288,8 +288,6 @@ def _run(args, stdout, stderr) -> int:
         stderr.write(f"interrupted: {e}; every rank stopped\n")
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - under torchrun: this rank's failure
-        from fastpath.supervise import is_peer_loss, short_comm_error
-        from fastpath.watchdog import WatchdogTimeout
 
         text = short_comm_error(str(e)) if is_peer_loss(e) else str(e)
         stderr.write(f"error: rank {rank}: {text}\n")
@@ -300,8 +298,8 @@ def _run(args, stdout, stderr) -> int:
 def _torchrun_rank(tr, job, backend: str, watchdog_s: float):
     """This process as rank ``tr.rank`` of a torchrun launch; under torchrun's agent it
     dies with the agent (fastpath.supervise), as a spawned rank does with fastpath."""
+    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
     from fastpath.launch import rank_main
-    from fastpath.supervise import die_with_parent
 
     parent = None
     if tr.elastic:
@@ -323,9 +321,8 @@ def _failure_lines(e, stderr) -> None:
 
 
 def _report(args, schedule, job, jr, backend, verdict, stdout, stderr) -> int:
+    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
     from fastpath.check import comparison_lines, differential, merge, reference_run
-    from fastpath.trace import measured_idle, predicted_bubble, trace_schedule
-    from verifier.io import save_schedule
 
     w = stdout.write
     w(f"fastpath: {guard.printable(args.file)} family={schedule.family or '-'} ranks={schedule.num_ranks} "
@@ -344,8 +341,6 @@ def _report(args, schedule, job, jr, backend, verdict, stdout, stderr) -> int:
         w(f"rank {r}: busy={busy:.6f} s idle={idl:.6f} s predicted_bubble={pb}\n")
     code = EXIT_OK
     if args.check:
-        from verifier.ir import ScheduleError
-
         try:
             ref = reference_run(schedule, job)
         except ScheduleError as e:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from fastpath.supervise import short_comm_error
 from fastpath.watchdog import PeerFailure
 
 
@@ -121,8 +122,6 @@ class GradReduction:
         try:
             fn()
         except RuntimeError as e:
-            from fastpath.supervise import short_comm_error
-
             raise PeerFailure(
                 f"rank {self.rank} end ({end}): {what} with ranks {list(ranks)} failed: "
                 f"{short_comm_error(str(e)) or type(e).__name__}"

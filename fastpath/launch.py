@@ -64,6 +64,11 @@ from fastpath.watchdog import (
     Watchdog,
     WatchdogTimeout,
 )
+from fastpath.plan import build_plan
+from fastpath.runtime import RankRunner
+from reference.baseline import loss_for_backward
+from reference.models import loss_fn, make_layers, make_microbatches, stage_layer_map
+from verifier.io import schedule_from_dict
 
 _ERROR_GRACE_S = 5.0  # how long the launcher collects failure reports after the first
 _STOP_GRACE_S = 3.0  # how long ranks get to exit on a forwarded SIGTERM/SIGINT
@@ -129,11 +134,6 @@ def build_runner(job: Job, rank: int, world: int, device, watchdog=None,
                  wait_s: float = 300.0, group_cache: dict | None = None):
     """This rank's ``RankRunner`` for ``job`` in the current process group (tied-layer
     subgroups created: a collective, every rank must call it)."""
-    from fastpath.plan import build_plan
-    from fastpath.runtime import RankRunner
-    from reference.baseline import loss_for_backward
-    from reference.models import loss_fn, make_layers, make_microbatches, stage_layer_map
-    from verifier.io import schedule_from_dict
 
     sched = schedule_from_dict(job.schedule, "<job>")
     if sched.num_ranks != world:

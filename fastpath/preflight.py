@@ -34,6 +34,9 @@ import os
 import stat
 from dataclasses import dataclass
 from typing import Mapping
+from verifier import guard
+from verifier.errors import OutputError
+from verifier.ir import ScheduleError
 
 from verifier.errors import PpError
 
@@ -150,8 +153,6 @@ def check_output_path(path: str, flag: str) -> None:
     directory), and more: an existing path must be a regular file, so /dev/full
     (whose writes fail) or a FIFO (whose writes block) is refused before the run,
     not after it."""
-    from verifier import guard
-    from verifier.errors import OutputError
 
     if not path:
         raise BadInput(f"{flag}: empty path")

@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastpath.watchdog import FastpathError
+from fastpath.watchdog import PeerFailure
 from verifier.errors import PpError
 
 EXIT_RANK_FAILED = 5
@@ -172,8 +173,6 @@ _PEER_LOSS_TEXT = ("connection closed by peer", "connection reset by peer",
 
 
 def is_peer_loss(e: BaseException) -> bool:
-    from fastpath.watchdog import PeerFailure
-
     if isinstance(e, PeerFailure):
         return True
     try:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from statistics import mean
 
+from verifier.analysis import analyze
+from verifier.costs import CostModel, complete
 from verifier.ir import Compute, ComputeKind, Overlap, Schedule, computes_of
 
 
@@ -84,13 +86,8 @@ def measured_costs(job_result, schedule: Schedule) -> dict[str, float]:
 
 def predicted_bubble(schedule: Schedule, job_result, comm_model: str = "nccl"):
     """(makespan, [bubble per rank]) predicted by verifier.analysis in seconds, or
-    None when the analysis module is unavailable, rejects the costs, or finds the
+    None when the analysis rejects the costs or finds the
     schedule deadlocks under ``comm_model``."""
-    try:
-        from verifier.analysis import analyze
-        from verifier.costs import CostModel, complete
-    except ImportError:
-        return None
     m = measured_costs(job_result, schedule)
     given: dict[str, float] = {"F": m.get("F", 1e-6)}
     if "I" in m and "W" in m:

@@ -23,7 +23,9 @@ from reference.names import LOSS_REDUCTIONS, MODELS
 from verifier import guard
 from verifier.cli import RaisingParser, add_version, help_to, run_cli
 from verifier.extras import MissingExtra, require
+from verifier.io import load_schedule, load_schedule_with_origin, source_name
 from verifier.ir import ScheduleError
+from verifier.lowering import lower
 
 EXIT_MATCH, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -172,9 +174,9 @@ exit codes: 0 measured; 2 bad input or usage."""
 
 def _activations(args, stdout: IO[str]) -> int:
     torch = require("torch", "torch", "python -m reference activations")
+    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
     from reference.activations import activation_document, measure_activation_bytes
     from reference.models import make_layers, make_microbatches, num_model_layers, stage_layer_map
-    from verifier.io import load_schedule, source_name
 
     guard.check_output_path(args.output, "-o")
     source = source_name(args.file)
@@ -245,10 +247,10 @@ def _fmt(x: float) -> str:
 
 def _run(args, stdout: IO[str]) -> int:
     torch = require("torch", "torch", "python -m reference")
+    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
     from reference.baseline import compare, run_baseline
     from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
     from reference.models import make_layers, make_microbatches, num_model_layers
-    from verifier.io import load_schedule_with_origin, source_name
 
     source = source_name(args.file)
     s, origin = load_schedule_with_origin(args.file, limits=guard.limits_of(args))
@@ -359,8 +361,6 @@ def _lowered_origin(origin, s):
     """``origin`` of a schedule that run_pipeline lowers first (compute-only):
     places are then named in the input's steps too (verifier.origin)."""
     if s.is_compute_only and s.num_actions:
-        from verifier.lowering import lower
-
         return origin.with_lowering(s, lower(s))
     return origin
 
@@ -379,6 +379,7 @@ def main(
 ) -> int:
     errors: list = [((ScheduleError, ValueError, MissingExtra), EXIT_BAD_INPUT)]
     try:  # without torch, _run says which extra to install (MissingExtra, exit 2)
+        # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
         from reference.executor import ExecutionError
     except ImportError:
         pass

@@ -78,6 +78,8 @@ from verifier.ir import (
     op_text,
     op_words,
 )
+from verifier.checker import check
+from verifier.lowering import lower
 
 # --------------------------------------------------------------------------
 # errors
@@ -669,7 +671,6 @@ def check_model_fits(
 def checker_order(schedule: Schedule) -> tuple[tuple[int, int], ...]:
     """The checker's witness order (eager model, graph engine), or
     ``RefutedScheduleError`` naming its first counterexamples."""
-    from verifier.checker import check  # z3 is imported lazily and only for z3 engines
 
     res = check(schedule, comm_model="eager", engine="graph")
     if res.witness is not None and str(res.verdict) == "VERIFIED":
@@ -712,8 +713,6 @@ def run_pipeline(
     """
     check_reduction(loss_reduction)
     if schedule.is_compute_only and schedule.num_actions:
-        from verifier.lowering import lower
-
         schedule = lower(schedule)
     layer_list = as_layer_list(layers)
     if len(microbatches) != schedule.num_microbatches:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from verifier.analysis import (
+from verifier.analysis_results import (
     Analysis,
     ComputeSpan,
     Message,
@@ -36,7 +36,8 @@ from verifier.ir import (
     Overlap,
     Schedule,
     ScheduleError,
-    loc,    op_text,
+    loc,
+    op_text,
 )
 from verifier.memory import peak_activations
 

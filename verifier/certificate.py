@@ -25,8 +25,8 @@ schedule, as the engines do) and finding counterexamples itself.
 
 from __future__ import annotations
 
-from verifier.checker import Event, EventKind, PropertyId, Violation, WaitCycle
 from verifier.ir import Batch, Comm, CommKind, ComputeKind, Overlap, Schedule, op_text
+from verifier.results import Event, EventKind, PropertyId, Violation, WaitCycle
 
 _SENDS = (CommKind.SEND_F, CommKind.SEND_B)
 

@@ -20,7 +20,7 @@ from typing import IO, Callable, Sequence
 from verifier import __version__
 from verifier.errors import InputError, OutputFailed, ParserExit, UsageError
 from verifier.extras import MissingExtra
-from verifier.guard import SafeText
+from verifier.guard import SafeText, one_line
 
 COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show", "synthesize")
 
@@ -88,7 +88,6 @@ def report_error(message: str, code: int, stderr: IO[str], json_out: IO[str] | N
                  kind: str = "bad-input", where: str | None = None) -> None:
     """One line "error: ..." on stderr (escaped, bounded); with ``json_out`` also one
     JSON object on it (specs/check-output.md, "Errors")."""
-    from verifier.guard import one_line
 
     line = one_line(message)
     stderr.write(f"error: {line}\n")

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from verifier.guard import printable, read_small_text
 from verifier.ir import ScheduleError
 
 KEYS = ("F", "B", "I", "W", "FB", "FI", "comm")
@@ -239,7 +240,6 @@ def load(spec: str | None) -> CostModel:
     if "=" in spec and not Path(spec).exists():
         return parse_kv(spec)
     path = Path(spec)
-    from verifier.guard import printable, read_small_text
 
     where = printable(spec)
     try:

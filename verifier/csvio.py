@@ -86,6 +86,7 @@ from verifier.ir import (
     ScheduleError,
     Stage,
 )
+from verifier.guard import paused_gc
 
 PARAMS_KEY = "pytorch_csv"
 COMPUTE_ONLY, COMPUTE_COMMS = "compute_only", "compute_comms"
@@ -317,7 +318,6 @@ def csv_to_schedule(
     pipeline, kept in params (module docstring); ``drop_fsdp`` drops them
     without keeping them.
     """
-    from verifier.io import paused_gc
 
     with paused_gc():
         return _csv_to_schedule(text, source, drop_fsdp)

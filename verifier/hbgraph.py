@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.checker import Event, EventKind, Hop, PropertyId, Violation, WaitCycle
+from verifier.results import Event, EventKind, Hop, PropertyId, Violation, WaitCycle
 from verifier.ir import Batch, CommKind, Compute, Overlap, Schedule
 from verifier.properties import NEVER, index
 

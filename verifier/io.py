@@ -13,10 +13,8 @@ Not covered: the CSV dialect itself (verifier.csvio).
 
 from __future__ import annotations
 
-import gc
 import json
 import re
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,29 +34,15 @@ from verifier.ir import (
     Stage,
     _field_setters,
 )
+from verifier.csvio import csv_to_schedule, schedule_to_csv
 from verifier.guard import DEFAULT as DEFAULT_LIMITS
-from verifier.guard import Limits, check_size, printable, read_bounded
+from verifier.guard import Limits, check_size, paused_gc, printable, read_bounded  # noqa: F401  (paused_gc: re-exported)
+from verifier.origin import Origin
 from verifier.schema import SchemaViolation, validate
 
 _ACTION_PATH = re.compile(r"^\$\.actions\[(\d+)\]\[(\d+)\]")
 _COMPUTE = {k.value: k for k in ComputeKind}
 _COMM = {k.value: k for k in CommKind}
-
-
-@contextmanager
-def paused_gc():
-    """Pause the cyclic garbage collector (restored after).
-
-    Loading and checking allocate many small acyclic objects; the collector's
-    passes over them cost 15-25% of a large run and free nothing.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _where(source: str, path: str) -> str:
@@ -383,7 +367,6 @@ def load_schedule_with_origin(path: str | Path, fmt: str | None = None, *,
                               limits: Limits | None = None):
     """``load_schedule`` and the ``verifier.origin.Origin`` of the file: what
     names the checker's places in the user's coordinates (CSV row and column)."""
-    from verifier.origin import Origin
 
     limits = limits or DEFAULT_LIMITS
     text = read_text(path, max_bytes=limits.max_bytes)
@@ -394,8 +377,6 @@ def load_schedule_with_origin(path: str | Path, fmt: str | None = None, *,
         fmt = fmt or detect_format(path)
     check_text_size(text, fmt, limits, source)
     if fmt == "csv":
-        from verifier.csvio import csv_to_schedule
-
         s, origin = csv_to_schedule(text, source=source), Origin(source, "csv", csv_text=text)
     else:
         s, origin = parse_json_text(text, source), Origin(source, "json")
@@ -456,8 +437,6 @@ def read_text(path: str | Path, max_bytes: int | None = None) -> str:
 def save_schedule(s: Schedule, path: str | Path, fmt: str | None = None) -> None:
     fmt = fmt or detect_format(path)
     if fmt == "csv":
-        from verifier.csvio import schedule_to_csv
-
         text = schedule_to_csv(s)
     else:
         text = dumps_json(s)

@@ -28,6 +28,9 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from verifier.csvio import FSDP_KINDS
+from verifier.lowering import lowering_map
+
 # "rank R step S" or "rank R step S.J", as verifier.ir.loc writes it
 _PLACE = re.compile(r"\brank (\d+) step (\d+)(?:\.(\d+))?")
 _STAGE = re.compile(r"(?:^|[(;])\s*(\d+)[A-Z]")
@@ -106,8 +109,6 @@ def csv_cells(text: str) -> tuple[tuple[tuple[int, str], ...], ...]:
     import csv
     import io
 
-    from verifier.csvio import FSDP_KINDS
-
     rows = csv.reader(io.StringIO(text, newline=""))
     out = []
     for row in rows:
@@ -152,7 +153,6 @@ class Origin:
         with the user's step of each op of an inserted BATCH."""
         if self.lowering is None:
             return None
-        from verifier.lowering import lowering_map
 
         return lowering_map(*self.lowering)
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from functools import cached_property
 
-from verifier.checker import PropertyId, Violation
 from verifier.errors import IllFormed  # re-exported: raised by Index
+from verifier.results import PropertyId, Violation
 from verifier.ir import (
     Batch,
     Comm,

@@ -30,8 +30,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from verifier.analysis import analyze
+from verifier.checker import check
 from verifier.costs import CostModel
 from verifier.ir import Batch, Comm, CommKind, Compute, Schedule
+from verifier.lowering import lower
 from verifier.synthesis import Problem, evaluate, incumbents, to_schedule, trivial_lower_bound
 
 
@@ -86,6 +89,7 @@ def search(pb: Problem, time_limit: float, rlimit: int = 0, progress=None,
             timed_out = True
             break
         T = (lb + ub - 1) // 2
+        # deferred: the only import of z3 here (~0.2 s); searches that never call the solver skip it
         from verifier.synth_z3 import feasible
 
         a = feasible(pb, T, int(left * 1000), rlimit, deadline)
@@ -172,9 +176,6 @@ class Emitted:
 
 def emit(pb: Problem, orders, costs: CostModel) -> Emitted:
     """Both communication placements, each checked and timed; the best VERIFIED one."""
-    from verifier.analysis import analyze
-    from verifier.checker import check
-    from verifier.lowering import lower
 
     compute_only = to_schedule(pb, orders)
     cands = []

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from verifier.guard import read_small_text
 from verifier.ir import Schedule, ScheduleError
 
 _SUFFIX = {
@@ -138,7 +139,6 @@ def parse_activation_bytes(text: str) -> ActivationBytes:
 def load_activation_file(path: str) -> ActivationBytes:
     """The sizes in a ``pp-activation-bytes`` JSON file (``python -m reference activations``)."""
     where = f"{FLAG} {path}"
-    from verifier.guard import read_small_text
 
     try:
         doc = json.loads(read_small_text(path, where))

@@ -78,9 +78,12 @@ from verifier.ir import (
     Schedule,
     comms_of,
     computes_of,
-    loc,    op_text,
+    COMM_MODELS,
+    loc,
+    op_text,
 )
 from verifier.lowering import lower
+from verifier.results import PropertyId
 from verifier.z3budget import (  # noqa: F401  (the size estimate, re-exported)
     BUDGET_SHARE,
     DEFAULT_RLIMIT,
@@ -91,14 +94,14 @@ from verifier.z3budget import (  # noqa: F401  (the size estimate, re-exported)
     fits_budget,
 )
 
-COMM_MODELS: tuple[str, ...] = ("nccl", "eager")
-PROPERTY_IDS: tuple[str, ...] = (
-    "dependencies",
-    "message-matching",
-    "deadlock-free",
-    "overlap-legal",
-    "memory",
-)
+# the properties the encoding tracks, as their ids' strings: each label starts
+# with one of them (``property_of``)
+_DEP = PropertyId.DEPENDENCIES.value
+_MSG = PropertyId.MESSAGE_MATCHING.value
+_DL = PropertyId.DEADLOCK_FREE.value
+_OVL = PropertyId.OVERLAP_LEGAL.value
+_MEM = PropertyId.MEMORY.value
+PROPERTY_IDS: tuple[str, ...] = (_DEP, _MSG, _DL, _OVL, _MEM)
 # Cores at most this long are re-minimised by deletion (one small check per label).
 CORE_DELETION_MAX = 400
 
@@ -265,7 +268,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                     continue
                 if prev is not None:
                     b.after(
-                        f"deadlock-free: {loc(r, i)} waits {loc(r, prev)} on rank {r}'s "
+                        f"{_DL}: {loc(r, i)} waits {loc(r, prev)} on rank {r}'s "
                         f"comm stream ({s.actions[r][i]} after {s.actions[r][prev]})",
                         unit_active[(r, i)],
                         unit_complete[(r, prev)],
@@ -285,7 +288,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
         peer = _safe(s.peer_of, op)
         where = loc(r, i, j)
         if peer is None:
-            b.const(f"message-matching: {where} {op} has no peer on its route", False)
+            b.const(f"{_MSG}: {where} {op} has no peer on its route", False)
             continue
         if op.kind.is_send:
             sends.setdefault((r, peer), []).append((r, i, j, op))
@@ -298,7 +301,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
             if k >= len(rs):
                 r, i, j, op = ss[k]
                 b.const(
-                    f"message-matching: {loc(r, i, j)} {op} (send #{k} from rank {pair[0]} "
+                    f"{_MSG}: {loc(r, i, j)} {op} (send #{k} from rank {pair[0]} "
                     f"to rank {pair[1]}) has no matching receive: rank {pair[1]} posts "
                     f"{len(rs)} receive(s) from rank {pair[0]}",
                     False,
@@ -307,7 +310,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
             if k >= len(ss):
                 r, i, j, op = rs[k]
                 b.const(
-                    f"message-matching: {loc(r, i, j)} {op} (receive #{k} on rank {pair[1]} "
+                    f"{_MSG}: {loc(r, i, j)} {op} (receive #{k} on rank {pair[1]} "
                     f"from rank {pair[0]}) has no matching send: rank {pair[0]} posts "
                     f"{len(ss)} send(s) to rank {pair[1]}",
                     False,
@@ -319,20 +322,20 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 "equal" if same else f"differs (the receive expects {_safe(s.matching_op, rop)})"
             )
             b.const(
-                f"message-matching: {loc(sr, si, sj)} {sop} pairs with {loc(rr, ri, rj)} "
+                f"{_MSG}: {loc(sr, si, sj)} {sop} pairs with {loc(rr, ri, rj)} "
                 f"{rop}: payload {verdict}",
                 same,
             )
             if nccl:
                 c = b.var(f"{loc(sr, si, sj)} -> {loc(rr, ri, rj)} complete")
                 b.after(
-                    f"deadlock-free: {loc(sr, si, sj)} {sop} waits {loc(rr, ri, rj)} {rop} "
+                    f"{_DL}: {loc(sr, si, sj)} {sop} waits {loc(rr, ri, rj)} {rop} "
                     f"(its unit active)",
                     c,
                     unit_active[(rr, ri)],
                 )
                 b.after(
-                    f"deadlock-free: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} "
+                    f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} "
                     f"(its unit active)",
                     c,
                     unit_active[(sr, si)],
@@ -352,7 +355,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                     post[rr][ri],
                 )
                 b.after(
-                    f"deadlock-free: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} "
+                    f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} "
                     f"(posted)",
                     c,
                     post[sr][si],
@@ -388,20 +391,20 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
             found = [comp_at[(k, stage, mb)] for k in kinds if (k, stage, mb) in comp_at]
             need = " or ".join(op_text(k, stage, mb) for k in kinds)
             if not found:
-                b.const(f"dependencies: {loc(r, i)} {what} needs {need}, not on rank {r}", False)
+                b.const(f"{_DEP}: {loc(r, i)} {what} needs {need}, not on rank {r}", False)
                 return
             pi, ph = min(found)
             if pi == i and same_step_ok:
                 return  # the two halves of one OVERLAP: overlap-legal states that
             ok = pi < i
             b.const(
-                f"dependencies: {loc(r, i)} {what} after {need} at {loc(r, pi)}"
+                f"{_DEP}: {loc(r, i)} {what} after {need} at {loc(r, pi)}"
                 + ("" if ok else " (it comes later)"),
                 ok,
             )
             if ok:
                 b.after(
-                    f"deadlock-free: {loc(r, i)} {what} waits {loc(r, pi)} {need}",
+                    f"{_DL}: {loc(r, i)} {what} waits {loc(r, pi)} {need}",
                     wait_var,
                     finish[(r, pi, ph)],
                 )
@@ -411,19 +414,19 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
             place = recv_at.get((kind, stage, mb))
             if place is None:
                 b.const(
-                    f"dependencies: {loc(r, i)} {what} needs {op}, not posted on rank {r}", False
+                    f"{_DEP}: {loc(r, i)} {what} needs {op}, not posted on rank {r}", False
                 )
                 return
             ok = place[0] < i
             b.const(
-                f"dependencies: {loc(r, i)} {what} after {op} at {loc(r, *place)}"
+                f"{_DEP}: {loc(r, i)} {what} after {op} at {loc(r, *place)}"
                 + ("" if ok else " (it comes later)"),
                 ok,
             )
             c = completion.get((r, *place))
             if ok and c is not None:
                 b.after(
-                    f"deadlock-free: {loc(r, i)} {what} waits {loc(r, *place)} {op} (complete)",
+                    f"{_DL}: {loc(r, i)} {what} waits {loc(r, *place)} {op} (complete)",
                     wait_var,
                     c,
                 )
@@ -473,7 +476,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 verdict = "the backward depends on the forward"
             else:
                 verdict = "a forward and a backward, independent"
-            b.const(f"overlap-legal: {desc[r][i]}: {verdict}", kinds_ok and not dep)
+            b.const(f"{_OVL}: {desc[r][i]}: {verdict}", kinds_ok and not dep)
 
     num_time = len(b.names)
 
@@ -482,7 +485,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
         zero = b.var("memory zero")
         for r in range(R):
             live = zero
-            acc = f"memory: rank {r} live activations by program order"
+            acc = f"{_MEM}: rank {r} live activations by program order"
             for i, a in enumerate(s.actions[r]):
                 cs = computes_of(a)
                 nf = sum(1 for c in cs if c.kind is ComputeKind.F)
@@ -494,7 +497,7 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
                 b.after(acc, live, mid, -nf)
                 if nf:
                     b.after(
-                        f"memory: {loc(r, i)} live activations at most {memory_limit}",
+                        f"{_MEM}: {loc(r, i)} live activations at most {memory_limit}",
                         zero,
                         mid,
                         -memory_limit,

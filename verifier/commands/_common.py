@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 
 from verifier import guard
+from verifier.io import load_schedule, source_name
 from verifier.ir import Schedule
 
 
 def load_for_engines(args: argparse.Namespace, command: str, path: str | None = None) -> Schedule:
     """The schedule named by ``args.file`` (or ``path``), loaded within the
     ``--max-*`` limits of ``args`` and well-formed (``guard.require_well_formed``)."""
-    from verifier.io import load_schedule, source_name
 
     path = args.file if path is None else path
     s = load_schedule(path, limits=guard.limits_of(args))

@@ -10,7 +10,10 @@ import json
 from verifier import costs as costs_mod
 from verifier import guard
 from verifier.analysis import COMM_MODELS, Analysis, analyze
+from verifier.io import load_schedule_with_origin, source_name
+from verifier.lowering import lower
 from verifier.memory import peak_activations
+from verifier.trace import chrome_trace
 from verifier.units import format_bytes, parse_activation_bytes
 
 HELP = "time a schedule: makespan, bubbles, critical path, peak memory"
@@ -140,8 +143,6 @@ def render_text(a: Analysis, max_path: int = 12, peak_bytes: list[float] | None 
 
 
 def run(args, stdout, stderr) -> int:
-    from verifier.io import load_schedule_with_origin, source_name
-
     guard.check_output_path(args.chrome_trace, "--chrome-trace")
     cm = costs_mod.load(args.costs)
     sizes = None if args.activation_bytes is None else parse_activation_bytes(args.activation_bytes)
@@ -154,8 +155,6 @@ def run(args, stdout, stderr) -> int:
     with guard.naming(source):
         a = analyze(s, cm, args.comm_model)
     if args.chrome_trace:
-        from verifier.trace import chrome_trace
-
         guard.write_output(args.chrome_trace, json.dumps(chrome_trace(a)), "--chrome-trace")
     if args.format == "json":
         doc = a.to_json(timeline=args.timeline)
@@ -166,7 +165,6 @@ def run(args, stdout, stderr) -> int:
         stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
         if a.deadlocked and s.is_compute_only:  # analyze lowered it: name the input's steps
-            from verifier.lowering import lower
 
             origin = origin.with_lowering(s, lower(s))
         stdout.write(render_text(a, peak_bytes=peak_bytes, origin=origin))

@@ -41,6 +41,7 @@ from verifier.units import (
     parse_memory_limit,
     require_sizes,
 )
+from verifier.csvio import fsdp_note
 from verifier.z3budget import DEFAULT_TIMEOUT_MS
 
 HELP = "prove a schedule correct (7 properties) or print counterexamples"
@@ -392,7 +393,6 @@ def _detail(result: CheckResult, pid: PropertyId) -> str:
 def input_notes(schedule) -> list[str]:
     """What reading the input did that the verdict does not show (text: "note:"
     lines; JSON: "notes"): PyTorch FSDP cells read as no-ops."""
-    from verifier.csvio import fsdp_note
 
     note = fsdp_note(schedule)
     return [note] if note else []

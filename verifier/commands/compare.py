@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from verifier import costs as costs_mod
-from verifier import guard
-from verifier.costs import scaled
+from verifier import costs as costs_mod, guard
 from verifier.analysis import COMM_MODELS, analyze, published_bubble
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
+from verifier.commands.generate import stages_per_rank
+from verifier.costs import scaled
+from verifier.generators import CHUNKED_FAMILIES, FAMILIES, generate, resolve_family
 from verifier.errors import FlagError
 from verifier.ir import ScheduleError
 
@@ -100,7 +101,6 @@ def compare(num_ranks: int, num_microbatches: int, costs, comm_model: str = "ncc
             families=None, num_chunks: int | None = None, normalize: bool = True) -> list[Row]:
     """One Row per family (see DESCRIPTION); ``normalize``: costs and activations
     per R/PP as described there."""
-    from verifier.generators import CHUNKED_FAMILIES, FAMILIES, generate
 
     rows = []
     for fam in families or FAMILIES:
@@ -157,8 +157,6 @@ def render_table(rows: list[Row]) -> str:
 def run(args, stdout, stderr) -> int:
     from pathlib import Path
 
-    from verifier.generators import FAMILIES, resolve_family
-
     if args.output:
         ext = Path(args.output).suffix.lower()
         if ext not in (".svg", ".png"):
@@ -180,7 +178,6 @@ def run(args, stdout, stderr) -> int:
             raise FlagError(f"must be >= 1, got {v}", name)
     if args.chunks is not None and args.chunks < 1:
         raise FlagError(f"must be >= 1, got {args.chunks}", "--chunks")
-    from verifier.commands.generate import stages_per_rank
 
     spr = max(stages_per_rank(f, args.chunks) for f in (fams or FAMILIES))
     guard.check_generated_size(args.ranks, args.microbatches, spr,
@@ -196,6 +193,7 @@ def run(args, stdout, stderr) -> int:
     else:
         stdout.write(title + "\n" + render_table(rows))
     if args.output:
+        # deferred: render_chart imports numpy (~0.15 s); loaded only when a chart is drawn
         from verifier.render_chart import ChartRow, chart_png, chart_svg
 
         crows = [ChartRow(r.family, r.makespan, r.mean_busy, r.peak_activations,

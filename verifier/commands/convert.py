@@ -30,10 +30,11 @@ from verifier.csvio import (
     schedule_to_csv,
     trivial_batches,
 )
-from verifier.io import STDIN, detect_format, dumps_json, parse_json_text, read_text, sniff_format, source_name
 from verifier.errors import OutputError
-from verifier.ir import Batch, Schedule, ScheduleError
 from verifier import guard
+from verifier.io import STDIN, detect_format, dumps_json, parse_json_text, read_text, sniff_format, source_name
+from verifier.io import check_text_size
+from verifier.ir import Batch, Schedule, ScheduleError
 from verifier.lowering import strip_communication
 
 _FSDP_CELL = re.compile(r"(?:^|,)\s*[0-9]+(?:UNSHARD|RESHARD|REDUCE_GRAD)[0-9]*\s*(?=,|$)", re.M)
@@ -152,6 +153,7 @@ def to_csv(schedule: Schedule, *, compute_only: bool = False, flatten: bool = Fa
                      "of its own)")
     elif n_batches:
         flat = flatten_batches(s)
+        # deferred: the checker (~15 ms) loads only when BATCHes are flattened, not for the parser
         from verifier.checker import Verdict, check
 
         res = check(flat, comm_model="nccl", engine="graph")
@@ -233,7 +235,6 @@ def run(args, stdout, stderr) -> int:
     text = read_text(args.input, max_bytes=limits.max_bytes)
     in_fmt = args.from_format or (
         sniff_format(text) if args.input == STDIN else detect_format(args.input))
-    from verifier.io import check_text_size
 
     check_text_size(text, in_fmt, limits, source)
     dropped = kept = 0

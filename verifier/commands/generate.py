@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 from typing import IO
 
+from verifier.commands.convert import _write, to_csv
+from verifier.csvio import flatten_batches
 from verifier.generators import DEFAULT_INTERLEAVED_CHUNKS, FAMILIES, generate, resolve_family
 from verifier.errors import OutputError
+from verifier.guard import DEFAULT, Limits, check_generated_size, check_output_path, positive_int, printable
+from verifier.io import dump_json, save_schedule
 from verifier.ir import ScheduleError
-from verifier.guard import DEFAULT, check_generated_size, check_output_path, positive_int
 
 # 1f1b 100 x 1000 (100,000 cells) takes 13 s and 390 MB; 1000 x 2000 ran > 120 s, 2 GB
 GENERATE_MAX_CELLS = 262_144
@@ -112,20 +115,12 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
         compute_only=args.compute_only,
     )
     if args.flatten_batches and not str(args.output or "").lower().endswith(".csv"):
-        from verifier.csvio import flatten_batches
-
         schedule = flatten_batches(schedule)
     if args.output is None:
-        from verifier.io import dump_json
-
         dump_json(schedule, stdout)
         return 0
-    from verifier.guard import printable
-    from verifier.io import save_schedule
 
     if str(args.output).lower().endswith(".csv"):
-        from verifier.commands.convert import _write, to_csv
-
         text, notes, _ = to_csv(schedule, compute_only=args.compute_only,
                                 flatten=args.flatten_batches, source=args.output)
         _write(args.output, text, stdout)
@@ -140,6 +135,4 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 
 
 def limits_cells(args: argparse.Namespace):
-    from verifier.guard import Limits
-
     return Limits(max_cells=args.max_cells)

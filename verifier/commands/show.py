@@ -13,9 +13,12 @@ import math
 from verifier import costs as costs_mod
 from verifier import guard
 from verifier.analysis import COMM_MODELS, analyze
+from verifier.commands._common import load_for_engines
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
 from verifier.errors import FlagError
+from verifier.io import source_name
 from verifier.ir import ScheduleError
+from verifier.lowering import lower
 
 HELP = "draw a schedule's timeline (PNG, SVG or a coloured text grid)"
 
@@ -90,11 +93,8 @@ def _refuse_size(what: str, cols: float, rows: float, limit: int, fix: str) -> N
 
 
 def run(args, stdout, stderr) -> int:
-    from verifier.lowering import lower
-    from verifier.render import layout, to_png, to_svg, to_text
-
-    from verifier.commands._common import load_for_engines
-    from verifier.io import source_name
+    # deferred: render imports numpy (~0.15 s); loaded only when a picture is drawn
+    from verifier.render import _geometry, layout, to_png, to_svg, to_text
 
     if args.scale is not None and not (0 < args.scale <= 1000):
         raise FlagError(f"must be in (0, 1000] pixels per unit, got {args.scale}", "--scale")
@@ -122,8 +122,6 @@ def run(args, stdout, stderr) -> int:
         _refuse_size("text grid (characters)", pic.makespan / dt, pic.num_ranks + 4, limit,
                      "pass a larger --dt")
     else:
-        from verifier.render import _geometry
-
         g = _geometry(pic, args.scale, args.comm, 8000)
         _refuse_size("picture (pixels)", g.width, g.height, limit,
                      "pass a smaller --scale (pixels per cost unit)")

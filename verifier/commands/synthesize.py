@@ -19,6 +19,7 @@ from verifier import costs as costs_mod
 from verifier import guard
 from verifier.commands.analyze import COSTS_DOC, COSTS_HELP
 from verifier.errors import FlagError, OutputError
+from verifier.io import save_schedule
 from verifier.ir import ScheduleError
 from verifier.synthesis import PLACEMENTS, least_feasible_memory, make_problem, skeleton
 
@@ -143,6 +144,7 @@ def _validate(args, cm) -> None:
 
 
 def _one(placement: str, args, cm, time_limit: float, progress) -> dict:
+    # deferred: the search and its imports (~20 ms) load when the command runs, not when the CLI builds its parser
     from verifier.synthesis_search import emit, search
 
     pb = make_problem(args.ranks, args.microbatches, placement, cm,
@@ -213,8 +215,6 @@ def run(args, stdout, stderr) -> int:
     status = "OPTIMAL" if all(r["status"] == "OPTIMAL" for r in results) \
         and best["makespan"] <= lower + 1e-9 * max(1.0, lower) else "NOT_PROVED"
     if args.output:
-        from verifier.io import save_schedule
-
         try:
             save_schedule(best["_schedule"], args.output)
         except OSError as e:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from verifier.generators import _common, dualpipe as _dp, pipelines as _pl
 from verifier.ir import Schedule, ScheduleError
+from verifier.lowering import lower
 
 FAMILIES: tuple[str, ...] = (
     "gpipe",
@@ -125,7 +126,6 @@ def generate(
     schedule = _common.build(family, R, M, placement, acts, v)
     if compute_only:
         return schedule
-    from verifier.lowering import lower
 
     return lower(schedule)
 

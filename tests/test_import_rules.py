@@ -1,0 +1,228 @@
+"""The import rules of the developers' guide, enforced statically.
+
+Every module of verifier/, reference/ and fastpath/ is parsed with ``ast``
+(nothing is imported), and:
+
+- the module-level imports among the project's modules form no cycle
+  (``from verifier import x`` counts as an import of ``verifier.x`` when that
+  is a module, else of the package ``verifier``);
+- only the solver modules (verifier/z3engine.py, verifier/synth_z3.py) import
+  z3; nothing under verifier/ imports torch; reference/ and fastpath/ never
+  import z3 (at any level, inside functions too);
+- the independent certificate checker imports, of the project, only the IR
+  and the result data it validates (``verifier.results``, a leaf that itself
+  imports only ``verifier.ir``);
+- every import of a project module inside a function (a deferred import) has
+  a comment on its line or the line above saying why it is deferred.
+
+What it does not cover: imports made by ``importlib`` at run time (the CLI
+loads the chosen command's module that way on purpose).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("verifier", "reference", "fastpath")
+SOLVER_MODULES = {"verifier.z3engine", "verifier.synth_z3"}
+# verifier.results is data only (no semantics) and imports only verifier.ir;
+# the certificate checker reads those data, so it may import it as well
+CERTIFICATE_MAY_IMPORT = {"verifier.ir", "verifier.results"}
+LEAVES = {"verifier.results": {"verifier.ir"}, "verifier.analysis_results": {"verifier.ir"}}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _sources() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            out[_module_name(path)] = path
+    return out
+
+
+SOURCES = _sources()
+
+
+class _Import:
+    """One import statement: the modules it names, whether it is inside a
+    function, and its line."""
+
+    def __init__(self, targets: list[str], in_function: bool, line: int, end: int):
+        self.targets, self.in_function, self.line, self.end = targets, in_function, line, end
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    is_pkg = SOURCES.get(module, Path()).name == "__init__.py"
+    base = module.split(".")
+    base = base if is_pkg else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(module: str) -> list[_Import]:
+    tree = ast.parse(SOURCES[module].read_text(encoding="utf-8"))
+    out: list[_Import] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                targets = [a.name for a in child.names]
+            elif isinstance(child, ast.ImportFrom):
+                base = _resolve(module, child)
+                targets = []
+                for a in child.names:
+                    sub = f"{base}.{a.name}"
+                    targets.append(sub if sub in SOURCES else base)
+            else:
+                visit(child, inner)
+                continue
+            out.append(_Import(targets, in_function, child.lineno, child.end_lineno or child.lineno))
+
+    visit(tree, False)
+    return out
+
+
+IMPORTS = {m: _imports(m) for m in SOURCES}
+
+
+def _own(name: str) -> bool:
+    return name.split(".")[0] in PACKAGES
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _graph() -> dict[str, set[str]]:
+    return {
+        m: {t for imp in imps if not imp.in_function for t in imp.targets if t in SOURCES and t != m}
+        for m, imps in IMPORTS.items()
+    }
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def test_the_sources_are_found():
+    # the rules below are vacuous if the walk finds nothing
+    assert {"verifier.checker", "verifier.z3engine", "verifier.certificate",
+            "reference.executor", "fastpath.runtime"} <= set(SOURCES)
+    assert any(imp.in_function for imps in IMPORTS.values() for imp in imps)
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_from_package_import_module_counts_the_module():
+    # cli.py does `from verifier import __version__` (the package) and the
+    # checker `from verifier import hbgraph, ...` (modules)
+    checker = {t for imp in IMPORTS["verifier.checker"] for t in imp.targets}
+    assert {"verifier.hbgraph", "verifier.properties"} <= checker
+    cli = {t for imp in IMPORTS["verifier.cli"] for t in imp.targets}
+    assert "verifier" in cli
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def _importers(name: str) -> set[str]:
+    return {m for m, imps in IMPORTS.items() for imp in imps for t in imp.targets if _top(t) == name}
+
+
+def test_only_the_solver_modules_import_z3():
+    assert _importers("z3") <= SOLVER_MODULES
+    assert "verifier.z3engine" in _importers("z3")
+
+
+def test_verifier_never_imports_torch():
+    assert {m for m in _importers("torch") if _top(m) == "verifier"} == set()
+
+
+def test_executors_never_import_z3():
+    assert {m for m in _importers("z3") if _top(m) in ("reference", "fastpath")} == set()
+
+
+def test_certificate_checker_imports_only_ir_and_result_data():
+    own = {t for imp in IMPORTS["verifier.certificate"] for t in imp.targets if _own(t)}
+    assert own <= CERTIFICATE_MAY_IMPORT, own - CERTIFICATE_MAY_IMPORT
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+def test_result_modules_are_leaves(leaf):
+    own = {t for imp in IMPORTS[leaf] for t in imp.targets if _own(t)}
+    assert own <= LEAVES[leaf], own - LEAVES[leaf]
+
+
+def _has_comment(lines: list[str], imp: _Import) -> bool:
+    """A ``#`` comment that says something (not a bare ``noqa``) on one of the
+    statement's lines, or a comment line right above it or above the group of
+    consecutive imports it belongs to."""
+    for k in range(imp.line, imp.end + 1):
+        if "#" in lines[k - 1]:
+            text = lines[k - 1].split("#", 1)[1].strip()
+            if text and not re.fullmatch(r"noqa(: ?[A-Z0-9, ]+)?", text):
+                return True
+    # the comment line above may head a group of consecutive deferred imports
+    k = imp.line - 1
+    while k >= 1 and lines[k - 1].strip().startswith(("from ", "import ")):
+        k -= 1
+    return k >= 1 and lines[k - 1].strip().startswith("#")
+
+
+def test_deferred_own_imports_say_why():
+    missing = []
+    for m, imps in IMPORTS.items():
+        lines = SOURCES[m].read_text(encoding="utf-8").splitlines()
+        for imp in imps:
+            if imp.in_function and any(_own(t) for t in imp.targets) and not _has_comment(lines, imp):
+                missing.append(f"{SOURCES[m].relative_to(ROOT)}:{imp.line}")
+    assert missing == [], "function-level imports of own modules without a reason comment"

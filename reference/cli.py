@@ -93,6 +93,19 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """The test model's flags, the same for ``run`` and ``activations``."""
+    p.add_argument("--model", choices=MODELS, default="mlp", help="test model (default mlp)")
+    p.add_argument("--layers-per-stage", type=_positive, default=1, metavar="K",
+                   help="model blocks per schedule layer (default 1)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="parameter and data type (default float64)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"weights and data seed, 0..{MAX_SEED} (default 0)")
+    p.add_argument("--hidden", type=_positive, default=16, help="hidden size (default 16)")
+    p.add_argument("--batch", type=_positive, default=2, help="micro-batch size (default 2)")
+    p.add_argument("--seq", type=_positive, default=4, help="sequence length (default 4)")
+
+
 def build_parser(stdout: IO[str]) -> RaisingParser:
     parser = RaisingParser(
         prog="python -m reference",
@@ -109,15 +122,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv: PyTorch pipelining; - reads stdin)")
-    p.add_argument("--model", choices=MODELS, default="mlp", help="test model (default mlp)")
-    p.add_argument("--layers-per-stage", type=_positive, default=1, metavar="K",
-                   help="model blocks per schedule layer (default 1)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                   help="parameter and data type (default float64)")
-    p.add_argument("--seed", type=_seed, default=0, help=f"weights and data seed, 0..{MAX_SEED} (default 0)")
-    p.add_argument("--hidden", type=_positive, default=16, help="hidden size (default 16)")
-    p.add_argument("--batch", type=_positive, default=2, help="micro-batch size (default 2)")
-    p.add_argument("--seq", type=_positive, default=4, help="sequence length (default 4)")
+    _model_arguments(p)
     p.add_argument("--loss-reduction", choices=LOSS_REDUCTIONS, default="sum",
                    help="combine micro-batch losses by sum (default) or mean")
     p.add_argument("--force", action="store_true",
@@ -135,15 +140,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("file", metavar="FILE", help="schedule file (.json or .csv; - reads stdin)")
-    a.add_argument("--model", choices=MODELS, default="mlp", help="test model (default mlp)")
-    a.add_argument("--layers-per-stage", type=_positive, default=1, metavar="K",
-                   help="model blocks per schedule layer (default 1)")
-    a.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                   help="parameter and data type (default float64)")
-    a.add_argument("--seed", type=_seed, default=0, help=f"weights and data seed, 0..{MAX_SEED} (default 0)")
-    a.add_argument("--hidden", type=_positive, default=16, help="hidden size (default 16)")
-    a.add_argument("--batch", type=_positive, default=2, help="micro-batch size (default 2)")
-    a.add_argument("--seq", type=_positive, default=4, help="sequence length (default 4)")
+    _model_arguments(a)
     a.add_argument("-o", "--output", metavar="OUT.json", default=None,
                    help="write the JSON there instead of standard output")
     a.add_argument("--max-elements", type=guard.positive_int, default=DEFAULT_MAX_ELEMENTS,

@@ -40,21 +40,7 @@ def brute_force(name, P, M, c, split, cap):
     """Least dataflow makespan over every per-rank order (None: no order fits the cap).
 
     c: dict of integer costs F, B (or I, W) and comm."""
-    stages, routes = _placement(name, P, M)
-    rank = {s.id: s.rank for s in stages}
-    bk = "I" if split else "B"
-    jobs, deps = [], {}
-    for route in routes:
-        st = route.stages
-        for m in route.microbatches:
-            for k, s in enumerate(st):
-                jobs.append(("F", s, m))
-                deps[("F", s, m)] = [("F", st[k - 1], m)] if k else []
-                jobs.append((bk, s, m))
-                deps[(bk, s, m)] = [("F", s, m)] + ([(bk, st[k + 1], m)] if k + 1 < len(st) else [])
-                if split:
-                    jobs.append(("W", s, m))
-                    deps[("W", s, m)] = [("I", s, m)]
+    jobs, deps, rank = _jobs(name, P, M, c, split)
     dur = {j: c[j[0]] for j in jobs}
 
     def lag(a, b):

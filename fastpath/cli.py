@@ -209,7 +209,7 @@ def _preflight(args):
 
 def _run(args, stdout, stderr) -> int:
     require("torch", "torch", "python -m fastpath")
-    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
+    # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
     from fastpath.check import refusal, verify
     from fastpath.launch import Job, RunFailed, choose_backend, spawn
 
@@ -298,7 +298,7 @@ def _run(args, stdout, stderr) -> int:
 def _torchrun_rank(tr, job, backend: str, watchdog_s: float):
     """This process as rank ``tr.rank`` of a torchrun launch; under torchrun's agent it
     dies with the agent (fastpath.supervise), as a spawned rank does with fastpath."""
-    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
+    # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
     from fastpath.launch import rank_main
 
     parent = None
@@ -321,7 +321,7 @@ def _failure_lines(e, stderr) -> None:
 
 
 def _report(args, schedule, job, jr, backend, verdict, stdout, stderr) -> int:
-    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
+    # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
     from fastpath.check import comparison_lines, differential, merge, reference_run
 
     w = stdout.write

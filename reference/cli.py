@@ -171,7 +171,7 @@ exit codes: 0 measured; 2 bad input or usage."""
 
 def _activations(args, stdout: IO[str]) -> int:
     torch = require("torch", "torch", "python -m reference activations")
-    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
+    # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
     from reference.activations import activation_document, measure_activation_bytes
     from reference.models import make_layers, make_microbatches, num_model_layers, stage_layer_map
 
@@ -244,7 +244,7 @@ def _fmt(x: float) -> str:
 
 def _run(args, stdout: IO[str]) -> int:
     torch = require("torch", "torch", "python -m reference")
-    # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
+    # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
     from reference.baseline import compare, run_baseline
     from reference.executor import ExecutionError, RefutedScheduleError, run_pipeline
     from reference.models import make_layers, make_microbatches, num_model_layers
@@ -376,7 +376,7 @@ def main(
 ) -> int:
     errors: list = [((ScheduleError, ValueError, MissingExtra), EXIT_BAD_INPUT)]
     try:  # without torch, _run says which extra to install (MissingExtra, exit 2)
-        # deferred: imports torch (about 1 s); --help, usage and bad-input answers run without it
+        # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
         from reference.executor import ExecutionError
     except ImportError:
         pass

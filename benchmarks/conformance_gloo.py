@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastpath.conformance import run_schedules  # noqa: E402
-from fastpath.plan import consumer_key, recv_key  # noqa: E402
+from fastpath.plan import compute_inputs, consumer_key, recv_key  # noqa: E402
 from verifier.checker import PropertyId, Status, check  # noqa: E402
 from verifier.generators import FAMILIES, generate  # noqa: E402
 from verifier.ir import (  # noqa: E402
@@ -282,25 +282,7 @@ def gloo_terminates(s: Schedule) -> bool:
 
 
 def _ready(s, r, c: Compute, ran, first_recv, done) -> bool:
-    need = []
-    remote = False
-    if c.kind is ComputeKind.F:
-        p = s.prev_stage(c.stage)
-        if p is not None:
-            if s.rank_of(p) == r:
-                need.append(("F", p, c.mb))
-            else:
-                remote = True
-    elif c.kind in (ComputeKind.B, ComputeKind.I):
-        need.append(("F", c.stage, c.mb))
-        n = s.next_stage(c.stage)
-        if n is not None:
-            if s.rank_of(n) == r:
-                need.append(("BI", n, c.mb))
-            else:
-                remote = True
-    else:
-        need.append(("I", c.stage, c.mb))
+    need, remote = compute_inputs(s, r, c)
     if any(k not in ran for k in need):
         return False
     if remote:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from fastpath.plan import consumer_key, recv_key
+from fastpath.plan import compute_inputs, consumer_key, recv_key
 from verifier.errors import PpError
 from verifier.ir import Batch, Comm, Compute, ComputeKind, Schedule, comms_of, computes_of
 
@@ -138,26 +138,7 @@ class _RankWalk:
                     self._wait(w, f"{op} of the waited {action}", step)
 
     def _inputs_ready(self, step: int, c: Compute) -> None:
-        s = self.s
-        local: list[tuple[str, int, int]] = []
-        remote = False
-        if c.kind is ComputeKind.F:
-            p = s.prev_stage(c.stage)
-            if p is not None:
-                if s.rank_of(p) == self.rank:
-                    local.append(("F", p, c.mb))
-                else:
-                    remote = True
-        elif c.kind in (ComputeKind.B, ComputeKind.I):
-            local.append(("F", c.stage, c.mb))
-            n = s.next_stage(c.stage)
-            if n is not None:
-                if s.rank_of(n) == self.rank:
-                    local.append(("BI", n, c.mb))
-                else:
-                    remote = True
-        else:
-            local.append(("I", c.stage, c.mb))
+        local, remote = compute_inputs(self.s, self.rank, c)
         for key in local:
             if key not in self.done:
                 raise _Stuck(step, f"{c} waits for {key[0]}({key[1]}, {key[2]}), not run before it")

@@ -250,3 +250,29 @@ def consumer_key(c: Compute) -> tuple[str, int, int] | None:
     if c.kind in (ComputeKind.B, ComputeKind.I):
         return ("B", c.stage, c.mb)
     return None
+
+
+def compute_inputs(s: Schedule, rank: int, c: Compute) -> tuple[list[tuple[str, int, int]], bool]:
+    """What compute ``c`` on ``rank`` consumes: the keys of the local computes
+    that must have run (("F" | "I" | "BI", stage, mb); "BI" is a B or an I),
+    and whether it also consumes a receive (its input comes from another rank)."""
+    local: list[tuple[str, int, int]] = []
+    remote = False
+    if c.kind is ComputeKind.F:
+        p = s.prev_stage(c.stage)
+        if p is not None:
+            if s.rank_of(p) == rank:
+                local.append(("F", p, c.mb))
+            else:
+                remote = True
+    elif c.kind in (ComputeKind.B, ComputeKind.I):
+        local.append(("F", c.stage, c.mb))
+        n = s.next_stage(c.stage)
+        if n is not None:
+            if s.rank_of(n) == rank:
+                local.append(("BI", n, c.mb))
+            else:
+                remote = True
+    else:
+        local.append(("I", c.stage, c.mb))
+    return local, remote

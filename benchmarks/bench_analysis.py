@@ -4,7 +4,7 @@ What it measures, best of N runs each:
 
 - ``analyze`` of DualPipeV 32 ranks x 256 micro-batches (DeepSeek's
   communication, nccl model), target under 1 s; baseline in the same run:
-  loading the same schedule from its JSON file (``verifier.io.load_schedule``),
+  loading the same schedule from its JSON file (``verifier.format.io.load_schedule``),
   so the ratio says how timing compares to merely reading the input;
 - ``show`` of 1F1B and DualPipeV 16 ranks x 64 micro-batches to PNG (layout +
   raster + zlib), target under 5 s; baseline: the analyze of the same schedule.
@@ -21,10 +21,10 @@ import os
 import tempfile
 import time
 
-from verifier.analysis import analyze
+from verifier.analysis.timeline import analyze
 from verifier.generators import generate
-from verifier.io import load_schedule, save_schedule
-from verifier.render import layout, to_png
+from verifier.format.io import load_schedule, save_schedule
+from verifier.render.pictures import layout, to_png
 
 
 def best_of(fn, repeat: int):

@@ -12,7 +12,7 @@ What it measures (one run prints every number and the ratios):
    PyTorch has neither). PyTorch's simulator checks one thing (the eager model's
    progress) and none of the properties; ours checks all of them under the
    stricter model. Target ratio: <= 1.0.
-2. ``verifier.io.load_schedule`` (parse + schema validation + IR) against
+2. ``verifier.format.io.load_schedule`` (parse + schema validation + IR) against
    ``json.loads`` of the same file. Target ratio: <= 3.
 3. the whole process ``python -m verifier check FILE.csv`` on PyTorch's own CSV
    dump of the same DualPipeV lists, against PyTorch reading that file
@@ -47,9 +47,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verifier.checker import Verdict, check  # noqa: E402
+from verifier.check.checker import Verdict, check  # noqa: E402
 from verifier.generators import generate  # noqa: E402
-from verifier.io import dumps_json, load_schedule  # noqa: E402
+from verifier.format.io import dumps_json, load_schedule  # noqa: E402
 from verifier.ir import Batch, Comm, Compute, Overlap, Schedule  # noqa: E402
 
 
@@ -164,7 +164,7 @@ def bench_csv(ranks: int, microbatches: int, repeat: int) -> dict:
     cost at all). The file is what PyTorch's ``_dump_csv`` writes (csv.writer,
     one row per rank, ``str(_Action)`` cells) for compute_comms lists that
     PyTorch can simulate: DualPipeV's compute order lowered by
-    ``verifier.lowering`` (receives placed so that every rank posts its
+    ``verifier.semantics.lowering`` (receives placed so that every rank posts its
     messages in one global order), every BATCH written as its ops and every
     OVERLAP as its F then its B (PyTorch's simulator has neither). They verify
     under both models; ``check`` is timed with its defaults (nccl, auto) and
@@ -174,7 +174,7 @@ def bench_csv(ranks: int, microbatches: int, repeat: int) -> dict:
 
     from torch.distributed.pipelining.schedules import _Action, _simulate_comms_compute
 
-    from verifier.lowering import lower
+    from verifier.semantics.lowering import lower
 
     s = lower(generate("dualpipev", ranks, microbatches, compute_only=True))
     order = to_pytorch(s, flatten_only=True)
@@ -233,7 +233,7 @@ def refuted_cases() -> list[tuple[str, Schedule]]:
     """Small refuted schedules a user meets: generated ones with every BATCH
     flattened (as a CSV holds them) and one receive moved 3 steps earlier (the
     ZBV one also refutes dependencies), each a deadlock under nccl."""
-    from verifier.csvio import flatten_batches
+    from verifier.format.csvio import flatten_batches
 
     def moved(s: Schedule, rank: int, step: int, by: int) -> Schedule:
         row = list(s.actions[rank])
@@ -269,9 +269,9 @@ def bench_refuted(repeat: int) -> dict:
 
 def bench_z3(scan: bool) -> None:
     try:
-        from verifier import z3engine
+        from verifier.check import z3engine
     except ImportError:
-        print("z3: verifier.z3engine is not installed; skipped")
+        print("z3: verifier.check.z3engine is not installed; skipped")
         return
     s = generate("dualpipe", 16, 64)
     w0 = time.perf_counter()

@@ -13,7 +13,7 @@ MLP blocks, float32), same micro-batches, same number of ranks:
   ``ScheduleZBVZeroBubble`` / ``ScheduleDualPipeV`` (PipelineStage per stage,
   ``scale_grads=False`` so both sum micro-batch losses). Both get the same
   compute order per rank and add communication their own way: fastpath lowers
-  it (``verifier.lowering``; ``generate(..., compute_only=True)``), PyTorch
+  it (``verifier.semantics.lowering``; ``generate(..., compute_only=True)``), PyTorch
   inserts its sends/receives (``_prepare_schedule_with_comms``). Both then
   post 16 sends and 16 receives of 256 KiB per rank and step (2 ranks, 8
   micro-batches, hidden 256). By default fastpath posts every receive at the
@@ -57,7 +57,7 @@ main thread alone.
 Also the best (minimum) step of each, and the CPU time per step (process time, summed over ranks; less sensitive
 to other load on the machine than wall time). Beside it, fastpath's measured
 idle time per rank (makespan minus compute)
-and the bubble ``verifier.analysis`` predicts for the same schedule with the
+and the bubble ``verifier.analysis.timeline`` predicts for the same schedule with the
 measured mean F/B/I/W durations as costs (comm cost 0: the prediction has no
 communication latency, the measurement has gloo's).
 
@@ -185,7 +185,7 @@ def _torch_step(rank, R, cfg, family):
 
 def _fastpath_step(rank, R, cfg, family):
     from fastpath.launch import Job, build_runner
-    from verifier.io import schedule_to_dict
+    from verifier.format.io import schedule_to_dict
 
     s = _schedule(family, R, cfg["M"], cfg.get("blocking", False), cfg.get("comm", "own"),
                   cfg.get("prepost", 0))
@@ -300,7 +300,7 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
     Both runtimes get the family's compute order and add communication their
     own way, as ScheduleDualPipeV does for its compute-only order
     (``_prepare_schedule_with_comms``) and DeepSeek's DualPipe with its batches:
-    fastpath lowers it (``verifier.lowering``: sends after the producer,
+    fastpath lowers it (``verifier.semantics.lowering``: sends after the producer,
     receives before the consumer, ``Batch(wait=False)``: only consumers wait),
     then ``prepost`` applies ``fastpath.plan.prepost_receives`` with that
     lookahead (None: every receive at the start; 0: as lowered; verified under

@@ -1,7 +1,7 @@
 """Benchmark: time to generate large schedules with communication.
 
 Part 2 (same run): generation plus lowering of DualPipeV at 32 ranks x 256
-micro-batches, compute-only generation followed by ``verifier.lowering.lower``,
+micro-batches, compute-only generation followed by ``verifier.semantics.lowering.lower``,
 against PyTorch's own generation with communication,
 ``torch.distributed.pipelining._schedule_visualizer.get_schedule_ops(
 "DualPipeV", 32, 256, with_comms=True)``. Both produce every rank's
@@ -11,7 +11,7 @@ with a line saying so, where torch is not installed.
 What it measures: ``generate("dualpipe", 64, 512)`` (DeepSeek's communication
 included, so every rank's list has its computes and its Batch(wait=True)
 actions), best of N runs, and a baseline measured in the same run on the same
-result: ``verifier.io.dumps_json`` of that schedule (serialising the same
+result: ``verifier.format.io.dumps_json`` of that schedule (serialising the same
 actions once). The ratio generate / serialise says how generation compares to
 merely writing the result out; the target is under 1 s of generation.
 
@@ -26,7 +26,7 @@ import argparse
 import time
 
 from verifier.generators import generate
-from verifier.io import dumps_json
+from verifier.format.io import dumps_json
 
 
 def best_of(fn, repeat: int) -> tuple[float, object]:
@@ -60,7 +60,7 @@ def main() -> None:
 
 
 def dualpipev_vs_pytorch(repeat: int, ranks: int = 32, microbatches: int = 256) -> None:
-    from verifier.lowering import lower
+    from verifier.semantics.lowering import lower
 
     try:
         from torch.distributed.pipelining._schedule_visualizer import get_schedule_ops

@@ -57,8 +57,8 @@ def synth(P, M, placement, cap, costs=DP, limit=60.0, split="yes"):
 
 
 def family(fam, P, M, costs=DP):
-    from verifier import costs as cmod
-    from verifier.analysis import analyze
+    from verifier.analysis import costs as cmod
+    from verifier.analysis.timeline import analyze
     from verifier.generators import generate
     from verifier.ir import ScheduleError
 

@@ -19,7 +19,7 @@ What it measures, in one run:
 Usage: ``python benchmarks/bench_z3.py [--budget SECONDS] [--repeat N]``.
 Total run stays under ``--budget`` (default 170 s) plus one attempt's overrun.
 
-Not covered: the graph engine (benchmarks of verifier.hbgraph), unsat
+Not covered: the graph engine (benchmarks of verifier.check.hbgraph), unsat
 instances (their cost is dominated by the same solve plus core minimisation).
 """
 
@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verifier import z3engine as Z  # noqa: E402
+from verifier.check import z3engine as Z  # noqa: E402
 from verifier.generators import generate  # noqa: E402
-from verifier.io import dumps_json  # noqa: E402
+from verifier.format.io import dumps_json  # noqa: E402
 
 SEARCH_LIMIT_S = 60.0
 GROWTH = 1.25  # measured: doubling the events costs ~2.3x (16x256 -> 16x512)

@@ -12,7 +12,7 @@ What it does (one run prints everything):
    ``dependencies`` (a compute whose receive is posted after it cannot be
    written with torch.distributed at all; counted and printed);
 2. decides ``deadlock-free`` of each under ``--comm-model eager`` and
-   ``nccl`` (``verifier.checker.check``, graph engine, in process);
+   ``nccl`` (``verifier.check.checker.check``, graph engine, in process);
 3. runs each on real gloo (``fastpath.conformance.run_schedules``: one spawn of
    R ranks per rank count, every schedule in turn, ``--timeout`` seconds per
    schedule; a hung one that a model predicts terminates is run again alone
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastpath.conformance import run_schedules  # noqa: E402
 from fastpath.plan import compute_inputs, consumer_key, recv_key  # noqa: E402
-from verifier.checker import PropertyId, Status, check  # noqa: E402
+from verifier.check.checker import PropertyId, Status, check  # noqa: E402
 from verifier.generators import FAMILIES, generate  # noqa: E402
 from verifier.ir import (  # noqa: E402
     Batch, Comm, Compute, ComputeKind, Schedule, ScheduleError, comms_of, computes_of)

@@ -29,7 +29,7 @@ from fastpath.launch import DTYPES, cpu_threads
 from reference.baseline import compare
 from reference.executor import run_pipeline
 from reference.models import make_layers, make_microbatches, num_model_layers
-from verifier.checker import check
+from verifier.check.checker import check
 from verifier.ir import Schedule, loc
 
 

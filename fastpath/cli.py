@@ -1,7 +1,7 @@
 """The command line: ``python -m fastpath run FILE --nproc R ...`` (or under torchrun).
 
 What it is: ``main(argv, stdout, stderr) -> int``. ``run`` loads a schedule
-(JSON or PyTorch CSV via verifier.io; a compute-only one is lowered), verifies
+(JSON or PyTorch CSV via verifier.format.io; a compute-only one is lowered), verifies
 it with the checker (graph engine), runs it on R ranks (spawned here, or the
 ranks of a ``torchrun`` launch: ``torchrun --nproc-per-node R -m fastpath run
 FILE``), optionally compares every gradient and loss with the reference
@@ -30,11 +30,12 @@ from fastpath.preflight import (
 from fastpath.supervise import Interrupted, die_with_parent, is_peer_loss, short_comm_error
 from fastpath.trace import measured_idle, predicted_bubble, trace_schedule
 from fastpath.watchdog import WatchdogTimeout
-from verifier import guard
-from verifier.cli import RaisingParser, add_version, help_to, run_cli
+from verifier.format import guard
+from verifier.check.properties import require_well_formed
+from verifier.cli.app import RaisingParser, add_version, help_to, run_cli
 from verifier.errors import InputError
 from verifier.extras import MissingExtra, require
-from verifier.io import load_schedule, save_schedule, schedule_to_dict, source_name
+from verifier.format.io import load_schedule, save_schedule, schedule_to_dict, source_name
 from verifier.ir import ScheduleError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -52,7 +53,7 @@ Output (stdout), one line each:
   loss mb M fast=V reference=V abs_diff=E bitwise=yes|no         with --check
   check: MATCH bitwise | MATCH within rtol=R atol=A | MISMATCH (N parameters: NAMES)
   trace: PATH                                                    with --trace
-predicted_bubble is verifier.analysis's bubble with costs calibrated from
+predicted_bubble is verifier.analysis.timeline's bubble with costs calibrated from
 this run's mean F/B/I/W times ("n/a" if the analysis is unavailable).
 
 Exit codes:
@@ -221,7 +222,7 @@ def _run(args, stdout, stderr) -> int:
     source = source_name(args.file)
     schedule = load_schedule(args.file, limits=guard.limits_of(args))
     # lowering, planning and the ranks assume property 1: --no-verify included
-    guard.require_well_formed(schedule, source, "fastpath run")
+    require_well_formed(schedule, source, "fastpath run")
     try:
         check_size(schedule, args)
     except BadInput as e:

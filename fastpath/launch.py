@@ -68,7 +68,7 @@ from fastpath.plan import build_plan
 from fastpath.runtime import RankRunner
 from reference.baseline import loss_for_backward
 from reference.models import loss_fn, make_layers, make_microbatches, stage_layer_map
-from verifier.io import schedule_from_dict
+from verifier.format.io import schedule_from_dict
 
 _ERROR_GRACE_S = 5.0  # how long the launcher collects failure reports after the first
 _STOP_GRACE_S = 3.0  # how long ranks get to exit on a forwarded SIGTERM/SIGINT

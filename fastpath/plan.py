@@ -8,7 +8,7 @@ activation can be freed. ``prepare_schedule`` lowers a compute-only schedule
 and ``stage_layers`` maps a stage to the model layers it runs.
 
 It does not run anything, touch torch.distributed or check correctness: the
-checker (verifier.checker) decides whether the schedule is right, and the
+checker (verifier.check.checker) decides whether the schedule is right, and the
 runtime (fastpath.runtime) executes this plan. Inputs that the plan cannot
 execute at all (a comm op with no peer, an action on the wrong rank) raise
 ``ScheduleError`` naming the rank and step; everything subtler is the
@@ -33,7 +33,7 @@ from verifier.ir import (
     computes_of,
     loc,
 )
-from verifier.lowering import lower
+from verifier.semantics.lowering import lower
 
 
 def prepare_schedule(schedule: Schedule) -> Schedule:

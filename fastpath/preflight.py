@@ -19,11 +19,11 @@ environment variable and the value:
   ``DEFAULT_MAX_ELEMENTS``, about 8 GiB of float64), so a --hidden 100000 is refused
   with the reason instead of every rank dying in the allocator.
 - ``check_output_path(path, flag)``: the file can be written: its directory
-  exists and is writable, and the path is not a directory (verifier.guard's
+  exists and is writable, and the path is not a directory (verifier.format.guard's
   check) or a special file (a device, a FIFO). A write can still fail later
   (disk full): the caller reports that as exit 2 naming the path too.
 
-What it does not cover: the schedule itself (verifier.io validates it; the
+What it does not cover: the schedule itself (verifier.format.io validates it; the
 checker decides it), sizes of the model (reference.models).
 """
 
@@ -34,7 +34,7 @@ import os
 import stat
 from dataclasses import dataclass
 from typing import Mapping
-from verifier import guard
+from verifier.format import guard
 from verifier.errors import OutputError
 from verifier.ir import ScheduleError
 
@@ -149,7 +149,7 @@ def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
 
 
 def check_output_path(path: str, flag: str) -> None:
-    """verifier.guard's check (directory exists and is writable, path not a
+    """verifier.format.guard's check (directory exists and is writable, path not a
     directory), and more: an existing path must be a regular file, so /dev/full
     (whose writes fail) or a FIFO (whose writes block) is refused before the run,
     not after it."""

@@ -11,7 +11,7 @@ What it is:
   read it like any schedule.
 - ``measured_idle(job_result)``: per rank, the makespan minus the time spent
   computing (each compute step's duration minus its blocked time).
-- ``predicted_bubble(schedule, job_result)``: ``verifier.analysis`` on the same
+- ``predicted_bubble(schedule, job_result)``: ``verifier.analysis.timeline`` on the same
   schedule with costs calibrated from this run (mean measured F, B, I, W
   seconds), so predicted and measured idle are in the same unit.
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from statistics import mean
 
-from verifier.analysis import analyze
-from verifier.costs import CostModel, complete
+from verifier.analysis.timeline import analyze
+from verifier.analysis.costs import CostModel, complete
 from verifier.ir import Compute, ComputeKind, Overlap, Schedule, computes_of
 
 
@@ -85,7 +85,7 @@ def measured_costs(job_result, schedule: Schedule) -> dict[str, float]:
 
 
 def predicted_bubble(schedule: Schedule, job_result, comm_model: str = "nccl"):
-    """(makespan, [bubble per rank]) predicted by verifier.analysis in seconds, or
+    """(makespan, [bubble per rank]) predicted by verifier.analysis.timeline in seconds, or
     None when the analysis rejects the costs or finds the
     schedule deadlocks under ``comm_model``."""
     m = measured_costs(job_result, schedule)

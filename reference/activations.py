@@ -6,7 +6,7 @@ an F (the stage's model layers in order; the last stage of a route also
 computes the loss), and counts the bytes autograd saves for the backward
 (``torch.autograd.graph.saved_tensors_hooks``): one count per tensor storage,
 parameters excluded. That is the size of one stage's activation for one
-micro-batch, the unit of ``verifier.memory``; ``activation_document`` writes
+micro-batch, the unit of ``verifier.semantics.memory``; ``activation_document`` writes
 it as the ``pp-activation-bytes`` JSON that ``python -m verifier check
 --memory-limit 80GiB --activation-bytes FILE.json`` (and ``analyze``) reads.
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from reference.models import as_layer_list, loss_fn as default_loss, stage_layer_map
 from verifier.ir import Schedule, ScheduleError
-from verifier.units import ACTIVATION_FORMAT
+from verifier.format.units import ACTIVATION_FORMAT
 
 
 def measure_activation_bytes(

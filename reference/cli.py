@@ -20,12 +20,13 @@ import sys
 from typing import IO, Sequence
 
 from reference.names import LOSS_REDUCTIONS, MODELS
-from verifier import guard
-from verifier.cli import RaisingParser, add_version, help_to, run_cli
+from verifier.format import guard
+from verifier.check.properties import require_well_formed
+from verifier.cli.app import RaisingParser, add_version, help_to, run_cli
 from verifier.extras import MissingExtra, require
-from verifier.io import load_schedule, load_schedule_with_origin, source_name
+from verifier.format.io import load_schedule, load_schedule_with_origin, source_name
 from verifier.ir import ScheduleError
-from verifier.lowering import lower
+from verifier.semantics.lowering import lower
 
 EXIT_MATCH, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -178,7 +179,7 @@ def _activations(args, stdout: IO[str]) -> int:
     guard.check_output_path(args.output, "-o")
     source = source_name(args.file)
     s = load_schedule(args.file, limits=guard.limits_of(args))
-    guard.require_well_formed(s, source, "reference activations")
+    require_well_formed(s, source, "reference activations")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     k = args.layers_per_stage
     with guard.naming(source):
@@ -251,7 +252,7 @@ def _run(args, stdout: IO[str]) -> int:
 
     source = source_name(args.file)
     s, origin = load_schedule_with_origin(args.file, limits=guard.limits_of(args))
-    guard.require_well_formed(s, source, "reference run")
+    require_well_formed(s, source, "reference run")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     k = args.layers_per_stage
     with guard.naming(source):
@@ -356,7 +357,7 @@ def _run(args, stdout: IO[str]) -> int:
 
 def _lowered_origin(origin, s):
     """``origin`` of a schedule that run_pipeline lowers first (compute-only):
-    places are then named in the input's steps too (verifier.origin)."""
+    places are then named in the input's steps too (verifier.format.origin)."""
     if s.is_compute_only and s.num_actions:
         return origin.with_lowering(s, lower(s))
     return origin

@@ -28,7 +28,7 @@ How it runs:
   and a B or I, and since each half checks its own inputs before either runs,
   halves that depend on each other stop the run.
 - Order of execution, never invented here: by default the checker's witness
-  (``verifier.checker.check(schedule, comm_model="eager", engine="graph")``, a
+  (``verifier.check.checker.check(schedule, comm_model="eager", engine="graph")``, a
   valid order of step beginnings). A refuted schedule raises
   ``RefutedScheduleError`` naming the checker's first counterexamples.
   ``order=`` runs a given (rank, step) order (a saved witness). ``force=True``
@@ -78,8 +78,8 @@ from verifier.ir import (
     op_text,
     op_words,
 )
-from verifier.checker import check
-from verifier.lowering import lower
+from verifier.check.checker import check
+from verifier.semantics.lowering import lower
 
 # --------------------------------------------------------------------------
 # errors

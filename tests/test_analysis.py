@@ -1,4 +1,4 @@
-"""Tests of the cost model, the ASAP replay (verifier.analysis), the chrome trace
+"""Tests of the cost model, the ASAP replay (verifier.analysis.timeline), the chrome trace
 and the analyze command.
 
 The replay is held against (1) a separately written fixed-point evaluation of
@@ -18,12 +18,12 @@ import random
 import pytest
 from hypothesis import given, strategies as st
 
-from verifier import costs as costs_mod
-from verifier.analysis import analyze
-from verifier.cli import main
-from verifier.costs import CostModel, StageCosts, complete, parse_kv
+from verifier.analysis import costs as costs_mod
+from verifier.analysis.timeline import analyze
+from verifier.cli.app import main
+from verifier.analysis.costs import CostModel, StageCosts, complete, parse_kv
 from verifier.generators import FAMILIES, generate
-from verifier.io import save_schedule
+from verifier.format.io import save_schedule
 from verifier.ir import (
     B,
     F,
@@ -40,8 +40,8 @@ from verifier.ir import (
     Stage,
     computes_of,
 )
-from verifier.lowering import lower
-from verifier.trace import chrome_trace
+from verifier.semantics.lowering import lower
+from verifier.render.trace import chrome_trace
 
 SIZES = [(2, 4), (4, 8), (3, 6), (4, 10)]
 
@@ -324,7 +324,7 @@ def test_replay_equals_fixed_point_of_the_equations(fam, size, model, compute_on
        model=st.sampled_from(["nccl", "eager"]), comm=st.sampled_from([0.0, 0.5]),
        compute_only=st.booleans())
 def test_timeline_order_is_a_valid_witness(fam, size, model, comm, compute_only):
-    from verifier.certificate import check_witness
+    from verifier.check.certificate import check_witness
 
     s = _gen(fam, *size, compute_only=compute_only)
     if s is None:
@@ -335,8 +335,8 @@ def test_timeline_order_is_a_valid_witness(fam, size, model, comm, compute_only)
 
 
 def test_checker_witness_and_analysis_agree_on_generated_schedules():
-    from verifier.certificate import check_witness
-    from verifier.checker import check
+    from verifier.check.certificate import check_witness
+    from verifier.check.checker import check
 
     for fam in FAMILIES:
         s = _gen(fam, 4, 8)
@@ -350,7 +350,7 @@ def test_checker_witness_and_analysis_agree_on_generated_schedules():
 
 
 def test_deadlock_verdict_agrees_with_the_certificate_interpreter_on_mutants():
-    from verifier.certificate import terminates
+    from verifier.check.certificate import terminates
 
     rng = random.Random(7)
     seen = {True: 0, False: 0}
@@ -485,7 +485,7 @@ def test_chrome_trace_flow_finishes_lie_inside_their_receive_slice():
 
 def test_chrome_trace_slices_are_named_like_the_text_output():
     """Perfetto shows each slice's name: the action as `check`/`analyze` write it."""
-    from verifier.analysis import label_of
+    from verifier.analysis.timeline import label_of
     from verifier.ir import op_text
 
     a = analyze(generate("dualpipev", 4, 8), parse_kv("F=1,B=2,W=1,comm=0.25"), "nccl")

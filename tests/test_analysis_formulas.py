@@ -15,7 +15,7 @@ In the README figure (F = I = W = 1, B = 2, F&B = 3) every rank of DualPipe 8 x
 The tests compare the formula with the largest per-rank bubble of the ASAP
 timeline (for 1F1B and ZB-H1 every rank has the same bubble).
 
-Activation units (verifier.memory): one stage's activation for one
+Activation units (verifier.semantics.memory): one stage's activation for one
 micro-batch. A DualPipe stage is 1/PP of the model, like a 1F1B stage, so PP+1
 and PP compare directly; a DualPipeV stage is 1/PP of the model with PP = 2R
 stages on R ranks, so its PP+1 is in units of half a 1F1B-on-R-ranks stage.
@@ -39,8 +39,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from verifier.analysis import analyze, published_bubble
-from verifier.costs import parse_kv
+from verifier.analysis.timeline import analyze, published_bubble
+from verifier.analysis.costs import parse_kv
 from verifier.generators import generate
 
 GENERAL = ["F=1,B=2,W=0.5", "F=1.5,B=2.5,W=1", "F=1,B=2,W=1", "F=2,B=3,W=0.25,comm=0"]

@@ -1,8 +1,8 @@
 """The bad-input corpus (tests/bad_inputs/): every malformed file gives one clean line.
 
-For each file the real CLI (``verifier.cli.main``; a few also as a real
+For each file the real CLI (``verifier.cli.app.main``; a few also as a real
 ``python -m verifier`` process) runs ``convert`` on it, JSON to CSV and CSV to
-JSON, and ``verifier.io.load_schedule`` loads it directly. Asserted: exit 2,
+JSON, and ``verifier.format.io.load_schedule`` loads it directly. Asserted: exit 2,
 nothing on stdout, exactly one line on stderr, no traceback, no output file
 left behind, and the message names the file, the place (JSON path with rank
 and step, CSV row/rank and column, or line and column) and the offending
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from verifier.cli import main
-from verifier.io import load_schedule
+from verifier.cli.app import main
+from verifier.format.io import load_schedule
 from verifier.ir import ScheduleError
 
 CORPUS = Path(__file__).parent / "bad_inputs"
@@ -175,8 +175,8 @@ def test_missing_file_and_usage(tmp_path):
 
 from hypothesis import given, strategies as st  # noqa: E402
 
-from verifier.csvio import csv_to_schedule  # noqa: E402
-from verifier.io import parse_json_text  # noqa: E402
+from verifier.format.csvio import csv_to_schedule  # noqa: E402
+from verifier.format.io import parse_json_text  # noqa: E402
 
 _CSV_ALPHABET = "0123456789FBIWSENDRCV_OLAPUH(;), \"\n\r\t"
 _CSV_TOKENS = st.sampled_from(
@@ -228,13 +228,13 @@ def test_load_schedule_on_random_bytes(tmp_path_factory, data, ext):
 
 
 def test_shared_cli_body_maps_errors_interrupts_and_pipes():
-    """verifier, reference and fastpath share verifier.cli.run_cli: a listed error is one
+    """verifier, reference and fastpath share verifier.cli.app.run_cli: a listed error is one
     line and its exit code, Ctrl-C is 130 without a traceback, a closed pipe is quiet,
     and an unlisted exception (a bug) is not swallowed."""
     import argparse
     import io
 
-    from verifier.cli import RaisingParser, help_to, run_cli
+    from verifier.cli.app import RaisingParser, help_to, run_cli
     from verifier.ir import ScheduleError
 
     def build(out):

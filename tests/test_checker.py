@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from verifier import certificate, hbgraph
-from verifier.checker import (
+from verifier.check import certificate, hbgraph
+from verifier.check.checker import (
     CheckResult,
     PropertyId,
     Status,
@@ -25,7 +25,7 @@ from verifier.checker import (
     WaitCycle,
     check,
 )
-from verifier.cli import main
+from verifier.cli.app import main
 from verifier.generators import generate
 from verifier.ir import (
     B,
@@ -221,7 +221,7 @@ def test_compute_only_is_lowered_first():
 
 
 def _issue_172668():
-    from verifier.io import load_schedule
+    from verifier.format.io import load_schedule
 
     return load_schedule(BROKEN / "deadlock_pytorch_issue_172668.json")
 
@@ -302,7 +302,7 @@ def test_z3_resource_limit_is_unknown_never_a_pass():
 
 def test_engines_agree_on_examples():
     for path in sorted(BROKEN.glob("*.json")) + sorted((ROOT / "specs/examples").glob("*.json")):
-        from verifier.io import load_schedule
+        from verifier.format.io import load_schedule
 
         s = load_schedule(path)
         for model in ("nccl", "eager"):
@@ -361,7 +361,7 @@ def test_cli_csv_input():
 
 
 def test_z3_engine_error_is_unknown_or_falls_back(monkeypatch):
-    import verifier.z3engine as z3engine
+    import verifier.check.z3engine as z3engine
 
     def broken(*args, **kwargs):
         raise RuntimeError("encoding bug")
@@ -385,8 +385,8 @@ def test_auto_refutes_without_z3_and_proves_with_it(monkeypatch):
     engine finds) is decided by graph and the certificate checker without
     calling Z3; a deadlock-free schedule that fits Z3's budget is still proved
     by Z3."""
-    import verifier.z3engine as z3engine
-    from verifier.io import load_schedule
+    import verifier.check.z3engine as z3engine
+    from verifier.format.io import load_schedule
 
     real = z3engine.decide
     calls = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifier.checker import Verdict, check
+from verifier.check.checker import Verdict, check
 from verifier.generators import FAMILIES, generate
 from verifier.ir import ScheduleError
 

@@ -4,7 +4,7 @@ On random (shuffled) schedules and on every single-action mutant of small
 generated ones, the graph engine, the Z3 engine and a brute-force oracle
 written here (exhaustive exploration of every interleaving of the semantics of
 specs/SEMANTICS.md, a third independent statement of it) agree; every
-certificate is accepted by verifier.certificate; nccl-verified implies
+certificate is accepted by verifier.check.certificate; nccl-verified implies
 eager-verified.
 
 Not covered: large schedules (tests/test_checker_generated.py), output format
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifier import certificate, hbgraph, properties
-from verifier.checker import PropertyId, Status, Verdict, check
+from verifier.check import certificate, hbgraph, properties
+from verifier.check.checker import PropertyId, Status, Verdict, check
 from verifier.generators import generate
 from verifier.ir import Batch, Comm, CommKind, ComputeKind, Overlap, Schedule
 from verifier.strategies import all_mutants, generated, mutated, shuffled
@@ -220,7 +220,7 @@ def _agree(s: Schedule, with_z3: bool = True) -> int:
 def test_oracle_on_pytorch_issue_172668():
     from pathlib import Path
 
-    from verifier.io import load_schedule
+    from verifier.format.io import load_schedule
 
     s = load_schedule(Path(__file__).parent.parent / "specs/examples/broken/deadlock_pytorch_issue_172668.json")
     assert Oracle(s, "nccl").explore()[:2] == (False, False)

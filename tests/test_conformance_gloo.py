@@ -17,7 +17,7 @@ import time
 import pytest
 
 from fastpath.conformance import run_schedules
-from verifier.checker import PropertyId, Status, check
+from verifier.check.checker import PropertyId, Status, check
 from verifier.generators import generate
 from verifier.ir import Batch, Comm, CommKind
 

@@ -1,4 +1,4 @@
-"""PyTorch pipelining CSV interop (verifier.csvio, `convert`) and format round trips.
+"""PyTorch pipelining CSV interop (verifier.format.csvio, `convert`) and format round trips.
 
 Covers: PyTorch's own artifacts read, inferred and written back byte for byte;
 our CSV cells parsed by PyTorch's ``_Action.from_str`` and our inferred
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from verifier.cli import main
-from verifier.csvio import (
+from verifier.cli.app import main
+from verifier.format.csvio import (
     PARAMS_KEY,
     csv_to_schedule,
     flatten_batches,
@@ -32,7 +32,7 @@ from verifier.csvio import (
     schedule_to_csv,
 )
 from verifier.generators import FAMILIES, generate
-from verifier.io import dumps_json, load_schedule, parse_json_text
+from verifier.format.io import dumps_json, load_schedule, parse_json_text
 from verifier.ir import (
     Batch,
     Comm,
@@ -45,7 +45,7 @@ from verifier.ir import (
     ScheduleError,
     Stage,
 )
-from verifier.lowering import strip_communication
+from verifier.semantics.lowering import strip_communication
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,7 +253,7 @@ def test_pytorch_dumps_read_and_written_back():
 def test_every_pytorch_dump_checks_directly(tmp_path):
     """`check` on PyTorch's own dumps, FSDP cells included: a verdict (never exit 2),
     the same as with the FSDP cells dropped, and a note saying they were no-ops."""
-    from verifier.checker import check
+    from verifier.check.checker import check
 
     for name, form, text, _ in _pytorch_dumps():
         path = tmp_path / f"{name}.csv"
@@ -679,7 +679,7 @@ def test_real_process_round_trip(tmp_path):
 def test_convert_help_documents_every_flag_and_exit_code():
     rc, out, err = run_cli(["convert", "--help"])
     assert rc == 0 and err == ""
-    from verifier.cli import build_parser
+    from verifier.cli.app import build_parser
 
     sub = build_parser(io.StringIO())._subparsers._group_actions[0].choices["convert"]
     flags = [o for a in sub._actions for o in a.option_strings]
@@ -752,7 +752,7 @@ def test_generate_refusal_names_flags_generate_has(tmp_path):
     rc, out, err = run_cli(["generate", "dualpipev", "--ranks", 2, "--microbatches", 4,
                             "-o", tmp_path / "v.csv"])
     assert rc == 2 and err.count("\n") == 1
-    from verifier.cli import build_parser
+    from verifier.cli.app import build_parser
 
     gen = build_parser(io.StringIO())._subparsers._group_actions[0].choices["generate"]
     flags = {o for a in gen._actions for o in a.option_strings}
@@ -770,7 +770,7 @@ def _parsers():
     """Every option string of every command line of the project."""
     from fastpath.cli import build_parser as fastpath_parser
     from reference.cli import build_parser as reference_parser
-    from verifier.cli import build_parser
+    from verifier.cli.app import build_parser
 
     flags: set[str] = set()
     todo = [p(io.StringIO()) for p in (build_parser, reference_parser, fastpath_parser)]
@@ -810,7 +810,7 @@ def _read_cell_by_cell(text: str, monkeypatch, **kw):
     """csv_to_schedule with its one-pass reading of plain rows switched off:
     every cell through the cell-by-cell loop (the statement of the dialect),
     and every row through csv.reader (no splitting of lines)."""
-    import verifier.csvio as csvio
+    import verifier.format.csvio as csvio
 
     with monkeypatch.context() as m:
         m.setattr(csvio, "_PLAIN_ROW", re.compile(r"(?!)"))
@@ -859,7 +859,7 @@ def test_plain_lines_are_the_rows_csv_reader_reads():
     import io
     import random
 
-    from verifier.csvio import _plain_lines
+    from verifier.format.csvio import _plain_lines
 
     rnd = random.Random(10)
     pieces = ["0F1", "1", "F", ",", " ", "\t", "\n", "\r\n", "\r", "\x0c", "\x1c", "\x85", "\u2028", '"']
@@ -877,7 +877,7 @@ def test_plain_lines_are_the_rows_csv_reader_reads():
 
 @pytest.mark.parametrize("family", ["1f1b", "zbv", "dualpipev", "interleaved-1f1b"])
 def test_generated_csv_read_as_the_cell_by_cell_loop_reads_it(family, monkeypatch):
-    from verifier.lowering import lower
+    from verifier.semantics.lowering import lower
 
     compute_only = generate(family, 4, 8, compute_only=True)
     lowered = flatten_batches(lower(compute_only))

@@ -23,7 +23,7 @@ from fastpath.runtime import RankResult, StepTime, _Pool
 from fastpath.trace import measured_idle, trace_schedule
 from reference.models import stage_layer_map
 from verifier.generators import generate
-from verifier.io import save_schedule, schedule_to_dict
+from verifier.format.io import save_schedule, schedule_to_dict
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, ScheduleError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +210,7 @@ def test_trace_schedule_keeps_actions_and_times():
     assert times[0][0] == [0.0, 0.5, 0.25]
     assert [len(t) for t in times] == [len(a) for a in s.actions]
     # round trip through the format
-    from verifier.io import schedule_from_dict
+    from verifier.format.io import schedule_from_dict
 
     back = schedule_from_dict(schedule_to_dict(tr))
     assert back.actions == s.actions and back.params["trace"]["times"] == times

@@ -45,7 +45,7 @@ def test_one_rank_overlap_on_two_streams_matches_reference():
     from fastpath.plan import build_plan
     from fastpath.runtime import RankRunner
     from reference.models import loss_fn, make_layers, make_microbatches, stage_layer_map
-    from verifier.io import schedule_to_dict
+    from verifier.format.io import schedule_to_dict
 
     s = _one_rank_v_schedule()
     dev = torch.device("cuda", 0)
@@ -88,7 +88,7 @@ def test_nccl_two_ranks_match_reference():
     from fastpath.launch import Job, spawn
     from fastpath.plan import prepare_schedule
     from verifier.generators import generate
-    from verifier.io import schedule_to_dict
+    from verifier.format.io import schedule_to_dict
 
     scheds = [prepare_schedule(generate(f, 2, 4)) for f in ("dualpipe", "zb-h1")]
     jobs = [Job(schedule_to_dict(s), dtype="float64") for s in scheds]

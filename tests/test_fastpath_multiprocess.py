@@ -25,7 +25,7 @@ from fastpath.launch import Job, RunFailed, spawn
 from fastpath.plan import build_plan, peak_receive_buffers, prepare_schedule
 from fastpath.watchdog import EXIT_WATCHDOG
 from verifier.generators import generate
-from verifier.io import load_schedule, schedule_to_dict
+from verifier.format.io import load_schedule, schedule_to_dict
 from verifier.ir import Batch, CommKind, Compute, ComputeKind
 
 pytestmark = pytest.mark.multiprocess
@@ -204,8 +204,8 @@ def _cli(*args, timeout=120):
 @pytest.mark.parametrize("wait_batches", [False, True])
 def test_cli_check_and_trace_equal_schedule(tmp_path, wait_batches):
     from fastpath.plan import blocking_batches
-    from verifier.cli import main as verifier_main
-    from verifier.io import save_schedule
+    from verifier.cli.app import main as verifier_main
+    from verifier.format.io import save_schedule
 
     f = tmp_path / "dp.json"
     # DualPipe's batches are all waited already; 1F1B's lowered batches are not
@@ -239,7 +239,7 @@ def test_cli_check_and_trace_equal_schedule(tmp_path, wait_batches):
 
 
 def test_torchrun_launch(tmp_path):
-    from verifier.io import save_schedule
+    from verifier.format.io import save_schedule
 
     f = tmp_path / "zb.json"
     save_schedule(generate("zb-h1", 2, 4), f)
@@ -252,7 +252,7 @@ def test_torchrun_launch(tmp_path):
 
 
 def test_cli_no_verify_on_broken_schedule_exits_4(tmp_path):
-    from verifier.io import save_schedule
+    from verifier.format.io import save_schedule
 
     f = tmp_path / "broken.json"
     save_schedule(_broken_schedule(), f)
@@ -352,7 +352,7 @@ def _start_long_run(tmp_path, nproc: int, watchdog_s: int = 20):
     CPU time since (conditions, not a fixed sleep that assumes a speed)."""
     if not os.path.isdir("/proc/self"):
         pytest.skip("needs /proc to find the ranks")
-    from verifier.io import save_schedule
+    from verifier.format.io import save_schedule
 
     f = tmp_path / "long.json"
     save_schedule(generate("1f1b", nproc, 2 * nproc), f)
@@ -481,7 +481,7 @@ def test_ctrl_c_to_the_whole_group_while_ranks_start_is_the_launchers(tmp_path):
     traceback, and the launcher reaps them all and exits 130."""
     if not os.path.isdir("/proc/self"):
         pytest.skip("needs /proc to find the ranks")
-    from verifier.io import save_schedule
+    from verifier.format.io import save_schedule
 
     f = tmp_path / "s.json"
     save_schedule(generate("1f1b", 2, 4), f)

@@ -1,4 +1,4 @@
-"""The JSON format: specs/schedule.schema.json against our validator (verifier.schema).
+"""The JSON format: specs/schedule.schema.json against our validator (verifier.format.schema).
 
 ``jsonschema`` is not a dependency, so instead:
 
@@ -7,7 +7,7 @@
   and against the IR (format name, version, op names, id bounds);
 - an independent, naive JSON Schema interpreter written here from the spec
   (tries every oneOf branch, no discriminator, JSON numeric equality) is held
-  against ``verifier.schema.validate`` on hand-picked valid and invalid
+  against ``verifier.format.schema.validate`` on hand-picked valid and invalid
   documents and on random mutations of generated schedules (hypothesis;
   HYPOTHESIS_PROFILE=deep runs 1000): both must give the same verdict, and
   every path our validator reports must exist in the document.
@@ -29,11 +29,11 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from verifier.csvio import MAX_ID
+from verifier.format.csvio import MAX_ID
 from verifier.generators import FAMILIES, generate
-from verifier.io import dumps_json, schedule_to_dict
+from verifier.format.io import dumps_json, schedule_to_dict
 from verifier.ir import FORMAT_NAME, FORMAT_VERSION, CommKind, ComputeKind
-from verifier.schema import SchemaViolation, compiled_validator, load_schema, validate
+from verifier.format.schema import SchemaViolation, compiled_validator, load_schema, validate
 
 SCHEMA = load_schema()
 
@@ -412,7 +412,7 @@ def _other_docs():
 
 @given(_other_docs())
 def test_compilers_agree_on_every_keyword_shape(doc):
-    from verifier.schema import _Compiler, _SourceCompiler
+    from verifier.format.schema import _Compiler, _SourceCompiler
 
     fast = _SourceCompiler(_OTHER).build()(doc)
     try:
@@ -424,7 +424,7 @@ def test_compilers_agree_on_every_keyword_shape(doc):
 
 
 def test_compilers_agree_on_hand_picked_other_documents():
-    from verifier.schema import _Compiler, _SourceCompiler
+    from verifier.format.schema import _Compiler, _SourceCompiler
 
     fast = _SourceCompiler(_OTHER).build()
     slow = _Compiler(_OTHER).compile(_OTHER)

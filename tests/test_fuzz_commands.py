@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verifier.cli import main
+from verifier.cli.app import main
 from verifier.generators import FAMILIES, generate
-from verifier.io import dumps_json, schedule_to_dict
+from verifier.format.io import dumps_json, schedule_to_dict
 
 _counter = itertools.count()
 

@@ -173,7 +173,7 @@ def test_placements():
 def test_peak_activations(R, M):
     """1F1B's R-r, ZB-H1 equal to 1F1B, DualPipe R+1 chunks on every rank
     (the README's PP+1), DualPipeV 2R+1 half-size chunks."""
-    from verifier.memory import peak_activations
+    from verifier.semantics.memory import peak_activations
 
     def peaks(fam):
         return peak_activations(generate(fam, R, M, compute_only=True))
@@ -330,7 +330,7 @@ def test_pytorch_class_names_are_aliases():
 
 
 def test_generate_cli_accepts_pytorch_names(tmp_path):
-    from verifier.cli import main
+    from verifier.cli.app import main
 
     for name, fam in (("ScheduleLoopedBFS", "looped-bfs"), ("interleavedzerobubble", "interleaved-zb"),
                       ("DualPipeV", "dualpipev"), ("schedule1f1b", "1f1b")):
@@ -349,7 +349,7 @@ def test_dualpipev_pytorch_artifact():
     ours = "".join(",".join(pt_row(acts)) + "\n" for acts in s.actions)
     assert ours == expected
     try:
-        from verifier.csvio import schedule_to_csv
+        from verifier.format.csvio import schedule_to_csv
     except ImportError:
         return
     # line endings aside (Python's csv module writes \r\n), the same text
@@ -605,7 +605,7 @@ def test_nccl_model_no_deadlock(family, R, M, v):
 
 @pytest.mark.parametrize("family", ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv"])
 def test_other_families_use_shared_lowering(family):
-    from verifier.lowering import lower
+    from verifier.semantics.lowering import lower
 
     plain = generate(family, 4, 8, compute_only=True)
     assert generate(family, 4, 8) == lower(plain)
@@ -645,7 +645,7 @@ def test_bad_chunks(family, chunks):
 
 
 def _cli(argv):
-    from verifier.cli import main
+    from verifier.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     rc = main(argv, out, err)
@@ -653,7 +653,7 @@ def _cli(argv):
 
 
 def test_cli_generate_stdout_roundtrip():
-    from verifier.io import parse_json_text
+    from verifier.format.io import parse_json_text
 
     rc, out, err = _cli(["generate", "dualpipe", "--ranks", "4", "--microbatches", "10"])
     assert rc == 0 and err == ""
@@ -662,7 +662,7 @@ def test_cli_generate_stdout_roundtrip():
 
 
 def test_cli_generate_to_file(tmp_path):
-    from verifier.io import load_schedule
+    from verifier.format.io import load_schedule
 
     path = tmp_path / "s.json"
     rc, out, err = _cli(["generate", "interleaved-1f1b", "--ranks", "2", "--microbatches", "4",

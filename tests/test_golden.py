@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier.cli import main
+from verifier.cli.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "specs" / "examples"

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from verifier.cli import main
+from verifier.cli.app import main
 from verifier.generators import generate
-from verifier.guard import Limits, printable, require_well_formed
-from verifier.io import dumps_json, load_schedule, schedule_to_dict
+from verifier.check.properties import require_well_formed
+from verifier.format.guard import Limits, printable
+from verifier.format.io import dumps_json, load_schedule, schedule_to_dict
 from verifier.ir import ScheduleError
 
 EXITS = {0, 1, 2, 3, 5, 130}
@@ -447,7 +448,7 @@ def test_printable_escapes_only_what_it_must():
 
 
 def test_verbose_grid_is_bounded(monkeypatch):
-    import verifier.commands.check as check_cmd
+    import verifier.cli.check as check_cmd
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(check_cmd, "GRID_MAX_CELLS", 5)

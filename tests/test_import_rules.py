@@ -6,11 +6,11 @@ Every module of verifier/, reference/ and fastpath/ is parsed with ``ast``
 - the module-level imports among the project's modules form no cycle
   (``from verifier import x`` counts as an import of ``verifier.x`` when that
   is a module, else of the package ``verifier``);
-- only the solver modules (verifier/z3engine.py, verifier/synth_z3.py) import
+- only the solver modules (verifier/check/z3engine.py, verifier/synth/z3synth.py) import
   z3; nothing under verifier/ imports torch; reference/ and fastpath/ never
   import z3 (at any level, inside functions too);
 - the independent certificate checker imports, of the project, only the IR
-  and the result data it validates (``verifier.results``, a leaf that itself
+  and the result data it validates (``verifier.results.check``, a leaf that itself
   imports only ``verifier.ir``);
 - every import of a project module inside a function (a deferred import) has
   a comment on its line or the line above saying why it is deferred.
@@ -29,11 +29,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("verifier", "reference", "fastpath")
-SOLVER_MODULES = {"verifier.z3engine", "verifier.synth_z3"}
-# verifier.results is data only (no semantics) and imports only verifier.ir;
+SOLVER_MODULES = {"verifier.check.z3engine", "verifier.synth.z3synth"}
+# verifier.results.check is data only (no semantics) and imports only verifier.ir;
 # the certificate checker reads those data, so it may import it as well
-CERTIFICATE_MAY_IMPORT = {"verifier.ir", "verifier.results"}
-LEAVES = {"verifier.results": {"verifier.ir"}, "verifier.analysis_results": {"verifier.ir"}}
+CERTIFICATE_MAY_IMPORT = {"verifier.ir", "verifier.results.check"}
+LEAVES = {"verifier.results.check": {"verifier.ir"}, "verifier.results.analysis": {"verifier.ir"}}
 
 
 def _module_name(path: Path) -> str:
@@ -151,7 +151,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_sources_are_found():
     # the rules below are vacuous if the walk finds nothing
-    assert {"verifier.checker", "verifier.z3engine", "verifier.certificate",
+    assert {"verifier.check.checker", "verifier.check.z3engine", "verifier.check.certificate",
             "reference.executor", "fastpath.runtime"} <= set(SOURCES)
     assert any(imp.in_function for imps in IMPORTS.values() for imp in imps)
 
@@ -164,9 +164,9 @@ def test_cycle_finder_finds_a_cycle():
 def test_from_package_import_module_counts_the_module():
     # cli.py does `from verifier import __version__` (the package) and the
     # checker `from verifier import hbgraph, ...` (modules)
-    checker = {t for imp in IMPORTS["verifier.checker"] for t in imp.targets}
-    assert {"verifier.hbgraph", "verifier.properties"} <= checker
-    cli = {t for imp in IMPORTS["verifier.cli"] for t in imp.targets}
+    checker = {t for imp in IMPORTS["verifier.check.checker"] for t in imp.targets}
+    assert {"verifier.check.hbgraph", "verifier.check.properties"} <= checker
+    cli = {t for imp in IMPORTS["verifier.cli.app"] for t in imp.targets}
     assert "verifier" in cli
 
 
@@ -180,7 +180,7 @@ def _importers(name: str) -> set[str]:
 
 def test_only_the_solver_modules_import_z3():
     assert _importers("z3") <= SOLVER_MODULES
-    assert "verifier.z3engine" in _importers("z3")
+    assert "verifier.check.z3engine" in _importers("z3")
 
 
 def test_verifier_never_imports_torch():
@@ -192,7 +192,7 @@ def test_executors_never_import_z3():
 
 
 def test_certificate_checker_imports_only_ir_and_result_data():
-    own = {t for imp in IMPORTS["verifier.certificate"] for t in imp.targets if _own(t)}
+    own = {t for imp in IMPORTS["verifier.check.certificate"] for t in imp.targets if _own(t)}
     assert own <= CERTIFICATE_MAY_IMPORT, own - CERTIFICATE_MAY_IMPORT
 
 
@@ -226,3 +226,50 @@ def test_deferred_own_imports_say_why():
             if imp.in_function and any(_own(t) for t in imp.targets) and not _has_comment(lines, imp):
                 missing.append(f"{SOURCES[m].relative_to(ROOT)}:{imp.line}")
     assert missing == [], "function-level imports of own modules without a reason comment"
+
+
+# The parts of verifier/, bottom first (README.md, Layout). A module may import
+# its own part and the parts below it, never a part above: the tree shows the
+# direction. The README's API re-exports (verifier.checker, verifier.io) sit on
+# top and nothing of the project imports them.
+LAYERS = [
+    {"verifier", "verifier.ir", "verifier.errors", "verifier.extras"},
+    {"verifier.results"},
+    {"verifier.semantics"},
+    {"verifier.format"},
+    {"verifier.check"},
+    {"verifier.analysis"},
+    {"verifier.generators"},
+    {"verifier.render", "verifier.synth", "verifier.strategies"},
+    {"verifier.cli"},
+    {"verifier.checker", "verifier.io", "verifier.__main__"},
+]
+
+
+def _layer(module: str) -> int | None:
+    for depth in (2, 1):
+        part = ".".join(module.split(".")[:depth])
+        for i, layer in enumerate(LAYERS):
+            if part in layer:
+                return i
+    return None
+
+
+def test_every_verifier_module_has_a_layer():
+    assert [m for m in SOURCES if _top(m) == "verifier" and _layer(m) is None] == []
+
+
+def test_verifier_imports_go_downward():
+    upward = [
+        f"{m}:{imp.line} imports {t}"
+        for m, imps in IMPORTS.items() if _top(m) == "verifier"
+        for imp in imps for t in imp.targets
+        if _top(t) == "verifier" and t != "verifier" and _layer(t) > _layer(m)
+    ]
+    assert upward == []
+
+
+def test_nothing_imports_the_api_reexports():
+    users = {m for m, imps in IMPORTS.items() for imp in imps for t in imp.targets
+             if t in ("verifier.checker", "verifier.io") and m not in ("verifier.checker", "verifier.io")}
+    assert users == set()

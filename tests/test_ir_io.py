@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from verifier.io import dumps_json, load_schedule, parse_json_text, schedule_to_dict
+from verifier.format.io import dumps_json, load_schedule, parse_json_text, schedule_to_dict
 from verifier.ir import (
     B,
     Batch,
@@ -24,8 +24,8 @@ from verifier.ir import (
     SEND_B,
     SEND_F,
 )
-from verifier.lowering import lower, strip_communication
-from verifier.memory import peak_activations
+from verifier.semantics.lowering import lower, strip_communication
+from verifier.semantics.memory import peak_activations
 
 
 def two_rank_1f1b() -> Schedule:
@@ -137,7 +137,7 @@ def test_load_schedule_file_errors(tmp_path):
 
 
 def _slow_accepts(doc) -> bool:
-    from verifier.schema import SchemaViolation, compiled_validator
+    from verifier.format.schema import SchemaViolation, compiled_validator
 
     try:
         compiled_validator()(doc, lambda: "$")
@@ -151,7 +151,7 @@ def test_generated_validator_agrees_with_the_reporting_one():
     import random
 
     from verifier.generators import generate
-    from verifier.schema import is_valid
+    from verifier.format.schema import is_valid
 
     rng = random.Random(7)
     base = schedule_to_dict(generate("dualpipe", 2, 4))
@@ -188,7 +188,7 @@ def _parts(a):
 
 
 def test_loader_builds_the_same_objects_as_the_constructors():
-    """verifier.io builds actions with object.__new__ and the slots' setters
+    """verifier.format.io builds actions with object.__new__ and the slots' setters
     (ir._field_setters), not the constructors: the objects must be the same in
     every way the rest of the project can see."""
     from verifier.generators import FAMILIES, generate
@@ -208,11 +208,11 @@ def test_loader_builds_the_same_objects_as_the_constructors():
 
 
 def test_csv_loader_builds_the_same_objects_as_the_constructors():
-    """verifier.csvio builds plain rows' actions as a slot twin given its class
+    """verifier.format.csvio builds plain rows' actions as a slot twin given its class
     (ir._slot_twin), not with the constructors: the same checks as for JSON."""
-    from verifier.csvio import csv_to_schedule, flatten_batches, schedule_to_csv
+    from verifier.format.csvio import csv_to_schedule, flatten_batches, schedule_to_csv
     from verifier.generators import generate
-    from verifier.lowering import lower
+    from verifier.semantics.lowering import lower
 
     for family in ("1f1b", "zbv", "dualpipev"):
         compute_only = generate(family, 4, 8, compute_only=True)

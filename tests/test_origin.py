@@ -1,10 +1,10 @@
-"""Counterexamples in the user's coordinates (verifier.origin, check's output).
+"""Counterexamples in the user's coordinates (verifier.format.origin, check's output).
 
 A counterexample on a PyTorch CSV names the CSV row, column and cell as
 written; on a compute-only schedule that was lowered first it also names the
 lowered step, and a send/receive inserted by the lowering points at the
 compute it was inserted for. Each test reads the CSV text independently of
-verifier.origin (``csv.reader``) and holds every place ``check`` names to it.
+verifier.format.origin (``csv.reader``) and holds every place ``check`` names to it.
 
 Not covered: the wording of the messages (tests/golden).
 """
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from verifier.cli import main
-from verifier.csvio import csv_to_schedule, schedule_to_csv
+from verifier.cli.app import main
+from verifier.format.csvio import csv_to_schedule, schedule_to_csv
 from verifier.generators import generate
-from verifier.io import load_schedule
+from verifier.format.io import load_schedule
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, computes_of
-from verifier.lowering import lower, lower_with_map
-from verifier.origin import Origin
+from verifier.semantics.lowering import lower, lower_with_map
+from verifier.format.origin import Origin
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "specs" / "examples"
 
@@ -167,7 +167,7 @@ def test_compute_only_json_names_the_original_step(tmp_path):
     s = generate("1f1b", 2, 2, compute_only=True)
     acts = [list(x) for x in s.actions]
     acts[1][0], acts[1][2] = acts[1][2], acts[1][0]  # rank 1 starts with F of mb 1
-    from verifier.io import dumps_json
+    from verifier.format.io import dumps_json
 
     path = tmp_path / "s.json"
     path.write_text(dumps_json(s.with_actions(acts)))

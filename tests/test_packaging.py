@@ -17,15 +17,15 @@ import pytest
 import fastpath
 import reference
 import verifier
-from verifier.schema import SCHEMA_PATH, load_schema
+from verifier.format.schema import SCHEMA_PATH, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_published_schema_is_the_packaged_one():
-    # verifier/schedule.schema.json is read at run time (package data);
+    # verifier/format/schedule.schema.json is read at run time (package data);
     # specs/schedule.schema.json is the published copy: byte for byte the same.
-    assert SCHEMA_PATH.parent == Path(verifier.__file__).parent
+    assert SCHEMA_PATH.parent == Path(verifier.__file__).parent / "format"
     assert SCHEMA_PATH.read_bytes() == (ROOT / "specs" / "schedule.schema.json").read_bytes()
     assert load_schema()["$id"]
 
@@ -60,7 +60,7 @@ def test_version_flag(argv0):
 
 
 def test_console_script_usage_names_ppverify():
-    from verifier.cli import main
+    from verifier.cli.app import main
 
     out = io.StringIO()
     assert main(["--help"], out, io.StringIO(), prog="ppverify") == 0

@@ -13,7 +13,7 @@ import pytest
 
 import reference.cli as cli
 from verifier.generators import generate
-from verifier.io import save_schedule
+from verifier.format.io import save_schedule
 from verifier.ir import Batch, Comm, CommKind
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,9 +32,9 @@ from reference.executor import (
     run_pipeline,
 )
 from reference.models import make_layers, make_microbatches, num_model_layers
-from verifier.checker import check
+from verifier.check.checker import check
 from verifier.generators import generate
-from verifier.io import load_schedule
+from verifier.format.io import load_schedule
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap
 
 

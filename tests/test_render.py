@@ -1,4 +1,4 @@
-"""Tests of the pictures (verifier.render, render_font, render_chart) and of the
+"""Tests of the pictures (verifier.render.pictures, render_font, render_chart) and of the
 show and compare commands: every family renders to PNG and SVG, the PNG is a
 valid PNG of the announced size whose pixels carry the cell colours, the SVG
 parses as XML with one cell per compute action, the text grid has one line per
@@ -16,13 +16,13 @@ import zlib
 import numpy as np
 import pytest
 
-from verifier.analysis import analyze
-from verifier.cli import main
-from verifier.costs import parse_kv
+from verifier.analysis.timeline import analyze
+from verifier.cli.app import main
+from verifier.analysis.costs import parse_kv
 from verifier.generators import FAMILIES, generate
-from verifier.io import save_schedule
-from verifier.render import PALETTE, colour_of, layout, to_png, to_svg, to_text
-from verifier.render_font import (
+from verifier.format.io import save_schedule
+from verifier.render.pictures import PALETTE, colour_of, layout, to_png, to_svg, to_text
+from verifier.render.font import (
     GLYPH_H, GLYPH_W, GLYPHS, REPLACEMENT, draw_text, encode_png, glyph, text_width,
 )
 
@@ -235,7 +235,7 @@ def test_font_covers_printable_ascii_with_distinct_glyphs():
 def test_png_legend_equals_svg_legend(monkeypatch):
     """The PNG draws the SVG's legend words, the "darker" note included, and
     its other texts in the SVG's case."""
-    import verifier.render as render
+    import verifier.render.pictures as render
 
     drawn = []
     real = render.draw_text

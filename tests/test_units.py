@@ -1,9 +1,9 @@
-"""Memory in bytes: verifier.units, check/analyze --activation-bytes, and the
+"""Memory in bytes: verifier.format.units, check/analyze --activation-bytes, and the
 reference executor's measurement (reference/activations.py).
 
 Peaks in bytes are held against a count written here from the schedule's own
 actions (program order, F adds its stage's size, B or I frees it), not against
-verifier.memory.
+verifier.semantics.memory.
 
 Not covered: whether the measured bytes match a GPU allocator's (they count
 autograd's saved tensors; see reference/activations.py).
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from verifier.checker import check
-from verifier.cli import main
+from verifier.check.checker import check
+from verifier.cli.app import main
 from verifier.generators import generate
-from verifier.io import dumps_json
+from verifier.format.io import dumps_json
 from verifier.ir import ComputeKind, ScheduleError, computes_of
-from verifier.units import (
+from verifier.format.units import (
     ActivationBytes,
     format_bytes,
     parse_activation_bytes,

@@ -127,7 +127,7 @@ def test_the_venv_sees_the_wheel_not_the_checkout(wheel_env):
     assert lines[4].split() == [verifier.__version__] * 3
     pkg = w["purelib"] / "verifier"
     assert (pkg / "py.typed").is_file()
-    assert (pkg / "schedule.schema.json").read_bytes() == (
+    assert (pkg / "format" / "schedule.schema.json").read_bytes() == (
         ROOT / "specs" / "schedule.schema.json").read_bytes()
     licences = list(w["purelib"].glob("ppverify-*.dist-info/licenses/LICENSE")) + list(
         w["purelib"].glob("ppverify-*.dist-info/LICENSE"))

@@ -1,4 +1,4 @@
-"""Tests of the Z3 engine (verifier/z3engine.py) against hand-made schedules,
+"""Tests of the Z3 engine (verifier/check/z3engine.py) against hand-made schedules,
 the generators, and a tiny operational replay written here independently.
 
 The replay (``_Machine``) executes a schedule step by step under the
@@ -8,7 +8,7 @@ unit is active under nccl; buffered sends under eager). It is used two ways:
 ``simulate()`` runs greedily to decide termination, which the engine's
 verdict must agree with on mutated schedules.
 
-Not covered here: the checker's verdict and output (tests of verifier.checker),
+Not covered here: the checker's verdict and output (tests of verifier.check.checker),
 the graph engine.
 """
 
@@ -20,7 +20,7 @@ from collections import defaultdict
 import pytest
 from hypothesis import given, strategies as st
 
-from verifier import z3engine as Z
+from verifier.check import z3engine as Z
 from verifier.ir import (
     B,
     Batch,
@@ -40,15 +40,15 @@ from verifier.ir import (
     comms_of,
     computes_of,
 )
-from verifier.lowering import lower
-from verifier.memory import peak_activations
+from verifier.semantics.lowering import lower
+from verifier.semantics.memory import peak_activations
 
 try:
     from verifier.generators import FAMILIES, generate
 except ImportError:  # pragma: no cover - the generators are another part
     FAMILIES, generate = (), None
 try:
-    from verifier import certificate
+    from verifier.check import certificate
 except ImportError:  # pragma: no cover - the certificate checker is another part
     certificate = None
 

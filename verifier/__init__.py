@@ -1,6 +1,6 @@
 """verifier: the schedule model, generators, lowering, the checker, analysis and the CLI.
 
-Importable without torch. Only verifier.z3engine imports z3.
+Importable without torch. Only verifier.check.z3engine imports z3.
 ``__version__`` is the package version (the one place it is written;
 pyproject.toml reads it from here).
 """

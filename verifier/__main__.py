@@ -1,7 +1,7 @@
 import os
 import sys
 
-from verifier.cli import main
+from verifier.cli.app import main
 
 code = main()
 # End here without the interpreter's tear-down (every module's objects freed

@@ -24,7 +24,7 @@ give each:
   ``ExecutionError``, exit 1, which is also a ``ScheduleError`` because what
   it finds is a fault of the schedule).
 - ``SolverLimit`` (a ``TimeoutError``): a solver's time limit passed inside
-  the library (verifier/synth_z3.py's encoding); caught there and reported as
+  the library (verifier/synth/z3synth.py's encoding); caught there and reported as
   data, never raised to a user.
 
 What it does not cover: how a solver that gives up is reported. The engines

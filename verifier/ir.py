@@ -35,9 +35,9 @@ Actions:
   (DualPipe's ``_commit_and_wait_comm``); ``wait=False`` posts asynchronously and
   only the computes that consume its receives wait for them.
 
-What this module does not cover: parsing and schema validation (``verifier.io``),
+What this module does not cover: parsing and schema validation (``verifier.format.io``),
 well-formedness and the other correctness properties (the checker), lowering
-(``verifier.lowering``), timing (``verifier.analysis``).
+(``verifier.semantics.lowering``), timing (``verifier.analysis.timeline``).
 """
 
 from __future__ import annotations

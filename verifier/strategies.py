@@ -22,7 +22,7 @@ with ``pip install 'ppverify[strategies]'``; without it, importing this module
 raises MissingExtra, an ImportError, saying so).
 
 What it does not cover: deciding anything about the schedules (the checker),
-schedules that fail the JSON schema (tests of verifier.io do that).
+schedules that fail the JSON schema (tests of verifier.format.io do that).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from verifier.generators import generate  # noqa: E402
-from verifier.io import dumps_json  # noqa: E402
+from verifier.format.io import dumps_json  # noqa: E402
 from verifier.ir import (  # noqa: E402
     B,
     F,

@@ -11,7 +11,7 @@ Bad parameters raise ``ScheduleError`` stating the rule and the values.
 
 Communication: ``compute_only=True`` gives compute actions only. Otherwise the
 single-direction families go through the shared lowering
-(``verifier.lowering.lower``: sends right after the producing compute,
+(``verifier.semantics.lowering.lower``: sends right after the producing compute,
 receives right before the consuming one, one ``Batch(wait=False)`` between two
 computes), while dualpipe and dualpipev emit DeepSeek's own communication
 (queued P2P ops posted as ``Batch(wait=True)`` right before each compute and
@@ -23,14 +23,14 @@ The orders and where they come from are documented in
 
 What it does not cover: checking the result (the checker does; the tests run a
 cheap dependency simulation over a parameter grid), timing and memory
-(``verifier.analysis``).
+(``verifier.analysis.timeline``).
 """
 
 from __future__ import annotations
 
 from verifier.generators import _common, dualpipe as _dp, pipelines as _pl
 from verifier.ir import Schedule, ScheduleError
-from verifier.lowering import lower
+from verifier.semantics.lowering import lower
 
 FAMILIES: tuple[str, ...] = (
     "gpipe",

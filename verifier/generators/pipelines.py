@@ -38,7 +38,7 @@ the compute order of ``torch.distributed.pipelining.schedules`` (2.13):
   stage, then of its next stage, ...; then the full backwards stage by stage
   from the last, each stage's micro-batches in reverse order. Same order.
 
-What it does not cover: communication (``verifier.lowering`` inserts it),
+What it does not cover: communication (``verifier.semantics.lowering`` inserts it),
 idle slots (PyTorch's ``None`` entries are timing hints, not actions).
 """
 

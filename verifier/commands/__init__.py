@@ -1,1 +1,0 @@
-"""Sub-commands of ``python -m verifier``, one module each (see verifier.cli)."""

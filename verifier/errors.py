@@ -89,7 +89,7 @@ class SchemaViolation(PpError):
 
 
 class IllFormed(PpError):
-    """Raised by ``properties.Index`` at the first action that is not well-formed."""
+    """Raised by ``verifier.semantics.tables.Tables`` at the first action that is not well-formed."""
 
 
 class SolverLimit(PpError, TimeoutError):

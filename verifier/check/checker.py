@@ -37,6 +37,7 @@ from verifier.check import certificate, hbgraph, properties, z3budget
 from verifier.format.io import paused_gc
 from verifier.ir import COMM_MODELS, Schedule, ScheduleError, comms_of
 from verifier.semantics.lowering import lower
+from verifier.semantics.tables import forget as forget_tables, tables_of
 from verifier.results.check import (
     TEMPLATES,
     CheckResult,
@@ -159,7 +160,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
         return result(Verdict.REFUTED, "none", props, None, None, (), "", 0.0, 0.0, 0, {}, ())
     say("static properties")
     static = properties.static_properties(schedule, memory_limit, activation_bytes)
-    num_ops = properties.index(schedule).num_ops
+    num_ops = tables_of(schedule).num_ops
     peaks = properties.peaks(schedule, activation_bytes)
     # the properties Z3 states besides deadlock-freedom (3, 4, 6, 7; memory
     # only in activation units)
@@ -285,7 +286,7 @@ def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_
     engine_seconds = time.perf_counter() - t_engine
     # the index is not needed past this point: free it now, while the cyclic
     # collector is paused, rather than keep it until the next schedule
-    properties.release()
+    forget_tables()
 
     cert_note = ""
     t_cert = time.perf_counter()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from verifier.results.check import Event, EventKind, Hop, PropertyId, Violation, WaitCycle
 from verifier.ir import Batch, CommKind, Compute, Overlap, Schedule
-from verifier.check.properties import NEVER, index
+from verifier.semantics.tables import NEVER, tables_of as index
 
 _BEGIN, _RETURN, _ACTIVE, _UNIT_DONE, _OP_DONE, _NEVER = range(6)
 _SF, _SB = CommKind.SEND_F, CommKind.SEND_B

@@ -46,41 +46,42 @@ from verifier.ir import (
     ScheduleError,
     computes_of,
 )
+from verifier.semantics.routes import Routes, routes_of
 
 _BACKWARD = (ComputeKind.B, ComputeKind.I)
 
 
-def _recvs(s: Schedule, rank: int, c: Compute) -> list[Comm]:
+def _recvs(nb: Routes, rank: int, c: Compute) -> list[Comm]:
     if c.kind is ComputeKind.F:
-        other = s.prev_stage(c.stage)
-        if other is not None and s.rank_of(other) != rank:
+        other = nb.prev[c.stage]
+        if other is not None and nb.rank_of[other] != rank:
             return [Comm(CommKind.RECV_F, c.stage, c.mb)]
     elif c.kind in _BACKWARD:
-        other = s.next_stage(c.stage)
-        if other is not None and s.rank_of(other) != rank:
+        other = nb.next[c.stage]
+        if other is not None and nb.rank_of[other] != rank:
             return [Comm(CommKind.RECV_B, c.stage, c.mb)]
     return []
 
 
-def _sends(s: Schedule, rank: int, c: Compute) -> list[Comm]:
+def _sends(nb: Routes, rank: int, c: Compute) -> list[Comm]:
     if c.kind is ComputeKind.F:
-        other = s.next_stage(c.stage)
-        if other is not None and s.rank_of(other) != rank:
+        other = nb.next[c.stage]
+        if other is not None and nb.rank_of[other] != rank:
             return [Comm(CommKind.SEND_F, c.stage, c.mb)]
     elif c.kind in _BACKWARD:
-        other = s.prev_stage(c.stage)
-        if other is not None and s.rank_of(other) != rank:
+        other = nb.prev[c.stage]
+        if other is not None and nb.rank_of[other] != rank:
             return [Comm(CommKind.SEND_B, c.stage, c.mb)]
     return []
 
 
-def _inputs(s: Schedule, c: Compute) -> list[tuple[str, int, int]]:
+def _inputs(nb: Routes, c: Compute) -> list[tuple[str, int, int]]:
     """The data a compute waits for, as ('F'|'B'|'I', stage, mb) produced by another compute."""
     if c.kind is ComputeKind.F:
-        p = s.prev_stage(c.stage)
+        p = nb.prev[c.stage]
         return [] if p is None else [("F", p, c.mb)]
     if c.kind in _BACKWARD:
-        n = s.next_stage(c.stage)
+        n = nb.next[c.stage]
         return [("F", c.stage, c.mb)] + ([] if n is None else [("B", n, c.mb)])
     return [("I", c.stage, c.mb)]
 
@@ -108,6 +109,7 @@ def reference_order(s: Schedule) -> dict[tuple[int, int], tuple[int, int, int]]:
     order and with every data dependency. Steps that never run (a dependency
     cycle) are absent.
     """
+    nb = routes_of(s)
     ready: dict[tuple[str, int, int], int] = {}
     pos = [0] * s.num_ranks
     free = [0] * s.num_ranks
@@ -118,7 +120,7 @@ def reference_order(s: Schedule) -> dict[tuple[int, int], tuple[int, int, int]]:
         for r, acts in enumerate(s.actions):
             while pos[r] < len(acts):
                 cs = computes_of(acts[pos[r]])
-                needs = [d for c in cs for d in _inputs(s, c)]
+                needs = [d for c in cs for d in _inputs(nb, c)]
                 if not all(d in ready for d in needs):
                     break
                 start = max([free[r]] + [ready[d] for d in needs])
@@ -140,20 +142,22 @@ def lower(s: Schedule) -> Schedule:
             s.name or None,
         )
     order = reference_order(s)
+    nb = routes_of(s)
     never = (1 << 62, 0, 0, 0)  # key of messages whose producer never runs
     # key of each message = the reference key of its producing compute, then its index there
     key: dict[tuple[CommKind, int, int], tuple[int, int, int, int]] = {}
     for r, acts in enumerate(s.actions):
         for i, a in enumerate(acts):
             k = order.get((r, i))
-            for j, op in enumerate(x for c in computes_of(a) for x in _sends(s, r, c)):
+            for j, op in enumerate(x for c in computes_of(a) for x in _sends(nb, r, c)):
                 key[(op.kind, op.stage, op.mb)] = never if k is None else (*k, j)
 
     def msg_key(op: Comm) -> tuple[int, int, int, int]:
         if op.kind.is_send:
             return key.get((op.kind, op.stage, op.mb), never)
-        peer = s.matching_op(op)
-        return key.get((peer.kind, peer.stage, peer.mb), never)
+        if op.kind is CommKind.RECV_F:  # the matched send: SEMANTICS.md "Messages"
+            return key.get((CommKind.SEND_F, nb.prev[op.stage], op.mb), never)
+        return key.get((CommKind.SEND_B, nb.next[op.stage], op.mb), never)
 
     out: list[list[Action]] = []
     for rank, acts in enumerate(s.actions):
@@ -162,8 +166,8 @@ def lower(s: Schedule) -> Schedule:
         placed: list[tuple[int, Comm]] = []
         for i, a in enumerate(acts):
             for c in computes_of(a):
-                placed.extend((i, op) for op in _recvs(s, rank, c))
-                placed.extend((i + 1, op) for op in _sends(s, rank, c))
+                placed.extend((i, op) for op in _recvs(nb, rank, c))
+                placed.extend((i + 1, op) for op in _sends(nb, rank, c))
         # walk messages from the latest key down: a receive may not sit after a
         # message with a later key, so it moves up to that message's gap
         placed.sort(key=lambda x: msg_key(x[1]), reverse=True)
@@ -195,11 +199,12 @@ def lowering_map(s: Schedule, lowered: Schedule) -> LoweredMap:
     none). Computed from the two schedules, so ``lower`` pays nothing for it;
     ``verifier.format.origin`` reads it to name places in the user's steps."""
     out = []
+    nb = routes_of(s)
     for r, (acts, lacts) in enumerate(zip(s.actions, lowered.actions)):
         cause: dict[Comm, int] = {}
         for i, a in enumerate(acts):
             for c in computes_of(a):
-                for op in _sends(s, r, c) + _recvs(s, r, c):
+                for op in _sends(nb, r, c) + _recvs(nb, r, c):
                     cause.setdefault(op, i)
         row: list = []
         k = 0

@@ -6,7 +6,7 @@ them again: the static properties (verifier.check.properties), the graph
 engine (verifier.check.hbgraph), the checker, and through ``tables_of`` the Z3
 encoding, the analysis replay and the reference executor. Route neighbours
 alone (``Routes``, ``routes_of``) are what the lowering reads; they need no
-well-formed actions.
+well-formed actions (verifier.semantics.routes).
 
 Numbering (one for every consumer):
 
@@ -24,10 +24,9 @@ The memo: ``tables_of(s)`` keeps the tables of the last schedule asked for (by
 identity, through a weak reference, so it never keeps a schedule alive);
 ``forget()`` drops them. Nothing else caches.
 
-What it does not cover: wording violations (verifier.check.properties), the
-models' rules (verifier.semantics.comm; ``streams`` applies one to the units
-here), deciding anything. The certificate checker reads none of this on
-purpose (it is the independent second opinion).
+Not covered: wording violations (verifier.check.properties), the models'
+rules (verifier.semantics.comm), deciding anything. The certificate checker
+reads none of this on purpose (it is the independent second opinion).
 """
 
 from __future__ import annotations
@@ -39,53 +38,13 @@ from functools import cached_property
 from verifier.errors import IllFormed
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, Schedule
 from verifier.semantics.comm import CommModel, StreamRule
+from verifier.semantics.routes import Routes, routes_of  # noqa: F401  (re-exported)
 
 _F, _B, _I, _W = ComputeKind.F, ComputeKind.B, ComputeKind.I, ComputeKind.W
 NEVER = 1 << 62  # Tables.lookup: an input that never comes
 # bits of ``present`` per (stage, mb): F 1, B 2, I 4, W 8; the two ways to
 # run exactly once are F + B and F + I + W
 _WHOLE, _SPLIT = 1 | 2, 1 | 4 | 8
-
-
-@dataclass(frozen=True)
-class Routes:
-    """Route neighbours of every stage on a route: ``rank_of[s]``, ``next[s]`` /
-    ``prev[s]`` (None at a route's end), ``route_of[s]``, and ``base[s]`` (the
-    dense key base of s). A stage on two routes takes its last (well-formed
-    refuses that schedule anyway)."""
-
-    rank_of: dict
-    next: dict
-    prev: dict
-    route_of: dict
-    base: dict
-
-    def remote_prev(self, stage: int) -> bool:
-        """Whether ``stage``'s forward input comes from another rank."""
-        p = self.prev[stage]
-        return p is not None and self.rank_of[p] != self.rank_of[stage]
-
-    def remote_next(self, stage: int) -> bool:
-        """Whether ``stage``'s gradient input comes from another rank."""
-        n = self.next[stage]
-        return n is not None and self.rank_of[n] != self.rank_of[stage]
-
-
-def routes_of(s: Schedule) -> Routes:
-    """The route neighbours of ``s`` (placement and routes only)."""
-    M = s.num_microbatches
-    rank_of = {st.id: st.rank for st in s.stages}
-    base = {st.id: n * M for n, st in enumerate(s.stages)}
-    nxt: dict[int, int | None] = {}
-    prv: dict[int, int | None] = {}
-    route_of: dict[int, int] = {}
-    for ri, r in enumerate(s.routes):
-        st = r.stages
-        for k, sid in enumerate(st):
-            nxt[sid] = st[k + 1] if k + 1 < len(st) else None
-            prv[sid] = st[k - 1] if k > 0 else None
-            route_of[sid] = ri
-    return Routes(rank_of, nxt, prv, route_of, base)
 
 
 def _stage_rows(s: Schedule, nb: Routes):
@@ -210,10 +169,6 @@ class Tables:
     @property
     def pair_list(self) -> list[tuple[int, int]]:
         return [(x, y) for x, y in enumerate(self.partner) if y > x]
-
-    @property
-    def num_units(self) -> int:
-        return len(self.unit_rank)
 
     def streams(self, model: CommModel) -> "Streams":
         """The units grouped into ``model``'s in-order streams (memoised per

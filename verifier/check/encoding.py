@@ -1,0 +1,476 @@
+"""The Z3 engine's constraint system, built as plain data and SMT-LIB text (no z3).
+
+What it is: ``encode`` turns a (lowered) schedule into integer *event times*
+and difference constraints ``t[x] - t[y] >= c``, grouped under labels that name
+the property, rank and step they state; ``smtlib`` writes them as SMT-LIB 2
+(QF_IDL) text, the specification in solver form, which verifier.check.z3engine
+feeds to z3. One function per property group below; each appends to one
+``Builder`` in a fixed order, so the variables, labels and text are the same
+for the same schedule.
+
+Events (integer times) per action at (rank r, step i): a compute step has
+``start`` (after step i-1 returned and its inputs exist) and one ``finish``
+per compute (two for an OVERLAP, whose halves share the start, plus its
+``return``); a communication step has ``post`` (after step i-1 returned) and,
+for a waited BATCH, ``return``. Under ``nccl`` each communication unit (a
+plain op, or a BATCH as a whole) has ``active`` and ``complete``, and each
+matched send/receive pair one shared ``complete`` (the rendezvous); under
+``eager`` each receive has its own ``complete`` and a send completes when
+posted. Every causal edge has weight 1 (durations >= 1), so a cycle of waits
+of any length is infeasible and a satisfying assignment lists dependent events
+in strictly increasing time. Memory adds one counter per compute step.
+
+Label prefixes (``PROPERTY_IDS`` plus ``program``):
+
+- ``program``: the meaning of one step (program order, durations, when it
+  returns, a unit is active only once posted and completes with its ops). Not
+  a property; it appears in cores as the glue of a cycle.
+- ``dependencies``: the static data-flow order on each rank (a consumer after
+  its producer / receive, a send after its compute, W after I); constant
+  true/false once the rank's program is known. When it fails the matching
+  timing edge is left out, so the core is that one label.
+- ``message-matching``: FIFO pairing per ordered rank pair, payload equality,
+  no unmatched op (constant true/false once paired: it states the property).
+- ``deadlock-free``: the waits of the model: a compute waits for its inputs,
+  a send for its compute, a unit for the previous one on the comm stream
+  (nccl), a send/receive for its peer unit being active (nccl) or a receive
+  for its send being posted (eager).
+- ``overlap-legal``: the halves of an OVERLAP are F and B/I and independent.
+- ``memory``: live activations by program order (the verifier.semantics.memory
+  rule, one unit per stage and micro-batch) at most ``memory_limit``.
+
+What it does not cover: solving (verifier.check.z3engine, the only module here
+that imports z3), properties 1-2 (verifier.check.properties). The input is
+assumed well-formed; unmatched messages and missing producers are stated as
+false constants, not crashed on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from verifier.ir import (
+    Batch,
+    Comm,
+    CommKind,
+    ComputeKind,
+    Overlap,
+    Schedule,
+    comms_of,
+    computes_of,
+    COMM_MODELS,
+    loc,
+    op_text,
+)
+from verifier.results.check import PropertyId
+from verifier.check.smt import Builder, Encoding
+
+# the label prefixes of the property groups (verifier.check.smt.property_of)
+_DEP = PropertyId.DEPENDENCIES.value
+_MSG = PropertyId.MESSAGE_MATCHING.value
+_DL = PropertyId.DEADLOCK_FREE.value
+_OVL = PropertyId.OVERLAP_LEGAL.value
+_MEM = PropertyId.MEMORY.value
+
+_RETURNS_WAITED = "returns once posted and all its ops complete"
+
+
+@dataclass
+class _Events:
+    """The time variables of every step (filled by ``_program``) and of every
+    op's completion (filled by ``_matching``)."""
+
+    desc: list[list[str]]  # "rank r step i <action>", reused by the labels
+    post: list[list[int]] = field(default_factory=list)  # compute start / comm post
+    ret: list[list[int]] = field(default_factory=list)
+    finish: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (r, i, half)
+    unit_active: dict[tuple[int, int], int] = field(default_factory=dict)  # nccl units
+    unit_complete: dict[tuple[int, int], int] = field(default_factory=dict)
+    completion: dict[tuple[int, int, int | None], int] = field(default_factory=dict)
+
+
+def _safe(fn, *args):
+    try:
+        return fn(*args)
+    except (KeyError, IndexError):
+        return None
+
+
+def _overlap_dependent(s: Schedule, o: Overlap) -> bool:
+    """The backward of ``o`` needs the forward of ``o`` (SEMANTICS, overlap-legal)."""
+    if o.f.mb != o.b.mb:
+        return False
+    pf, pb = _safe(lambda: s._route_pos[o.f.stage]), _safe(lambda: s._route_pos[o.b.stage])
+    return pf is not None and pb is not None and pf[0] == pb[0] and pb[1] >= pf[1]
+
+
+def _descriptions(s: Schedule) -> list[list[str]]:
+    """``"rank r step i <action>"`` for every step (computed once: labels reuse it)."""
+    return [[f"{loc(r, i)} {a}" for i, a in enumerate(acts)] for r, acts in enumerate(s.actions)]
+
+
+def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = None) -> Encoding:
+    """The constraint system of properties 3-7 for a schedule with communication."""
+    if comm_model not in COMM_MODELS:
+        raise ValueError(f"comm_model must be one of {COMM_MODELS}, got {comm_model!r}")
+    nccl = comm_model == "nccl"
+    b = Builder()
+    ev = _Events(_descriptions(s))
+    _program(b, s, ev, nccl)
+    if nccl:
+        _comm_streams(b, s, ev)
+    _matching(b, s, ev, nccl)
+    _waited_batches(b, s, ev)
+    for r in range(s.num_ranks):
+        _RankDependencies(b, s, ev, r).state()
+    _overlaps(b, s, ev)
+    num_time = len(b.names)
+    if memory_limit is not None:
+        _memory(b, s, memory_limit)
+    return Encoding(
+        variables=tuple(b.names),
+        num_time_events=num_time,
+        groups=MappingProxyType({k: tuple(v) for k, v in b.groups.items()}),
+        constants=MappingProxyType(dict(b.constants)),
+        action_start=tuple(tuple(x) for x in ev.post),
+    )
+
+
+# ---------------------------------------------------------------------------
+# program: the events of each step and what they mean
+# ---------------------------------------------------------------------------
+
+
+def _program(b: Builder, s: Schedule, ev: _Events, nccl: bool) -> None:
+    """Per step: its start/post after the previous step returns, its finishes
+    and return; under nccl a unit's ``active`` and ``complete``."""
+    for r in range(s.num_ranks):
+        ev.post.append([]), ev.ret.append([])
+        for i, a in enumerate(s.actions[r]):
+            def lab(what, r=r, i=i):
+                return f"program: {ev.desc[r][i]} {what}"
+
+            cs = computes_of(a)
+            # the step starts (a compute) or is posted (communication) once step i-1 returned
+            st = b.var(f"{loc(r, i)} {'start' if cs else 'post'}")
+            if i > 0:
+                what = "starts" if cs else "is posted"
+                b.after(lab(f"{what} after step {i - 1} returns"), st, ev.ret[r][i - 1])
+            if cs:
+                rt = _compute_events(b, ev, r, i, len(cs), st, lab)
+            else:
+                rt = st  # isend/irecv semantics: returns once posted ...
+                if isinstance(a, Batch) and a.wait:  # ... unless it waits (_waited_batches)
+                    rt = b.var(f"{loc(r, i)} return")
+                    b.after(lab(_RETURNS_WAITED), rt, st)
+                if nccl and comms_of(a):
+                    act = b.var(f"{loc(r, i)} active")
+                    b.after(lab("is active on the comm stream once posted"), act, st)
+                    ev.unit_active[(r, i)] = act
+                    ev.unit_complete[(r, i)] = b.var(f"{loc(r, i)} complete")
+            ev.post[r].append(st)
+            ev.ret[r].append(rt)
+
+
+def _compute_events(b: Builder, ev: _Events, r: int, i: int, n: int, st: int, lab) -> int:
+    """The finish of each of the ``n`` computes of step (r, i); returns its return."""
+    fins = []
+    for h in range(n):
+        f = b.var(f"{loc(r, i, h) if n > 1 else loc(r, i)} finish")
+        b.after(lab("finishes after it starts"), f, st)
+        ev.finish[(r, i, h)] = f
+        fins.append(f)
+    if n == 1:
+        return fins[0]  # a compute returns when it finishes
+    rt = b.var(f"{loc(r, i)} return")
+    for f in fins:
+        b.after(lab("returns when both halves finish"), rt, f)
+    return rt
+
+
+def _comm_streams(b: Builder, s: Schedule, ev: _Events) -> None:
+    """nccl: one comm stream per rank, units in post order."""
+    for r in range(s.num_ranks):
+        prev = None
+        for i, _a in enumerate(s.actions[r]):
+            if (r, i) not in ev.unit_active:
+                continue
+            if prev is not None:
+                b.after(
+                    f"{_DL}: {loc(r, i)} waits {loc(r, prev)} on rank {r}'s "
+                    f"comm stream ({s.actions[r][i]} after {s.actions[r][prev]})",
+                    ev.unit_active[(r, i)],
+                    ev.unit_complete[(r, prev)],
+                )
+            prev = i
+
+
+def _waited_batches(b: Builder, s: Schedule, ev: _Events) -> None:
+    """A waited BATCH returns when all its ops complete."""
+    for r in range(s.num_ranks):
+        for i, a in enumerate(s.actions[r]):
+            if isinstance(a, Batch) and a.wait:
+                for j, _op in enumerate(a.ops):
+                    c = ev.completion.get((r, i, j))
+                    if c is not None:  # an unmatched op never completes: its const is false
+                        b.after(f"program: {ev.desc[r][i]} {_RETURNS_WAITED}", ev.ret[r][i], c)
+
+
+# ---------------------------------------------------------------------------
+# message matching: FIFO per ordered rank pair, and when each op completes
+# ---------------------------------------------------------------------------
+
+_Op = tuple[int, int, "int | None", Comm]  # rank, step, index in its BATCH (or None), op
+
+
+def _channels(b: Builder, s: Schedule):
+    """The sends and receives of each ordered rank pair, in post order."""
+    sends: dict[tuple[int, int], list[_Op]] = {}
+    recvs: dict[tuple[int, int], list[_Op]] = {}
+    posted = (
+        (r, i, j if isinstance(a, Batch) else None, op)
+        for r in range(s.num_ranks)
+        for i, a in enumerate(s.actions[r])
+        for j, op in enumerate(comms_of(a))
+    )
+    for r, i, j, op in posted:
+        peer = _safe(s.peer_of, op)
+        if peer is None:
+            b.const(f"{_MSG}: {loc(r, i, j)} {op} has no peer on its route", False)
+            continue
+        if op.kind.is_send:
+            sends.setdefault((r, peer), []).append((r, i, j, op))
+        else:
+            recvs.setdefault((peer, r), []).append((r, i, j, op))
+    return sends, recvs
+
+
+def _matching(b: Builder, s: Schedule, ev: _Events, nccl: bool) -> None:
+    """Pair the k-th send with the k-th receive of each channel; state the
+    payloads, the unmatched ops, and each pair's completion."""
+    sends, recvs = _channels(b, s)
+    for pair in sorted(set(sends) | set(recvs)):
+        ss, rs = sends.get(pair, []), recvs.get(pair, [])
+        for k in range(max(len(ss), len(rs))):
+            if k >= len(rs):
+                r, i, j, op = ss[k]
+                b.const(
+                    f"{_MSG}: {loc(r, i, j)} {op} (send #{k} from rank {pair[0]} "
+                    f"to rank {pair[1]}) has no matching receive: rank {pair[1]} posts "
+                    f"{len(rs)} receive(s) from rank {pair[0]}",
+                    False,
+                )
+            elif k >= len(ss):
+                r, i, j, op = rs[k]
+                b.const(
+                    f"{_MSG}: {loc(r, i, j)} {op} (receive #{k} on rank {pair[1]} "
+                    f"from rank {pair[0]}) has no matching send: rank {pair[0]} posts "
+                    f"{len(ss)} send(s) to rank {pair[1]}",
+                    False,
+                )
+            else:
+                _pair(b, s, ev, ss[k], rs[k])
+                (_rendezvous if nccl else _buffered)(b, ev, ss[k], rs[k])
+
+
+def _pair(b: Builder, s: Schedule, ev: _Events, snd: _Op, rcv: _Op) -> None:
+    """The payload a matched send carries is what its receive expects."""
+    (sr, si, sj, sop), (rr, ri, rj, rop) = snd, rcv
+    same = _safe(s.matching_op, sop) == rop
+    verdict = "equal" if same else f"differs (the receive expects {_safe(s.matching_op, rop)})"
+    b.const(
+        f"{_MSG}: {loc(sr, si, sj)} {sop} pairs with {loc(rr, ri, rj)} {rop}: payload {verdict}",
+        same,
+    )
+
+
+def _rendezvous(b: Builder, ev: _Events, snd: _Op, rcv: _Op) -> None:
+    """nccl: one shared completion, once both units are active on their streams."""
+    (sr, si, sj, sop), (rr, ri, rj, rop) = snd, rcv
+    c = b.var(f"{loc(sr, si, sj)} -> {loc(rr, ri, rj)} complete")
+    b.after(
+        f"{_DL}: {loc(sr, si, sj)} {sop} waits {loc(rr, ri, rj)} {rop} (its unit active)",
+        c,
+        ev.unit_active[(rr, ri)],
+    )
+    b.after(
+        f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} (its unit active)",
+        c,
+        ev.unit_active[(sr, si)],
+    )
+    for r, i in ((sr, si), (rr, ri)):
+        b.after(
+            f"program: {ev.desc[r][i]} completes when its ops complete",
+            ev.unit_complete[(r, i)],
+            c,
+        )
+    ev.completion[(sr, si, sj)] = ev.completion[(rr, ri, rj)] = c
+
+
+def _buffered(b: Builder, ev: _Events, snd: _Op, rcv: _Op) -> None:
+    """eager: a send completes when posted; its receive once both are posted."""
+    (sr, si, sj, sop), (rr, ri, rj, rop) = snd, rcv
+    c = b.var(f"{loc(rr, ri, rj)} complete")
+    b.after(f"program: {loc(rr, ri, rj)} {rop} completes after it is posted", c, ev.post[rr][ri])
+    b.after(
+        f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} (posted)",
+        c,
+        ev.post[sr][si],
+    )
+    ev.completion[(rr, ri, rj)] = c
+    ev.completion[(sr, si, sj)] = ev.post[sr][si]
+
+
+# ---------------------------------------------------------------------------
+# data dependencies on one rank
+# ---------------------------------------------------------------------------
+
+
+class _RankDependencies:
+    """The data-flow order of rank ``r``: each compute after its producer or
+    receive, each send after its compute, W after its I."""
+
+    def __init__(self, b: Builder, s: Schedule, ev: _Events, r: int) -> None:
+        self.b, self.s, self.ev, self.r = b, s, ev, r
+        self.comp_at: dict[tuple[ComputeKind, int, int], tuple[int, int]] = {}
+        self.recv_at: dict[tuple[CommKind, int, int], tuple[int, int | None]] = {}
+        for i, a in enumerate(s.actions[r]):
+            for h, c in enumerate(computes_of(a)):
+                self.comp_at.setdefault((c.kind, c.stage, c.mb), (i, h))
+            for j, op in enumerate(comms_of(a)):
+                if not op.kind.is_send:
+                    self.recv_at.setdefault(
+                        (op.kind, op.stage, op.mb), (i, j if isinstance(a, Batch) else None)
+                    )
+
+    def state(self) -> None:
+        s, r = self.s, self.r
+        for i, a in enumerate(s.actions[r]):
+            for c in computes_of(a):
+                if c.stage not in s._route_pos or c.stage not in s.stage_by_id:
+                    continue  # unknown stage: well-formed reports it
+                self._compute(i, c, isinstance(a, Overlap))
+            for op in comms_of(a):
+                if not op.kind.is_send or op.stage not in s._route_pos:
+                    continue
+                kinds = (
+                    (ComputeKind.F,)
+                    if op.kind is CommKind.SEND_F
+                    else (ComputeKind.B, ComputeKind.I)
+                )
+                self._need_compute(i, str(op), kinds, op.stage, op.mb)
+
+    def _compute(self, i: int, c, same_ok: bool) -> None:
+        s, r, what = self.s, self.r, str(c)
+        if c.kind is ComputeKind.F:
+            p = s.prev_stage(c.stage)
+            if p is not None and _safe(s.rank_of, p) != r:
+                self._need_recv(i, what, CommKind.RECV_F, c.stage, c.mb)
+            elif p is not None:
+                self._need_compute(i, what, (ComputeKind.F,), p, c.mb, same_ok)
+        elif c.kind in (ComputeKind.B, ComputeKind.I):
+            self._need_compute(i, what, (ComputeKind.F,), c.stage, c.mb, same_ok)
+            n = s.next_stage(c.stage)
+            if n is not None and _safe(s.rank_of, n) != r:
+                self._need_recv(i, what, CommKind.RECV_B, c.stage, c.mb)
+            elif n is not None:
+                self._need_compute(i, what, (ComputeKind.B, ComputeKind.I), n, c.mb, same_ok)
+        else:  # W
+            self._need_compute(i, what, (ComputeKind.I,), c.stage, c.mb)
+
+    def _need_compute(self, i, what, kinds, stage, mb, same_step_ok=False) -> None:
+        """Step i waits for a compute of ``kinds`` on (stage, mb)."""
+        b, r = self.b, self.r
+        found = [self.comp_at[(k, stage, mb)] for k in kinds if (k, stage, mb) in self.comp_at]
+        need = " or ".join(op_text(k, stage, mb) for k in kinds)
+        if not found:
+            b.const(f"{_DEP}: {loc(r, i)} {what} needs {need}, not on rank {r}", False)
+            return
+        pi, ph = min(found)
+        if pi == i and same_step_ok:
+            return  # the two halves of one OVERLAP: overlap-legal states that
+        ok = pi < i
+        b.const(
+            f"{_DEP}: {loc(r, i)} {what} after {need} at {loc(r, pi)}"
+            + ("" if ok else " (it comes later)"),
+            ok,
+        )
+        if ok:
+            b.after(
+                f"{_DL}: {loc(r, i)} {what} waits {loc(r, pi)} {need}",
+                self.ev.post[r][i],
+                self.ev.finish[(r, pi, ph)],
+            )
+
+    def _need_recv(self, i, what, kind, stage, mb) -> None:
+        """Step i waits for the first receive of (kind, stage, mb) on its rank."""
+        b, r = self.b, self.r
+        op = Comm(kind, stage, mb)
+        place = self.recv_at.get((kind, stage, mb))
+        if place is None:
+            b.const(f"{_DEP}: {loc(r, i)} {what} needs {op}, not posted on rank {r}", False)
+            return
+        ok = place[0] < i
+        b.const(
+            f"{_DEP}: {loc(r, i)} {what} after {op} at {loc(r, *place)}"
+            + ("" if ok else " (it comes later)"),
+            ok,
+        )
+        c = self.ev.completion.get((r, *place))
+        if ok and c is not None:
+            b.after(
+                f"{_DL}: {loc(r, i)} {what} waits {loc(r, *place)} {op} (complete)",
+                self.ev.post[r][i],
+                c,
+            )
+
+
+# ---------------------------------------------------------------------------
+# overlap legality and memory
+# ---------------------------------------------------------------------------
+
+
+def _overlaps(b: Builder, s: Schedule, ev: _Events) -> None:
+    """The halves of each OVERLAP are a forward and a backward, independent."""
+    for r in range(s.num_ranks):
+        for i, a in enumerate(s.actions[r]):
+            if not isinstance(a, Overlap):
+                continue
+            kinds_ok = a.f.kind is ComputeKind.F and a.b.kind in (ComputeKind.B, ComputeKind.I)
+            dep = _overlap_dependent(s, a) if kinds_ok else False
+            if not kinds_ok:
+                verdict = "the halves must be a forward and a backward (B or I)"
+            elif dep:
+                verdict = "the backward depends on the forward"
+            else:
+                verdict = "a forward and a backward, independent"
+            b.const(f"{_OVL}: {ev.desc[r][i]}: {verdict}", kinds_ok and not dep)
+
+
+def _memory(b: Builder, s: Schedule, memory_limit: int) -> None:
+    """Live activations by program order, at most ``memory_limit`` at each F."""
+    zero = b.var("memory zero")
+    for r in range(s.num_ranks):
+        live = zero
+        acc = f"{_MEM}: rank {r} live activations by program order"
+        for i, a in enumerate(s.actions[r]):
+            cs = computes_of(a)
+            nf = sum(1 for c in cs if c.kind is ComputeKind.F)
+            nb = sum(1 for c in cs if c.kind in (ComputeKind.B, ComputeKind.I))
+            if not cs:
+                continue
+            mid = b.var(f"memory {loc(r, i)} peak")
+            b.after(acc, mid, live, nf)
+            b.after(acc, live, mid, -nf)
+            if nf:
+                b.after(
+                    f"{_MEM}: {loc(r, i)} live activations at most {memory_limit}",
+                    zero,
+                    mid,
+                    -memory_limit,
+                )
+            out = b.var(f"memory {loc(r, i)} after")
+            b.after(acc, out, mid, -nb)
+            b.after(acc, mid, out, nb)
+            live = out

@@ -33,6 +33,7 @@ from verifier.format.csvio import MAX_ID
 from verifier.generators import FAMILIES, generate
 from verifier.format.io import dumps_json, schedule_to_dict
 from verifier.ir import FORMAT_NAME, FORMAT_VERSION, CommKind, ComputeKind
+from verifier.program import PROGRAM_VERSION
 from verifier.format.schema import SchemaViolation, compiled_validator, load_schema, validate
 
 SCHEMA = load_schema()
@@ -106,7 +107,10 @@ def test_schema_follows_the_meta_schema_rules():
 def test_schema_agrees_with_the_ir():
     assert SCHEMA["properties"]["format"]["const"] == FORMAT_NAME
     assert SCHEMA["properties"]["version"]["const"] == FORMAT_VERSION
-    assert SCHEMA["$id"] == f"{FORMAT_NAME}/{FORMAT_VERSION}"
+    # the schema's version is the newest document version: schedules are 1.0
+    # (this top level), recorded programs 1.1 ($defs/program)
+    assert SCHEMA["$id"] == f"{FORMAT_NAME}/{PROGRAM_VERSION}"
+    assert SCHEMA["$defs"]["program"]["properties"]["version"]["const"] == PROGRAM_VERSION
     d = SCHEMA["$defs"]
     assert d["compute"]["properties"]["op"]["enum"] == [k.value for k in ComputeKind]
     assert d["comm"]["properties"]["op"]["enum"] == [k.value for k in CommKind]

@@ -30,7 +30,11 @@ from verifier.check.checker import (
 )
 from verifier.format import guard
 from verifier.errors import FlagError
-from verifier.format.io import load_schedule_with_origin, paused_gc, source_name
+from verifier.format.io import paused_gc, source_name
+from verifier.format.program import load_document
+from verifier.program import Program
+from verifier.cli.check_program import run_program
+from verifier.check.program import program_models
 from verifier.ir import Batch, ScheduleError, action_text, loc
 from verifier.format.origin import Origin
 from verifier.format.units import (
@@ -77,6 +81,15 @@ communication models (--comm-model):
   eager  sends are buffered and complete when posted; a receive completes once
          its matched send is posted (what PyTorch's schedule simulator assumes).
   Deadlock-free under nccl implies deadlock-free under eager.
+
+recorded programs (pp-schedule 1.1, "kind": "program", written by a recorder
+from a real run): checked for well-formed, message-matching (shape, dtype,
+payload of FIFO pairs per group and rank pair), collective-order and
+deadlock-free by a replay under every model (--comm-model also takes gloo,
+nccl-pairs and all); counterexamples name the rank, op index and source line
+("rank 2 blocks in train.py:88 `recv` from rank 3 (4x1024 bfloat16) while
+..."), and "models:" lists every model's outcome. specs/SEMANTICS.md,
+"Recorded programs".
 
 engines (--engine):
   auto   (default) the graph engine first: a failing static property or a
@@ -143,8 +156,9 @@ progress lines go to stderr only when stderr is a terminal or with --progress.
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv in PyTorch's format; - reads stdin)")
-    p.add_argument("--comm-model", choices=COMM_MODELS, default="nccl",
-                   help="communication model: nccl (default, strictest) or eager")
+    p.add_argument("--comm-model", choices=(*COMM_MODELS, *_PROGRAM_ONLY), default="nccl",
+                   help="communication model: nccl (default, strictest) or eager; a recorded "
+                   "program also takes gloo, nccl-pairs and all")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="decision engine: auto (default), graph, z3, both")
     p.add_argument("--memory-limit", type=_limit, default=None, metavar="N|SIZE",
@@ -177,6 +191,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print progress lines to stderr even when it is not a terminal")
     guard.add_limit_arguments(p, "max_bytes", "max_actions", "max_cells", "max_counterexamples")
 
+
+# models a recorded program is replayed under that schedules do not take yet
+_PROGRAM_ONLY = tuple(m for m in (*program_models(), "all") if m not in COMM_MODELS)
 
 MAX_TIMEOUT_S = 4294967  # z3 takes a timeout of at most 2**32-1 ms
 MAX_RLIMIT = 2**32 - 1  # z3's rlimit is an unsigned 32-bit count
@@ -253,7 +270,10 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
 
 def _run(args: argparse.Namespace, stdout: IO[str], source: str, progress, limits) -> int:
     progress(f"loading {source}")
-    schedule, origin = load_schedule_with_origin(args.file, limits=limits)
+    loaded = load_document(args.file, limits=limits)
+    if isinstance(loaded, Program):  # a recorded program (pp-schedule 1.1): its own checker
+        return run_program(args, loaded, stdout, source)
+    schedule, origin = loaded
     memory_limit, sizes = memory_args(args, schedule)
     with guard.naming(source):
         result = check(

@@ -34,6 +34,7 @@ from verifier.ir import (
     Stage,
     _field_setters,
 )
+from verifier.program import PROGRAM_KIND
 from verifier.format.csvio import csv_to_schedule, schedule_to_csv
 from verifier.format.guard import DEFAULT as DEFAULT_LIMITS
 from verifier.format.guard import Limits, check_size, paused_gc, printable, read_bounded  # noqa: F401  (paused_gc: re-exported)
@@ -195,6 +196,10 @@ def _short(key: str, limit: int = 60) -> str:
 
 def schedule_from_dict(doc: Any, source: str = "<input>") -> Schedule:
     """Validate a parsed JSON document against the schema and build the IR."""
+    if type(doc) is dict and doc.get("kind") == PROGRAM_KIND:
+        raise ScheduleError(
+            "is a recorded program (\"kind\": \"program\"), not a schedule: "
+            "`python -m verifier check` reads it (verifier.format.program)", source)
     try:
         validate(doc)
     except SchemaViolation as v:
@@ -370,6 +375,14 @@ def load_schedule_with_origin(path: str | Path, fmt: str | None = None, *,
 
     limits = limits or DEFAULT_LIMITS
     text = read_text(path, max_bytes=limits.max_bytes)
+    return schedule_from_text(text, path, fmt, limits=limits)
+
+
+def schedule_from_text(text: str, path: str | Path, fmt: str | None = None, *,
+                       limits: Limits | None = None):
+    """``load_schedule_with_origin`` on a file's text already read (``path`` names
+    it and, without ``fmt``, gives the format by extension; "-" sniffs it)."""
+    limits = limits or DEFAULT_LIMITS
     source = source_name(path)
     if str(path) == STDIN:
         fmt = fmt or sniff_format(text)

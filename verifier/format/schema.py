@@ -442,3 +442,17 @@ def validate(doc: Any) -> None:
         return
     compiled_validator()(doc, lambda: "$")
     raise SchemaViolation("$", "rejected by the schema")  # the two compilers disagree: a bug
+
+
+@lru_cache(maxsize=1)
+def program_validator() -> Validator:
+    """The validator of a recorded program (``#/$defs/program`` of the same schema
+    file: pp-schedule 1.1, ``"kind": "program"``)."""
+    root = load_schema()
+    return _Compiler(root).compile({"$ref": "#/$defs/program"})
+
+
+def validate_program(doc: Any) -> None:
+    """Raise SchemaViolation naming the first place where ``doc`` breaks the
+    program schema."""
+    program_validator()(doc, lambda: "$")

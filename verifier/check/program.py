@@ -1,0 +1,295 @@
+"""Checking a recorded program: the properties of specs/SEMANTICS.md "Recorded programs".
+
+``check_program(program, comm_model=...)`` decides, for a ``verifier.program.Program``:
+
+- ``well-formed``: every peer a rank of the run other than the caller and in the
+  op's group together with the caller; every wait/is_completed names a handle the
+  rank issued earlier; every collective's group exists and holds the caller.
+- ``message-matching``: point-to-point ops match first in, first out per
+  (group, src, dst); a matched pair agrees in shape and dtype, and in payload
+  (kind, micro-batch, stage) where both sides record one; an op left without a
+  partner on a rank pair whose two recordings are complete is reported.
+- ``collective-order``: every member of a group reaches the group's collectives
+  in the same order (same name; same shape and dtype where both recorded).
+- ``deadlock-free``: the monotone replay (``verifier.check.progreplay``)
+  terminates under the model; otherwise the blocked ranks and the chain of waits.
+
+Every model is replayed whatever ``comm_model`` is (it is linear), so the result
+says under which models the program would terminate, and, for a recording of a
+run that hung, whether the replay blocks where the run did.
+
+What it does not cover: schedules (``verifier.check.checker``), rendering
+(``verifier.cli.check_program``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from verifier.check.progreplay import Plan, ReplayRules, plan, replay
+from verifier.errors import ScheduleError
+from verifier.program import (
+    BatchP2P,
+    Collective,
+    IsCompleted,
+    P2P,
+    Program,
+    Wait,
+    op_phrase,
+    shape_text,
+)
+from verifier.results.check import Status, Verdict
+from verifier.semantics.comm import MODELS
+from verifier.results.program import (
+    ModelOutcome,
+    Place,
+    ProgramCheckResult,
+    ProgramProperty,
+    ProgramPropertyResult,
+    ProgramViolation,
+)
+
+# The models a program is replayed under: every model of the semantics core
+# (verifier.semantics.comm.MODELS, strictest first), read through its fields.
+PROGRAM_MODELS: dict[str, ReplayRules] = {name: ReplayRules.of(m) for name, m in MODELS.items()}
+ALL = "all"
+
+
+def program_models() -> tuple[str, ...]:
+    return tuple(PROGRAM_MODELS)
+
+
+def _place(p: Program, rank: int, k: int, sub: int | None = None) -> Place:
+    op = p.ranks[rank].ops[k]
+    shown = op.ops[sub] if sub is not None and isinstance(op, BatchP2P) else op
+    return Place(rank, k, op.where, sub, op_phrase(shown))
+
+
+def _at(pl: Place) -> str:
+    return f"rank {pl.rank} {pl.phrase} at {pl.where} (op {pl.op}" + \
+        (f", batch entry {pl.sub})" if pl.sub is not None else ")")
+
+
+# ---------------------------------------------------------------- well-formed
+
+
+def _well_formed(p: Program) -> list[ProgramViolation]:
+    out: list[ProgramViolation] = []
+    WF = ProgramProperty.WELL_FORMED
+    groups = {g.id: g for g in p.groups}
+    for g in p.groups:
+        bad = [r for r in g.ranks if not 0 <= r < p.num_ranks]
+        if bad:
+            out.append(ProgramViolation(WF, "group-rank", f"group {g.id} names rank {bad[0]}, "
+                                        f"outside 0..{p.num_ranks - 1}"))
+    for rp in p.ranks:
+        issued: set[int] = set()
+        for k, op in enumerate(rp.ops):
+            entries = op.ops if isinstance(op, BatchP2P) else (op,) if isinstance(op, P2P) else ()
+            for j, e in enumerate(entries):
+                sub = j if isinstance(op, BatchP2P) else None
+                pl = _place(p, rp.rank, k, sub)
+                g = groups.get(e.group)
+                if not 0 <= e.peer < p.num_ranks:
+                    out.append(ProgramViolation(WF, "peer-range", f"{_at(pl)}: peer rank {e.peer} is outside "
+                                                f"0..{p.num_ranks - 1}", (pl,)))
+                elif e.peer == rp.rank:
+                    out.append(ProgramViolation(WF, "peer-self", f"{_at(pl)}: the peer is the rank itself", (pl,)))
+                elif g is None:
+                    out.append(ProgramViolation(WF, "group", f"{_at(pl)}: group {e.group} is not declared", (pl,)))
+                elif rp.rank not in g.ranks or e.peer not in g.ranks:
+                    out.append(ProgramViolation(WF, "group-member", f"{_at(pl)}: group {e.group} "
+                                                f"({list(g.ranks)}) does not hold both rank {rp.rank} "
+                                                f"and rank {e.peer}", (pl,)))
+                if e.handle is not None:
+                    issued.add(e.handle)
+            if isinstance(op, (Wait, IsCompleted)) and op.handle not in issued:
+                pl = _place(p, rp.rank, k)
+                out.append(ProgramViolation(WF, "handle", f"{_at(pl)}: handle {op.handle} was not "
+                                            f"returned by an earlier isend/irecv of rank {rp.rank}", (pl,)))
+            if isinstance(op, Collective):
+                g = groups.get(op.group)
+                if g is None or rp.rank not in g.ranks:
+                    pl = _place(p, rp.rank, k)
+                    what = "is not declared" if g is None else f"({list(g.ranks)}) does not hold rank {rp.rank}"
+                    out.append(ProgramViolation(WF, "collective-group", f"{_at(pl)}: group {op.group} {what}", (pl,)))
+    return out
+
+
+# ---------------------------------------------------------------- message-matching
+
+
+def _payload_agrees(send, recv) -> bool:
+    """Kinds and micro-batches equal; stages equal (both name the producing stage)
+    or adjacent in the message's direction (each names its own stage: an
+    activation goes to stage + 1, a gradient to stage - 1)."""
+    a, b = send.payload, recv.payload
+    if a is None or b is None:
+        return True
+    if a.kind != b.kind or a.mb != b.mb:
+        return False
+    return b.stage == a.stage or b.stage == a.stage + (1 if a.kind == "F" else -1)
+
+
+def _message_matching(p: Program, pl: Plan) -> list[ProgramViolation]:
+    out: list[ProgramViolation] = []
+    MM = ProgramProperty.MESSAGE_MATCHING
+    for q, op in enumerate(pl.req_op):
+        m = pl.partner[q]
+        r, k, sub = pl.req_place[q]
+        if m < 0:
+            peer = op.peer
+            if not 0 <= peer < p.num_ranks or peer == r:
+                continue  # well-formed says so
+            if p.ranks[r].truncated or p.ranks[peer].truncated:
+                continue  # the recording ends early: the run never got to post the partner
+            here = _place(p, r, k, sub)
+            want = "recv from" if op.is_send else "send to"
+            out.append(ProgramViolation(MM, "unmatched", f"{_at(here)} has no partner: rank {peer} "
+                                        f"never posts the matching {want} rank {r} in group {op.group} "
+                                        "(FIFO per group and rank pair)", (here,)))
+            continue
+        if not op.is_send:
+            continue
+        recv = pl.req_op[m]
+        mr, mk, msub = pl.req_place[m]
+        a, b = _place(p, r, k, sub), _place(p, mr, mk, msub)
+        if (op.shape, op.dtype) != (recv.shape, recv.dtype):
+            out.append(ProgramViolation(MM, "shape", f"{_at(a)} sends {shape_text(op.shape, op.dtype)} "
+                                        f"but its FIFO partner, {_at(b)}, receives "
+                                        f"{shape_text(recv.shape, recv.dtype)}", (a, b)))
+        elif not _payload_agrees(op, recv):
+            out.append(ProgramViolation(MM, "payload", f"{_at(a)} sends {op.payload} but its FIFO "
+                                        f"partner, {_at(b)}, expects {recv.payload}", (a, b)))
+    return out
+
+
+# ---------------------------------------------------------------- collective-order
+
+
+def _collective_order(p: Program) -> list[ProgramViolation]:
+    out: list[ProgramViolation] = []
+    CO = ProgramProperty.COLLECTIVE_ORDER
+    seqs: dict[tuple[int, int], list[tuple[int, Collective]]] = {}
+    for rp in p.ranks:
+        for k, op in enumerate(rp.ops):
+            if isinstance(op, Collective):
+                seqs.setdefault((op.group, rp.rank), []).append((k, op))
+    for g in p.groups:
+        members = [r for r in g.ranks if 0 <= r < p.num_ranks]
+        if not members:
+            continue
+        lists = {r: seqs.get((g.id, r), []) for r in members}
+        first = members[0]
+        longest = max(len(v) for v in lists.values())
+        for i in range(longest):
+            ref = next((r for r in members if i < len(lists[r])), None)
+            if ref is None:
+                break
+            rk, rop = lists[ref][i]
+            for r in members:
+                if i >= len(lists[r]):
+                    if p.ranks[r].truncated:
+                        continue
+                    a = _place(p, ref, rk)
+                    out.append(ProgramViolation(CO, "collective-missing", f"{_at(a)} is collective number "
+                                                f"{i} of group {g.id}, which rank {r} never reaches "
+                                                f"(it calls {len(lists[r])} collectives on the group)", (a,)))
+                    continue
+                k, op = lists[r][i]
+                same = op.name == rop.name and (op.shape is None or rop.shape is None or
+                                                 (op.shape, op.dtype) == (rop.shape, rop.dtype))
+                if not same:
+                    a, b = _place(p, ref, rk), _place(p, r, k)
+                    out.append(ProgramViolation(CO, "collective-order", f"collective number {i} of group "
+                                                f"{g.id}: {_at(a)} but {_at(b)}", (a, b)))
+        del first
+    return out
+
+
+# ---------------------------------------------------------------- assembling
+
+
+def _status(violations) -> Status:
+    return Status.FAILS if violations else Status.HOLDS
+
+
+def _deadlock_violations(o: ModelOutcome) -> list[ProgramViolation]:
+    if o.terminates:
+        return []
+    kind = "cycle" if o.closed else "stuck"
+    places = tuple(h.place for h in o.hops)
+    n = len(o.blocked)
+    msg = f"under {o.model}, {n} rank{'s' if n != 1 else ''} never finish{'es' if n == 1 else ''}: {o.summary}"
+    return [ProgramViolation(ProgramProperty.DEADLOCK_FREE, kind, msg, places, o.model)]
+
+
+def _recorded_notes(p: Program, outcomes: dict[str, ModelOutcome]) -> list[str]:
+    """How the recorded run ended, and whether each model's replay explains it."""
+    notes = []
+    rec = p.recorded or {}
+    used = rec.get("backend_used")
+    stuck = [(rp.rank, k) for rp in p.ranks for k, op in enumerate(rp.ops) if not op.returned]
+    raised = [rp for rp in p.ranks if rp.outcome in ("raised", "killed", "interrupted")]
+    for rp in raised:
+        err = f" ({rp.error})" if rp.error else ""
+        notes.append(f"the recorded run: rank {rp.rank} ended with outcome {rp.outcome}{err} after "
+                     f"{len(rp.ops)} op(s); ops its peers expected from it afterwards were never issued")
+    if stuck:
+        where = "; ".join(str(_place(p, r, k)) + " " + _place(p, r, k).phrase for r, k in stuck)
+        notes.append(f"the recorded run{' on ' + str(used) if used else ''} hung with these calls "
+                     f"not returned: {where}")
+        want = set(stuck)
+        for name, o in outcomes.items():
+            if o.terminates:
+                notes.append(f"under {name} the recorded calls terminate: the model does not explain "
+                             "the hang (a different cause, or a model weaker than the runtime)")
+                continue
+            got = {(b.place.rank, b.place.op) for b in o.blocked}
+            if got == want:
+                notes.append(f"under {name} the replay blocks at exactly the calls the run hung in")
+            else:
+                notes.append(f"under {name} the replay blocks at {len(got)} call(s), "
+                             f"{len(got & want)} of them where the run hung")
+    return notes
+
+
+def _model_notes(chosen: tuple[str, ...], outcomes: dict[str, ModelOutcome]) -> list[str]:
+    ok = [m for m, o in outcomes.items() if o.terminates]
+    bad = [m for m, o in outcomes.items() if not o.terminates]
+    if not bad or not ok or len(chosen) > 1:
+        return []
+    verdict_models = ", ".join(chosen)
+    if all(m in ok for m in chosen):
+        return [f"terminates under {', '.join(ok)}; deadlocks under {', '.join(bad)}"]
+    tail = ""
+    if "eager" in ok:
+        tail = (": tests with small tensors (sent eagerly) can pass while the run hangs at "
+                "production message sizes")
+    return [f"deadlocks under {verdict_models}; terminates under {', '.join(ok)}{tail}"]
+
+
+def check_program(p: Program, comm_model: str = "nccl") -> ProgramCheckResult:
+    """Decide the program properties under ``comm_model`` (a name of
+    ``PROGRAM_MODELS``, or ``all``: deadlock-free under every model)."""
+    t0 = time.perf_counter()
+    if comm_model != ALL and comm_model not in PROGRAM_MODELS:
+        raise ScheduleError(f"unknown communication model {comm_model!r}; choose one of "
+                            f"{', '.join((*PROGRAM_MODELS, ALL))}", "--comm-model")
+    chosen = tuple(PROGRAM_MODELS) if comm_model == ALL else (comm_model,)
+    wf = _well_formed(p)
+    pl = plan(p)
+    props = [ProgramPropertyResult(ProgramProperty.WELL_FORMED, _status(wf), tuple(wf), "static")]
+    mm = _message_matching(p, pl)
+    props.append(ProgramPropertyResult(ProgramProperty.MESSAGE_MATCHING, _status(mm), tuple(mm), "static"))
+    co = _collective_order(p)
+    props.append(ProgramPropertyResult(ProgramProperty.COLLECTIVE_ORDER, _status(co), tuple(co), "static"))
+    outcomes = {name: replay(p, rules, pl) for name, rules in PROGRAM_MODELS.items()}
+    dl = [v for m in chosen for v in _deadlock_violations(outcomes[m])]
+    props.append(ProgramPropertyResult(ProgramProperty.DEADLOCK_FREE, _status(dl), tuple(dl), "replay"))
+    verdict = Verdict.REFUTED if any(pr.status is Status.FAILS for pr in props) else Verdict.VERIFIED
+    notes = _recorded_notes(p, outcomes) + _model_notes(chosen, outcomes)
+    return ProgramCheckResult(
+        verdict=verdict, comm_model=comm_model, properties=tuple(props),
+        models=tuple(outcomes.values()), notes=tuple(notes),
+        seconds=time.perf_counter() - t0, program=p)

@@ -1,0 +1,486 @@
+"""Deadlock freedom of a recorded program: the monotone replay under one model.
+
+The replay runs every rank until nothing is enabled (specs/SEMANTICS.md,
+"Recorded programs": the semantics is monotone, so this decides whether *some*
+and hence *every* execution terminates). A rank's ops: isend/irecv/batch post
+and return; send/recv post then wait; a wait blocks until its op (under a model
+with streams: its whole batch) completed; a collective posts and blocks until
+every member of its group has reached it. What completes what is the model's:
+
+- ``buffered_sends``: a send completes once it is ready (eager);
+  otherwise a send and its FIFO partner complete together once both are ready.
+- ``streams`` (the model's ``stream_of``): ``none``: ready = posted; ``rank``:
+  one stream per rank holds every unit (an unbatched op, a batch, a
+  collective) in post order, ready = at the head; ``pair``: an unbatched op
+  goes on the stream of its (group, peer) communicator, a batch and a
+  collective on their group's stream.
+- ``second_wait_blocks``: a second wait on one handle never returns (gloo).
+
+Where it stops, ``explain`` follows the waits from a blocked rank to the op that
+never completes or back to a rank already named (a cycle), in user terms.
+
+What it does not cover: the static properties (``verifier.check.program``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from verifier.program import (
+    BatchP2P,
+    Collective,
+    P2P,
+    Program,
+    Wait,
+    op_phrase,
+)
+from verifier.results.program import Blocked, ModelOutcome, Place
+from verifier.semantics.comm import GROUP_STREAM, CommModel, SendRule
+
+
+# Gloo's host-side wait: a second wait() on a completed handle never returns
+# (measured: benchmarks/conformance_gloo.py --probe-second-wait). Not a field of
+# verifier.semantics.comm.CommModel yet (schedules have no handles); read from
+# the model when it has one, else from this list of model names.
+_SECOND_WAIT_BLOCKS = frozenset({"gloo"})
+
+
+@dataclass(frozen=True)
+class ReplayRules:
+    """What a communication model says about a program's ops (see the docstring),
+    read from ``verifier.semantics.comm.CommModel``'s fields."""
+
+    name: str
+    buffered_sends: bool
+    streams: str  # "none" | "rank" | "pair"
+    second_wait_blocks: bool
+    model: CommModel | None = None
+
+    @classmethod
+    def of(cls, m: CommModel) -> "ReplayRules":
+        second = getattr(m, "second_wait_blocks", m.name in _SECOND_WAIT_BLOCKS)
+        return cls(m.name, m.send is SendRule.BUFFERED, m.stream.value, bool(second), m)
+
+
+@dataclass
+class Plan:
+    """The program's requests (one per P2P op or batch entry), FIFO partners,
+    handles and collective instances, computed once for every model."""
+
+    req_place: list  # (rank, op, sub)
+    req_op: list  # the P2P
+    partner: list  # req id or -1
+    handle_req: list  # per rank: {handle: req}
+    step_reqs: list  # per rank, per op: tuple of req ids
+    coll_index: list  # per rank, per op: (group, k) of a collective, else None
+
+
+def plan(p: Program) -> Plan:
+    req_place, req_op = [], []
+    handle_req = [dict() for _ in range(p.num_ranks)]
+    step_reqs, coll_index = [], []
+    sends: dict = {}
+    recvs: dict = {}
+    coll_count: dict = {}
+    for rp in p.ranks:
+        rank_steps, rank_colls = [], []
+        for k, op in enumerate(rp.ops):
+            entries = op.ops if isinstance(op, BatchP2P) else (op,) if isinstance(op, P2P) else ()
+            ids = []
+            for j, e in enumerate(entries):
+                q = len(req_op)
+                req_op.append(e)
+                req_place.append((rp.rank, k, j if isinstance(op, BatchP2P) else None))
+                ids.append(q)
+                if e.handle is not None:
+                    handle_req[rp.rank].setdefault(e.handle, q)
+                key = (e.group, rp.rank, e.peer) if e.is_send else (e.group, e.peer, rp.rank)
+                (sends if e.is_send else recvs).setdefault(key, []).append(q)
+            rank_steps.append(tuple(ids))
+            if isinstance(op, Collective):
+                n = coll_count.get((rp.rank, op.group), 0)
+                coll_count[(rp.rank, op.group)] = n + 1
+                rank_colls.append((op.group, n))
+            else:
+                rank_colls.append(None)
+        step_reqs.append(rank_steps)
+        coll_index.append(rank_colls)
+    partner = [-1] * len(req_op)
+    for key, ss in sends.items():
+        for a, b in zip(ss, recvs.get(key, ())):
+            partner[a], partner[b] = b, a
+    return Plan(req_place, req_op, partner, handle_req, step_reqs, coll_index)
+
+
+class _Replay:
+    def __init__(self, p: Program, pl: Plan, rules: ReplayRules):
+        self.p, self.pl, self.rules = p, pl, rules
+        n = len(pl.req_op)
+        self.req_done = [False] * n
+        self.req_unit = [-1] * n
+        self.unit_reqs: list = []  # unit -> req ids (a collective: ())
+        self.unit_left: list = []
+        self.unit_ready: list = []
+        self.unit_done: list = []
+        self.unit_place: list = []
+        self.unit_coll: list = []  # (group, k) or None
+        self.unit_stream: list = []
+        self.streams: dict = {}  # key -> [units, head]
+        self.coll_units: dict = {}  # (group, k) -> {rank: unit}
+        self.pc = [0] * p.num_ranks
+        self.posted_at = [dict() for _ in range(p.num_ranks)]  # op index -> unit
+        self.waited: list = [set() for _ in range(p.num_ranks)]
+        self.blocked_on: list = [None] * p.num_ranks  # ("req", q) | ("unit", u) | ("never", why)
+        self.waiters: dict = {}
+        self.runnable = deque(range(p.num_ranks))
+        self.todo: deque = deque()
+        self.events = 0
+
+    # ------------------------------------------------------------ streams and units
+    def stream_key(self, rank: int, op) -> object:
+        """The stream a unit is queued on: the model's ``stream_of`` within the
+        rank, and under per-pair streams also the group (each process group has
+        its own communicators); a collective is on its group's stream."""
+        m = self.rules.model
+        batched = not isinstance(op, P2P)  # a batch or a collective: the group's stream
+        peer = op.peer if isinstance(op, P2P) else GROUP_STREAM
+        if m is not None:
+            within = m.stream_of(batched, peer)
+        else:
+            within = None if self.rules.streams == "none" else 0 if self.rules.streams == "rank" \
+                else GROUP_STREAM if batched else peer
+        if within is None:
+            return None
+        if self.rules.streams == "rank":
+            return (rank, within)
+        group = op.group if not isinstance(op, BatchP2P) else op.ops[0].group
+        return (rank, group, within)
+
+    def post(self, rank: int, k: int, op) -> int:
+        u = len(self.unit_reqs)
+        reqs = self.pl.step_reqs[rank][k]
+        coll = self.pl.coll_index[rank][k]
+        self.unit_reqs.append(reqs)
+        self.unit_left.append(len(reqs) if coll is None else 1)
+        self.unit_ready.append(False)
+        self.unit_done.append(False)
+        self.unit_place.append((rank, k))
+        self.unit_coll.append(coll)
+        for q in reqs:
+            self.req_unit[q] = u
+        self.posted_at[rank][k] = u
+        if coll is not None:
+            self.coll_units.setdefault(coll, {})[rank] = u
+        key = self.stream_key(rank, op)
+        self.unit_stream.append(key)
+        self.events += 1
+        if key is None:
+            self.make_ready(u)
+        else:
+            st = self.streams.setdefault(key, [[], 0])
+            st[0].append(u)
+            if st[1] == len(st[0]) - 1:
+                self.make_ready(u)
+        self.drain()
+        return u
+
+    def make_ready(self, u: int) -> None:
+        """Queue ``u`` as ready (processed by ``drain``: no recursion along a stream)."""
+        self.todo.append(u)
+
+    def drain(self) -> None:
+        while self.todo:
+            self._ready(self.todo.popleft())
+
+    def _ready(self, u: int) -> None:
+        self.unit_ready[u] = True
+        self.events += 1
+        if self.unit_left[u] == 0:
+            self.finish_unit(u)
+            return
+        for q in self.unit_reqs[u]:
+            self.try_req(q)
+            if self.partner_ok(q):
+                self.try_req(self.pl.partner[q])
+        coll = self.unit_coll[u]
+        if coll is not None:
+            self.try_coll(coll)
+
+    def partner_ok(self, q: int) -> bool:
+        return self.pl.partner[q] >= 0
+
+    def ready(self, q: int) -> bool:
+        u = self.req_unit[q]
+        return u >= 0 and self.unit_ready[u]
+
+    def try_req(self, q: int) -> None:
+        if self.req_done[q] or not self.ready(q):
+            return
+        op = self.pl.req_op[q]
+        if op.is_send and self.rules.buffered_sends:
+            self.complete(q)
+            return
+        m = self.pl.partner[q]
+        if m < 0 or not self.ready(m):
+            return
+        if self.rules.buffered_sends:  # a receive whose send is posted
+            self.complete(q)
+        else:  # rendezvous: the pair completes together
+            self.complete(q)
+            if not self.req_done[m]:
+                self.complete(m)
+
+    def try_coll(self, coll) -> None:
+        g = self.p.group(coll[0])
+        units = self.coll_units.get(coll, {})
+        if g is None or any(r not in units or not self.unit_ready[units[r]] for r in g.ranks):
+            return
+        for r in g.ranks:
+            u = units[r]
+            if not self.unit_done[u]:
+                self.unit_left[u] = 0
+                self.finish_unit(u)
+
+    def complete(self, q: int) -> None:
+        self.req_done[q] = True
+        self.events += 1
+        self.wake(("req", q))
+        u = self.req_unit[q]
+        self.unit_left[u] -= 1
+        if self.unit_left[u] == 0:
+            self.finish_unit(u)
+
+    def finish_unit(self, u: int) -> None:
+        if self.unit_done[u]:
+            return
+        self.unit_done[u] = True
+        self.wake(("unit", u))
+        key = self.unit_stream[u]
+        if key is not None:
+            st = self.streams[key]
+            st[1] += 1
+            if st[1] < len(st[0]):
+                self.make_ready(st[0][st[1]])
+
+    def wake(self, what) -> None:
+        for r in self.waiters.pop(what, ()):
+            self.runnable.append(r)
+
+    # ------------------------------------------------------------ ranks
+    def block(self, rank: int, what) -> None:
+        self.blocked_on[rank] = what
+        if what[0] != "never":
+            self.waiters.setdefault(what, []).append(rank)
+
+    def wait_target(self, rank: int, q: int):
+        """What a wait on request q waits for: the request, or under streams its unit."""
+        if self.rules.streams != "none":
+            u = self.req_unit[q]
+            return ("unit", u), self.unit_done[u]
+        return ("req", q), self.req_done[q]
+
+    def run_rank(self, rank: int) -> None:
+        ops = self.p.ranks[rank].ops
+        self.blocked_on[rank] = None
+        while self.pc[rank] < len(ops):
+            k = self.pc[rank]
+            op = ops[k]
+            if isinstance(op, (P2P, BatchP2P, Collective)):
+                u = self.posted_at[rank].get(k)
+                if u is None:
+                    u = self.post(rank, k, op)
+                if isinstance(op, Collective) or (isinstance(op, P2P) and op.blocking):
+                    if not self.unit_done[u]:
+                        self.block(rank, ("unit", u))
+                        return
+            elif isinstance(op, Wait):
+                q = self.pl.handle_req[rank].get(op.handle)
+                if q is not None and self.req_unit[q] >= 0:  # an unknown handle: well-formed says so
+                    if op.handle in self.waited[rank] and self.rules.second_wait_blocks:
+                        self.block(rank, ("never", "second-wait", op.handle))
+                        return
+                    target, done = self.wait_target(rank, q)
+                    if not done:
+                        self.block(rank, target)
+                        return
+                    self.waited[rank].add(op.handle)
+            self.pc[rank] = k + 1
+            self.events += 1
+
+    def run(self) -> None:
+        while self.runnable:
+            r = self.runnable.popleft()
+            if self.pc[r] < len(self.p.ranks[r].ops):
+                self.run_rank(r)
+
+    def terminated(self) -> bool:
+        return (all(self.pc[r] == len(rp.ops) for r, rp in enumerate(self.p.ranks))
+                and all(self.unit_done))
+
+
+def replay(p: Program, rules: ReplayRules, pl: Plan | None = None) -> ModelOutcome:
+    """Run ``p`` under ``rules`` until nothing is enabled; the outcome with, when it
+    does not terminate, every rank that blocks and the chain of waits explained."""
+    pl = pl or plan(p)
+    rp = _Replay(p, pl, rules)
+    rp.run()
+    if rp.terminated():
+        return ModelOutcome(rules.name, True, num_events=rp.events)
+    ex = _Explainer(rp)
+    blocked = tuple(ex.blocked(r) for r in range(p.num_ranks) if rp.pc[r] < len(p.ranks[r].ops))
+    hops, closed = ex.chain()
+    return ModelOutcome(rules.name, False, blocked=blocked, hops=hops, closed=closed,
+                        summary=ex.summary(hops, closed), num_events=rp.events)
+
+
+# ---------------------------------------------------------------- explanation
+
+
+class _Explainer:
+    """Turns the replay's final state into sentences about the user's calls."""
+
+    def __init__(self, rp: _Replay):
+        self.rp, self.p, self.pl = rp, rp.p, rp.pl
+
+    def place(self, rank: int, k: int, sub: int | None = None) -> Place:
+        op = self.p.ranks[rank].ops[k]
+        shown = op.ops[sub] if sub is not None and isinstance(op, BatchP2P) else op
+        return Place(rank, k, shown.where if sub is None else op.where, sub, op_phrase(shown))
+
+    def req_text(self, q: int) -> str:
+        r, k, sub = self.pl.req_place[q]
+        pl = self.place(r, k, sub)
+        inside = " in a batch_isend_irecv" if sub is not None else ""
+        return f"rank {r}'s {pl.phrase}{inside} at {pl.where} (op {k})"
+
+    def stuck_req(self, u: int) -> int | None:
+        for q in self.rp.unit_reqs[u]:
+            if not self.rp.req_done[q]:
+                return q
+        return None
+
+    def why_req(self, q: int):
+        """(sentence, next rank to follow or None) for a request that never completes."""
+        rp, pl = self.rp, self.pl
+        r = pl.req_place[q][0]
+        u = rp.req_unit[q]
+        if not rp.unit_ready[u]:
+            return self.why_queued(u)
+        m = pl.partner[q]
+        op = pl.req_op[q]
+        if m < 0:
+            peer = op.peer
+            if not 0 <= peer < self.p.num_ranks or peer == r:
+                return f"it names rank {peer}, which has no such partner", None
+            want = "recv from" if op.is_send else "send to"
+            tail = self.ended(peer)
+            return (f"rank {peer} never posts the matching {want} rank {r} "
+                    f"(FIFO per group and rank pair){tail}"), None
+        if rp.req_unit[m] < 0:
+            mr, mk, _ = pl.req_place[m]
+            return (f"its partner {self.req_text(m)} is never posted: rank {mr} stops before it"
+                    ), mr
+        return self.why_queued(rp.req_unit[m])
+
+    def why_queued(self, u: int):
+        """A unit not at the head of its stream: what it is queued behind."""
+        rp = self.rp
+        r, k = rp.unit_place[u]
+        st = rp.streams[rp.unit_stream[u]]
+        head = st[0][st[1]]
+        hr, hk = rp.unit_place[head]
+        what = "rank {}'s communication stream".format(r) if rp.rules.streams == "rank" else \
+            "its communicator's stream on rank {}".format(r)
+        hq = self.stuck_req(head)
+        via = f"; that waits for {self.req_text(rp.pl.partner[hq])}" if hq is not None and rp.pl.partner[hq] >= 0 else ""
+        return (f"it is queued on {what} behind {self.place(hr, hk).phrase} at "
+                f"{self.place(hr, hk).where} (op {hk}), which never completes{via}"), \
+            (rp.pl.req_place[rp.pl.partner[hq]][0] if hq is not None and rp.pl.partner[hq] >= 0 else None)
+
+    def ended(self, rank: int) -> str:
+        rp = self.p.ranks[rank]
+        if rp.outcome == "finished":
+            return ""
+        err = f": {rp.error}" if rp.error else ""
+        return f"; rank {rank}'s recording ends with outcome {rp.outcome}{err}"
+
+    def blocked(self, rank: int) -> Blocked:
+        """Where ``rank`` stops, and why."""
+        return Blocked(self.place(rank, self.rp.pc[rank]), self.reason(rank)[0])
+
+    def reason(self, rank: int):
+        rp, pl = self.rp, self.pl
+        what = rp.blocked_on[rank]
+        if what is None:
+            return "it is never resumed", None
+        if what[0] == "never":
+            return (f"it waits on handle {what[2]} a second time; under {rp.rules.name} a "
+                    "second wait() on a completed handle never returns (gloo blocks forever)"), None
+        kind, x = what
+        if kind == "req":
+            return self.why_req(x)
+        u = x
+        coll = rp.unit_coll[u]
+        if coll is not None:
+            return self.why_coll(u, coll)
+        q = self.stuck_req(u)
+        if q is None:
+            return self.why_queued(u)
+        if len(rp.unit_reqs[u]) > 1:
+            sentence, nxt = self.why_req(q)
+            return f"its batch entry {pl.req_place[q][2]} never completes: {sentence}", nxt
+        return self.why_req(q)
+
+    def why_coll(self, u: int, coll):
+        rp = self.rp
+        g = self.p.group(coll[0])
+        units = rp.coll_units.get(coll, {})
+        if g is None:
+            return f"group {coll[0]} does not exist", None
+        if not rp.unit_ready[u]:
+            return self.why_queued(u)
+        for r in g.ranks:
+            if r not in units:
+                tail = self.ended(r)
+                return (f"rank {r}, a member of group {g.id}, never reaches this collective "
+                        f"(its collective number {coll[1]} on the group){tail}"), r
+            if not rp.unit_ready[units[r]]:
+                sentence, _ = self.why_queued(units[r])
+                return f"rank {r}'s matching collective is not started: {sentence}", r
+        return "it never completes", None
+
+    def chain(self):
+        """From the lowest blocked rank, follow the waits: each hop a rank blocked at
+        an op and what it waits for, until an op that never completes or a rank
+        already named (closed: a cycle back to that rank)."""
+        rp = self.rp
+        start = next((r for r in range(self.p.num_ranks) if rp.pc[r] < len(self.p.ranks[r].ops)), None)
+        hops: list[Blocked] = []
+        if start is None:
+            q = next(i for i, d in enumerate(rp.req_done) if not d and rp.req_unit[i] >= 0) \
+                if not all(rp.req_done[i] or rp.req_unit[i] < 0 for i in range(len(rp.req_done))) else None
+            if q is not None:
+                r, k, sub = self.pl.req_place[q]
+                hops.append(Blocked(self.place(r, k, sub),
+                                    "every rank returned from its last op, but this op never completes: "
+                                    + self.why_req(q)[0]))
+            return tuple(hops), False
+        seen: dict[int, int] = {}
+        r: int | None = start
+        while r is not None and r not in seen and rp.pc[r] < len(self.p.ranks[r].ops):
+            seen[r] = len(hops)
+            sentence, nxt = self.reason(r)
+            hops.append(Blocked(self.place(r, rp.pc[r]), sentence))
+            r = nxt
+        closed = r is not None and r in seen
+        if closed and seen[r] > 0:  # the cycle starts later: drop the lead-in
+            hops = hops[seen[r]:]
+        return tuple(hops), closed
+
+    def summary(self, hops, closed: bool) -> str:
+        parts = [f"rank {h.place.rank} blocks in {h.place.where} {h.place.phrase}" for h in hops]
+        if not parts:
+            return "some op never completes"
+        text = " while ".join(parts)
+        return text + (" (a cycle)" if closed else f": {hops[-1].reason}")

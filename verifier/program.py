@@ -1,0 +1,237 @@
+"""The recorded-program IR: what each rank of a real training run called, in order.
+
+A *program* (pp-schedule 1.1, ``"kind": "program"``; /specs/SEMANTICS.md,
+"Recorded programs") is a schedule written in the runtime's own terms:
+point-to-point ops with explicit peers and process groups, payload shapes and
+dtypes, async handles and their waits, collectives, and the user's source line
+of every call. ``fastpath/record*`` writes it from a run; this module is the
+data model the reader (``verifier.format.program``) builds and the program
+checker (``verifier.check.program``) decides. It imports nothing of the project
+but ``verifier.errors``.
+
+What it does not cover: reading or validating files, deciding anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+PROGRAM_KIND = "program"
+PROGRAM_VERSION = "1.1"
+
+P2P_OPS = ("send", "recv", "isend", "irecv")
+OUTCOMES = ("finished", "hung", "raised", "killed", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """The user's source line of a call (the first frame outside torch and the recorder)."""
+
+    file: str
+    line: int
+    function: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+NOWHERE = Where("?", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What a message carries in the runtime's terms: kind ``F`` (an activation)
+    or ``B`` (a gradient), the stage and the micro-batch."""
+
+    kind: str
+    stage: int
+    mb: int
+
+    def __str__(self) -> str:
+        return f"{self.stage}{self.kind}{self.mb}"
+
+
+@dataclass(frozen=True, slots=True)
+class P2P:
+    """One point-to-point call: ``send``/``recv`` (blocking) or ``isend``/``irecv``
+    (``handle`` names the Work it returned); ``peer`` is a global rank."""
+
+    op: str
+    peer: int
+    group: int
+    shape: tuple[int, ...]
+    dtype: str
+    where: Where = NOWHERE
+    returned: bool = True
+    tag: int = 0
+    handle: int | None = None
+    payload: Payload | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in P2P_OPS:
+            raise ValueError(f"P2P op must be one of {P2P_OPS}, got {self.op!r}")
+
+    @property
+    def is_send(self) -> bool:
+        return self.op in ("send", "isend")
+
+    @property
+    def blocking(self) -> bool:
+        return self.op in ("send", "recv")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchP2P:
+    """One ``batch_isend_irecv`` call: isend/irecv ops posted as one group."""
+
+    ops: tuple[P2P, ...]
+    where: Where = NOWHERE
+    returned: bool = True
+
+    op = "batch"
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """``Work.wait()`` on the handle of an earlier isend/irecv (or batch entry)."""
+
+    handle: int
+    where: Where = NOWHERE
+    returned: bool = True
+
+    op = "wait"
+
+
+@dataclass(frozen=True, slots=True)
+class IsCompleted:
+    """``Work.is_completed()``: a poll, with the answer the run saw."""
+
+    handle: int
+    result: bool
+    where: Where = NOWHERE
+    returned: bool = True
+
+    op = "is_completed"
+
+
+@dataclass(frozen=True, slots=True)
+class Collective:
+    """A blocking collective (``all_reduce``, ``broadcast``, ``barrier``, ...) on a group."""
+
+    name: str
+    group: int
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    where: Where = NOWHERE
+    returned: bool = True
+
+    op = "collective"
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeOp:
+    """A compute the runtime made visible (kind F/B/I/W of a stage and micro-batch)."""
+
+    kind: str
+    stage: int
+    mb: int
+    where: Where = NOWHERE
+    returned: bool = True
+
+    op = "compute"
+
+
+ProgramOp = Union[P2P, BatchP2P, Wait, IsCompleted, Collective, ComputeOp]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A process group: id 0 is the world; ``ranks`` are global ranks in group order."""
+
+    id: int
+    ranks: tuple[int, ...]
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RankProgram:
+    """One rank's calls in issue order, and how its run ended."""
+
+    rank: int
+    ops: tuple[ProgramOp, ...]
+    outcome: str = "finished"
+    error: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """The recording stops before the rank's program did (hung, raised, killed)."""
+        return self.outcome != "finished"
+
+
+@dataclass(frozen=True)
+class Program:
+    """A recorded run: ``ranks[r]`` is rank r's program. ``recorded`` is the
+    recorder's metadata (command, backends, torch version, outcome) as read."""
+
+    num_ranks: int
+    groups: tuple[Group, ...]
+    ranks: tuple[RankProgram, ...]
+    recorded: dict | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.ranks) != self.num_ranks:
+            raise ValueError(f"num_ranks is {self.num_ranks} but {len(self.ranks)} rank programs are given")
+        for i, rp in enumerate(self.ranks):
+            if rp.rank != i:
+                raise ValueError(f"ranks[{i}] is the program of rank {rp.rank}; expected rank {i}")
+
+    @property
+    def num_ops(self) -> int:
+        return sum(len(rp.ops) for rp in self.ranks)
+
+    def group(self, gid: int) -> Group | None:
+        for g in self.groups:
+            if g.id == gid:
+                return g
+        return None
+
+    @property
+    def outcome(self) -> str:
+        if self.recorded and isinstance(self.recorded.get("outcome"), str):
+            return self.recorded["outcome"]
+        bad = [rp.outcome for rp in self.ranks if rp.outcome != "finished"]
+        return bad[0] if bad else "finished"
+
+
+def shape_text(shape: tuple[int, ...] | None, dtype: str | None) -> str:
+    """``4x1024 bfloat16`` (a scalar: ``scalar bfloat16``)."""
+    if shape is None:
+        return dtype or ""
+    dims = "x".join(str(d) for d in shape) if shape else "scalar"
+    return f"{dims} {dtype}" if dtype else dims
+
+
+def op_phrase(op: ProgramOp, rank: int | None = None) -> str:
+    """An op in the user's words: ``recv from rank 3 (4x1024 bfloat16, 1F5)``."""
+    if isinstance(op, P2P):
+        direction = "to" if op.is_send else "from"
+        extra = shape_text(op.shape, op.dtype)
+        if op.payload is not None:
+            extra += f", {op.payload}"
+        group = f" in group {op.group}" if op.group != 0 else ""
+        return f"`{op.op}` {direction} rank {op.peer}{group} ({extra})"
+    if isinstance(op, BatchP2P):
+        inner = ", ".join(op_phrase(x).replace("`", "") for x in op.ops)
+        return f"`batch_isend_irecv` [{inner}]"
+    if isinstance(op, Wait):
+        return f"`wait` on handle {op.handle}"
+    if isinstance(op, IsCompleted):
+        return f"`is_completed` on handle {op.handle}"
+    if isinstance(op, Collective):
+        shp = f" ({shape_text(op.shape, op.dtype)})" if op.shape is not None else ""
+        return f"`{op.name}` on group {op.group}{shp}"
+    if isinstance(op, ComputeOp):
+        return f"compute {op.stage}{op.kind}{op.mb}"
+    return repr(op)

@@ -1,0 +1,129 @@
+"""What checking a recorded program decides, as data.
+
+The vocabulary of ``verifier.check.program``: the program properties (ids),
+each property's status and violations, where a rank blocks and why (the hops
+of a deadlock explanation), one row per communication model, and
+``ProgramCheckResult``. It reuses ``Verdict`` and ``Status`` of
+``verifier.results.check`` (same exit codes, same words). Places are
+(rank, op index[, batch entry]) with the user's source line.
+
+What it does not cover: deciding (``verifier.check.program``), rendering
+(``verifier.cli.check_program``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from verifier.program import Program, Where
+from verifier.results.check import Status, Verdict, _Ordered
+
+
+class ProgramProperty(_Ordered):
+    """The properties of a recorded program (specs/SEMANTICS.md, Recorded programs)."""
+
+    WELL_FORMED = "well-formed"
+    MESSAGE_MATCHING = "message-matching"
+    COLLECTIVE_ORDER = "collective-order"
+    DEADLOCK_FREE = "deadlock-free"
+
+
+@dataclass(frozen=True)
+class Place:
+    """An op of the program: rank, op index (``sub``: entry of a batch) and source line."""
+
+    rank: int
+    op: int
+    where: Where
+    sub: int | None = None
+    phrase: str = ""  # the op in the user's words (verifier.program.op_phrase)
+
+    def __str__(self) -> str:
+        sub = f" entry {self.sub}" if self.sub is not None else ""
+        return f"rank {self.rank} op {self.op}{sub} ({self.where})"
+
+
+@dataclass(frozen=True)
+class ProgramViolation:
+    """One counterexample: property, code, the sentence, and the ops it names."""
+
+    property: ProgramProperty
+    code: str
+    message: str
+    places: tuple[Place, ...] = ()
+    model: str = ""  # deadlock-free: the communication model it fails under
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Where a rank stops in the replay: the op it is in, and why it cannot go on."""
+
+    place: Place
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """Deadlock freedom under one communication model: ``terminates``, or the ranks
+    that block (``blocked``), the explanation chain (``hops``: each a rank blocked at
+    an op and what it waits for; ``closed``: the chain returns to its first rank) and
+    a one-line ``summary`` in the user's words."""
+
+    model: str
+    terminates: bool
+    blocked: tuple[Blocked, ...] = ()
+    hops: tuple[Blocked, ...] = ()
+    closed: bool = False
+    summary: str = ""
+    num_events: int = 0
+
+
+@dataclass(frozen=True)
+class ProgramPropertyResult:
+    property: ProgramProperty
+    status: Status
+    violations: tuple[ProgramViolation, ...] = ()
+    decided_by: str = ""
+
+
+@dataclass(frozen=True)
+class ProgramCheckResult:
+    """The answer for a program under ``comm_model`` (a model name, or ``all``:
+    deadlock-free must hold under every model). ``models``: one outcome per model
+    decided (all of them, whatever ``comm_model`` is). ``notes``: what the reader
+    should know besides the verdict (how the recorded run ended and whether the
+    replay explains it; what other models say). ``certificate``: the second
+    opinion's word on the deadlock verdict ("accepted", "rejected: ...")."""
+
+    verdict: Verdict
+    comm_model: str
+    properties: tuple[ProgramPropertyResult, ...]
+    models: tuple[ModelOutcome, ...]
+    notes: tuple[str, ...] = ()
+    certificate: str = ""
+    seconds: float = 0.0
+    engine: str = "replay"
+    program: Program = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    kind = "program"
+
+    def result_of(self, pid: ProgramProperty | str) -> ProgramPropertyResult:
+        pid = ProgramProperty(pid)
+        for p in self.properties:
+            if p.property is pid:
+                return p
+        raise KeyError(pid)
+
+    def outcome(self, model: str) -> ModelOutcome:
+        for m in self.models:
+            if m.model == model:
+                return m
+        raise KeyError(model)
+
+    @property
+    def failed(self) -> tuple[ProgramProperty, ...]:
+        return tuple(p.property for p in self.properties if p.status is Status.FAILS)
+
+    @property
+    def violations(self) -> tuple[ProgramViolation, ...]:
+        return tuple(v for p in self.properties for v in p.violations)

@@ -21,13 +21,14 @@ computes), optimiser steps, gradient clipping, data parallelism.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from fastpath.supervise import short_comm_error
-from fastpath.watchdog import PeerFailure
+from fastpath.supervise import wait_failure
+from fastpath.watchdog import describe_wait
 
 
 @dataclass
@@ -119,12 +120,16 @@ class GradReduction:
     def _collective(self, fn, end, what, ranks) -> None:
         if self.watchdog is not None:
             self.watchdog.waiting(f"end ({end})", what, what, None)
+        t0 = time.perf_counter()
         try:
             fn()
         except RuntimeError as e:
-            raise PeerFailure(
-                f"rank {self.rank} end ({end}): {what} with ranks {list(ranks)} failed: "
-                f"{short_comm_error(str(e)) or type(e).__name__}"
+            waited = time.perf_counter() - t0
+            raise wait_failure(
+                e, waited, None if self.cuda else self.timeout.total_seconds(),
+                timed_out=lambda: describe_wait(self.rank, f"end ({end})", what, what,
+                                                None, waited),
+                failed=f"rank {self.rank} end ({end}): {what} with ranks {list(ranks)} failed",
             ) from None
         finally:
             if self.watchdog is not None:

@@ -3,45 +3,35 @@
 What it is: ``RankRunner`` executes ``plan.actions`` in order on one process of
 a torch.distributed group, with the model layers of its stages:
 
-- communication: each plain ``Comm`` is one ``isend``/``irecv``; each ``Batch``
-  is one ``batch_isend_irecv`` posted at its step. Ops are posted exactly where
-  the schedule posts them (receives no later, sends right when the schedule's
-  producing compute has run) and are matched FIFO per rank pair, tag 0, as
-  specs/SEMANTICS.md says NCCL does. ``Batch(wait=True)`` waits for all of its
-  ops before the next step; otherwise only the compute that consumes a receive
-  waits for it, and sends are waited on lazily (polled each step, all at the
-  end). On gloo a send completes only once the peer has posted the matching
-  receive (a NOTIFY_SEND_READY / NOTIFY_RECV_READY handshake before the data),
-  so a ``Batch(wait=True)`` holding sends is a handshake with the peer: DeepSeek's
-  DualPipeV communication (13 such batches per rank, 2 ranks, 8 micro-batches)
-  blocked the main thread about twice as often per step as the lowered
-  compute order (measured with ``benchmarks/bench_fastpath.py --comm deepseek``
-  against the default ``--comm own``).
-- receive buffers come from a pool keyed by shape (shapes probed once from the
-  model), preallocated to the plan's peak (``plan.peak_receive_buffers``), and
-  go back to it once the activation they hold is dead (after the stage's B or
-  W); stage inputs, outputs and I/W state are dropped at that same step.
+- communication (fastpath.p2p): each plain ``Comm`` is one ``isend``/``irecv``
+  and each ``Batch`` one ``batch_isend_irecv``, posted at its step, matched
+  FIFO per rank pair. A ``Batch(wait=True)`` is waited right after posting;
+  otherwise only the compute that consumes a receive waits for it, and sends
+  are waited at the end of the step. The checker verified the schedule under
+  the model of the backend that runs it (``gloo``: a send completes only with
+  its receive, so a waited batch holding sends is a handshake with the peer;
+  ``nccl``: one stream per rank).
 - computes: F through the stage's layers (the loss on a route's last stage), B
   with ``reference.split.backward_full``, I/W with reference/split.py
   (``split="autograd"``: W repeats the stage's activation-gradient work) or
   PyTorch pipelining's helpers (``split="graph"``: no recomputation); see
   fastpath.grads, which also sums the weight gradients at the end of a step
   (``grad_order`` "running": fast, all-reduce of tied layers; "microbatch":
-  reference.baseline's order, bitwise equal to reference/).
+  reference.baseline's order, bitwise equal to reference/). A receive buffer,
+  the stage's input and output and its I/W state are dropped at the step that
+  frees their activation (the stage's B or W).
 - CUDA: computes on the current stream, communication posted from a separate
   comm stream that first waits for an event recorded after the producing
   compute; receives are consumed with ``work.wait()`` (a stream wait, not a
   host wait); the forward half of an ``OVERLAP`` runs on a second compute
-  stream. Pool buffers carry the event of their last use before reuse.
+  stream.
 - a timeline: host start/end time of every step and the time spent blocked
   inside it (on CUDA, step times are host enqueue times; see fastpath.trace).
 
-Failures say whose fault they are (fastpath.watchdog): ``ScheduleFault`` for
-this rank's own schedule, ``PeerFailure`` for a communication op that failed
-(a peer died: a consequence), ``WatchdogTimeout`` for a wait past the bound. A
-gloo wait raises a bare RuntimeError for both a timeout and a lost peer (torch
-2.13), so a timeout is told by the clock (the wait lasted its bound), not by
-the text.
+Failures say whose fault they are, by type (fastpath.watchdog):
+``ScheduleFault`` for this rank's own schedule, ``PeerFailure`` for a
+communication op that failed (a peer died: a consequence), ``WatchdogTimeout``
+for a wait past the bound, ``FastpathError`` for anything else of this rank's.
 
 What it does not cover: checking the schedule (the checker does, before this
 runs), choosing where ops go (the schedule does), anything but the two test
@@ -68,18 +58,11 @@ from fastpath.grads import (
     _GraphW,
     _unalias,
 )
-from fastpath.plan import RankPlan, consumer_key, peak_receive_buffers, recv_key
-from fastpath.watchdog import (
-    FastpathError,
-    PeerFailure,
-    ScheduleFault,
-    Watchdog,
-    WatchdogTimeout,
-    describe_wait,
-)
-from fastpath.supervise import short_comm_error
+from fastpath.p2p import P2P, _Pool
+from fastpath.plan import RankPlan, consumer_key, peak_receive_buffers
+from fastpath.watchdog import FastpathError, ScheduleFault, Watchdog
 from reference.split import backward_full, backward_input, backward_weight
-from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, comms_of
+from verifier.ir import Batch, CommKind, Compute, ComputeKind, Overlap, comms_of
 
 
 GRAD_ORDERS = ("microbatch", "running")
@@ -104,47 +87,7 @@ class RankResult:
     step_seconds: float = 0.0
 
 
-class _Posted:
-    """What a consumer waits for: a receive and the step that posted it. Formatted only
-    when a message needs it (watchdog, error), not on every wait."""
-
-    __slots__ = ("op", "step")
-
-    def __init__(self, op: Comm, step: int):
-        self.op, self.step = op, step
-
-    def __str__(self) -> str:
-        return f"{self.op} (posted at step {self.step})"
-
-
-class _Pool:
-    """Reusable receive buffers per shape; on CUDA a buffer is reused after its release event."""
-
-    def __init__(self, dtype: torch.dtype, device: torch.device):
-        self.dtype, self.device = dtype, device
-        self.free: dict[tuple[int, ...], list] = {}
-        self.allocated = 0
-
-    def take(self, shape: tuple[int, ...], stream=None) -> torch.Tensor:
-        lst = self.free.get(shape)
-        if lst:
-            buf, ev = lst.pop()
-            if ev is not None and stream is not None:
-                stream.wait_event(ev)
-            return buf
-        self.allocated += 1
-        return torch.empty(shape, dtype=self.dtype, device=self.device)
-
-    def preallocate(self, shape: tuple[int, ...], count: int) -> None:
-        while self.allocated < count:
-            self.allocated += 1
-            self.give(torch.empty(shape, dtype=self.dtype, device=self.device))
-
-    def give(self, buf: torch.Tensor, event=None) -> None:
-        self.free.setdefault(tuple(buf.shape), []).append((buf, event))
-
-
-class RankRunner(GradReduction):
+class RankRunner(GradReduction, P2P):
     def __init__(
         self,
         plan: RankPlan,
@@ -196,7 +139,7 @@ class RankRunner(GradReduction):
         if len(shapes) == 1 and plan.num_recvs:
             self.pool.preallocate(shapes.pop(), peak_receive_buffers(plan))
         self.tied_pgs = []  # (TiedGroup, process group) where this rank is a member
-        self.pending: list = []  # (work, step, action, op, peer) not yet seen complete
+        self._reset_p2p()
         if self.cuda:
             self.compute_stream = torch.cuda.current_stream(device)
             self.comm_stream = torch.cuda.Stream(device)
@@ -233,134 +176,6 @@ class RankRunner(GradReduction):
                 pg = cache[g.ranks] = dist.new_group(list(g.ranks), timeout=self.timeout)
             if self.rank in g.ranks:
                 self.tied_pgs.append((g, pg))
-
-    # ---- waiting ---------------------------------------------------------
-    def _wait(self, work, step, action, what, peer: int | None) -> float:
-        """Wait for ``work``; ``what`` (a str, or an op formatted only if a message needs
-        it) and ``peer`` name it to the watchdog and in errors."""
-        t0 = time.perf_counter()
-        if self.watchdog is not None:
-            self.watchdog.waiting(step, action, what, peer)
-        try:
-            if self.cuda:
-                work.wait()  # makes the current stream wait; no host block
-            else:
-                work.wait(timeout=self.timeout)
-        except RuntimeError as e:
-            waited = time.perf_counter() - t0
-            # the wait was given this bound: one that lasted it timed out, whatever
-            # the backend's text (gloo's type is the same for both)
-            if waited >= self.timeout.total_seconds() * 0.95:
-                raise WatchdogTimeout(
-                    describe_wait(self.rank, step, action, what, peer, waited)
-                ) from None
-            raise PeerFailure(
-                f"rank {self.rank} step {step} ({action}): {what} with rank {peer} failed: "
-                f"{short_comm_error(str(e)) or type(e).__name__}"
-            ) from None
-        finally:
-            if self.watchdog is not None:
-                self.watchdog.idle()
-        return time.perf_counter() - t0
-
-    # ---- communication -----------------------------------------------------
-    def _post(self, step: int, action, ops: tuple[Comm, ...]) -> list:
-        """Post ops (one batch_isend_irecv when ``action`` is a Batch); returns works.
-
-        Within a batch the sends are posted before the receives, each kind in its
-        own order: FIFO matching per direction is unchanged and the verified model
-        treats a batch as one unit. On gloo the order matters for CPU (measured,
-        bench_fastpath 1f1b on 2 ranks: ~5% more CPU per step with the receive
-        first, all of it in gloo's TCP loop threads; PyTorch's 1F1B posts sends
-        first too)."""
-        p2p = []
-        meta = []
-        is_batch = isinstance(action, Batch)
-        order = [i for i, op in enumerate(ops) if op.kind.is_send] + \
-            [i for i, op in enumerate(ops) if not op.kind.is_send]
-        for sub in order:
-            op = ops[sub]
-            peer = self.plan.peers[(step, sub if is_batch else 0)]
-            if op.kind.is_send:
-                t = self.send_data.pop((op.kind, op.stage, op.mb), None)
-                if t is None:
-                    raise ScheduleFault(
-                        f"rank {self.rank} step {step} ({action}): {op} posted before "
-                        "its data exist (the schedule sends before the producing compute)"
-                    )
-                if self.cuda:
-                    self.comm_stream.wait_event(t[1])
-                    t = t[0]
-                else:
-                    t = t[0]
-                p2p.append(dist.P2POp(dist.isend, t, peer, self.group))
-            else:
-                st_in, st_out = self.shapes[op.stage]
-                shape = st_in if op.kind is CommKind.RECV_F else st_out
-                t = self.pool.take(shape, self.comm_stream if self.cuda else None)
-                p2p.append(dist.P2POp(dist.irecv, t, peer, self.group))
-            meta.append((op, peer, t))
-        if self.cuda:
-            with torch.cuda.stream(self.comm_stream):
-                works = self._issue(p2p, action)
-        else:
-            works = self._issue(p2p, action)
-        if len(works) != len(meta):
-            # NCCL coalesces a batch into one work that stands for every op in it
-            if len(works) != 1:
-                raise FastpathError(
-                    f"rank {self.rank} step {step} ({action}): {len(meta)} ops posted but "
-                    f"{len(works)} works came back"
-                )
-            works = [works[0]] * len(meta)
-        out = []
-        for (op, peer, t), w in zip(meta, works):
-            rec = (w, step, action, op, peer)  # op formatted only when reported
-            if op.kind.is_send:
-                self.sends.append((w, t))
-            else:
-                self.recvs[recv_key(op)] = (w, t, step, action, op, peer)
-            self.pending.append(rec)
-            out.append(rec)
-        return out
-
-    @staticmethod
-    def _issue(p2p, action) -> list:
-        if isinstance(action, Batch):
-            return dist.batch_isend_irecv(p2p)
-        op = p2p[0]
-        return [op.op(op.tensor, op.peer, op.group)]
-
-    def _take_recv(self, key, step, action) -> tuple[torch.Tensor, float]:
-        item = self.recvs.pop(key, None)
-        if item is None:
-            raise ScheduleFault(
-                f"rank {self.rank} step {step} ({action}): needs {key} but no receive "
-                "for it was posted earlier on this rank"
-            )
-        w, t, rstep, raction, op, peer = item
-        # On CUDA a wait is a stream wait on the *current* stream, so it is repeated
-        # for every consumer (an OVERLAP's halves run on two streams); on CPU a
-        # completed work is not waited on twice.
-        blocked = 0.0 if (w in self.done and not self.cuda) else self._wait(
-            w, step, action, _Posted(op, rstep), peer
-        )
-        self.done.add(w)
-        return t, blocked
-
-    def _prune_sends(self) -> None:
-        """Drop completed sends (their tensors may be freed); ``is_completed`` does not
-        block (on NCCL it queries the work's CUDA event)."""
-        if self.sends:
-            keep = []
-            for w, t in self.sends:
-                if w.is_completed():
-                    self.done.add(w)
-                else:
-                    keep.append((w, t))
-            self.sends = keep
-        if len(self.pending) > 64:
-            self.pending = [p for p in self.pending if p[0] not in self.done]
 
     # ---- compute -----------------------------------------------------------
     def _forward(self, c: Compute, step, action) -> float:
@@ -514,10 +329,8 @@ class RankRunner(GradReduction):
                 for p in ps:
                     p.grad = None
         self.local_fwd, self.local_bwd = {}, {}
-        self.send_data, self.recvs, self.sends = {}, {}, []
+        self._reset_p2p()
         self.held = {key: [] for key in self.plan.free_after}
-        self.done: set = set()
-        self.pending = []
         timeline = self.result.timeline
         clock = time.perf_counter
         t_begin = clock()
@@ -536,9 +349,7 @@ class RankRunner(GradReduction):
             else:
                 recs = self._post(step, a, comms_of(a))
                 if isinstance(a, Batch) and a.wait:
-                    for w, _, _, what, peer in recs:
-                        blocked += self._wait(w, step, a, what, peer)
-                        self.done.add(w)
+                    blocked = self._wait_batch(recs)
                 self._prune_sends()
             timeline.append(StepTime(t0, clock(), blocked))
         self._finish()
@@ -548,18 +359,14 @@ class RankRunner(GradReduction):
 
     def _finish(self) -> None:
         end = len(self.plan.actions)
-        for w, t in self.sends:
-            if w not in self.done:
-                self._wait(w, f"end ({end})", "pending sends", "a posted send", None)
+        self._wait_sends(end)
         if self.recvs:
             key = next(iter(self.recvs))
             raise ScheduleFault(
                 f"rank {self.rank}: receive {self.recvs[key][4]} posted at step "
                 f"{self.recvs[key][2]} was never consumed by a compute"
             )
-        self.sends = []
-        self.pending = []
-        self.done = set()
+        self._reset_p2p()
         if self.grad_order == "microbatch":
             grads = self._ordered_grads(end)
         else:

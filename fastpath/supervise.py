@@ -42,9 +42,9 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
-from fastpath.watchdog import FastpathError
-from fastpath.watchdog import PeerFailure
+from fastpath.watchdog import FastpathError, PeerFailure, WatchdogTimeout
 from verifier.errors import PpError
 
 EXIT_RANK_FAILED = 5
@@ -184,6 +184,19 @@ def is_peer_loss(e: BaseException) -> bool:
         pass
     text = str(e).lower()
     return any(t in text for t in _PEER_LOSS_TEXT)
+
+
+def wait_failure(e: BaseException, waited: float, bound_s: float | None, *,
+                 timed_out: Callable[[], str], failed: str) -> FastpathError:
+    """The error for a wait (or collective) that raised ``e`` after ``waited``
+    seconds under the bound ``bound_s``: ``WatchdogTimeout`` when it lasted its
+    bound (gloo raises the same bare RuntimeError for a timeout and for a lost
+    peer, torch 2.13, so the clock tells them apart), else ``PeerFailure``: the
+    op failed under the wait, a peer died or closed the connection.
+    ``timed_out()`` builds the timeout's message; ``failed`` heads the other."""
+    if bound_s is not None and waited >= bound_s * 0.95:
+        return WatchdogTimeout(timed_out())
+    return PeerFailure(f"{failed}: {short_comm_error(str(e)) or type(e).__name__}")
 
 
 def short_comm_error(text: str) -> str:

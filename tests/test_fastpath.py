@@ -19,7 +19,8 @@ from fastpath.check import comparison_lines, differential, merge, reference_run
 from fastpath.cli import main
 from fastpath.launch import Job, JobResult
 from fastpath.plan import build_plan, prepare_schedule, stage_layers, tied_groups
-from fastpath.runtime import RankResult, StepTime, _Pool
+from fastpath.p2p import _Pool
+from fastpath.runtime import RankResult, StepTime
 from fastpath.trace import measured_idle, trace_schedule
 from reference.models import stage_layer_map
 from verifier.generators import generate
@@ -815,3 +816,49 @@ def test_a_rank_arms_parent_death_and_default_signals_before_importing_torch():
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == [str(int(sig.SIGKILL)), "True", "True", "fp-rank3", "False"]
+
+
+def test_a_failed_wait_is_a_timeout_by_the_clock_else_a_peer_and_local_faults_are_the_schedules():
+    """fastpath.p2p: whose fault a failure is follows from types and the clock, never
+    from the backend's text (gloo raises one bare RuntimeError for both a timeout and
+    a lost peer); a fault of the rank's own schedule is raised before any wait."""
+    import datetime
+    import time
+
+    from fastpath.p2p import P2P
+    from fastpath.supervise import wait_failure
+    from fastpath.watchdog import PeerFailure, ScheduleFault, WatchdogTimeout
+    from verifier.ir import Comm, CommKind
+
+    class Work:
+        def __init__(self, sleep, text):
+            self.sleep, self.text = sleep, text
+
+        def wait(self, timeout=None):
+            time.sleep(self.sleep)
+            raise RuntimeError(self.text)
+
+    class Rank(P2P):
+        rank, cuda, watchdog = 3, False, None
+        timeout = datetime.timedelta(seconds=0.2)
+
+    r = Rank()
+    r._reset_p2p()
+    # the wait lasted its bound: a timeout, whatever the text says
+    with pytest.raises(WatchdogTimeout, match="rank 3 stuck at step 5"):
+        r._wait(Work(0.2, "Connection closed by peer"), 5, "3F1", "RECV_F", 2)
+    # it failed early: the op failed under it (a peer), even if the text says "timed out"
+    with pytest.raises(PeerFailure, match=r"rank 3 step 5 \(3F1\): RECV_F with rank 2 failed: "
+                                          r"Timed out"):
+        r._wait(Work(0.0, "[pair.cc:1] Timed out waiting"), 5, "3F1", "RECV_F", 2)
+    assert isinstance(wait_failure(RuntimeError("x"), 9.9, 10.0, timed_out=lambda: "t",
+                                   failed="f"), WatchdogTimeout)
+    assert isinstance(wait_failure(RuntimeError("x"), 9.9, None, timed_out=lambda: "t",
+                                   failed="f"), PeerFailure)  # no bound (CUDA): never a timeout
+    # the rank's own schedule: a compute whose receive was never posted, a send before its data
+    with pytest.raises(ScheduleFault, match="no receive for it was posted"):
+        r._take_recv(("F", 1, 0), 4, "1F0")
+    with pytest.raises(ScheduleFault, match="posted before its data exist"):
+        r._send_tensor(4, "SEND", Comm(CommKind.SEND_F, 1, 0))
+    src = (ROOT / "fastpath" / "runtime.py").read_text() + (ROOT / "fastpath" / "p2p.py").read_text()
+    assert "imed out" not in src

@@ -63,7 +63,7 @@ def test_one_rank_overlap_on_two_streams_matches_reference():
 
 @needs_cuda
 def test_pool_waits_for_release_event():
-    from fastpath.runtime import _Pool
+    from fastpath.p2p import _Pool
 
     dev = torch.device("cuda", 0)
     pool = _Pool(torch.float32, dev)

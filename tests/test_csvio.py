@@ -810,13 +810,13 @@ def _read_cell_by_cell(text: str, monkeypatch, **kw):
     """csv_to_schedule with its one-pass reading of plain rows switched off:
     every cell through the cell-by-cell loop (the statement of the dialect),
     and every row through csv.reader (no splitting of lines)."""
-    import verifier.format.csvio as csvio
+    import verifier.format.csv_read as csv_read
 
     with monkeypatch.context() as m:
-        m.setattr(csvio, "_PLAIN_ROW", re.compile(r"(?!)"))
-        m.setattr(csvio, "_plain_lines", lambda text: None)
+        m.setattr(csv_read, "_PLAIN_ROW", re.compile(r"(?!)"))
+        m.setattr(csv_read, "_plain_lines", lambda text: None)
         try:
-            return csvio.csv_to_schedule(text, **kw)
+            return csv_read.csv_to_schedule(text, **kw)
         except ScheduleError as e:
             return str(e)
 
@@ -859,7 +859,7 @@ def test_plain_lines_are_the_rows_csv_reader_reads():
     import io
     import random
 
-    from verifier.format.csvio import _plain_lines
+    from verifier.format.csv_read import _plain_lines
 
     rnd = random.Random(10)
     pieces = ["0F1", "1", "F", ",", " ", "\t", "\n", "\r\n", "\r", "\x0c", "\x1c", "\x85", "\u2028", '"']

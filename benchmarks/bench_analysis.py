@@ -24,7 +24,8 @@ import time
 from verifier.analysis.timeline import analyze
 from verifier.generators import generate
 from verifier.format.io import load_schedule, save_schedule
-from verifier.render.pictures import layout, to_png
+from verifier.render.pictures import layout
+from verifier.render.png import to_png
 
 
 def best_of(fn, repeat: int):

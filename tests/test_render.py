@@ -21,7 +21,10 @@ from verifier.cli.app import main
 from verifier.analysis.costs import parse_kv
 from verifier.generators import FAMILIES, generate
 from verifier.format.io import save_schedule
-from verifier.render.pictures import PALETTE, colour_of, layout, to_png, to_svg, to_text
+from verifier.render.pictures import PALETTE, colour_of, layout
+from verifier.render.png import to_png
+from verifier.render.svg import to_svg
+from verifier.render.textgrid import to_text
 from verifier.render.font import (
     GLYPH_H, GLYPH_W, GLYPHS, REPLACEMENT, draw_text, encode_png, glyph, text_width,
 )
@@ -236,14 +239,15 @@ def test_png_legend_equals_svg_legend(monkeypatch):
     """The PNG draws the SVG's legend words, the "darker" note included, and
     its other texts in the SVG's case."""
     import verifier.render.pictures as render
+    import verifier.render.png as png
 
     drawn = []
-    real = render.draw_text
+    real = png.draw_text
     def spy(img, x, y, text, *args):
         drawn.append(text)
         real(img, x, y, text, *args)
 
-    monkeypatch.setattr(render, "draw_text", spy)
+    monkeypatch.setattr(png, "draw_text", spy)
     for family, ranks, mbs in (("dualpipev", 4, 10), ("dualpipev", 2, 4), ("1f1b", 2, 4)):
         s = generate(family, ranks, mbs)
         pic = layout(s, analyze(s))

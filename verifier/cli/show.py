@@ -94,7 +94,10 @@ def _refuse_size(what: str, cols: float, rows: float, limit: int, fix: str) -> N
 
 def run(args, stdout, stderr) -> int:
     # deferred: render imports numpy (~0.15 s); loaded only when a picture is drawn
-    from verifier.render.pictures import _geometry, layout, to_png, to_svg, to_text
+    from verifier.render.pictures import geometry, layout
+    from verifier.render.png import to_png
+    from verifier.render.svg import to_svg
+    from verifier.render.textgrid import to_text
 
     if args.scale is not None and not (0 < args.scale <= 1000):
         raise FlagError(f"must be in (0, 1000] pixels per unit, got {args.scale}", "--scale")
@@ -122,7 +125,7 @@ def run(args, stdout, stderr) -> int:
         _refuse_size("text grid (characters)", pic.makespan / dt, pic.num_ranks + 4, limit,
                      "pass a larger --dt")
     else:
-        g = _geometry(pic, args.scale, args.comm, 8000)
+        g = geometry(pic, args.scale, args.comm, 8000)
         _refuse_size("picture (pixels)", g.width, g.height, limit,
                      "pass a smaller --scale (pixels per cost unit)")
     if a.deadlocked:

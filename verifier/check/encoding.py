@@ -12,32 +12,20 @@ Events (integer times) per action at (rank r, step i): a compute step has
 ``start`` (after step i-1 returned and its inputs exist) and one ``finish``
 per compute (two for an OVERLAP, whose halves share the start, plus its
 ``return``); a communication step has ``post`` (after step i-1 returned) and,
-for a waited BATCH, ``return``. Under ``nccl`` each communication unit (a
-plain op, or a BATCH as a whole) has ``active`` and ``complete``, and each
-matched send/receive pair one shared ``complete`` (the rendezvous); under
-``eager`` each receive has its own ``complete`` and a send completes when
-posted. Every causal edge has weight 1 (durations >= 1), so a cycle of waits
+for a waited BATCH, ``return``. The communication model
+(verifier.semantics.comm) is read through its fields, never its name: where it
+has streams (``nccl``: one per rank; ``nccl-pairs``: one per peer for plain
+ops, one group stream for BATCHes) each communication unit (a plain op, or a
+BATCH as a whole) has ``active`` (posted, and the previous unit of its stream
+complete) and ``complete``; without streams (``gloo``, ``eager``) a unit is
+active when posted. A rendezvous model gives each matched send/receive pair
+one shared ``complete`` once both units are active; a buffered one (``eager``)
+completes a send when its unit is active and gives each receive its own
+``complete``. Every causal edge has weight 1 (durations >= 1), so a cycle of waits
 of any length is infeasible and a satisfying assignment lists dependent events
 in strictly increasing time. Memory adds one counter per compute step.
 
-Label prefixes (``PROPERTY_IDS`` plus ``program``):
-
-- ``program``: the meaning of one step (program order, durations, when it
-  returns, a unit is active only once posted and completes with its ops). Not
-  a property; it appears in cores as the glue of a cycle.
-- ``dependencies``: the static data-flow order on each rank (a consumer after
-  its producer / receive, a send after its compute, W after I); constant
-  true/false once the rank's program is known. When it fails the matching
-  timing edge is left out, so the core is that one label.
-- ``message-matching``: FIFO pairing per ordered rank pair, payload equality,
-  no unmatched op (constant true/false once paired: it states the property).
-- ``deadlock-free``: the waits of the model: a compute waits for its inputs,
-  a send for its compute, a unit for the previous one on the comm stream
-  (nccl), a send/receive for its peer unit being active (nccl) or a receive
-  for its send being posted (eager).
-- ``overlap-legal``: the halves of an OVERLAP are F and B/I and independent.
-- ``memory``: live activations by program order (the verifier.semantics.memory
-  rule, one unit per stage and micro-batch) at most ``memory_limit``.
+The labels and what each prefix states: verifier.check.smt.
 
 What it does not cover: solving (verifier.check.z3engine, the only module here
 that imports z3), properties 1-2 (verifier.check.properties). The input is
@@ -51,19 +39,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from verifier.ir import (
-    Batch,
-    Comm,
-    CommKind,
-    ComputeKind,
-    Overlap,
-    Schedule,
-    comms_of,
-    computes_of,
-    COMM_MODELS,
-    loc,
-    op_text,
+    Batch, Comm, CommKind, ComputeKind, Overlap, Schedule, comms_of, computes_of, loc, op_text,
 )
 from verifier.results.check import PropertyId
+from verifier.semantics import comm
+from verifier.semantics.comm import CommModel
 from verifier.check.smt import Builder, Encoding
 
 # the label prefixes of the property groups (verifier.check.smt.property_of)
@@ -73,6 +53,7 @@ _DL = PropertyId.DEADLOCK_FREE.value
 _OVL = PropertyId.OVERLAP_LEGAL.value
 _MEM = PropertyId.MEMORY.value
 
+_F = ComputeKind.F
 _RETURNS_WAITED = "returns once posted and all its ops complete"
 
 
@@ -88,6 +69,10 @@ class _Events:
     unit_active: dict[tuple[int, int], int] = field(default_factory=dict)  # nccl units
     unit_complete: dict[tuple[int, int], int] = field(default_factory=dict)
     completion: dict[tuple[int, int, int | None], int] = field(default_factory=dict)
+
+    def active(self, r: int, i: int) -> int:
+        """When unit (r, i) is active: its own event on a stream, else its post."""
+        return self.unit_active.get((r, i), self.post[r][i])
 
 
 def _safe(fn, *args):
@@ -110,17 +95,22 @@ def _descriptions(s: Schedule) -> list[list[str]]:
     return [[f"{loc(r, i)} {a}" for i, a in enumerate(acts)] for r, acts in enumerate(s.actions)]
 
 
-def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = None) -> Encoding:
-    """The constraint system of properties 3-7 for a schedule with communication."""
-    if comm_model not in COMM_MODELS:
-        raise ValueError(f"comm_model must be one of {COMM_MODELS}, got {comm_model!r}")
-    nccl = comm_model == "nccl"
+def encode(
+    s: Schedule, comm_model: str | CommModel = "nccl", memory_limit: int | None = None
+) -> Encoding:
+    """The constraint system of properties 3-7 for a schedule with communication,
+    under ``comm_model`` (a name of verifier.semantics.comm.MODELS or a model;
+    the encoding reads its fields, never its name)."""
+    try:
+        m = comm.model(comm_model)
+    except ValueError as e:
+        raise ValueError(f"comm_model: {e}") from None
     b = Builder()
     ev = _Events(_descriptions(s))
-    _program(b, s, ev, nccl)
-    if nccl:
-        _comm_streams(b, s, ev)
-    _matching(b, s, ev, nccl)
+    _program(b, s, ev, m)
+    if m.has_streams:
+        _comm_streams(b, s, ev, m)
+    _matching(b, s, ev, m)
     _waited_batches(b, s, ev)
     for r in range(s.num_ranks):
         _RankDependencies(b, s, ev, r).state()
@@ -142,9 +132,10 @@ def encode(s: Schedule, comm_model: str = "nccl", memory_limit: int | None = Non
 # ---------------------------------------------------------------------------
 
 
-def _program(b: Builder, s: Schedule, ev: _Events, nccl: bool) -> None:
+def _program(b: Builder, s: Schedule, ev: _Events, m: CommModel) -> None:
     """Per step: its start/post after the previous step returns, its finishes
-    and return; under nccl a unit's ``active`` and ``complete``."""
+    and return; where the model has streams, a unit's ``active`` and ``complete``
+    (without streams a unit is active when posted: ``_Events.active``)."""
     for r in range(s.num_ranks):
         ev.post.append([]), ev.ret.append([])
         for i, a in enumerate(s.actions[r]):
@@ -164,7 +155,7 @@ def _program(b: Builder, s: Schedule, ev: _Events, nccl: bool) -> None:
                 if isinstance(a, Batch) and a.wait:  # ... unless it waits (_waited_batches)
                     rt = b.var(f"{loc(r, i)} return")
                     b.after(lab(_RETURNS_WAITED), rt, st)
-                if nccl and comms_of(a):
+                if m.has_streams and comms_of(a):
                     act = b.var(f"{loc(r, i)} active")
                     b.after(lab("is active on the comm stream once posted"), act, st)
                     ev.unit_active[(r, i)] = act
@@ -189,21 +180,37 @@ def _compute_events(b: Builder, ev: _Events, r: int, i: int, n: int, st: int, la
     return rt
 
 
-def _comm_streams(b: Builder, s: Schedule, ev: _Events) -> None:
-    """nccl: one comm stream per rank, units in post order."""
+def _comm_streams(b: Builder, s: Schedule, ev: _Events, m: CommModel) -> None:
+    """The model's in-order streams: a unit is active only once the previous
+    unit of its stream (``CommModel.stream_of``) has completed."""
     for r in range(s.num_ranks):
-        prev = None
-        for i, _a in enumerate(s.actions[r]):
+        prev: dict[int | None, int] = {}  # stream key -> its last unit's step
+        for i, a in enumerate(s.actions[r]):
             if (r, i) not in ev.unit_active:
                 continue
-            if prev is not None:
+            batched = isinstance(a, Batch)
+            # the peer only matters for a plain op's pair stream (StreamRule.PAIR)
+            pair = not batched and m.stream is comm.StreamRule.PAIR
+            key = m.stream_of(batched, _safe(s.peer_of, a) if pair else -2)
+            p = prev.get(key)
+            if p is not None:
                 b.after(
-                    f"{_DL}: {loc(r, i)} waits {loc(r, prev)} on rank {r}'s "
-                    f"comm stream ({s.actions[r][i]} after {s.actions[r][prev]})",
+                    f"{_DL}: {loc(r, i)} waits {loc(r, p)} on {_stream_name(m, r, key)} "
+                    f"({s.actions[r][i]} after {s.actions[r][p]})",
                     ev.unit_active[(r, i)],
-                    ev.unit_complete[(r, prev)],
+                    ev.unit_complete[(r, p)],
                 )
-            prev = i
+            prev[key] = i
+
+
+def _stream_name(m: CommModel, r: int, key: int | None) -> str:
+    if m.stream is comm.StreamRule.RANK:
+        return f"rank {r}'s comm stream"
+    if key == comm.GROUP_STREAM:
+        return f"rank {r}'s group stream"
+    if key is None:  # an op with no peer (its constant says so)
+        return f"rank {r}'s stream of ops without a peer"
+    return f"rank {r}'s stream with rank {key}"
 
 
 def _waited_batches(b: Builder, s: Schedule, ev: _Events) -> None:
@@ -246,7 +253,7 @@ def _channels(b: Builder, s: Schedule):
     return sends, recvs
 
 
-def _matching(b: Builder, s: Schedule, ev: _Events, nccl: bool) -> None:
+def _matching(b: Builder, s: Schedule, ev: _Events, m: CommModel) -> None:
     """Pair the k-th send with the k-th receive of each channel; state the
     payloads, the unmatched ops, and each pair's completion."""
     sends, recvs = _channels(b, s)
@@ -271,7 +278,7 @@ def _matching(b: Builder, s: Schedule, ev: _Events, nccl: bool) -> None:
                 )
             else:
                 _pair(b, s, ev, ss[k], rs[k])
-                (_rendezvous if nccl else _buffered)(b, ev, ss[k], rs[k])
+                (_rendezvous if m.rendezvous else _buffered)(b, ev, ss[k], rs[k])
 
 
 def _pair(b: Builder, s: Schedule, ev: _Events, snd: _Op, rcv: _Op) -> None:
@@ -286,40 +293,55 @@ def _pair(b: Builder, s: Schedule, ev: _Events, snd: _Op, rcv: _Op) -> None:
 
 
 def _rendezvous(b: Builder, ev: _Events, snd: _Op, rcv: _Op) -> None:
-    """nccl: one shared completion, once both units are active on their streams."""
+    """A send and its receive complete together, once both units are active."""
     (sr, si, sj, sop), (rr, ri, rj, rop) = snd, rcv
     c = b.var(f"{loc(sr, si, sj)} -> {loc(rr, ri, rj)} complete")
+    why = "(its unit active)" if ev.unit_active else "(posted)"
     b.after(
-        f"{_DL}: {loc(sr, si, sj)} {sop} waits {loc(rr, ri, rj)} {rop} (its unit active)",
+        f"{_DL}: {loc(sr, si, sj)} {sop} waits {loc(rr, ri, rj)} {rop} {why}",
         c,
-        ev.unit_active[(rr, ri)],
+        ev.active(rr, ri),
     )
     b.after(
-        f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} (its unit active)",
+        f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} {why}",
         c,
-        ev.unit_active[(sr, si)],
+        ev.active(sr, si),
     )
-    for r, i in ((sr, si), (rr, ri)):
-        b.after(
-            f"program: {ev.desc[r][i]} completes when its ops complete",
-            ev.unit_complete[(r, i)],
-            c,
-        )
+    _unit_completes(b, ev, ((sr, si), (rr, ri)), c)
     ev.completion[(sr, si, sj)] = ev.completion[(rr, ri, rj)] = c
 
 
 def _buffered(b: Builder, ev: _Events, snd: _Op, rcv: _Op) -> None:
-    """eager: a send completes when posted; its receive once both are posted."""
+    """A send completes once its unit is active; its receive once its own unit
+    is active and the send has completed."""
     (sr, si, sj, sop), (rr, ri, rj, rop) = snd, rcv
+    sent = ev.active(sr, si)
     c = b.var(f"{loc(rr, ri, rj)} complete")
-    b.after(f"program: {loc(rr, ri, rj)} {rop} completes after it is posted", c, ev.post[rr][ri])
-    b.after(
-        f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} (posted)",
-        c,
-        ev.post[sr][si],
-    )
+    if ev.unit_active:
+        b.after(f"program: {loc(rr, ri, rj)} {rop} completes once its unit is active",
+                c, ev.active(rr, ri))
+        why = "(its unit active)"
+    else:
+        b.after(f"program: {loc(rr, ri, rj)} {rop} completes after it is posted",
+                c, ev.post[rr][ri])
+        why = "(posted)"
+    b.after(f"{_DL}: {loc(rr, ri, rj)} {rop} waits {loc(sr, si, sj)} {sop} {why}", c, sent)
+    _unit_completes(b, ev, ((sr, si),), sent, gap=0)
+    _unit_completes(b, ev, ((rr, ri),), c)
     ev.completion[(rr, ri, rj)] = c
-    ev.completion[(sr, si, sj)] = ev.post[sr][si]
+    ev.completion[(sr, si, sj)] = sent
+
+
+def _unit_completes(b: Builder, ev: _Events, units, c: int, gap: int = 1) -> None:
+    """Where the model has streams: each unit completes once its ops have."""
+    for r, i in units:
+        if (r, i) in ev.unit_complete:
+            b.after(
+                f"program: {ev.desc[r][i]} completes when its ops complete",
+                ev.unit_complete[(r, i)],
+                c,
+                gap,
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -354,11 +376,7 @@ class _RankDependencies:
             for op in comms_of(a):
                 if not op.kind.is_send or op.stage not in s._route_pos:
                     continue
-                kinds = (
-                    (ComputeKind.F,)
-                    if op.kind is CommKind.SEND_F
-                    else (ComputeKind.B, ComputeKind.I)
-                )
+                kinds = (_F,) if op.kind is CommKind.SEND_F else (ComputeKind.B, ComputeKind.I)
                 self._need_compute(i, str(op), kinds, op.stage, op.mb)
 
     def _compute(self, i: int, c, same_ok: bool) -> None:

@@ -6,6 +6,25 @@ verifier.check.encoding fills, ``smtlib`` (the text z3 is given), and
 ``solve_order`` (the order the labels are handed to z3). ``property_of`` reads
 the property a label states (its prefix: ``PROPERTY_IDS`` or ``program``).
 
+Label prefixes (``PROPERTY_IDS`` plus ``program``):
+
+- ``program``: the meaning of one step (program order, durations, when it
+  returns, a unit is active only once posted and completes with its ops). Not
+  a property; it appears in cores as the glue of a cycle.
+- ``dependencies``: the static data-flow order on each rank (a consumer after
+  its producer / receive, a send after its compute, W after I); constant
+  true/false once the rank's program is known. When it fails the matching
+  timing edge is left out, so the core is that one label.
+- ``message-matching``: FIFO pairing per ordered rank pair, payload equality,
+  no unmatched op (constant true/false once paired: it states the property).
+- ``deadlock-free``: the waits of the model: a compute waits for its inputs,
+  a send for its compute, a unit for the previous one on its stream, a
+  send/receive for its peer's unit being active (rendezvous) or a receive for
+  its send (buffered).
+- ``overlap-legal``: the halves of an OVERLAP are F and B/I and independent.
+- ``memory``: live activations by program order (the verifier.semantics.memory
+  rule, one unit per stage and micro-batch) at most ``memory_limit``.
+
 What it does not cover: what the constraints say (verifier.check.encoding),
 solving (verifier.check.z3engine).
 """

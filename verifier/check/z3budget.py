@@ -9,6 +9,11 @@ Not covered: the encoding and the solver (verifier.check.z3engine).
 from __future__ import annotations
 
 from verifier.ir import Batch, Compute, Overlap, Schedule
+from verifier.semantics import comm
+
+# the communication models the Z3 encoding states (it reads their fields:
+# verifier.check.encoding), for the checker to read without importing z3
+Z3_MODELS: tuple[str, ...] = comm.NAMES
 
 DEFAULT_RLIMIT = 100_000_000  # DualPipe 16x64 uses ~1.6e6, 16x512 ~1.2e7
 DEFAULT_TIMEOUT_MS = 60_000

@@ -263,6 +263,35 @@ def _run(args, stdout: IO[str]) -> int:
         args.model, s.num_microbatches, hidden=args.hidden, batch=args.batch,
         seq=args.seq, seed=args.seed, dtype=dtype,
     )
+    out, text = _run_header(args, s, source, n)
+    try:
+        with guard.naming(source):
+            res = run_pipeline(
+                s, layers, mbs, layers_per_stage=k, loss_reduction=args.loss_reduction,
+                force=args.force,
+            )
+    except RefutedScheduleError as e:
+        origin = _lowered_origin(origin, s)
+        out.update(result="refuted", bitwise=False, losses=[], params=[],
+                   fault={"kind": e.kind, "rank": None, "step": None, "message": e.detail,
+                          "user_message": origin.rewrite(e.detail)})
+        text.append(f"RESULT: REFUTED by the checker: {origin.rewrite(e.detail)}")
+        _emit(args, stdout, out, text)
+        return EXIT_MISMATCH
+    except ExecutionError as e:
+        _fault(out, text, e, _lowered_origin(origin, s))
+        _emit(args, stdout, out, text)
+        return EXIT_MISMATCH
+    c = compare(res, run_baseline(layers, mbs, loss_reduction=args.loss_reduction))
+    result = _comparison(c, out, text)
+    _emit(args, stdout, out, text)
+    return EXIT_MATCH if result == "match" else EXIT_MISMATCH
+
+
+def _run_header(args, s, source: str, n: int) -> tuple[dict, list[str]]:
+    """The JSON object and the text lines ``run`` starts with: the schedule,
+    the model of ``n`` blocks and the order the steps run in."""
+    k = args.layers_per_stage
     header = {
         "schedule": {
             "file": args.file, "name": s.name, "family": s.family,
@@ -287,35 +316,26 @@ def _run(args, stdout: IO[str]) -> int:
         f"loss reduction {args.loss_reduction}",
         f"order: {order}",
     ]
-    try:
-        with guard.naming(source):
-            res = run_pipeline(
-                s, layers, mbs, layers_per_stage=k, loss_reduction=args.loss_reduction,
-                force=args.force,
-            )
-    except RefutedScheduleError as e:
-        origin = _lowered_origin(origin, s)
-        out.update(result="refuted", bitwise=False, losses=[], params=[],
-                   fault={"kind": e.kind, "rank": None, "step": None, "message": e.detail,
-                          "user_message": origin.rewrite(e.detail)})
-        text.append(f"RESULT: REFUTED by the checker: {origin.rewrite(e.detail)}")
-        _emit(args, stdout, out, text)
-        return EXIT_MISMATCH
-    except ExecutionError as e:
-        origin = _lowered_origin(origin, s)
-        fault = {"kind": e.kind, "rank": e.rank, "step": e.step, "message": e.detail,
-                 "user_message": origin.rewrite(e.detail)}
-        where = ""
-        if e.rank is not None:
-            place = origin.place(e.rank, e.step)
-            fault["user_place"] = place.to_json()
-            where = f" at {place.text()}"
-        out.update(result="fault", bitwise=False, losses=[], params=[], fault=fault)
-        text.append(f"RESULT: FAULT {e.kind}{where}: {origin.rewrite(e.detail)}")
-        _emit(args, stdout, out, text)
-        return EXIT_MISMATCH
-    base = run_baseline(layers, mbs, loss_reduction=args.loss_reduction)
-    c = compare(res, base)
+    return out, text
+
+
+def _fault(out: dict, text: list[str], e, origin) -> None:
+    """Add the executor's fault ``e`` (an ExecutionError) to ``out`` and ``text``,
+    placed in the user's file through ``origin``."""
+    fault = {"kind": e.kind, "rank": e.rank, "step": e.step, "message": e.detail,
+             "user_message": origin.rewrite(e.detail)}
+    where = ""
+    if e.rank is not None:
+        place = origin.place(e.rank, e.step)
+        fault["user_place"] = place.to_json()
+        where = f" at {place.text()}"
+    out.update(result="fault", bitwise=False, losses=[], params=[], fault=fault)
+    text.append(f"RESULT: FAULT {e.kind}{where}: {origin.rewrite(e.detail)}")
+
+
+def _comparison(c, out: dict, text: list[str]) -> str:
+    """Add the comparison ``c`` of the pipelined run with the baseline
+    (reference.baseline.compare) to ``out`` and ``text``; "match" or "mismatch"."""
     losses, params = [], []
     for x in c.losses:
         losses.append({"mb": x.mb, "pipeline": x.pipeline, "baseline": x.baseline,
@@ -351,8 +371,7 @@ def _run(args, stdout: IO[str]) -> int:
         )
     out.update(result=result, bitwise=c.bitwise, losses=losses, params=params, fault=None,
                tolerance={"rtol": c.rtol, "atol": c.atol})
-    _emit(args, stdout, out, text)
-    return EXIT_MATCH if result == "match" else EXIT_MISMATCH
+    return result
 
 
 def _lowered_origin(origin, s):

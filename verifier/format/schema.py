@@ -54,6 +54,68 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 Validator = Callable[[Any, Callable[[], str]], None]
 
 
+def _value_checks(s: dict) -> list[Validator]:
+    """The checks of ``s``'s keywords on a value itself, in the order
+    compile runs them: type, const, enum, minimum/maximum, minItems, required."""
+    checks: list[Validator] = []
+    if "type" in s:
+        tname = s["type"]
+        tcheck = _TYPE_CHECKS[tname]
+
+        def check_type(v, p, tcheck=tcheck, tname=tname):
+            if not tcheck(v):
+                raise SchemaViolation(p(), f"expected {tname}, got {_show(v)}")
+
+        checks.append(check_type)
+    if "const" in s:
+        const = s["const"]
+
+        def check_const(v, p, const=const):
+            if v != const or type(v) is not type(const):
+                raise SchemaViolation(p(), f"expected {_show(const)}, got {_show(v)}")
+
+        checks.append(check_const)
+    if "enum" in s:
+        allowed = tuple(s["enum"])
+        shown = ", ".join(str(a) for a in allowed)
+
+        def check_enum(v, p, allowed=allowed, shown=shown):
+            if not isinstance(v, (str, int)) or isinstance(v, bool) or v not in allowed:
+                raise SchemaViolation(p(), f"expected one of {shown}, got {_show(v)}")
+
+        checks.append(check_enum)
+    if "minimum" in s or "maximum" in s:
+        lo, hi = s.get("minimum"), s.get("maximum")
+
+        def check_range(v, p, lo=lo, hi=hi):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if lo is not None and v < lo:
+                    raise SchemaViolation(p(), f"must be >= {lo}, got {v}")
+                if hi is not None and v > hi:
+                    raise SchemaViolation(p(), f"must be <= {hi}, got {v}")
+
+        checks.append(check_range)
+    if "minItems" in s:
+        n = s["minItems"]
+
+        def check_min_items(v, p, n=n):
+            if isinstance(v, list) and len(v) < n:
+                raise SchemaViolation(p(), f"must have at least {n} item(s), got {len(v)}")
+
+        checks.append(check_min_items)
+    if "required" in s:
+        req = tuple(s["required"])
+
+        def check_required(v, p, req=req):
+            if isinstance(v, dict):
+                for k in req:
+                    if k not in v:
+                        raise SchemaViolation(p(), f"missing required key {k!r}")
+
+        checks.append(check_required)
+    return checks
+
+
 class _Compiler:
     def __init__(self, root: dict):
         self.root = root
@@ -79,61 +141,21 @@ class _Compiler:
         checks: list[Validator] = []
         if "$ref" in s:
             checks.append(self.ref(s["$ref"]))
-        if "type" in s:
-            tname = s["type"]
-            tcheck = _TYPE_CHECKS[tname]
+        checks += _value_checks(s)
+        checks += self.nested_checks(s)
+        if len(checks) == 1:
+            return checks[0]
 
-            def check_type(v, p, tcheck=tcheck, tname=tname):
-                if not tcheck(v):
-                    raise SchemaViolation(p(), f"expected {tname}, got {_show(v)}")
+        def check_all(v, p, checks=tuple(checks)):
+            for c in checks:
+                c(v, p)
 
-            checks.append(check_type)
-        if "const" in s:
-            const = s["const"]
+        return check_all
 
-            def check_const(v, p, const=const):
-                if v != const or type(v) is not type(const):
-                    raise SchemaViolation(p(), f"expected {_show(const)}, got {_show(v)}")
-
-            checks.append(check_const)
-        if "enum" in s:
-            allowed = tuple(s["enum"])
-            shown = ", ".join(str(a) for a in allowed)
-
-            def check_enum(v, p, allowed=allowed, shown=shown):
-                if not isinstance(v, (str, int)) or isinstance(v, bool) or v not in allowed:
-                    raise SchemaViolation(p(), f"expected one of {shown}, got {_show(v)}")
-
-            checks.append(check_enum)
-        if "minimum" in s or "maximum" in s:
-            lo, hi = s.get("minimum"), s.get("maximum")
-
-            def check_range(v, p, lo=lo, hi=hi):
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    if lo is not None and v < lo:
-                        raise SchemaViolation(p(), f"must be >= {lo}, got {v}")
-                    if hi is not None and v > hi:
-                        raise SchemaViolation(p(), f"must be <= {hi}, got {v}")
-
-            checks.append(check_range)
-        if "minItems" in s:
-            n = s["minItems"]
-
-            def check_min_items(v, p, n=n):
-                if isinstance(v, list) and len(v) < n:
-                    raise SchemaViolation(p(), f"must have at least {n} item(s), got {len(v)}")
-
-            checks.append(check_min_items)
-        if "required" in s:
-            req = tuple(s["required"])
-
-            def check_required(v, p, req=req):
-                if isinstance(v, dict):
-                    for k in req:
-                        if k not in v:
-                            raise SchemaViolation(p(), f"missing required key {k!r}")
-
-            checks.append(check_required)
+    def nested_checks(self, s: dict) -> list[Validator]:
+        """The checks of ``s``'s keywords on what a value holds: properties,
+        items, oneOf (in that order)."""
+        checks: list[Validator] = []
         if "properties" in s or s.get("additionalProperties") is False:
             props = {k: self.compile(sub) for k, sub in s.get("properties", {}).items()}
             closed = s.get("additionalProperties") is False
@@ -163,14 +185,7 @@ class _Compiler:
             checks.append(check_items)
         if "oneOf" in s:
             checks.append(self.one_of(s))
-        if len(checks) == 1:
-            return checks[0]
-
-        def check_all(v, p, checks=tuple(checks)):
-            for c in checks:
-                c(v, p)
-
-        return check_all
+        return checks
 
     def one_of(self, s: dict) -> Validator:
         branches = [self.compile(b) for b in s["oneOf"]]

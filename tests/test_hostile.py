@@ -448,10 +448,10 @@ def test_printable_escapes_only_what_it_must():
 
 
 def test_verbose_grid_is_bounded(monkeypatch):
-    import verifier.cli.check as check_cmd
+    import verifier.cli.check_text as check_text
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(check_cmd, "GRID_MAX_CELLS", 5)
+    monkeypatch.setattr(check_text, "GRID_MAX_CELLS", 5)
     rc, out, err = run(["check", EX, "--verbose", "--engine", "graph"])
     assert rc == 0, err
     assert "grid omitted:" in out and "more than 5 cells" in out

@@ -23,6 +23,7 @@ from reference.names import LOSS_REDUCTIONS, MODELS
 from verifier.format import guard
 from verifier.check.properties import require_well_formed
 from verifier.cli.app import RaisingParser, add_version, help_to, run_cli
+from verifier.errors import FlagError
 from verifier.extras import MissingExtra, require
 from verifier.format.io import load_schedule, load_schedule_with_origin, source_name
 from verifier.ir import ScheduleError
@@ -232,7 +233,7 @@ def _refuse_size(args, num_layers: int, num_microbatches: int, s, source: str) -
     need = estimated_elements(args.model, num_layers, args.hidden, num_microbatches, args.batch,
                               args.seq, s.num_stages)
     if need > args.max_elements:
-        raise ScheduleError(
+        raise FlagError(
             f"the {args.model} model of {num_layers} blocks, hidden {args.hidden}, "
             f"{num_microbatches} micro-batches of {args.batch} x {args.seq} needs about {need} "
             f"tensor elements, more than --max-elements {args.max_elements}; use a smaller "

@@ -23,6 +23,7 @@ from verifier.analysis.timeline import analyze
 from verifier.cli.app import main
 from verifier.analysis.costs import CostModel, StageCosts, complete, parse_kv
 from verifier.generators import FAMILIES, generate
+from verifier.errors import FlagError
 from verifier.format.io import save_schedule
 from verifier.ir import (
     B,
@@ -75,7 +76,7 @@ def test_costs_completion_rule():
     ("F=abc", "F"), ("F=1,F=2", "F"), ("F", "F"),
 ])
 def test_bad_costs_name_key_and_value(text, key):
-    with pytest.raises(ScheduleError) as e:
+    with pytest.raises(FlagError) as e:  # the value of --costs
         parse_kv(text)
     assert key in str(e.value)
 

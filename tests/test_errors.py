@@ -131,3 +131,86 @@ def test_flag_and_output_errors_keep_their_line(tmp_path, capsys):
     assert main(["show", str(sched), "-o", str(out)]) == 2
     assert capsys.readouterr().err == (
         f"error: -o {out}: cannot write: no directory {str(out.parent)!r}\n")
+
+
+def _refusal(argv, build=None):
+    """The exception a command line's run raises for ``argv`` (parsed as the
+    command line parses it), and the one line ``main`` prints for it."""
+    import io
+
+    from verifier.cli.app import build_parser, main, parse_command_line
+
+    parser = (build or build_parser)(io.StringIO())
+    args, code = parse_command_line(parser, argv, io.StringIO())
+    assert code is None, argv
+    with pytest.raises(errors.PpError) as info:
+        if build is None:
+            args._run(args, io.StringIO(), io.StringIO())
+        else:
+            from reference.cli import _run
+
+            _run(args, io.StringIO())
+    err = io.StringIO()
+    if build is None:
+        assert main(argv, io.StringIO(), err) == 2
+    else:
+        from reference.cli import main as reference_main
+
+        assert reference_main(argv, io.StringIO(), err) == 2
+    assert err.getvalue() == f"error: {info.value}\n", argv  # the line is the exception's
+    return info.value
+
+
+EXAMPLE = str(ROOT / "specs" / "examples" / "1f1b.json")
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["show", EXAMPLE, "--max-pixels", "10", "-o", "x.png"], "show"),
+    (["show", EXAMPLE, "--max-pixels", "10"], "show"),
+    (["analyze", EXAMPLE, "--costs", "F=1,B=x"], "--costs"),
+    (["analyze", EXAMPLE, "--costs", "F=1,B=2,I=5"], "--costs"),
+    (["check", EXAMPLE, "--memory-limit", "80GiB"], "--memory-limit"),
+    (["synthesize", "--ranks", "2", "--microbatches", "2", "--overlap", "yes",
+      "--costs", "F=1,B=2,FB=2"], "--costs"),
+    (["synthesize", "--ranks", "2", "--microbatches", "2", "--split-backward", "yes",
+      "--memory-limit", "2", "--costs", "F=1,B=2,I=0,W=2"], "--costs"),
+])
+def test_flag_refusals_are_flag_errors(argv, where):
+    """A refusal caused by a flag's value is a FlagError (not a ScheduleError)
+    naming the flag (or the command), with the line the command prints."""
+    e = _refusal(argv)
+    assert type(e) is errors.FlagError and e.where == where, (type(e), e.where)
+
+
+def test_limits_refuse_with_a_flag_error():
+    from verifier.format.guard import Limits
+
+    with pytest.raises(errors.FlagError, match="--max-pixels: must be a positive integer"):
+        Limits(max_pixels=0)
+
+
+def test_a_cost_file_is_still_a_schedule_error(tmp_path):
+    """The contents of a file named by a flag are input, not the flag's value."""
+    bad = tmp_path / "costs.json"
+    bad.write_text('{"F": "x"}')
+    e = _refusal(["analyze", EXAMPLE, "--costs", str(bad)])
+    assert type(e) is errors.ScheduleError
+
+
+def test_reference_max_elements_is_a_flag_error():
+    pytest.importorskip("torch")
+    from reference.cli import build_parser
+
+    e = _refusal(["run", EXAMPLE, "--max-elements", "10"], build_parser)
+    assert type(e) is errors.FlagError and "more than --max-elements 10" in str(e)
+
+
+def test_a_failed_write_is_an_output_error(tmp_path):
+    from verifier.format import guard
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    with pytest.raises(errors.OutputError, match="-o /dev/full: cannot write"):
+        guard.write_output("/dev/full", b"x" * 100_000, "-o")
+    e = _refusal(["show", EXAMPLE, "-o", str(tmp_path / "no" / "x.svg")])
+    assert type(e) is errors.OutputError

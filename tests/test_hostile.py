@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from verifier.errors import FlagError
 from verifier.cli.app import main
 from verifier.generators import generate
 from verifier.check.properties import require_well_formed
@@ -278,7 +279,7 @@ def test_counterexamples_are_capped_and_counted(tmp_path):
 
 
 def test_limits_validate_themselves():
-    with pytest.raises(ScheduleError, match="--max-bytes"):
+    with pytest.raises(FlagError, match="--max-bytes"):
         Limits(max_bytes=0)
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Mapping
 
 from verifier.format.guard import printable, read_small_text
+from verifier.errors import FlagError
 from verifier.ir import ScheduleError
 
 KEYS = ("F", "B", "I", "W", "FB", "FI", "comm")
@@ -191,7 +192,15 @@ def _number(text: str, key: str, where: str) -> float:
 
 
 def parse_kv(text: str, where: str = "--costs") -> CostModel:
-    """``F=1,B=2,W=1`` -> CostModel (global costs only)."""
+    """``F=1,B=2,W=1`` -> CostModel (global costs only); a FlagError naming
+    ``where`` (the flag) for text that is no table of costs."""
+    try:
+        return _parse_kv(text, where)
+    except ScheduleError as e:  # the value of a flag: the same words, the flag's type
+        raise FlagError(e.detail, e.where) from None
+
+
+def _parse_kv(text: str, where: str) -> CostModel:
     given: dict[str, float] = {}
     for part in text.split(","):
         part = part.strip()

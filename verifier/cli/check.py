@@ -227,8 +227,8 @@ def _sizes(text: str) -> ActivationBytes:
 
 def memory_args(args, schedule) -> tuple[float | None, dict[int, float] | None]:
     """(limit, bytes per stage) for ``check`` from --memory-limit and
-    --activation-bytes; ScheduleError for bytes without sizes, FlagError for sizes
-    with a limit in activations."""
+    --activation-bytes; FlagError for bytes without sizes and for sizes with a
+    limit in activations."""
     limit, sizes = args.memory_limit, args.activation_bytes
     require_sizes(limit, sizes)
     if sizes is None:

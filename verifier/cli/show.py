@@ -87,7 +87,7 @@ _FORMATS = (".png", ".svg", ".txt")
 def _refuse_size(what: str, cols: float, rows: float, limit: int, fix: str) -> None:
     total = cols * rows
     if not math.isfinite(total) or total > limit:
-        raise ScheduleError(
+        raise FlagError(
             f"the {what} would be {cols:.4g} x {rows:.4g} = {total:.4g}, more than --max-pixels "
             f"{limit}; {fix} or raise --max-pixels", "show")
 

@@ -20,7 +20,6 @@ from verifier.format import guard
 from verifier.cli.analyze import COSTS_DOC, COSTS_HELP
 from verifier.errors import FlagError, OutputError
 from verifier.format.io import save_schedule
-from verifier.ir import ScheduleError
 from verifier.synth.synthesis import PLACEMENTS, least_feasible_memory, make_problem, skeleton
 
 HELP = "find a least-makespan schedule for given costs and memory, and prove it"
@@ -133,14 +132,14 @@ def _validate(args, cm) -> None:
     if args.overlap == "yes":
         for c in stages:
             if c.FB < c.F + c.B or c.FI < c.F + c.I:
-                raise ScheduleError(
+                raise FlagError(
                     f"--overlap yes with FB={c.FB:g} < F+B={c.F + c.B:g} or FI={c.FI:g} < "
                     f"F+I={c.F + c.I:g}: faster overlapped pairs are not encoded", "--costs")
     if args.split_backward == "yes" and args.memory_limit is not None:
         for c in stages:
             if c.I <= 0:
-                raise ScheduleError(f"I={c.I:g}: a memory limit needs I > 0 (an I frees "
-                                    "its activation at a point in time)", "--costs")
+                raise FlagError(f"I={c.I:g}: a memory limit needs I > 0 (an I frees "
+                               "its activation at a point in time)", "--costs")
 
 
 def _one(placement: str, args, cm, time_limit: float, progress) -> dict:

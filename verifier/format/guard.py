@@ -73,7 +73,7 @@ class Limits:
         for name in self.__slots__:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ScheduleError(f"must be a positive integer, got {v!r}", _flag(name))
+                raise FlagError(f"must be a positive integer, got {v!r}", _flag(name))
 
 
 DEFAULT = Limits()

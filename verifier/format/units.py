@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from verifier.errors import FlagError
 from verifier.format.guard import read_small_text
 from verifier.ir import Schedule, ScheduleError
 
@@ -189,9 +190,9 @@ def parse_memory_limit(text: str) -> MemoryLimit:
 
 
 def require_sizes(limit: MemoryLimit | None, sizes: ActivationBytes | None) -> None:
-    """A limit in bytes needs activation sizes: ScheduleError naming the flag otherwise."""
+    """A limit in bytes needs activation sizes: FlagError naming the flag otherwise."""
     if limit is not None and limit.in_bytes and sizes is None:
-        raise ScheduleError(
+        raise FlagError(
             f"{limit.text} is in bytes, but the activation size of each stage is not given; "
             f"add {FLAG} SIZE (every stage) or {FLAG} 0=SIZE,1=SIZE,.. or {FLAG} FILE.json "
             "(measured on your model by `python -m reference activations`), "

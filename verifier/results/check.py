@@ -91,6 +91,7 @@ TEMPLATES: dict[str, str] = {
     "payload": "{send} at {send_at} is received as {recv} at {recv_at} (expected {expected})",
     "unmatched-send": "{send} at {send_at} has no matching receive on rank {peer} (the {nth} send to it; rank {peer} posts {count} receive(s) from rank {rank})",
     "unmatched-recv": "{recv} at {recv_at} has no matching send from rank {peer} (the {nth} receive from it; rank {peer} posts {count} send(s) to rank {rank})",
+    "batch-grouping": "{ops} at {at} and {other_ops} at {other_at} cross: each holds an op with the other rank matched outside the other (ranks {rank} and {peer} group these messages differently; NCCL may leave this undefined)",
     # deadlock-free
     "deadlock": "{count} of {total} events never happen; cycle of waits below",
     "stuck": "{count} of {total} events never happen; chain of waits ends at an op that can never complete",

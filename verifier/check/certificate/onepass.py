@@ -56,8 +56,6 @@ def _tables(s: Schedule) -> tuple:
     return f_src, b_src, sf_ch, sb_ch, rf_ch, rb_ch
 
 
-# One unrolled loop on purpose: it is the certificate share of
-# benchmarks/bench_check.py's "check (auto -> graph)" time.
 def replays(s: Schedule, nccl: bool, witness) -> bool:
     """Whether every entry of ``witness`` can begin where it stands and every op
     has completed after the last (``len(witness)`` is the number of steps).
@@ -77,6 +75,8 @@ def replays(s: Schedule, nccl: bool, witness) -> bool:
     well-formed schedule is per rank (a stage's ops and computes are all on
     the stage's rank).
     """
+    # one unrolled loop on purpose: the certificate's share of the check time
+    # that benchmarks/bench_check.py measures (check/PyTorch ratio)
     R = s.num_ranks
     actions = s.actions
     M = s.num_microbatches

@@ -52,6 +52,8 @@ def check_violation(s: Schedule, v: Violation, machine: "Machine | None" = None)
         found = [(r, k) for r, acts in enumerate(s.actions) for k, a in enumerate(acts) for x in _texts(a) if x == want]
         ok = len(found) == v.arg("count") and set(found) == set(v.locations)
         return ok, "" if ok else f"{want} runs at {found}"
+    if p is PropertyId.MESSAGE_MATCHING and v.code == "batch-grouping":
+        return _grouping(machine or Machine(s, "eager"), v)
     if p is PropertyId.MESSAGE_MATCHING:
         m = machine or Machine(s, "eager")
         if v.code == "payload":
@@ -88,6 +90,23 @@ def check_violation(s: Schedule, v: Violation, machine: "Machine | None" = None)
         legal = a.f.kind is ComputeKind.F and a.b.kind in (ComputeKind.B, ComputeKind.I) and a.f.mb != a.b.mb
         return (not legal, "" if not legal else "the OVERLAP is legal")
     return True, "not re-derived"
+
+
+def _grouping(m: Machine, v: Violation) -> tuple[bool, str]:
+    """Two comm steps on two ranks whose ops with each other are linked by a FIFO
+    pair, and each of which has an op matched outside the other (SEMANTICS.md:
+    groupings that cross)."""
+    (r1, k1), (r2, k2) = v.locations
+    g1, g2 = m.unit_of_step[r1].get(k1), m.unit_of_step[r2].get(k2)
+    if g1 is None or g2 is None:
+        return False, "the places are not two comm steps"
+    a = {i for i in m.units[g1][2] if m.peer(r1, m.ops[i][3]) == r2}
+    b = {j for j in m.units[g2][2] if m.peer(r2, m.ops[j][3]) == r1}
+    linked = any(m.partner[i] in b for i in a)
+    a_out = any(m.partner[i] is not None and m.partner[i] not in b for i in a)
+    b_out = any(m.partner[j] is not None and m.partner[j] not in a for j in b)
+    ok = linked and a_out and b_out
+    return ok, "" if ok else "the two steps are grouped alike (or not linked)"
 
 
 def check_violations(s: Schedule, violations) -> list[tuple[Violation, str]]:

@@ -1,4 +1,4 @@
-"""Conformance on real gloo: what gloo does against today's models and a candidate gloo rule.
+"""Conformance on real gloo: what gloo does against the eager and nccl models and a candidate gloo rule.
 
 What it does (one run prints everything):
 
@@ -23,8 +23,9 @@ What it does (one run prints everything):
    nccl with a waited batch holding a send") and the candidate ``gloo`` rule
    simulated here (``gloo_terminates``), with every disagreement listed.
 
-The candidate rule is a standalone simulator in this script on purpose: the
-real model belongs in the semantics core (issue 12, after the restructuring).
+The candidate rule is a standalone simulator in this script on purpose: it
+shares no code with the checker's models (``verifier.semantics.comm``), so
+its agreement with gloo is evidence about the rule, not about the checker.
 
 Run: ``python benchmarks/conformance_gloo.py [--count 450] [--seed 0]
 [--ranks 2,3,4] [--timeout 1.0]``. Needs torch and hypothesis (``.[test]``).

@@ -1,7 +1,7 @@
 """fastpath on CUDA: streams, events, OVERLAP on two streams, NCCL. Skips without CUDA.
 
-Written for CUDA; this project's CI machine has no GPU, so these tests have only
-been seen to skip. What they check when a GPU is there:
+They need CUDA (``-m gpu`` selects them; benchmarks/gpu_check.sh runs them with
+fastpath's CUDA checks on a GPU machine). What they check:
 
 - one process, one rank, a hand-written V schedule whose every compute runs on
   the GPU with an OVERLAP pair (forward on the side stream, backward on the

@@ -11,20 +11,23 @@ never fires: walking back from a stuck step along stuck predecessors reaches
 either a cycle of waits or an op whose peer is never posted; that walk is the
 counterexample, hop by hop.
 
-Nodes (``checker.EventKind``):
+Nodes (``EventKind``), for any model of ``verifier.semantics.comm`` (the
+engine reads the model's fields, never its name):
 - BEGIN(r, k): step k of rank r begins (a comm action is posted; a compute
   runs, start and finish being one event here). Waits for RETURN/BEGIN of
-  step k-1, and for a compute for the data it consumes (``properties.needs``:
+  step k-1, and for a compute for the data it consumes (``Tables.needs``:
   the first matching receive or compute on its rank; none at all -> NEVER).
 - RETURN(r, k): a ``Batch(wait=True)`` returns; waits for all its ops.
-- nccl: ACTIVE(u): comm unit u (a plain op or a BATCH) is at the head of its
-  rank's stream: after BEGIN(u) and UNIT_DONE of the rank's previous unit.
-  OP_DONE(send, recv): a FIFO-matched pair completes, once both units are
-  ACTIVE. UNIT_DONE(u): all ops of u done. An unmatched op waits for NEVER.
-- eager: a send is done when posted (its BEGIN); OP_DONE(recv) waits for the
-  BEGIN of its own step and of its matched send's step.
+- a model with streams: ACTIVE(u): comm unit u (a plain op or a BATCH) heads
+  its stream: after BEGIN(u) and UNIT_DONE of the unit before it on its
+  stream (``Tables.streams``). UNIT_DONE(u): all ops of u done. Without
+  streams a unit is active at its BEGIN and has no UNIT_DONE.
+- rendezvous sends: OP_DONE(send, recv): a FIFO-matched pair completes, once
+  both units are active; an unmatched op's OP_DONE waits for NEVER.
+  Buffered sends: a send is done when its unit is active; OP_DONE(recv)
+  waits for its unit to be active and for its matched send (NEVER if none).
 
-Matching is FIFO per ordered rank pair (``properties.fifo_pairs``), paired by
+Matching is FIFO per ordered rank pair (``Tables.partner``), paired by
 position and never by payload, so the engine decides deadlock-freedom also
 when message-matching fails (an unmatched op never completes).
 
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 
 from verifier.results.check import Event, EventKind, Hop, PropertyId, Violation, WaitCycle
 from verifier.ir import Batch, CommKind, Compute, Overlap, Schedule
+from verifier.semantics.comm import CommModel, model as model_of
 from verifier.semantics.tables import NEVER, tables_of as index
 
 _BEGIN, _RETURN, _ACTIVE, _UNIT_DONE, _OP_DONE, _NEVER = range(6)
@@ -70,6 +74,18 @@ class _Graph:
 
     __slots__ = ("succ", "indeg", "brank", "bstep", "extra", "num_actions", "idx")
 
+    def node(self, kind: int, rank: int, step: int, info) -> int:
+        """A new node of ``kind`` (not BEGIN, not NEVER); returns its number."""
+        self.extra.append((kind, rank, step, info))
+        self.succ.append([])
+        self.indeg.append(0)
+        return self.num_actions + len(self.extra)
+
+    def edge(self, v: int, w: int) -> None:
+        """``w`` cannot happen before ``v``."""
+        self.succ[v].append(w)
+        self.indeg[w] += 1
+
     def node_kind(self, v: int) -> int:
         if v == 0:
             return _NEVER
@@ -86,165 +102,170 @@ class _Graph:
         return (e[1], e[2])
 
 
-def build(s: Schedule, comm_model: str) -> tuple[_Graph, int]:
+def build(s: Schedule, comm_model: "str | CommModel") -> tuple[_Graph, int]:
     """The happens-before graph of a well-formed schedule; returns (graph, NEVER)."""
+    m = model_of(comm_model)
     idx = index(s)
+    g = _Graph()
     A = s.num_actions
-    succ: list[list[int]] = [[] for _ in range(A + 1)]
-    indeg = [0] * (A + 1)
-    indeg[0] = 1  # NEVER never fires
-    brank: list[int] = [-1]
-    bstep: list[int] = [-1]
-    extra: list[tuple] = []
-    never = 0
+    g.succ, g.indeg = [[] for _ in range(A + 1)], [0] * (A + 1)
+    g.indeg[0] = 1  # NEVER never fires
+    g.brank, g.bstep, g.extra, g.num_actions, g.idx = [-1], [-1], [], A, idx
+    base, ret = _program(s, g)
+    if m.has_streams:
+        done = _stream_events(idx, g, m, base, ret)
+    else:
+        done = _posted_events(idx, g, m, base, ret)
+    _data_edges(s, idx, g, base, done)
+    return g, 0
 
+
+def _program(s: Schedule, g: _Graph) -> tuple[list[int], list[list[int]]]:
+    """BEGIN of every step, RETURN of every waited BATCH, program order. Returns
+    the BEGIN node of each rank's step 0 and, per (rank, step), the node the
+    next step waits for (RETURN of a waited BATCH, else BEGIN)."""
     base: list[int] = []
     ret: list[list[int]] = []
     b = 1
     for r, acts in enumerate(s.actions):
         n = len(acts)
         base.append(b)
-        brank.extend([r] * n)
-        bstep.extend(range(n))
+        g.brank.extend([r] * n)
+        g.bstep.extend(range(n))
         rr = list(range(b, b + n))
         for k, a in enumerate(acts):
             if type(a) is Batch and a.wait:
-                extra.append((_RETURN, r, k, None))
-                succ.append([])
-                indeg.append(0)
-                v = A + len(extra)
-                succ[b + k].append(v)
-                indeg[v] += 1
-                rr[k] = v
+                rr[k] = g.node(_RETURN, r, k, None)
+                g.edge(b + k, rr[k])
         for k in range(1, n):
-            succ[rr[k - 1]].append(b + k)
-            indeg[b + k] += 1
+            g.edge(rr[k - 1], b + k)
         ret.append(rr)
         b += n
+    return base, ret
 
+
+def _stream_events(idx, g: _Graph, m: CommModel, base, ret) -> list[int]:
+    """A model with streams: ACTIVE(u) after its BEGIN and the UNIT_DONE of the
+    unit before it on its stream; UNIT_DONE(u) after its ops (a waited BATCH
+    returns then); op completions per the send rule. Returns each op's node
+    of completion."""
+    ops, partner = idx.ops, idx.partner
+    st = idx.streams(m)
+    act: list[int] = []
+    ud: list[int] = []
+    for u, r in enumerate(idx.unit_rank):
+        k = ops[idx.unit_ops[u][0]][1]
+        a = g.node(_ACTIVE, r, k, None)
+        bk = base[r] + k
+        g.edge(bk, a)
+        p = st.pos[u]
+        if p:
+            g.edge(ud[st.units[st.of_unit[u]][p - 1]], a)
+        d = g.node(_UNIT_DONE, r, k, None)
+        if ret[r][k] != bk:  # a wait-BATCH returns when its unit is done
+            g.edge(d, ret[r][k])
+        act.append(a)
+        ud.append(d)
+    return _completions(idx, g, m, [act[u] for u in idx.unit_of_op], lambda i, d: g.edge(d, ud[idx.unit_of_op[i]]))
+
+
+def _posted_events(idx, g: _Graph, m: CommModel, base, ret) -> list[int]:
+    """A model without streams: a unit is active when posted (its BEGIN); a
+    waited BATCH returns once each of its ops has completed."""
+    ops = idx.ops
+    started = [base[o[0]] + o[1] for o in ops]
+
+    def finish(i: int, d: int) -> None:
+        r, k = ops[i][0], ops[i][1]
+        if ret[r][k] != base[r] + k:
+            g.edge(d, ret[r][k])
+
+    return _completions(idx, g, m, started, finish)
+
+
+def _completions(idx, g: _Graph, m: CommModel, active: list[int], finish) -> list[int]:
+    """Op completions per the send rule, given each op's ACTIVE node: rendezvous,
+    an OP_DONE per matched pair (after both units are active) or unmatched op
+    (after NEVER); buffered, a send is done when active and a receive's OP_DONE
+    waits for its own activation and its send. ``finish(i, d)``: what waits for
+    op i's completion node ``d``."""
     ops, partner = idx.ops, idx.partner
     done = [0] * len(ops)
-    if comm_model == "nccl":
-        unit_of_op = [0] * len(ops)
-        units: list[tuple[int, int, int, int]] = []  # (rank, step, ACTIVE, UNIT_DONE)
-        last_rank, last_step, prev_ud = -1, -1, -1
-        for i, (r, k, _sub, _op) in enumerate(ops):
-            if r != last_rank or k != last_step:
-                extra.append((_ACTIVE, r, k, None))
-                succ.append([])
-                indeg.append(0)
-                act = A + len(extra)
-                bk = base[r] + k
-                succ[bk].append(act)
-                indeg[act] += 1
-                if r == last_rank and prev_ud >= 0:
-                    succ[prev_ud].append(act)
-                    indeg[act] += 1
-                extra.append((_UNIT_DONE, r, k, None))
-                succ.append([])
-                indeg.append(0)
-                ud = A + len(extra)
-                rv = ret[r][k]
-                if rv != bk:  # a wait-BATCH returns when its unit is done
-                    succ[ud].append(rv)
-                    indeg[rv] += 1
-                units.append((r, k, act, ud))
-                last_rank, last_step, prev_ud = r, k, ud
-            unit_of_op[i] = len(units) - 1
-        for i, (r, k, sub, op) in enumerate(ops):
-            j = partner[i]
-            if j >= 0 and j < i:
+    for i, (r, k, _sub, op) in enumerate(ops):
+        j = partner[i]
+        if m.rendezvous:
+            if 0 <= j < i:
                 continue
             if j >= 0:
-                x, y = (i, j) if (op.kind is _SF or op.kind is _SB) else (j, i)
-                extra.append((_OP_DONE, ops[x][0], ops[x][1], (x, y)))
-                succ.append([])
-                indeg.append(0)
-                d = A + len(extra)
+                x, y = (i, j) if op.kind.is_send else (j, i)
+                d = g.node(_OP_DONE, ops[x][0], ops[x][1], (x, y))
                 for z in (x, y):
-                    u = units[unit_of_op[z]]
-                    succ[u[2]].append(d)
-                    succ[d].append(u[3])
-                    indeg[u[3]] += 1
-                indeg[d] += 2
+                    g.edge(active[z], d)
+                    finish(z, d)
                 done[x] = done[y] = d
             else:
-                extra.append((_OP_DONE, r, k, (i, -1)))
-                succ.append([])
-                indeg.append(0)
-                d = A + len(extra)
-                u = units[unit_of_op[i]]
-                succ[never].append(d)
-                succ[u[2]].append(d)
-                succ[d].append(u[3])
-                indeg[d] += 2
-                indeg[u[3]] += 1
-                done[i] = d
-    else:  # eager
-        for i, (r, k, sub, op) in enumerate(ops):
-            bk = base[r] + k
-            if op.kind is _SF or op.kind is _SB:
-                done[i] = bk
-                continue
-            j = partner[i]
-            extra.append((_OP_DONE, r, k, (i, j)))
-            succ.append([])
-            indeg.append(0)
-            d = A + len(extra)
-            succ[bk].append(d)
-            src = never if j < 0 else base[ops[j][0]] + ops[j][1]
-            succ[src].append(d)
-            indeg[d] += 2
-            done[i] = d
-            rv = ret[r][k]
-            if rv != bk:
-                succ[d].append(rv)
-                indeg[rv] += 1
+                d = done[i] = g.node(_OP_DONE, r, k, (i, -1))
+                g.edge(0, d)
+                g.edge(active[i], d)
+                finish(i, d)
+        elif op.kind.is_send:
+            done[i] = active[i]
+            if m.has_streams:  # its unit has a completion of its own
+                finish(i, active[i])
+        else:
+            d = done[i] = g.node(_OP_DONE, r, k, (i, j))
+            g.edge(active[i], d)
+            g.edge(0 if j < 0 else active[j], d)
+            finish(i, d)
+    return done
 
-    # data dependencies of computes: the first receive or compute of each
-    # input on the rank, wherever it sits (a later one makes a cycle)
+
+def _data_edges(s: Schedule, idx, g: _Graph, base, done) -> None:
+    """Data dependencies of computes: the first receive or compute of each
+    input on the rank, wherever it sits (a later one makes a cycle)."""
     for r, acts in enumerate(s.actions):
         b0 = base[r]
         for k, a in enumerate(acts):
             tp = type(a)
             if tp is not Compute and tp is not Overlap:
                 continue
-            bk = b0 + k
             for c in ((a,) if tp is Compute else (a.f, a.b)):
                 for key in idx.needs(r, c):
                     x = idx.lookup(key)
-                    src = never if x == NEVER else (done[x] if x >= 0 else b0 - 1 - x)
-                    succ[src].append(bk)
-                    indeg[bk] += 1
-    g = _Graph()
-    g.succ, g.indeg, g.brank, g.bstep, g.extra, g.num_actions, g.idx = succ, indeg, brank, bstep, extra, A, idx
-    return g, never
+                    g.edge(0 if x == NEVER else (done[x] if x >= 0 else b0 - 1 - x), b0 + k)
 
 
-def _fast(s: Schedule, comm_model: str):
+def _fast(s: Schedule, comm_model: "str | CommModel"):
     """Kahn's algorithm with the program-order, stream-order and pair edges left
     implicit: each rank advances while the next step's waits are met, and an
     event that fires wakes the ranks waiting for it. Returns (witness, number
     of events) when everything fires, else None (then ``decide`` builds the
     explicit graph for the counterexample). Same events, same waits as
-    ``build``; the tests hold the two against each other. nccl: the units that
-    reach the head of their stream wait in a list (``heads``) to complete
-    their pairs, so a long cascade of completions takes no stack depth."""
+    ``build``; the tests hold the two against each other. Units that become
+    active (posted and at the head of their stream, or just posted when the
+    model has no streams) wait in a list (``heads``) to complete their ops,
+    so a long cascade of completions takes no stack depth.
+
+    Unrolled on purpose: it is the graph engine's time in
+    benchmarks/bench_check.py (check/PyTorch)."""
+    m = model_of(comm_model)
     idx = index(s)
     partner = idx.partner
-    nccl = comm_model == "nccl"
+    rendezvous = m.rendezvous
+    is_send = None if rendezvous else idx.is_send
+    st = idx.streams(m)
+    of_stream, sunits = st.of_unit, st.units  # None, []: no stream order
     R = s.num_ranks
-    unit_rank, unit_ops, unit_of_op, runits = idx.unit_rank, idx.unit_ops, idx.unit_of_op, idx.runits
+    unit_rank, unit_ops, unit_of_op = idx.unit_rank, idx.unit_ops, idx.unit_of_op
     num_units = len(unit_rank)
-    # per rank and step (see Index): a comm step's unit (an int), a compute's
+    # per rank and step (see Tables): a comm step's unit (an int), a compute's
     # receives to wait for (a list; its local inputs come earlier on the
     # rank, so they have run), None for a compute that never begins
     steps, wait_unit = idx.steps, idx.wait_unit
 
     pc = [0] * R
-    head = [0] * R  # index into runits[r] of the first unit not complete (nccl)
+    head = [0] * len(sunits)  # per stream, the index of its first unit not complete
     posted = bytearray(num_units)
-    # nccl: a unit at the head of its stream, posted, and its own pairs looked at
     active = bytearray(num_units)
     left = [len(x) for x in unit_ops]
     done = bytearray(idx.num_ops)
@@ -252,7 +273,28 @@ def _fast(s: Schedule, comm_model: str):
     blocked_on = [-1] * R  # per rank, the op its next step waits for (-1: none yet)
     witness: list[tuple[int, int]] = []
     ready = list(range(R - 1, -1, -1))
-    heads: list[int] = []  # nccl: units that reached the head of their stream, to look at
+    heads: list[int] = []  # units that became active, their ops to look at
+
+    def unit_done(v: int) -> None:
+        """Unit v completed: its rank wakes; its stream's next unit may head it."""
+        ready.append(unit_rank[v])
+        if of_stream is not None:
+            sv = of_stream[v]
+            h = head[sv] = head[sv] + 1
+            su = sunits[sv]
+            if h < len(su) and posted[su[h]]:
+                heads.append(su[h])
+
+    def finish(i: int) -> None:
+        """Op i completed (buffered sends): wake its waiters, count it in its unit."""
+        done[i] = 1
+        w = waiters[i]
+        if w is not None:
+            ready.extend(w)
+        v = unit_of_op[i]
+        left[v] -= 1
+        if not left[v]:
+            unit_done(v)
 
     while ready:
         r = ready.pop()
@@ -266,55 +308,44 @@ def _fast(s: Schedule, comm_model: str):
                 witness.append((r, k))
                 k += 1
                 posted[x] = 1
-                if nccl:
-                    if runits[r][head[r]] == x:
-                        heads.append(x)
-                    # a unit at its head completes every pair whose other
-                    # unit is at its head too; a unit that completes wakes
-                    # its rank and brings the rank's next unit to the head
-                    while heads:
-                        u = heads.pop()
-                        active[u] = 1
-                        r_u = unit_rank[u]
-                        for i in unit_ops[u]:
-                            j = partner[i]
-                            if j < 0 or done[i]:
-                                continue
-                            v = unit_of_op[j]
-                            if not active[v]:
-                                continue
-                            done[i] = done[j] = 1
-                            w = waiters[i]
-                            if w is not None:
-                                ready.extend(w)
-                            w = waiters[j]
-                            if w is not None:
-                                ready.extend(w)
-                            left[v] -= 1
-                            if not left[v]:
-                                rv = unit_rank[v]
-                                ready.append(rv)
-                                h = head[rv] = head[rv] + 1
-                                ru = runits[rv]
-                                if h < len(ru) and posted[ru[h]]:
-                                    heads.append(ru[h])
-                            left[u] -= 1
-                            if not left[u]:
-                                ready.append(r_u)
-                                h = head[r_u] = head[r_u] + 1
-                                ru = runits[r_u]
-                                if h < len(ru) and posted[ru[h]]:
-                                    heads.append(ru[h])
-                else:
-                    ops = idx.ops
-                    for i in unit_ops[x]:
+                if of_stream is None or sunits[of_stream[x]][head[of_stream[x]]] == x:
+                    heads.append(x)
+                # an active unit completes every op the send rule allows; a
+                # unit that completes wakes its rank and lets the next unit
+                # of its stream become active
+                while heads:
+                    u = heads.pop()
+                    active[u] = 1
+                    for i in unit_ops[u]:
                         j = partner[i]
-                        if ops[i][3].kind is _SF or ops[i][3].kind is _SB:
-                            _finish(i, done, waiters, ready, unit_of_op, left, unit_rank)
-                            if j >= 0 and posted[unit_of_op[j]] and not done[j]:
-                                _finish(j, done, waiters, ready, unit_of_op, left, unit_rank)
-                        elif j >= 0 and posted[unit_of_op[j]] and not done[i]:
-                            _finish(i, done, waiters, ready, unit_of_op, left, unit_rank)
+                        if not rendezvous:
+                            if done[i]:
+                                continue
+                            if is_send[i]:
+                                finish(i)
+                                if j >= 0 and active[unit_of_op[j]] and not done[j]:
+                                    finish(j)
+                            elif j >= 0 and done[j]:
+                                finish(i)
+                            continue
+                        if j < 0 or done[i]:
+                            continue
+                        v = unit_of_op[j]
+                        if not active[v]:
+                            continue
+                        done[i] = done[j] = 1
+                        w = waiters[i]
+                        if w is not None:
+                            ready.extend(w)
+                        w = waiters[j]
+                        if w is not None:
+                            ready.extend(w)
+                        left[v] -= 1
+                        if not left[v]:
+                            unit_done(v)
+                        left[u] -= 1
+                        if not left[u]:
+                            unit_done(u)
                 if wa[k - 1] >= 0 and left[x]:
                     break  # a BATCH with wait, not complete yet
                 continue
@@ -340,34 +371,27 @@ def _fast(s: Schedule, comm_model: str):
         pc[r] = k
     if len(witness) != s.num_actions or not all(done):
         return None
-    num_waits = idx.num_waits
-    if nccl:
-        n_events = s.num_actions + num_waits + 2 * num_units + idx.num_pairs + len(idx.unmatched)
-    else:
-        n_events = s.num_actions + num_waits + sum(1 for o in idx.ops if not (o[3].kind is _SF or o[3].kind is _SB))
-    return tuple(witness), n_events
+    return tuple(witness), num_events(idx, m)
 
 
-def _finish(i, done, waiters, ready, unit_of_op, left, unit_rank) -> None:
-    """Eager: op i completes; the ranks waiting for it, or for its unit, wake."""
-    done[i] = 1
-    w = waiters[i]
-    if w is not None:
-        ready.extend(w)
-    u = unit_of_op[i]
-    left[u] -= 1
-    if not left[u]:
-        ready.append(unit_rank[u])
+def num_events(idx, m: CommModel) -> int:
+    """How many events ``build`` makes (NEVER not counted)."""
+    n = sum(len(row) for row in idx.steps) + idx.num_waits
+    if m.has_streams:
+        n += 2 * len(idx.unit_rank)
+    if m.rendezvous:
+        return n + idx.num_pairs + len(idx.unmatched)
+    return n + idx.num_ops - sum(idx.is_send)
 
 
-def decide(s: Schedule, comm_model: str) -> GraphOutcome:
+def decide(s: Schedule, comm_model: "str | CommModel") -> GraphOutcome:
     fast = _fast(s, comm_model)
     if fast is not None:
         return GraphOutcome(fast[0], None, None, fast[1], 0)
     return decide_explicit(s, comm_model)
 
 
-def decide_explicit(s: Schedule, comm_model: str) -> GraphOutcome:
+def decide_explicit(s: Schedule, comm_model: "str | CommModel") -> GraphOutcome:
     """Kahn's algorithm on the explicit graph (``build``); the counterexample path."""
     g, never = build(s, comm_model)
     succ, indeg = g.succ, list(g.indeg)

@@ -99,7 +99,7 @@ def bench_check(ranks: int, microbatches: int, repeat: int) -> dict:
     fresh = lambda: s.with_actions(s.actions)  # noqa: E731
     t_check = best(lambda x: check(x, "nccl", "auto"), repeat, fresh)
     r = t_check[2]
-    assert r.verdict is Verdict.VERIFIED and r.certificate == "accepted", r.violations
+    assert r.verdict is Verdict.VERIFIED and r.certificate.accepted, r.violations
     t_nocert = best(lambda x: check(x, "nccl", "graph", validate_certificate=False), repeat, fresh)
     order = to_pytorch(s)
     rank_of = {st.id: st.rank for st in s.stages}

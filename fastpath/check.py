@@ -51,7 +51,7 @@ def verify(schedule: Schedule, comm_model: str = "nccl") -> Verification:
         for hop in list(getattr(res.cycle, "hops", ()))[:8]:
             w, t = hop.waiter, hop.target
             lines.append(
-                f"  wait: {w.kind} {w.where} {w.action} -> {t.kind} {t.where} {t.action}"
+                f"  wait: {w.kind} {w.where} {w.text} -> {t.kind} {t.where} {t.text}"
             )
     return Verification(str(res.verdict), comm_model, tuple(lines), res.stats.seconds)
 

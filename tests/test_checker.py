@@ -89,7 +89,7 @@ def test_minimal_schedule_verifies_with_valid_witness():
         for engine in ("graph", "z3", "both", "auto"):
             r = check(s, model, engine)
             assert r.verdict is Verdict.VERIFIED, (model, engine, r.violations)
-            assert r.certificate == "accepted"
+            assert r.certificate.accepted
             assert sorted(r.witness) == [(0, k) for k in range(4)] + [(1, k) for k in range(4)]
             for rank in (0, 1):  # each rank's steps in program order
                 steps = [k for rr, k in r.witness if rr == rank]
@@ -179,7 +179,7 @@ def test_message_matching_payload_and_unmatched():
         assert r.result_of("deadlock-free").status is Status.FAILS
         assert r.cycle is not None and not r.cycle.closed
         assert r.cycle.hops[-1].target.kind.value == "never"
-        assert r.certificate == "accepted"
+        assert r.certificate.accepted
     # an extra send: unmatched; buffered under eager (terminates), hangs under nccl
     acts = [list(a) for a in s.actions]
     acts[0].append(m(SEND_F, 0, 1))
@@ -403,7 +403,7 @@ def test_auto_refutes_without_z3_and_proves_with_it(monkeypatch):
         assert r.verdict is Verdict.REFUTED, path.name
         assert r.engine == ("none" if path.name.startswith("well_formed") else "graph"), path.name
         if r.cycle is not None:
-            assert r.certificate == "accepted", path.name
+            assert r.certificate.accepted, path.name
             assert r.result_of("deadlock-free").decided_by == "graph"
     assert calls == []
     # the same deadlock under --engine z3 still gives Z3's minimised core

@@ -51,9 +51,6 @@ from verifier.errors import ScheduleError  # re-exported: users import it from h
 
 FORMAT_NAME = "pp-schedule"
 FORMAT_VERSION = "1.0"
-# the communication models of specs/SEMANTICS.md, the one definition that the
-# checker, the engines and the analysis read
-COMM_MODELS: tuple[str, ...] = ("nccl", "eager")
 
 
 class ComputeKind(str, Enum):

@@ -52,7 +52,7 @@ from verifier.results.analysis import (  # noqa: F401
     label_of,
 )
 from verifier.analysis.costs import DEFAULT, CostModel
-from verifier.ir import COMM_MODELS, Schedule, ScheduleError, loc
+from verifier.ir import Schedule, ScheduleError, loc
 from verifier.semantics.lowering import lower
 
 
@@ -67,6 +67,9 @@ def _check_computes(s: Schedule) -> None:
             raise ScheduleError(f"{c} has micro-batch {c.mb} outside 0..{M - 1}; analyze "
                                 "needs a well-formed schedule (run `check`)", loc(r, k))
 
+
+# the communication models the replay times (of verifier.semantics.comm.NAMES)
+COMM_MODELS: tuple[str, ...] = ("nccl", "eager")
 
 def analyze(
     s: Schedule, costs: CostModel = DEFAULT, comm_model: str = "nccl"

@@ -476,8 +476,8 @@ def _event(s: Schedule, g: _Graph, v: int) -> Event:
         rec = ops[x]
         peer = None if y < 0 else ops[y]
         return Event(
-            kind, rec[0], rec[1], rec[2], str(rec[3]),
+            kind, rec[0], rec[1], rec[2], rec[3],
             None if peer is None else (peer[0], peer[1], peer[2]),
-            "" if peer is None else str(peer[3]),
+            None if peer is None else peer[3],
         )
-    return Event(kind, r, k, None, str(s.actions[r][k]))
+    return Event(kind, r, k, None, s.actions[r][k])

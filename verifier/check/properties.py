@@ -91,14 +91,21 @@ def well_formed(s: Schedule) -> list[Violation]:
             out.append(_v(_WF, "mb-routes", (), mb=m, count=mb_routes[m]))
     if out:  # placement is broken: per-action checks would only repeat it
         return out
-    # the index checks every action on its way (and is kept for the other
-    # properties); the loop below runs only to word what it refused
+    # the tables check every action on their way (and are memoised for the
+    # other properties and the engines); the pass below runs only to word
+    # what they refused
     try:
-        tables_of(s)  # memoised for the properties and engines that follow
+        tables_of(s)
     except IllFormed:
-        pass
-    else:
-        return []
+        return _action_faults(s)
+    return []
+
+
+def _action_faults(s: Schedule) -> list[Violation]:
+    """The per-action conditions of well-formed, worded, on a schedule whose
+    placement is sound."""
+    out: list[Violation] = []
+    M = s.num_microbatches
     # per stage: (rank, route index, rank towards next stage, rank towards previous)
     table: dict[int, tuple] = {}
     for ri, r in enumerate(s.routes):

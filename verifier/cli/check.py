@@ -66,15 +66,21 @@ communication models (--comm-model):
          completes only together with its matched receive, once both units are
          at the head of their streams; a BATCH with wait blocks its rank until
          all its ops complete. What NCCL does with P2P kernels on one stream.
+  nccl-pairs  as nccl, but a plain op is on the stream of its peer pair and
+         every BATCH on the group's stream (PyTorch's ProcessGroupNCCL with lazy
+         initialisation, no device_id).
+  gloo   a send completes only together with its matched receive, once both
+         are posted; no stream order; a BATCH with wait blocks until all its
+         ops, sends included, complete.
   eager  sends are buffered and complete when posted; a receive completes once
          its matched send is posted (what PyTorch's schedule simulator assumes).
-  Deadlock-free under nccl implies deadlock-free under eager.
+  Deadlock-free under nccl implies it under nccl-pairs, then gloo, then eager.
 
 recorded programs (pp-schedule 1.1, "kind": "program", written by a recorder
 from a real run): checked for well-formed, message-matching (shape, dtype,
 payload of FIFO pairs per group and rank pair), collective-order and
-deadlock-free by a replay under every model (--comm-model also takes gloo,
-nccl-pairs and all); counterexamples name the rank, op index and source line
+deadlock-free by a replay under every model (--comm-model also takes
+all); counterexamples name the rank, op index and source line
 ("rank 2 blocks in train.py:88 `recv` from rank 3 (4x1024 bfloat16) while
 ..."), and "models:" lists every model's outcome. specs/SEMANTICS.md,
 "Recorded programs".
@@ -145,8 +151,8 @@ progress lines go to stderr only when stderr is a terminal or with --progress.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv in PyTorch's format; - reads stdin)")
     p.add_argument("--comm-model", choices=(*COMM_MODELS, *_PROGRAM_ONLY), default="nccl",
-                   help="communication model: nccl (default, strictest) or eager; a recorded "
-                   "program also takes gloo, nccl-pairs and all")
+                   help="communication model, strictest first: " + ", ".join(COMM_MODELS)
+                   + " (default nccl); a recorded program also takes all")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="decision engine: auto (default), graph, z3, both")
     p.add_argument("--memory-limit", type=_limit, default=None, metavar="N|SIZE",

@@ -44,9 +44,9 @@ def _event_json(e: Event, origin: Origin | None = None) -> dict:
         d.update(rank=e.rank, step=e.step)
         if e.sub is not None:
             d["sub"] = e.sub
-        d["action"] = e.action
+        d["action"] = e.text
         if e.peer is not None:
-            d["peer"] = {"rank": e.peer[0], "step": e.peer[1], "sub": e.peer[2], "action": e.peer_action}
+            d["peer"] = {"rank": e.peer[0], "step": e.peer[1], "sub": e.peer[2], "action": e.peer_text}
             if origin is not None:
                 d["peer"]["user_place"] = origin.place(*e.peer).to_json()
         if origin is not None:
@@ -119,7 +119,7 @@ def to_json(result: CheckResult, source: str = "", with_witness: bool = False,
                    "unit": "activations" if result.activation_bytes is None else "bytes",
                    **({} if result.activation_bytes is None else
                       {"activation_bytes": {str(k): v for k, v in sorted(result.activation_bytes.items())}})},
-        "certificate": result.certificate,
+        "certificate": str(result.certificate),
         "z3_core": list(result.z3_core),
         "stats": {
             "seconds": round(st.seconds, 6),

@@ -16,24 +16,24 @@ from verifier.format import guard
 from verifier.format.csvio import fsdp_note
 from verifier.format.origin import Origin
 from verifier.format.units import format_bytes
-from verifier.ir import Batch, action_text, loc
+from verifier.ir import Batch, Comm, action_text, loc
 
 
 def _at(e: Event) -> str:
-    return f"{loc(e.rank, e.step)} {e.action}"
+    return f"{loc(e.rank, e.step)} {e.text}"
 
 
 def _msg(e: Event) -> str:
     """An op-done event: the op, and its matched partner when it has one."""
-    here = f"{e.action} at {loc(e.rank, e.step, e.sub)}"
+    here = f"{e.text} at {loc(e.rank, e.step, e.sub)}"
     if e.peer is None:
         return here
     pr, pk, psub = e.peer
-    return f"{here} with its matched {e.peer_action} at {loc(pr, pk, psub)}"
+    return f"{here} with its matched {e.peer_text} at {loc(pr, pk, psub)}"
 
 
 def _is_comm(e: Event) -> bool:
-    return e.action.startswith(("SEND", "RECV", "BATCH"))
+    return isinstance(e.action, (Comm, Batch))
 
 
 def hop_text(h, merge: bool = False) -> str | None:
@@ -63,18 +63,18 @@ def hop_text(h, merge: bool = False) -> str | None:
             return (f"{_at(w)} is queued on rank {w.rank}'s comm stream behind {_at(t)}, "
                     "which must complete first")
     if w.kind is K.UNIT_DONE and t.kind is K.OP_DONE:
-        if merge and not w.action.startswith("BATCH"):
+        if merge and not w.is_batch:
             return None
         return f"{_at(w)} completes only once its op {_msg(t)} does"
     if w.kind is K.OP_DONE:
         if t.kind is K.NEVER:
-            return (f"{w.action} at {loc(w.rank, w.step, w.sub)} has no matched partner "
+            return (f"{w.text} at {loc(w.rank, w.step, w.sub)} has no matched partner "
                     "(FIFO on its rank pair), so it never completes")
         if t.kind is K.ACTIVE:
             return (f"{_msg(w)} complete together, once both head their ranks' comm streams: "
                     f"{_at(t)} must get there first")
         if t.kind is K.BEGIN:
-            return f"{_msg(w)} completes only once rank {t.rank} posts {t.action} at {loc(t.rank, t.step)}"
+            return f"{_msg(w)} completes only once rank {t.rank} posts {t.text} at {loc(t.rank, t.step)}"
     return f"{w.kind.value} of {_at(w)} waits for {t.kind.value} of {_at(t)}"
 
 

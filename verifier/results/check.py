@@ -18,7 +18,7 @@ from enum import Enum
 from functools import total_ordering
 from typing import Mapping
 
-from verifier.ir import Schedule, loc
+from verifier.ir import Action, Batch, Comm, Schedule, action_text, loc
 
 @total_ordering
 class _Ordered(Enum):
@@ -146,19 +146,35 @@ class EventKind(_Ordered):
 
 @dataclass(frozen=True)
 class Event:
-    """One event of the model: kind and the (rank, step[, op index]) it belongs to."""
+    """One event of the model: kind and the (rank, step[, op index]) it belongs
+    to, with the action as data: ``action`` is the IR action at (rank, step),
+    or for an op-done event its op, and ``peer_action`` the matched op at
+    ``peer`` (rank, step, sub). ``text`` and ``peer_text`` render them in the
+    project's one notation (``verifier.ir.action_text``)."""
 
     kind: EventKind
     rank: int
     step: int
     sub: int | None = None  # index of the op inside a BATCH
-    action: str = ""  # the action (or op) as text, for the reader
+    action: Action | None = None
     peer: tuple[int, int, int | None] | None = None  # matched op (rank, step, sub)
-    peer_action: str = ""
+    peer_action: Comm | None = None
 
     @property
     def where(self) -> str:
         return loc(self.rank, self.step)
+
+    @property
+    def text(self) -> str:
+        return "" if self.action is None else action_text(self.action)
+
+    @property
+    def peer_text(self) -> str:
+        return "" if self.peer_action is None else action_text(self.peer_action)
+
+    @property
+    def is_batch(self) -> bool:
+        return type(self.action) is Batch
 
 
 @dataclass(frozen=True)
@@ -203,6 +219,30 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """What the independent certificate checker said about the engine's
+    witness or cycle: ``checked`` (False when none was checked), ``accepted``,
+    and why it was rejected (``detail``). ``str()`` is the text of the
+    outputs: "accepted", "rejected: ..." or ""."""
+
+    checked: bool = False
+    accepted: bool = False
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.accepted and not self.checked:
+            raise ValueError("a certificate that was not checked cannot be accepted")
+
+    def __bool__(self) -> bool:
+        return self.checked
+
+    def __str__(self) -> str:
+        if not self.checked:
+            return ""
+        return "accepted" if self.accepted else f"rejected: {self.detail}"
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """What ``check`` decides. ``witness`` (VERIFIED): (rank, step) of every action
     in an order that is a valid execution under ``comm_model`` (the order in
@@ -210,7 +250,7 @@ class CheckResult:
     certificate when deadlock-free fails. ``peaks``: activations per rank, in
     bytes when ``activation_bytes`` (bytes per stage) was given, and then
     ``memory_limit`` is bytes too.
-    ``certificate``: "accepted", "rejected: ..." or "" when none was checked."""
+    ``certificate``: what the certificate checker said (``Certificate``)."""
 
     verdict: Verdict
     comm_model: str
@@ -221,7 +261,7 @@ class CheckResult:
     peaks: tuple[float, ...]
     memory_limit: float | None
     lowered: bool
-    certificate: str
+    certificate: Certificate
     stats: Stats
     z3_core: tuple[str, ...] = ()
     engine_note: str = ""  # e.g. why auto fell back from z3 to graph

@@ -68,7 +68,7 @@ RUNS: Mapping[str, tuple[str, ...]] = {
     "graph": ("graph",), "z3": ("z3",), "both": ("graph", "z3"), "auto": ("graph", "z3?")}
 ENGINE_MODELS: Mapping[str, tuple[str, ...]] = {"graph": comm.NAMES, "z3": z3budget.Z3_MODELS}
 # the models the independent certificate checker implements (its own list)
-_CERT_MODELS: tuple[str, ...] = tuple(getattr(certificate, "MODELS", ("nccl", "eager")))
+_CERT_MODELS: tuple[str, ...] = tuple(certificate.MODELS)
 
 
 def _verdict(props: list[PropertyResult]) -> Verdict:

@@ -248,6 +248,7 @@ def _fast(s: Schedule, comm_model: "str | CommModel"):
 
     Unrolled on purpose: it is the graph engine's time in
     benchmarks/bench_check.py (check/PyTorch)."""
+    # one unrolled loop: per-event calls cost measurably in benchmarks/bench_check.py
     m = model_of(comm_model)
     idx = index(s)
     partner = idx.partner

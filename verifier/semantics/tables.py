@@ -297,6 +297,7 @@ def forget() -> None:
 def _scan(tb: Tables, s: Schedule, nb: Routes, info: dict, tabs: tuple) -> None:
     """The one pass over the actions (``Tables``), unrolled on purpose: it is
     most of ``check``'s time (benchmarks/bench_check.py, check/PyTorch)."""
+    # one unrolled loop: per-op calls cost measurably in benchmarks/bench_check.py
     M, K = s.num_microbatches, len(s.stages) * s.num_microbatches
     prv, nxt = nb.prev, nb.next
     mb_route = [s.route_of_mb.get(m, -1) for m in range(M)]

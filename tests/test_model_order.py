@@ -8,8 +8,9 @@ and ops complete as the model allows. It states each model by name, on
 purpose: it is a second statement of the rules, not a reader of
 ``verifier.semantics.comm``.
 
-Not covered: the certificate checker's own reading of the models (its tests),
-the Z3 engine (tests/test_z3engine.py).
+Every witness and cycle of the graph engine is also held against the
+independent certificate checker under its model. Not covered: the Z3 engine
+(tests/test_z3engine.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifier.check import hbgraph, properties
+from verifier.check import certificate, hbgraph, properties
 from verifier.check.checker import PropertyId, Status, check
 from verifier.format.io import load_schedule
 from verifier.generators import generate
@@ -198,6 +199,11 @@ def _verdicts(s: Schedule) -> dict[str, bool] | None:
         assert (fast is not None) == (g.witness is not None), model
         if fast is not None:
             assert fast[1] == g.num_events, model
+        if g.witness is not None:
+            ok, why = certificate.check_witness(s, model, g.witness)
+        else:
+            ok, why = certificate.check_deadlock(s, model, g.cycle)
+        assert ok, f"{model}: the certificate checker rejects the graph engine's certificate: {why}"
         sim = simulate(s, model)
         assert sim == (g.witness is not None), f"{model}: simulation {sim}, graph engine the opposite"
         out[model] = sim

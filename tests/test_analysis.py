@@ -498,3 +498,90 @@ def test_chrome_trace_slices_are_named_like_the_text_output():
     for m in a.messages:
         assert f"{op_text(m.send.kind, m.send.stage, m.send.mb)} -> rank {m.dst}" in comm
         assert f"{op_text(m.recv.kind, m.recv.stage, m.recv.mb)} <- rank {m.src}" in comm
+
+
+# ------------------------------------------ every communication model ---
+def _unbatched(s: Schedule) -> Schedule:
+    """Every BATCH split into plain ops (what nccl-pairs puts on pair streams)."""
+    return s.with_actions([
+        [x for a in acts for x in (a.ops if isinstance(a, Batch) else (a,))]
+        for acts in s.actions
+    ])
+
+
+def _model_mutants(count: int, seed: int):
+    rng = random.Random(seed)
+    for n in range(count):
+        s = _gen(rng.choice(FAMILIES), rng.choice([2, 3, 4]), rng.choice([4, 6, 8]))
+        if s is None:
+            continue
+        if n % 2:
+            s = _unbatched(s)
+        acts = [list(x) for x in s.actions]
+        for _ in range(rng.randint(1, 3)):  # reorder or re-wait communication only
+            r = rng.randrange(s.num_ranks)
+            at = [k for k, a in enumerate(acts[r]) if isinstance(a, (Comm, Batch))]
+            if len(at) >= 2 and rng.random() < 0.7:
+                k = rng.randrange(len(at) - 1)
+                i, j = at[k], at[min(len(at) - 1, k + rng.choice([1, 2]))]
+                acts[r][i], acts[r][j] = acts[r][j], acts[r][i]
+            elif at:
+                k = rng.choice(at)
+                a = acts[r][k]
+                acts[r][k] = Batch(a.ops, not a.wait) if isinstance(a, Batch) else Batch((a,), True)
+        yield s.with_actions(acts)
+
+
+def test_every_model_deadlock_agrees_with_z3_and_the_model_order():
+    # the replay reads the model's fields; Z3's encoding reads them too, on
+    # its own: where Z3 decides deadlock-freedom (sat, or a core of waits),
+    # the replay must say the same, under every model
+    from verifier.check import z3engine
+    from verifier.semantics import comm
+
+    told, decided = set(), 0
+    for s in [_waited_sends()] + list(_model_mutants(100, 3)):
+        dead = {m: analyze(s, comm_model=m).deadlocked for m in comm.NAMES}
+        for m in comm.NAMES:
+            out = z3engine.decide(s, m, minimize_core=False)
+            if out.status == "sat" or out.failed_properties == ("deadlock-free",):
+                assert dead[m] == (out.status != "sat"), (s.name, m, out.core[:2])
+                decided += 1
+        for a in comm.NAMES:  # deadlocked under a weaker model: under every stricter one
+            for b in comm.NAMES:
+                if comm.implies(a, b) and dead[b]:
+                    assert dead[a], (a, b)
+        told |= {k for k in range(len(comm.NAMES) - 1)
+                 if dead[comm.NAMES[k]] and not dead[comm.NAMES[k + 1]]}
+    assert decided > 80  # (of 640: the rest fail a static property first)
+    assert told == set(range(len(comm.NAMES) - 1)), told
+
+
+def _waited_sends() -> Schedule:
+    """1F1B on 2 ranks, 2 micro-batches, where each rank waits for a send
+    before it posts the receive the other's send needs: rendezvous sends
+    (gloo and both nccl models) deadlock, buffered ones (eager) do not."""
+    return _two_rank(
+        [Compute(F, 0, 0), Comm(SEND_F, 0, 0), Compute(F, 0, 1),
+         Batch((Comm(SEND_F, 0, 1),), wait=True), Comm(RECV_B, 0, 0), Compute(B, 0, 0),
+         Comm(RECV_B, 0, 1), Compute(B, 0, 1)],
+        [Comm(RECV_F, 1, 0), Compute(F, 1, 0), Compute(B, 1, 0),
+         Batch((Comm(SEND_B, 1, 0),), wait=True), Comm(RECV_F, 1, 1), Compute(F, 1, 1),
+         Compute(B, 1, 1), Comm(SEND_B, 1, 1)],
+        M=2,
+    )
+
+
+def test_waited_sends_deadlock_under_rendezvous_models_only():
+    from verifier.semantics import comm
+
+    s = _waited_sends()
+    for m in comm.NAMES:
+        a = analyze(s, comm_model=m)
+        assert a.deadlocked == comm.model(m).rendezvous, m
+        assert a.comm_model == m
+
+
+def test_unknown_comm_model_lists_the_models():
+    with pytest.raises(ValueError, match="nccl-pairs"):
+        analyze(generate("1f1b", 2, 2), comm_model="bogus")

@@ -302,7 +302,6 @@ HOT_LOOPS: dict[str, str] = {
 # Files other helpers are splitting while this test lands; the coordinator
 # empties this list when they have landed. A path ending in "/" is a folder.
 BEING_SPLIT = {
-    "verifier/analysis/replay.py",  # being split by z3replay
     "reference/executor.py",  # being split by z3replay
     "verifier/check/certificate.py",  # being split by models
     "verifier/check/certificate/",  # being split by models

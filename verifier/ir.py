@@ -322,13 +322,19 @@ class Schedule:
 
     # ---- routes ----------------------------------------------------------
     @cached_property
-    def _route_pos(self) -> dict[int, tuple[int, int]]:
-        """stage -> (route index, position in route); first route wins."""
+    def route_pos(self) -> dict[int, tuple[int, int]]:
+        """stage -> (route index, position in route); first route wins. A
+        stage missing here is on no route."""
         pos: dict[int, tuple[int, int]] = {}
         for ri, r in enumerate(self.routes):
             for k, s in enumerate(r.stages):
                 pos.setdefault(s, (ri, k))
         return pos
+
+    @property
+    def _route_pos(self) -> dict[int, tuple[int, int]]:
+        """The old private name of ``route_pos`` (kept for code not yet moved)."""
+        return self.route_pos
 
     @cached_property
     def route_of_mb(self) -> dict[int, int]:
@@ -340,24 +346,24 @@ class Schedule:
         return out
 
     def route_of_stage(self, stage: int) -> int:
-        return self._route_pos[stage][0]
+        return self.route_pos[stage][0]
 
     def next_stage(self, stage: int) -> int | None:
         """The stage after ``stage`` on its route, None for the last stage."""
-        ri, k = self._route_pos[stage]
+        ri, k = self.route_pos[stage]
         st = self.routes[ri].stages
         return st[k + 1] if k + 1 < len(st) else None
 
     def prev_stage(self, stage: int) -> int | None:
         """The stage before ``stage`` on its route, None for the first stage."""
-        ri, k = self._route_pos[stage]
+        ri, k = self.route_pos[stage]
         return self.routes[ri].stages[k - 1] if k > 0 else None
 
     def is_first_stage(self, stage: int) -> bool:
-        return self._route_pos[stage][1] == 0
+        return self.route_pos[stage][1] == 0
 
     def is_last_stage(self, stage: int) -> bool:
-        ri, k = self._route_pos[stage]
+        ri, k = self.route_pos[stage]
         return k == len(self.routes[ri].stages) - 1
 
     def peer_of(self, op: Comm) -> int | None:

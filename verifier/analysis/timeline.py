@@ -1,8 +1,8 @@
 """Timeline analysis: the as-soon-as-possible (ASAP) execution of a schedule.
 
 What it is: a discrete-event replay of specs/SEMANTICS.md under a cost model
-(verifier.analysis.costs) and a communication model (``eager`` or ``nccl``). Every
-action starts at the earliest time the semantics allow:
+(verifier.analysis.costs) and a communication model (any of
+verifier.semantics.comm.MODELS, read through its fields). Every action starts at the earliest time the semantics allow:
 
 - a rank's step starts when the previous step has returned; a compute also
   waits for its inputs (the local producer's end, or the completion of its own
@@ -10,13 +10,15 @@ action starts at the earliest time the semantics allow:
   for the FB (or FI) cost;
 - communication ops are posted at the time the program reaches them (posting
   takes no time); a ``Batch(wait=True)`` returns when all its ops complete;
-- ``nccl``: a rank's communication units (a plain op, or a whole batch) become
-  active in post order, each once posted and once the previous unit completed;
-  a send and its matched receive complete together at
-  ``max(active(send unit), active(recv unit)) + comm`` (comm = the cost of the
-  sending stage); a unit completes when all its ops have;
-- ``eager``: a send completes when posted; a receive at
-  ``max(its post, the send's post + comm)``.
+- a communication unit (a plain op, or a whole batch) is active once posted
+  and, where the model has streams (``nccl``: one per rank; ``nccl-pairs``: one
+  per peer for plain ops and a group stream for batches), once the previous
+  unit of its stream completed; a unit completes when all its ops have;
+- rendezvous sends (``nccl``, ``nccl-pairs``, ``gloo``): a send and its matched
+  receive complete together at ``max(active(send unit), active(recv unit)) +
+  comm`` (comm = the cost of the sending stage);
+- buffered sends (``eager``): a send completes when its unit is active; a
+  receive at ``max(its unit active, the send's completion + comm)``.
 
 Messages are matched FIFO per ordered rank pair (SEMANTICS.md). A
 compute-only schedule is lowered first (verifier.semantics.lowering.lower).
@@ -53,12 +55,17 @@ from verifier.results.analysis import (  # noqa: F401
 )
 from verifier.analysis.costs import DEFAULT, CostModel
 from verifier.ir import Schedule, ScheduleError, loc
+from verifier.semantics import comm
 from verifier.semantics.lowering import lower
+
+# the models analyze takes: every model of verifier.semantics.comm (the replay
+# reads their fields)
+COMM_MODELS: tuple[str, ...] = comm.NAMES
 
 
 # ------------------------------------------------------------ the replay ---
 def _check_computes(s: Schedule) -> None:
-    on_route, known, M = s._route_pos, s.stage_by_id, s.num_microbatches
+    on_route, known, M = s.route_pos, s.stage_by_id, s.num_microbatches
     for r, k, c in s.iter_computes():
         if c.stage not in on_route or c.stage not in known:
             raise ScheduleError(f"{c} names a stage that is not on any route; analyze needs "
@@ -68,16 +75,14 @@ def _check_computes(s: Schedule) -> None:
                                 "needs a well-formed schedule (run `check`)", loc(r, k))
 
 
-# the communication models the replay times (of verifier.semantics.comm.NAMES)
-COMM_MODELS: tuple[str, ...] = ("nccl", "eager")
-
 def analyze(
     s: Schedule, costs: CostModel = DEFAULT, comm_model: str = "nccl"
 ) -> Analysis:
     """The ASAP timeline and its metrics (see the module docstring)."""
-    if comm_model not in COMM_MODELS:
-        raise ScheduleError(
-            f"unknown communication model {comm_model!r}; choose nccl or eager")
+    try:
+        comm.model(comm_model)
+    except ValueError as e:
+        raise ScheduleError(str(e)) from None
     if s.is_compute_only and any(s.actions):
         _check_computes(s)  # lowering assumes well-formed computes
         s = lower(s)

@@ -86,7 +86,7 @@ def _overlap_dependent(s: Schedule, o: Overlap) -> bool:
     """The backward of ``o`` needs the forward of ``o`` (SEMANTICS, overlap-legal)."""
     if o.f.mb != o.b.mb:
         return False
-    pf, pb = _safe(lambda: s._route_pos[o.f.stage]), _safe(lambda: s._route_pos[o.b.stage])
+    pf, pb = _safe(lambda: s.route_pos[o.f.stage]), _safe(lambda: s.route_pos[o.b.stage])
     return pf is not None and pb is not None and pf[0] == pb[0] and pb[1] >= pf[1]
 
 
@@ -370,11 +370,11 @@ class _RankDependencies:
         s, r = self.s, self.r
         for i, a in enumerate(s.actions[r]):
             for c in computes_of(a):
-                if c.stage not in s._route_pos or c.stage not in s.stage_by_id:
+                if c.stage not in s.route_pos or c.stage not in s.stage_by_id:
                     continue  # unknown stage: well-formed reports it
                 self._compute(i, c, isinstance(a, Overlap))
             for op in comms_of(a):
-                if not op.kind.is_send or op.stage not in s._route_pos:
+                if not op.kind.is_send or op.stage not in s.route_pos:
                     continue
                 kinds = (_F,) if op.kind is CommKind.SEND_F else (ComputeKind.B, ComputeKind.I)
                 self._need_compute(i, str(op), kinds, op.stage, op.mb)

@@ -1,0 +1,239 @@
+"""The static tables of the analysis replay (verifier.analysis.replay), built in
+one pass over the schedule before any event is timed.
+
+What it is: ``op_tables`` numbers the communication ops and units (rank, then
+post order), pairs every send with its receive FIFO per ordered rank pair and
+notes each op's latency and the first receive of each (kind, stage, mb) of a
+rank; ``stream_tables`` groups the units into the communication model's
+in-order streams (``CommModel.stream_of``); ``compute_tables`` gives each
+compute step its input events, duration and the events it makes. Events are
+small integers: the end of F / of B-or-I / of I for each (stage, micro-batch)
+(``3 * S * M`` of them), then each op's completion (``OD + op``), then each
+unit's (``UD + unit``), then ``NEVER``.
+
+It checks only what it needs (a stage on a route, a micro-batch in range) and
+raises a located ``ScheduleError`` otherwise; an action on the wrong rank or
+an unmatched message is replayed as written (the replay reports it stuck).
+
+Not covered: timing (verifier.analysis.replay), the reports
+(verifier.analysis.replay_report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verifier.analysis.costs import CostModel
+from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, Schedule
+from verifier.ir import ScheduleError, loc
+from verifier.semantics.comm import CommModel, StreamRule
+
+_F, _B, _I, _W = ComputeKind.F, ComputeKind.B, ComputeKind.I, ComputeKind.W
+
+
+@dataclass
+class OpTables:
+    """Per op (index i): ``op_comm``, ``op_rank``, ``op_step``, ``op_unit``,
+    ``op_lat`` (a send's latency, 0 for a receive), ``op_send``, ``op_peer``
+    (the FIFO partner or -1); per unit u: ``u_rank``, ``u_step``, ``u_ops``;
+    ``units[r]`` (rank r's units in post order), ``unit_at[r][step]``;
+    ``recv_at[(r, kind, stage, mb)]``: the first such receive of rank r."""
+
+    op_comm: list
+    op_rank: list
+    op_step: list
+    op_unit: list
+    op_lat: list
+    op_send: list
+    op_peer: list
+    u_rank: list
+    u_step: list
+    u_ops: list
+    units: list
+    unit_at: list
+    recv_at: dict
+
+
+def op_tables(s: Schedule, costs: CostModel, sidx: dict) -> OpTables:
+    """Number the ops and units and pair them (module docstring)."""
+    R, M = s.num_ranks, s.num_microbatches
+    t = OpTables([], [], [], [], [], [], [], [], [], [], [[] for _ in range(R)],
+                 [{} for _ in range(R)], {})
+    sends: dict[tuple[int, int], list[int]] = {}
+    recvs: dict[tuple[int, int], list[int]] = {}
+    peer_cache: dict[tuple, int] = {}
+    lat = {st.id: costs.of(st.id).comm for st in s.stages}
+    route_pos = s.route_pos
+    for r, acts in enumerate(s.actions):
+        for k, a in enumerate(acts):
+            ta = type(a)
+            if ta is Comm:
+                ops = (a,)
+            elif ta is Batch:
+                ops = a.ops
+            else:
+                continue
+            u = len(t.u_rank)
+            t.u_rank.append(r)
+            t.u_step.append(k)
+            t.units[r].append(u)
+            t.unit_at[r][k] = u
+            ids = []
+            for c in ops:
+                i = len(t.op_comm)
+                ids.append(i)
+                t.op_comm.append(c)
+                t.op_rank.append(r)
+                t.op_step.append(k)
+                t.op_unit.append(u)
+                pk = (c.kind, c.stage)
+                peer = peer_cache.get(pk)
+                if peer is None:
+                    if c.stage not in route_pos or c.stage not in sidx:
+                        raise bad_input(c, r, k, "names a stage that is not on any route")
+                    peer = peer_cache[pk] = s.peer_of(c)
+                    if peer is None:
+                        raise bad_input(c, r, k, "has no peer (its route ends there)")
+                if not 0 <= c.mb < M:
+                    raise bad_input(c, r, k, f"has micro-batch {c.mb} outside 0..{M - 1}")
+                send = c.kind.is_send
+                t.op_send.append(send)
+                if send:
+                    t.op_lat.append(lat[c.stage])
+                    sends.setdefault((r, peer), []).append(i)
+                else:
+                    t.op_lat.append(0.0)
+                    recvs.setdefault((peer, r), []).append(i)
+                    t.recv_at.setdefault((r, c.kind, c.stage, c.mb), i)
+            t.u_ops.append(ids)
+    t.op_peer = [-1] * len(t.op_comm)
+    for ch, lst in sends.items():
+        for a_, b_ in zip(lst, recvs.get(ch, ())):
+            t.op_peer[a_] = b_
+            t.op_peer[b_] = a_
+    return t
+
+
+def stream_tables(s: Schedule, t: OpTables, model: CommModel):
+    """``(of_unit, units)``: the stream of each unit and each stream's units in
+    post order under ``model``; ``(None, [])`` when it has no stream order.
+    Under one stream per rank, stream r is rank r's."""
+    if not model.has_streams:
+        return None, []
+    if model.stream is StreamRule.RANK:
+        return list(t.u_rank), t.units
+    key_of: dict[tuple[int, int | None], int] = {}
+    units: list[list[int]] = []
+    of_unit: list[int] = []
+    for u, r in enumerate(t.u_rank):
+        batched = type(s.actions[r][t.u_step[u]]) is Batch
+        first = t.u_ops[u][0] if t.u_ops[u] else None
+        peer = s.peer_of(t.op_comm[first]) if first is not None and not batched else -2
+        k = key_of.setdefault((r, model.stream_of(batched, peer)), len(units))
+        if k == len(units):
+            units.append([])
+        units[k].append(u)
+        of_unit.append(k)
+    return of_unit, units
+
+
+def durations(s: Schedule, costs: CostModel) -> dict:
+    """(kind or "FB"/"FI", stage) -> the cost of that compute."""
+    dur: dict[tuple, float] = {}
+    for st in s.stages:
+        c = costs.of(st.id)
+        for kind in ComputeKind:
+            dur[(kind, st.id)] = getattr(c, kind.value)
+        dur[("FB", st.id)], dur[("FI", st.id)] = c.FB, c.FI
+    return dur
+
+
+def compute_tables(s: Schedule, costs: CostModel, sidx: dict, recv_at: dict, OD: int, NEVER: int):
+    """Per rank and step: the input events of a compute step (None for a comm
+    step), its duration, and the events it makes."""
+    M = s.num_microbatches
+    SM = len(s.stages) * M
+    dur = durations(s, costs)
+    step_deps: list[list[tuple[int, ...] | None]] = []
+    step_dur: list[list[float]] = []
+    step_makes: list[list[tuple[int, ...]]] = []
+    rank_of = {st.id: st.rank for st in s.stages}
+    dep_cache: dict[tuple, tuple] = {}
+    route_pos = s.route_pos
+    for r, acts in enumerate(s.actions):
+        deps_r: list[tuple[int, ...] | None] = []
+        dur_r: list[float] = []
+        makes_r: list[tuple[int, ...]] = []
+        for k, a in enumerate(acts):
+            ta = type(a)
+            if ta is Compute:
+                cs = (a,)
+                d = dur[(a.kind, a.stage)]
+            elif ta is Overlap:
+                cs = (a.f, a.b)
+                kk = "FB" if a.b.kind is _B else "FI"
+                d = 0.5 * (dur[(kk, a.f.stage)] + dur[(kk, a.b.stage)])
+            else:
+                deps_r.append(None)
+                dur_r.append(0.0)
+                makes_r.append(())
+                continue
+            deps: list[int] = []
+            makes: list[int] = []
+            for c in cs:
+                st, m, kind = c.stage, c.mb, c.kind
+                tmpl = dep_cache.get((kind, st, r))
+                if tmpl is None:
+                    if st not in route_pos or st not in sidx:
+                        raise bad_input(c, r, k, "names a stage that is not on any route")
+                    tmpl = dep_cache[(kind, st, r)] = _inputs(s, kind, st, r, rank_of)
+                if not 0 <= m < M:
+                    raise bad_input(c, r, k, f"has micro-batch {m} outside 0..{M - 1}")
+                base = sidx[st] * M + m
+                for typ, other in tmpl:
+                    if typ == 0:  # F end of (other, m)
+                        deps.append(sidx[other] * M + m)
+                    elif typ == 1:  # B/I end of (other, m)
+                        deps.append(SM + sidx[other] * M + m)
+                    elif typ == 2:  # I end of (st, m)
+                        deps.append(2 * SM + base)
+                    else:  # own receive `other` (a CommKind)
+                        i = recv_at.get((r, other, st, m))
+                        deps.append(NEVER if i is None else OD + i)
+                if kind is _F:
+                    makes.append(base)
+                elif kind is not _W:
+                    makes.append(SM + base)
+                    if kind is _I:
+                        makes.append(2 * SM + base)
+            deps_r.append(tuple(deps))
+            dur_r.append(d)
+            makes_r.append(tuple(makes))
+        step_deps.append(deps_r)
+        step_dur.append(dur_r)
+        step_makes.append(makes_r)
+    return step_deps, step_dur, step_makes
+
+
+def _inputs(s: Schedule, kind, st: int, r: int, rank_of: dict) -> tuple:
+    """What a compute of ``kind`` on stage ``st`` at rank ``r`` consumes:
+    (0, stage) an F end, (1, stage) a B-or-I end, (2, stage) an I end, (3,
+    kind) this rank's receive of that kind (same stage and micro-batch)."""
+    out = []
+    if kind is _F:
+        p = s.prev_stage(st)
+        if p is not None:
+            out.append((0, p) if rank_of[p] == r else (3, CommKind.RECV_F))
+    elif kind is _W:
+        out.append((2, st))
+    else:
+        out.append((0, st))
+        n = s.next_stage(st)
+        if n is not None:
+            out.append((1, n) if rank_of[n] == r else (3, CommKind.RECV_B))
+    return tuple(out)
+
+
+def bad_input(c, r: int, k: int, why: str) -> ScheduleError:
+    return ScheduleError(f"{c} {why}; analyze needs a well-formed schedule (run `check`)",
+                         loc(r, k))

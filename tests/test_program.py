@@ -179,7 +179,7 @@ def test_hung_recording_is_explained():
                   outcomes={0: "hung", 1: "hung"}, recorded={"backend_used": "gloo", "outcome": "hung"})
     r = check_program(program_from_dict(doc), "gloo")
     assert any("hung with these calls not returned" in n for n in r.notes)
-    assert any("blocks at exactly the calls the run hung in" in n and "gloo" in n for n in r.notes)
+    assert any("blocks at exactly the calls the run hung in" in n and "gloo" in n for n in r.notes), r.notes
 
 
 # ------------------------------------------------------------ CLI

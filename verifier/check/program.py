@@ -240,17 +240,22 @@ def _recorded_notes(p: Program, outcomes: dict[str, ModelOutcome]) -> list[str]:
         notes.append(f"the recorded run{' on ' + str(used) if used else ''} hung with these calls "
                      f"not returned: {where}")
         want = set(stuck)
+        exact, other, ends = [], [], []
         for name, o in outcomes.items():
-            if o.terminates:
-                notes.append(f"under {name} the recorded calls terminate: the model does not explain "
-                             "the hang (a different cause, or a model weaker than the runtime)")
-                continue
             got = {(b.place.rank, b.place.op) for b in o.blocked}
-            if got == want:
-                notes.append(f"under {name} the replay blocks at exactly the calls the run hung in")
+            if o.terminates:
+                ends.append(name)
+            elif got == want:
+                exact.append(name)
             else:
-                notes.append(f"under {name} the replay blocks at {len(got)} call(s), "
-                             f"{len(got & want)} of them where the run hung")
+                other.append(f"{name} ({len(got)} blocked call(s), {len(got & want)} where the run hung)")
+        if exact:
+            notes.append(f"under {', '.join(exact)} the replay blocks at exactly the calls the run hung in")
+        if other:
+            notes.append(f"under {', '.join(other)} the replay blocks elsewhere")
+        if ends:
+            notes.append(f"under {', '.join(ends)} the recorded calls terminate: the model does not "
+                         "explain the hang (a different cause, or a model weaker than the runtime)")
     return notes
 
 

@@ -374,6 +374,9 @@ class _Explainer:
             if not 0 <= peer < self.p.num_ranks or peer == r:
                 return f"it names rank {peer}, which has no such partner", None
             want = "recv from" if op.is_send else "send to"
+            if rp.pc[peer] < len(self.p.ranks[peer].ops):  # the peer stops before it gets there
+                return (f"rank {peer} has not posted the matching {want} rank {r} (FIFO per group "
+                        f"and rank pair) when it blocks itself{self.ended(peer)}"), peer
             tail = self.ended(peer)
             return (f"rank {peer} never posts the matching {want} rank {r} "
                     f"(FIFO per group and rank pair){tail}"), None

@@ -1,35 +1,46 @@
-"""Conformance on real gloo: what gloo does against the eager and nccl models and a candidate gloo rule.
+"""Conformance on a real runtime: what gloo (or NCCL) does against `check --comm-model M`.
 
 What it does (one run prints everything):
 
-1. builds a corpus: every generator family at ``--ranks`` (default 2,3,4) with
-   M = R and M = 2R micro-batches (lowered: the IR's own action lists), plus
-   seeded random mutants of them that move a receive earlier or later, split
-   and merge batches, toggle waits, swap two sends, wait every batch of a rank,
-   and single-step mutants of ``verifier.strategies.all_mutants`` (swap a step
-   with the next, move a step across a BATCH), up to ``--count`` schedules;
-   duplicates are dropped, and so are schedules that fail ``well-formed`` or
-   ``dependencies`` (a compute whose receive is posted after it cannot be
-   written with torch.distributed at all; counted and printed);
-2. decides ``deadlock-free`` of each under ``--comm-model eager`` and
-   ``nccl`` (``verifier.check.checker.check``, graph engine, in process);
-3. runs each on real gloo (``fastpath.conformance.run_schedules``: one spawn of
-   R ranks per rank count, every schedule in turn, ``--timeout`` seconds per
-   schedule; a hung one that a model predicts terminates is run again alone
-   with ``--confirm-timeout`` to rule out a slow machine);
-4. prints the agreement matrix (schedule class x gloo outcome) and, for each
-   rule, how often it agrees with gloo in both directions: ``eager``,
-   ``nccl``, the issue's reading ("hangs iff it hangs under eager, or under
-   nccl with a waited batch holding a send") and the candidate ``gloo`` rule
-   simulated here (``gloo_terminates``), with every disagreement listed.
+1. builds a corpus (``fastpath.conformance_corpus``): every generator family at
+   ``--ranks`` (default 2,3,4) with M = R and 2R micro-batches, plus seeded
+   mutants that move receives, split and merge batches, toggle waits, swap
+   sends, wait every batch of a rank, and single-step mutants of
+   ``verifier.strategies``; duplicates are dropped, and so are schedules that
+   fail ``well-formed`` or ``dependencies`` (a compute whose receive is posted
+   after it cannot be written with torch.distributed at all; counted);
+2. decides ``deadlock-free`` of each under every model with the checker
+   (``verifier.check.checker.check``, what ``check --comm-model M --engine E``
+   runs, certificate validation included; ``--engine graph`` by default);
+3. keeps the generated schedules and an even share of three classes (verified
+   under nccl, refuted only under nccl, refuted under eager) up to ``--count``;
+4. runs each on the runtime (``fastpath.conformance.run_schedules``, one spawn
+   of R ranks per rank count, ``--timeout`` seconds per schedule; a hung one
+   that the compared model says terminates is run again with
+   ``--confirm-timeout`` to rule out a slow machine);
+5. prints the agreement matrix and, for every model (and, on gloo, the
+   standalone rule ``gloo_terminates`` first measured here), how often it agrees
+   with the runtime in both directions, the disagreements listed.
 
-The candidate rule is a standalone simulator in this script on purpose: it
-shares no code with the checker's models (``verifier.semantics.comm``), so
-its agreement with gloo is evidence about the rule, not about the checker.
+``--backend nccl`` runs on CUDA devices, one rank per device (rank counts
+above the device count are skipped, saying so), tensors of ``--elements``
+float32 (default 32Mi: 128 MiB, above the size NCCL buffers), with
+``--eager-init`` (``init_process_group(device_id=...)``: compared against
+``nccl``) or without (lazy: compared against ``nccl-pairs``).
+
+The standalone rule is a simulator in this script on purpose: it shares no
+code with the checker's models (``verifier.semantics.comm``), so its
+agreement with gloo is evidence about the rule, not about the checker.
+
+Exit status: 0 when the compared model (``--expect``; default gloo on gloo,
+nccl with --eager-init, nccl-pairs without) agrees on every schedule, 1 if
+not, 2 on bad arguments.
 
 Run: ``python benchmarks/conformance_gloo.py [--count 450] [--seed 0]
-[--ranks 2,3,4] [--timeout 1.0]``. Needs torch and hypothesis (``.[test]``).
-What it does not cover: NCCL (needs GPUs), payload checks, timing.
+[--ranks 2,3,4] [--timeout 1.0] [--backend gloo|nccl] [--eager-init]``.
+Needs torch and hypothesis (``.[test]``). What it does not cover: payloads,
+timing, NCCL communicator creation order (every communicator is created
+before the schedules run).
 """
 
 from __future__ import annotations
@@ -43,182 +54,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastpath.conformance import run_schedules  # noqa: E402
+from fastpath.conformance_corpus import corpus  # noqa: E402
 from fastpath.plan import compute_inputs, consumer_key, recv_key  # noqa: E402
 from verifier.check.checker import PropertyId, Status, check  # noqa: E402
-from verifier.generators import FAMILIES, generate  # noqa: E402
+from verifier.semantics.comm import NAMES  # noqa: E402
 from verifier.ir import (  # noqa: E402
-    Batch, Comm, Compute, ComputeKind, Schedule, ScheduleError, comms_of, computes_of)
+    Batch, Compute, ComputeKind, Schedule, comms_of, computes_of)
 
 CLASSES = ("verified-nccl", "refuted-nccl-only", "refuted-eager")
-
-
-# ---- corpus ------------------------------------------------------------------
-
-def base_schedules(ranks: list[int]) -> list[Schedule]:
-    out = []
-    for R in ranks:
-        for fam in FAMILIES:
-            for M in sorted({R, 2 * R}):
-                try:
-                    s = generate(fam, R, M)  # lowered, or DualPipe's own communication
-                except ScheduleError:
-                    continue
-                out.append(s.with_actions(s.actions, name=f"{fam} R={R} M={M}"))
-    return out
-
-
-def _comm_steps(row, pred=lambda op: True):
-    return [i for i, a in enumerate(row) if any(pred(op) for op in comms_of(a))]
-
-
-def _move_op(row, rnd, send: bool, waited: bool = False):
-    idx = _comm_steps(row, lambda op: op.kind.is_send == send)
-    if not idx:
-        return None
-    i = rnd.choice(idx)
-    a = row[i]
-    op = rnd.choice([op for op in comms_of(a) if op.kind.is_send == send])
-    rest = tuple(o for o in comms_of(a) if o != op)
-    new = list(row[:i]) + ([Batch(rest, a.wait)] if isinstance(a, Batch) and rest else []) + list(row[i + 1:])
-    d = rnd.choice([1, 2, 3, 5] if send else [-6, -4, -3, -2, -1, 1, 2, 3])
-    j = min(max(0, i + d), len(new))
-    new.insert(j, Batch((op,), True) if waited else op)
-    return new, f"{op} moved {d:+d}{' and waited' if waited else ''}"
-
-
-def _move_recv(row, rnd):
-    return _move_op(row, rnd, send=False)
-
-
-def _move_recv_waited(row, rnd):
-    return _move_op(row, rnd, send=False, waited=True)
-
-
-def _move_send(row, rnd):
-    return _move_op(row, rnd, send=True, waited=rnd.random() < 0.5)
-
-
-def _split(row, rnd):
-    idx = [i for i, a in enumerate(row) if isinstance(a, Batch) and len(a.ops) > 1]
-    if not idx:
-        return None
-    i = rnd.choice(idx)
-    a = row[i]
-    k = rnd.randrange(1, len(a.ops))
-    return list(row[:i]) + [Batch(a.ops[:k], a.wait), Batch(a.ops[k:], a.wait)] + list(row[i + 1:]), \
-        f"step {i} split"
-
-
-def _merge(row, rnd):
-    idx = [i for i in range(len(row) - 1) if comms_of(row[i]) and comms_of(row[i + 1])]
-    if not idx:  # merge across one compute: the second batch moves up
-        idx = [i for i in range(len(row) - 2) if comms_of(row[i]) and comms_of(row[i + 2])]
-        if not idx:
-            return None
-        i = rnd.choice(idx)
-        row = list(row[:i + 1]) + [row[i + 2], row[i + 1]] + list(row[i + 3:])
-    else:
-        i = rnd.choice(idx)
-    a, b = row[i], row[i + 1]
-    wait = any(isinstance(x, Batch) and x.wait for x in (a, b))
-    return list(row[:i]) + [Batch(comms_of(a) + comms_of(b), wait)] + list(row[i + 2:]), f"steps {i},{i + 1} merged"
-
-
-def _toggle_wait(row, rnd):
-    idx = _comm_steps(row)
-    if not idx:
-        return None
-    i = rnd.choice(idx)
-    a = row[i]
-    new = Batch(a.ops, not a.wait) if isinstance(a, Batch) else Batch((a,), True)
-    return list(row[:i]) + [new] + list(row[i + 1:]), f"step {i} wait toggled"
-
-
-def _swap_sends(row, rnd):
-    flat = [(i, k) for i, a in enumerate(row) for k, op in enumerate(comms_of(a)) if op.kind.is_send]
-    pairs = [(x, y) for n, x in enumerate(flat) for y in flat[n + 1:n + 3]]
-    if not pairs:
-        return None
-    (i, k), (j, m) = rnd.choice(pairs)
-    row = list(row)
-
-    def put(idx, sub, op):
-        a = row[idx]
-        row[idx] = op if isinstance(a, Comm) else Batch(a.ops[:sub] + (op,) + a.ops[sub + 1:], a.wait)
-
-    x, y = comms_of(row[i])[k], comms_of(row[j])[m]
-    put(i, k, y)
-    put(j, m, x)
-    return row, f"{x} and {y} swapped"
-
-
-def _wait_all(row, rnd):
-    if not any(isinstance(a, Batch) and not a.wait for a in row):
-        return None
-    return [Batch(a.ops, True) if isinstance(a, Batch) else a for a in row], "every batch waited"
-
-
-def _sends_first_waited(row, rnd):
-    """Every batch holding sends and receives split: its sends as a waited batch, then its
-    receives (DualPipe's "wait for the sends" done one step early)."""
-    out, n = [], 0
-    for a in row:
-        ops = comms_of(a)
-        snd = tuple(op for op in ops if op.kind.is_send)
-        rcv = tuple(op for op in ops if not op.kind.is_send)
-        if isinstance(a, Batch) and snd and rcv:
-            out += [Batch(snd, True), Batch(rcv, a.wait)]
-            n += 1
-        else:
-            out.append(a)
-    return (out, "sends waited before receives") if n else None
-
-
-MUTATORS = (_sends_first_waited, _move_recv, _move_recv_waited, _move_send, _split, _merge, _toggle_wait, _toggle_wait, _swap_sends, _wait_all)
-
-
-def random_mutant(s: Schedule, rnd: random.Random) -> Schedule | None:
-    rows = [list(r) for r in s.actions]
-    what = []
-    if rnd.random() < 0.25:  # the same pattern on every rank: mutual waits
-        for r in range(s.num_ranks):
-            got = _sends_first_waited(rows[r], rnd)
-            if got is not None:
-                rows[r] = got[0]
-        what.append("all ranks: sends waited before receives")
-    for _ in range(rnd.choice([1, 1, 2, 3])):
-        r = rnd.randrange(s.num_ranks)
-        got = rnd.choice(MUTATORS)(rows[r], rnd)
-        if got is None:
-            continue
-        rows[r] = got[0]
-        what.append(f"r{r}: {got[1]}")
-    if not what:
-        return None
-    return s.with_actions(rows, name=f"{s.name} | {'; '.join(what)}")
-
-
-def strategy_mutants(s: Schedule, rnd: random.Random, k: int) -> list[Schedule]:
-    from verifier.strategies import MutationKind, all_mutants
-    ms = [m for m in all_mutants(s) if m.kind in (MutationKind.SWAP, MutationKind.MOVE_ACROSS_BATCH)]
-    return [m.schedule.with_actions(m.schedule.actions, name=f"{s.name} | {m.describe()}")
-            for m in rnd.sample(ms, min(k, len(ms)))]
-
-
-def corpus(ranks: list[int], count: int, seed: int) -> list[Schedule]:
-    rnd = random.Random(seed)
-    bases = base_schedules(ranks)
-    out = list(bases)
-    for b in bases:
-        out += strategy_mutants(b, rnd, 2)
-    tries = 0
-    while len(out) < 8 * count and tries < 50 * count:
-        tries += 1
-        m = random_mutant(rnd.choice(bases), rnd)
-        if m is not None:
-            out.append(m)
-    return out
 
 
 # ---- the candidate gloo rule ---------------------------------------------------
@@ -292,13 +135,6 @@ def _ready(s, r, c: Compute, ran, first_recv, done) -> bool:
     return True
 
 
-def issue_rule_terminates(s: Schedule, eager_ok: bool, nccl_ok: bool) -> bool:
-    """The issue's reading: hangs iff eager hangs, or nccl hangs and a waited batch holds a send."""
-    sends_waited = any(isinstance(a, Batch) and a.wait and any(op.kind.is_send for op in a.ops)
-                       for row in s.actions for a in row)
-    return eager_ok and (nccl_ok or not sends_waited)
-
-
 # ---- a probe: a second wait() on a completed gloo handle ----------------------
 
 def _probe_rank(rank, port, q):  # pragma: no cover - child
@@ -328,6 +164,7 @@ def _probe_rank(rank, port, q):  # pragma: no cover - child
 def probe_second_wait() -> list[str]:
     import torch.multiprocessing as mp
 
+    # deferred: fastpath.conformance imports torch; only this probe and the runs need it
     from fastpath.conformance import _free_port
     ctx = mp.get_context("spawn")
     q, port = ctx.Queue(), _free_port()
@@ -342,129 +179,180 @@ def probe_second_wait() -> list[str]:
 
 # ---- the run -------------------------------------------------------------------
 
-def deadlock_free(s: Schedule, model: str) -> tuple[bool, bool]:
-    """(deadlock-free holds under ``model``, schedule is runnable: well-formed and dependencies)."""
-    res = check(s, comm_model=model, engine="graph")
-    st = {p.property: p.status for p in res.properties}
-    runnable = st[PropertyId.WELL_FORMED] is Status.HOLDS and st[PropertyId.DEPENDENCIES] is Status.HOLDS
-    return st.get(PropertyId.DEADLOCK_FREE) is Status.HOLDS, runnable
+def decide(s: Schedule, engine: str) -> tuple[dict[str, bool | None], bool]:
+    """deadlock-free under every model (None: not decided), and whether the
+    schedule is runnable (well-formed and dependencies hold)."""
+    out: dict[str, bool | None] = {}
+    runnable = True
+    for m in NAMES:
+        res = check(s, comm_model=m, engine=engine)
+        st = {p.property: p.status for p in res.properties}
+        runnable = st[PropertyId.WELL_FORMED] is Status.HOLDS and st[PropertyId.DEPENDENCIES] is Status.HOLDS
+        if not runnable:
+            return out, False
+        df = st.get(PropertyId.DEADLOCK_FREE)
+        out[m] = {Status.HOLDS: True, Status.FAILS: False}.get(df)
+    return out, runnable
 
 
-def main(argv=None) -> int:
+def _arguments(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=450, help="schedules in the corpus (default 450)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ranks", default="2,3,4", help="rank counts, comma-separated (default 2,3,4)")
-    ap.add_argument("--timeout", type=float, default=1.0, help="seconds per schedule before it counts as hung")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per schedule before it counts as hung (default 1 on gloo, 3 on nccl)")
     ap.add_argument("--confirm-timeout", type=float, default=4.0,
-                    help="seconds for re-running a hung schedule some rule says terminates")
-    ap.add_argument("--confirm-all", action="store_true",
-                    help="re-run every hung schedule that any rule (eager, the issue's reading, the "
-                         "candidate) says terminates; default: only those the candidate says terminate")
+                    help="seconds for re-running a hung schedule the compared model says terminates")
+    ap.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
+    ap.add_argument("--eager-init", action="store_true",
+                    help="nccl: init_process_group(device_id=...) (all P2P on the group's communicator)")
+    ap.add_argument("--elements", type=int, default=None,
+                    help="float32 elements per message (default 1 on gloo, 32Mi on nccl)")
+    ap.add_argument("--expect", choices=NAMES, default=None,
+                    help="the model that must agree (default: gloo; nccl with --eager-init; nccl-pairs)")
+    ap.add_argument("--engine", choices=("graph", "auto", "z3", "both"), default="graph",
+                    help="the checker's engine for every model (default graph)")
     ap.add_argument("--max-list", type=int, default=20, help="disagreements listed per rule")
     ap.add_argument("--probe-second-wait", action="store_true",
                     help="only probe what a second wait() on a completed gloo isend/irecv handle does")
     args = ap.parse_args(argv)
-    if args.probe_second_wait:
-        print(*probe_second_wait(), sep="\n")
-        return 0
-    ranks = [int(x) for x in args.ranks.split(",")]
+    gloo = args.backend == "gloo"
+    args.timeout = args.timeout or (1.0 if gloo else 3.0)
+    args.elements = args.elements or (1 if gloo else 32 << 20)
+    args.expect = args.expect or ("gloo" if gloo else "nccl" if args.eager_init else "nccl-pairs")
+    try:
+        args.ranks = [int(x) for x in args.ranks.split(",")]
+    except ValueError:
+        ap.error(f"--ranks: expected comma-separated integers, got {args.ranks!r}")
+    return args
 
-    t0 = time.monotonic()
-    seen, rows, skipped = set(), [], Counter()
-    for s in corpus(ranks, args.count, args.seed):
-        key = (s.num_ranks, s.actions)
-        if key in seen:
-            continue
-        seen.add(key)
-        eager_ok, runnable = deadlock_free(s, "eager")
-        if not runnable:
-            skipped["fails well-formed or dependencies"] += 1
-            continue
-        nccl_ok, _ = deadlock_free(s, "nccl")
-        cls = CLASSES[0] if nccl_ok else CLASSES[1] if eager_ok else CLASSES[2]
-        rows.append(dict(s=s, eager=eager_ok, nccl=nccl_ok, cls=cls))
-    # keep the base schedules, then an even share of each class up to --count
-    rnd = random.Random(args.seed + 1)
+
+def pick(rows: list[dict], count: int, seed: int) -> list[dict]:
+    """The generated schedules, then an even share of each class up to ``count``."""
+    rnd = random.Random(seed + 1)
     base = [r for r in rows if "|" not in r["s"].name]
     rest = [r for r in rows if "|" in r["s"].name]
     rnd.shuffle(rest)
     by_cls = {c: [r for r in rest if r["cls"] == c] for c in CLASSES}
     picked = list(base)
-    while len(picked) < args.count and any(by_cls.values()):
+    while len(picked) < count and any(by_cls.values()):
         for c in CLASSES:
-            if by_cls[c] and len(picked) < args.count:
+            if by_cls[c] and len(picked) < count:
                 picked.append(by_cls[c].pop())
-    rows = picked
-    t_check = time.monotonic() - t0
-    print(f"corpus: {len(rows)} schedules ({len(base)} generated, {len(rows) - len(base)} mutants), "
-          f"ranks {ranks}, seed {args.seed}; dropped: {dict(skipped) or 'none'}; "
-          f"checker (eager+nccl, graph) {t_check:.1f} s")
+    return picked
 
-    t1 = time.monotonic()
-    for R in ranks:
-        mine = [r for r in rows if r["s"].num_ranks == R]
+
+def build(args) -> list[dict]:
+    seen, rows, skipped = set(), [], Counter()
+    for s in corpus(args.ranks, args.count, args.seed):
+        key = (s.num_ranks, s.actions)
+        if key in seen:
+            continue
+        seen.add(key)
+        models, runnable = decide(s, args.engine)
+        if not runnable:
+            skipped["fails well-formed or dependencies"] += 1
+            continue
+        cls = CLASSES[0] if models["nccl"] else CLASSES[1] if models["eager"] else CLASSES[2]
+        rows.append(dict(s=s, models=models, cls=cls))
+    rows = pick(rows, args.count, args.seed)
+    print(f"corpus: {len(rows)} schedules ({sum('|' not in r['s'].name for r in rows)} generated), "
+          f"ranks {args.ranks}, seed {args.seed}; dropped: {dict(skipped) or 'none'}")
+    return rows
+
+
+def run_all(rows, args, timeout: float, only=None) -> None:
+    """Run ``rows`` (or those ``only`` keeps) on the runtime, per rank count; sets row["run"]."""
+    # deferred: fastpath.conformance imports torch, which --probe-second-wait and the rest don't need first
+    import torch
+
+    from fastpath.conformance import run_schedules
+    for R in args.ranks:
+        mine = [r for r in rows if r["s"].num_ranks == R and (only is None or only(r))]
         if not mine:
             continue
-        for r, out in zip(mine, run_schedules([r["s"] for r in mine], R, timeout_s=args.timeout)):
-            r["gloo"] = out
+        if args.backend == "nccl" and torch.cuda.device_count() < R:
+            print(f"skipped: {len(mine)} schedules of {R} ranks need {R} GPUs (one rank per GPU), "
+                  f"this machine has {torch.cuda.device_count()}")
+            for r in mine:
+                r["run"] = None
+            continue
+        outs = run_schedules([r["s"] for r in mine], R, timeout_s=timeout, backend=args.backend,
+                             elements=args.elements, eager_init=args.eager_init)
+        for r, out in zip(mine, outs):
+            if "run" not in r or r["run"] is None or out.terminated:
+                r["run"] = out
+
+
+def main(argv=None) -> int:
+    args = _arguments(argv)
+    if args.probe_second_wait:
+        print(*probe_second_wait(), sep="\n")
+        return 0
+    t0 = time.monotonic()
+    rows = build(args)
+    t_check = time.monotonic() - t0
+    t1 = time.monotonic()
+    run_all(rows, args, args.timeout)
     t_run = time.monotonic() - t1
-    for r in rows:
-        r["sim"] = gloo_terminates(r["s"])
-        r["issue"] = issue_rule_terminates(r["s"], r["eager"], r["nccl"])
-    confirm = [r for r in rows if not r["gloo"].terminated
-               and (r["sim"] or (args.confirm_all and (r["issue"] or r["eager"])))]
-    flipped = 0
+    rows = [r for r in rows if r.get("run") is not None]
+    if not rows:
+        print(f"SKIPPED: no schedule could run on this machine's {args.backend} (see above)")
+        return 0
+    if args.backend == "gloo":
+        for r in rows:
+            r["sim"] = gloo_terminates(r["s"])
+    exp = args.expect
+    confirm = [r for r in rows if not r["run"].terminated and r["models"][exp]]
     t2 = time.monotonic()
-    for R in ranks:
-        mine = [r for r in confirm if r["s"].num_ranks == R]
-        if mine:
-            for r, out in zip(mine, run_schedules([r["s"] for r in mine], R, timeout_s=args.confirm_timeout)):
-                if out.terminated:
-                    flipped += 1
-                    r["gloo"] = out
-    t_confirm = time.monotonic() - t2
-    term = [r["gloo"].seconds for r in rows if r["gloo"].terminated]
-    print(f"gloo runs: {t_run:.1f} s (timeout {args.timeout} s); {len(confirm)} hung ones re-run with "
-          f"{args.confirm_timeout} s in {t_confirm:.1f} s, {flipped} terminated then; slowest terminating "
-          f"schedule {max(term, default=0) * 1e3:.1f} ms, median "
+    if confirm:
+        ids = {id(r) for r in confirm}
+        run_all(confirm, args, args.confirm_timeout, only=lambda r: id(r) in ids)
+    flipped = sum(r["run"].terminated for r in confirm)
+    term = [r["run"].seconds for r in rows if r["run"].terminated]
+    print(f"checker ({len(NAMES)} models, engine {args.engine}) {t_check:.1f} s; {args.backend} runs "
+          f"{t_run:.1f} s (timeout {args.timeout} s, {args.elements} elements"
+          f"{', eager init' if args.eager_init else ''}); {len(confirm)} hung ones re-run with "
+          f"{args.confirm_timeout} s in {time.monotonic() - t2:.1f} s, {flipped} terminated then; "
+          f"slowest terminating {max(term, default=0) * 1e3:.1f} ms, median "
           f"{sorted(term)[len(term) // 2] * 1e3 if term else 0:.1f} ms")
-    report(rows, args.max_list)
-    return 0
+    return report(rows, args)
 
 
-def report(rows, max_list: int) -> None:
-    print("\nagreement matrix (schedule class by checker x what gloo did)")
+def report(rows, args) -> int:
+    """Print the matrix and every rule's agreement; 0 when ``args.expect`` agrees on all."""
+    rt = args.backend
+    print(f"\nagreement matrix (schedule class by checker x what {rt} did)")
     print(f"  {'class':<34} {'n':>4} {'terminated':>11} {'hung':>5}")
     for c in CLASSES:
-        for sub, pred in (("", lambda r: True),
-                          ("  with a waited batch holding a send", lambda r: _sends_waited(r["s"])),
-                          ("  without", lambda r: not _sends_waited(r["s"]))):
-            if sub and c != "refuted-nccl-only":
-                continue
-            rs = [r for r in rows if r["cls"] == c and pred(r)]
-            t = sum(r["gloo"].terminated for r in rs)
-            print(f"  {c if not sub else sub:<34} {len(rs):>4} {t:>11} {len(rs) - t:>5}")
-    n_hung = sum(not r["gloo"].terminated for r in rows)
+        rs = [r for r in rows if r["cls"] == c]
+        t = sum(r["run"].terminated for r in rs)
+        print(f"  {c:<34} {len(rs):>4} {t:>11} {len(rs) - t:>5}")
+    n_hung = sum(not r["run"].terminated for r in rows)
     print(f"  total {len(rows)}: {len(rows) - n_hung} terminated, {n_hung} hung")
-    print("\nrules against gloo (both directions)")
-    print(f"  {'rule':<22} {'agree':>6} {'says ends, hung':>16} {'says hangs, ended':>18}")
-    for name, key in (("eager", "eager"), ("nccl", "nccl"), ("issue's reading", "issue"),
-                      ("candidate gloo (sim)", "sim")):
-        a = [r for r in rows if r[key] and not r["gloo"].terminated]
-        b = [r for r in rows if not r[key] and r["gloo"].terminated]
-        print(f"  {name:<22} {len(rows) - len(a) - len(b):>6} {len(a):>16} {len(b):>18}")
-    for name, key in (("issue's reading", "issue"), ("candidate gloo (sim)", "sim")):
-        bad = [r for r in rows if r[key] != r["gloo"].terminated]
-        if bad:
-            print(f"\ndisagreements of {name} ({len(bad)}, first {max_list}):")
-            for r in bad[:max_list]:
-                print(f"  [{r['cls']}] {r['s'].name}: gloo {r['gloo'].describe()}")
-
-
-def _sends_waited(s: Schedule) -> bool:
-    return any(isinstance(a, Batch) and a.wait and any(op.kind.is_send for op in a.ops)
-               for row in s.actions for a in row)
+    print(f"\nrules against {rt} (both directions)")
+    print(f"  {'rule':<34} {'agree':>6} {'says ends, hung':>16} {'says hangs, ended':>18} {'undecided':>10}")
+    rules = [(f"check --comm-model {m}", (lambda r, m=m: r["models"][m])) for m in NAMES]
+    if rt == "gloo":
+        rules.append(("standalone gloo rule (sim)", lambda r: r["sim"]))
+    bad_expected = []
+    for name, pred in rules:
+        a = [r for r in rows if pred(r) and not r["run"].terminated]
+        b = [r for r in rows if pred(r) is False and r["run"].terminated]
+        u = [r for r in rows if pred(r) is None]
+        print(f"  {name:<34} {len(rows) - len(a) - len(b) - len(u):>6} {len(a):>16} {len(b):>18} {len(u):>10}")
+        if name == f"check --comm-model {args.expect}":
+            bad_expected = a + b + u
+    if bad_expected:
+        print(f"\ndisagreements of check --comm-model {args.expect} ({len(bad_expected)}, "
+              f"first {args.max_list}):")
+        for r in bad_expected[:args.max_list]:
+            print(f"  [{r['cls']}] {r['s'].name}: {rt} {r['run'].describe()}")
+    ok = not bad_expected and rows
+    print(f"\ncheck --comm-model {args.expect} against {rt}: {'100% agreement' if ok else 'DISAGREES'} on {len(rows)} "
+          f"schedules ({n_hung} hung)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@
 #      one-rank DualPipeV (its OVERLAP pairs), ZB-V and 1F1B; on 2+ GPUs also
 #      DualPipe and ZB-H1 on 2 ranks; float64 and float32, MLP and transformer;
 #   3. the fastpath suite on gloo (CPU), which a quiet many-core machine runs
-#      without the noise of a 2-core CI box.
+#      without the noise of a 2-core CI box;
+#   4. conformance (benchmarks/conformance_gloo.py): schedules' communication on
+#      real NCCL ranks against `check --comm-model nccl` with eager init
+#      (init_process_group(device_id=...)) and `nccl-pairs` without (lazy
+#      init), 128 MiB messages (above what NCCL buffers); one rank per GPU, so
+#      rank counts above the GPU count are skipped and the log says so (on one
+#      GPU every schedule needs two ranks on it: all skipped, the part passes
+#      saying "SKIPPED"). BACKEND=gloo runs it on gloo against `gloo` instead.
 # It needs torch with CUDA, numpy, pytest and hypothesis (the device image has
 # them); z3-solver is optional (without it the checker decides with the graph
 # engine, as `--engine graph`). Run from the repository root:
@@ -61,6 +68,15 @@ for r in "${runs[@]}"; do
         done
     done
 done
+
+if [ "$BACKEND" = gloo ]; then
+    part conformance_gloo $py benchmarks/conformance_gloo.py --backend gloo --count 60 --ranks 2,3
+else
+    part conformance_nccl_eager_init $py benchmarks/conformance_gloo.py --backend nccl --eager-init \
+        --count 150 --ranks 2,3,4
+    part conformance_nccl_lazy_init $py benchmarks/conformance_gloo.py --backend nccl \
+        --count 150 --ranks 2,3,4
+fi
 
 part gloo_suite $py -m pytest -q -p no:cacheprovider tests/test_fastpath.py tests/test_fastpath_multiprocess.py
 

@@ -31,10 +31,25 @@ closure"), so after a hung schedule every rank moves to a fresh gloo group
 it is left pending). Each schedule uses its own tag, so nothing of one
 schedule can match an op of the next.
 
-What it does not cover: NCCL (the same walk would need CUDA tensors and one
-device per rank; benchmarks/gpu_check.sh is where that belongs), payloads and
-real computes (tensors are tiny and never read), deciding what a model
-predicts (the checker and benchmarks/conformance_gloo.py do that).
+``backend="nccl"`` runs the same walk on NCCL: rank r on CUDA device
+r mod the device count (two ranks on one device are refused: NCCL does not
+take them), tensors of ``elements`` float32 (NCCL completes a send that fits
+the peer's buffer before the receive is posted, so small tensors show
+``eager`` behaviour and large ones rendezvous), ``eager_init`` passes
+``device_id`` to ``init_process_group`` (every P2P op on the group's
+communicator) or leaves communicators lazy (one per rank pair for unbatched
+ops). Before the first schedule every communicator the schedules can use is
+created (a collective, then one blocking send/recv per rank pair in one
+global order), because creating one blocks the host (not modelled,
+specs/SEMANTICS.md). A wait polls ``is_completed`` until its deadline (an
+NCCL wait does not block the host). A hung NCCL communicator cannot be
+reused: after a hang every rank exits and ``run_schedules`` starts fresh
+ranks for the schedules left.
+
+What it does not cover: payloads and real computes (tensors are never read),
+deciding what a model predicts (the checker and
+benchmarks/conformance_gloo.py do that), aborting a hung NCCL kernel (the
+ranks are killed).
 """
 
 from __future__ import annotations
@@ -97,11 +112,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class _Runtime:
+    """How a rank talks: the backend, its device, the tensor size, eager init."""
+
+    backend: str = "gloo"
+    elements: int = 1
+    eager_init: bool = False
+    device: str = "cpu"
+
+    @property
+    def poll(self) -> bool:
+        return self.backend == "nccl"
+
+    def tensor(self):
+        return torch.zeros(self.elements, device=self.device)
+
+
 class _RankWalk:
     """One rank's walk of one schedule (see the module docstring)."""
 
-    def __init__(self, schedule: Schedule, rank: int, group, tag: int, deadline: float):
+    def __init__(self, schedule: Schedule, rank: int, group, tag: int, deadline: float,
+                 rt: "_Runtime | None" = None):
         self.s, self.rank, self.group, self.tag, self.deadline = schedule, rank, group, tag, deadline
+        self.rt = rt or _Runtime()
         self.pending: list[tuple[object, str, int]] = []  # (work, op text, step), not yet waited
         self.first_recv: dict[tuple, object] = {}  # recv key -> work of the rank's first such receive
         self.done: set[tuple[str, int, int]] = set()  # computes that ran: (kind, stage, mb)
@@ -110,10 +144,16 @@ class _RankWalk:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise _Stuck(step, what)
-        try:
-            work.wait(datetime.timedelta(seconds=left))
-        except RuntimeError as e:  # gloo: timeout, or a peer that timed out closed the pair
-            raise _Stuck(step, what) from e
+        if self.rt.poll:  # NCCL: wait() would only order streams; poll until the deadline
+            while not work.is_completed():
+                if time.monotonic() > self.deadline:
+                    raise _Stuck(step, what)
+                time.sleep(0.0005)
+        else:
+            try:
+                work.wait(datetime.timedelta(seconds=left))
+            except RuntimeError as e:  # gloo: timeout, or a peer that timed out closed the pair
+                raise _Stuck(step, what) from e
         self.pending = [p for p in self.pending if p[0] is not work]
 
     def _post(self, step: int, action) -> None:
@@ -123,7 +163,7 @@ class _RankWalk:
             if peer is None or peer == self.rank:
                 raise _Stuck(step, f"{op} has no peer on another rank")
             fn = dist.isend if op.kind.is_send else dist.irecv
-            ops.append((op, dist.P2POp(fn, torch.zeros(1), peer, self.group, self.tag)))
+            ops.append((op, dist.P2POp(fn, self.rt.tensor(), peer, self.group, self.tag)))
         if isinstance(action, Batch):
             works = dist.batch_isend_irecv([p for _, p in ops])
         else:
@@ -167,18 +207,43 @@ class _RankWalk:
             self._wait(w, f"{what} (posted at step {step}) at the end", len(acts))
 
 
-def _rank_entry(rank, world, port, schedules, timeout_s, q):  # pragma: no cover - child
+def _init(rank, world, port, rt: _Runtime):  # pragma: no cover - child
+    """The store and the process group of one rank; NCCL's communicators created."""
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     store = dist.TCPStore("127.0.0.1", port, world, rank == 0,
                           timeout=datetime.timedelta(seconds=120))
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=120))
-    group = dist.new_group(backend="gloo")
+    kw = {}
+    if rt.backend == "nccl":
+        torch.cuda.set_device(torch.device(rt.device))
+        if rt.eager_init:
+            kw["device_id"] = torch.device(rt.device)
+    dist.init_process_group(rt.backend, store=store, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120), **kw)
+    if rt.backend != "nccl":
+        return store, dist.new_group(backend="gloo")
+    t = rt.tensor()
+    dist.all_reduce(t)  # the group's communicator
+    for a in range(world):  # every pair's communicator (lazy init), in one global order
+        for b in range(a + 1, world):
+            if rank == a:
+                dist.send(t, b)
+            elif rank == b:
+                dist.recv(t, a)
+    torch.cuda.synchronize()
+    return store, None
+
+
+def _rank_entry(rank, world, port, schedules, timeout_s, q, rt=None):  # pragma: no cover - child
+    rt = rt or _Runtime()
+    if rt.backend == "nccl":
+        rt = _Runtime(rt.backend, rt.elements, rt.eager_init,
+                      f"cuda:{rank % torch.cuda.device_count()}")
+    store, group = _init(rank, world, port, rt)
     for i, s in enumerate(schedules):
         store.set(f"go{i}/{rank}", "1")
         store.wait([f"go{i}/{r}" for r in range(world)])
         t0 = time.monotonic()
-        walk = _RankWalk(s, rank, group, tag=i + 1, deadline=t0 + timeout_s)
+        walk = _RankWalk(s, rank, group, tag=i + 1, deadline=t0 + timeout_s, rt=rt)
         try:
             walk.run()
             out = RankOutcome(rank, True, seconds=time.monotonic() - t0)
@@ -188,6 +253,8 @@ def _rank_entry(rank, world, port, schedules, timeout_s, q):  # pragma: no cover
         q.put((i, out))
         ends = [store.get(f"end{i}/{r}") for r in range(world)]  # get waits for the key
         if any(e != b"1" for e in ends):
+            if rt.backend == "nccl":
+                break  # a hung NCCL communicator is not reusable: fresh ranks go on
             group = dist.new_group(backend="gloo")  # a timed-out wait closed pairs of the old one
     store.set(f"bye/{rank}", "1")
     if rank == 0:  # rank 0 serves the store: it leaves last
@@ -199,21 +266,50 @@ def _rank_entry(rank, world, port, schedules, timeout_s, q):  # pragma: no cover
 
 
 def run_schedules(schedules: list[Schedule], num_ranks: int, *,
-                  timeout_s: float = DEFAULT_TIMEOUT_S, deadline_s: float | None = None) -> list[Outcome]:
-    """Run every schedule's communication on ``num_ranks`` gloo ranks; one Outcome each.
+                  timeout_s: float = DEFAULT_TIMEOUT_S, deadline_s: float | None = None,
+                  backend: str = "gloo", elements: int = 1,
+                  eager_init: bool = False) -> list[Outcome]:
+    """Run every schedule's communication on ``num_ranks`` ranks; one Outcome each.
 
-    Every schedule must have ``num_ranks`` ranks. ``deadline_s`` bounds the whole
-    run (default: start-up plus ``timeout_s`` and a second per schedule); past it
-    the ranks are killed and RuntimeError is raised."""
+    Every schedule must have ``num_ranks`` ranks. ``deadline_s`` bounds each
+    spawn of ranks (default: start-up plus ``timeout_s`` and a second per
+    schedule); past it the ranks are killed and RuntimeError is raised.
+    ``backend`` gloo (CPU) or nccl (CUDA, one device per rank: ValueError when
+    there are fewer devices than ranks); ``elements``, ``eager_init``: see the
+    module docstring."""
     for s in schedules:
         if s.num_ranks != num_ranks:
             raise ValueError(f"schedule {s.name!r} has {s.num_ranks} ranks, the run {num_ranks}")
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"backend must be gloo or nccl, got {backend!r}")
+    if backend == "nccl" and torch.cuda.device_count() < num_ranks:
+        raise ValueError(f"{num_ranks} NCCL ranks need {num_ranks} CUDA devices (one rank per "
+                         f"device), this machine has {torch.cuda.device_count()}")
+    rt = _Runtime(backend, elements, eager_init)
+    out: list[Outcome] = []
+    while len(out) < len(schedules):  # gloo: one spawn; NCCL: a fresh one after each hang
+        rest = schedules[len(out):]
+        got = _spawn(rest, num_ranks, timeout_s, deadline_s, rt)
+        before = len(out)
+        for i in range(len(rest)):
+            if i not in got:
+                break
+            ranks = tuple(got[i][r] for r in range(num_ranks))
+            out.append(Outcome(all(r.finished for r in ranks), ranks))
+        if len(out) < len(schedules) and (len(out) == before or out[-1].terminated):
+            raise RuntimeError("conformance: the ranks stopped before every schedule ran")
+    return out
+
+
+def _spawn(schedules, num_ranks, timeout_s, deadline_s, rt) -> dict[int, dict[int, RankOutcome]]:
+    """One spawn of ``num_ranks`` ranks running ``schedules`` until they end (or,
+    on NCCL, until one hangs): the outcomes per schedule index and rank."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_rank_entry, args=(r, num_ranks, port, schedules, timeout_s, q),
+    procs = [ctx.Process(target=_rank_entry, args=(r, num_ranks, port, schedules, timeout_s, q, rt),
                          daemon=True) for r in range(num_ranks)]
     for p in procs:
         p.start()
@@ -244,8 +340,4 @@ def run_schedules(schedules: list[Schedule], num_ranks: int, *,
             if p.is_alive():
                 p.kill()
                 p.join()
-    out = []
-    for i in range(len(schedules)):
-        ranks = tuple(got[i][r] for r in range(num_ranks))
-        out.append(Outcome(all(r.finished for r in ranks), ranks))
-    return out
+    return {i: rs for i, rs in got.items() if len(rs) == num_ranks}

@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
+from fastpath.conformance_corpus import corpus
 from verifier.check import certificate
+from verifier.check.checker import PropertyId, Status, check
 from verifier.check.certificate import Machine
 from verifier.format.io import load_schedule
-from verifier.ir import Schedule
+from verifier.generators import generate
+from verifier.ir import Schedule, ScheduleError
 from verifier.semantics.lowering import lower
 from verifier.strategies import generated, mutated, shuffled
 
@@ -43,13 +46,15 @@ def _assert_order(s: Schedule) -> dict[str, bool]:
     return t
 
 
-def _corpus(count: int = 120, seed: int = 0) -> list[Schedule]:
+def _corpus(count: int = 120, seed: int = 0):
+    """The standalone gloo rule of benchmarks/conformance_gloo.py (measured
+    against real gloo) and a slice of the conformance corpus."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import conformance_gloo  # deferred: a benchmark script, found on its path only here
+        import conformance_gloo  # deferred: a benchmark script, on the path only here
     finally:
         sys.path.pop(0)
-    return conformance_gloo, conformance_gloo.corpus([2, 3, 4], count, seed)[: 3 * count]
+    return conformance_gloo, corpus([2, 3, 4], count, seed)[: 3 * count]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -127,3 +132,50 @@ def test_unknown_model_is_a_rejection_naming_the_models():
     assert not ok and "nccl-pairs" in why and "gloo" in why
     ok, why = certificate.check_deadlock(s, "mpi", None)
     assert not ok and "eager" in why
+
+
+# ---- the engines against the certificate checker, per model
+
+
+def _engine_vs_certificate(s: Schedule) -> None:
+    for m in ORDER:
+        r = check(s, comm_model=m, engine="graph")
+        st = r.result_of(PropertyId.DEADLOCK_FREE).status
+        if st is Status.NOT_CHECKED:
+            continue
+        assert st in (Status.HOLDS, Status.FAILS), (s.name, m, st, r.violations)
+        assert r.certificate.accepted, (s.name, m, str(r.certificate))
+        assert (st is Status.HOLDS) == certificate.terminates(r.schedule, m), (s.name, m)
+
+
+@pytest.mark.parametrize("path", EXAMPLES + sorted((ROOT / "specs" / "examples" / "broken").glob("*.json")),
+                         ids=lambda p: p.stem)
+def test_engine_and_certificate_agree_on_examples(path):
+    _engine_vs_certificate(load_schedule(str(path)))
+
+
+@pytest.mark.parametrize("family", ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zbv", "dualpipe",
+                                    "dualpipev", "interleaved-zb", "looped-bfs"])
+def test_engine_and_certificate_agree_on_families(family):
+    for R, M in ((2, 4), (3, 6), (4, 8)):
+        try:
+            s = generate(family, R, M)
+        except ScheduleError:
+            continue
+        _engine_vs_certificate(s)
+
+
+@given(shuffled(max_ranks=4, max_microbatches=4))
+def test_engine_and_certificate_agree_on_shuffled(s):
+    _engine_vs_certificate(s)
+
+
+@given(mutated(min_ranks=2, max_ranks=3, max_microbatches=4))
+def test_engine_and_certificate_agree_on_mutants(m):
+    _engine_vs_certificate(m.schedule)
+
+
+def test_engine_and_certificate_agree_on_the_conformance_corpus():
+    _mod, schedules = _corpus(40, 4)
+    for s in schedules:
+        _engine_vs_certificate(s)

@@ -69,3 +69,39 @@ def test_gloo_terminates_and_hangs_as_known():
 def test_bad_rank_count_is_refused():
     with pytest.raises(ValueError, match="3 ranks"):
         run_schedules([generate("1f1b", 3, 3)], 2)
+
+
+def _corpus_rows(ranks: int, count: int, seed: int):
+    """Runnable corpus schedules of ``ranks`` ranks with the checker's gloo
+    verdict, about half predicted to hang."""
+    from fastpath.conformance_corpus import corpus
+
+    rows, seen = [], set()
+    for s in corpus([ranks], count, seed):
+        if s.num_ranks != ranks or s.actions in seen:
+            continue
+        seen.add(s.actions)
+        res = check(s, comm_model="gloo", engine="graph")
+        st = {p.property: p.status for p in res.properties}
+        if st[PropertyId.WELL_FORMED] is not Status.HOLDS or st[PropertyId.DEPENDENCIES] is not Status.HOLDS:
+            continue
+        rows.append((s, st[PropertyId.DEADLOCK_FREE] is Status.HOLDS))
+    hang = [r for r in rows if not r[1]][: count // 2]
+    ends = [r for r in rows if r[1]][: count - len(hang)]
+    return ends + hang
+
+
+@pytest.mark.parametrize("ranks,count", [(2, 18), (3, 10)])
+def test_gloo_agrees_with_check_comm_model_gloo(ranks, count):
+    # the engine (check --comm-model gloo) against real gloo, both directions; a
+    # hang the model does not predict is re-run with a long timeout first
+    rows = _corpus_rows(ranks, count, seed=7)
+    assert len(rows) == count and sum(not ok for _, ok in rows) >= count // 3
+    out = run_schedules([s for s, _ in rows], ranks, timeout_s=2.0, deadline_s=200)
+    again = [i for i, (o, (_, ok)) in enumerate(zip(out, rows)) if ok and not o.terminated]
+    if again:
+        for i, o in zip(again, run_schedules([rows[i][0] for i in again], ranks, timeout_s=8.0,
+                                             deadline_s=200)):
+            out[i] = o
+    wrong = [(s.name, ok, o.describe()) for (s, ok), o in zip(rows, out) if o.terminated != ok]
+    assert not wrong, wrong

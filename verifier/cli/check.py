@@ -27,6 +27,7 @@ from verifier.check.program import program_models
 from verifier.ir import ScheduleError
 from verifier.cli.check_json import OUTPUT_VERSION, to_json
 from verifier.cli.check_text import render_text
+from verifier.cli.check_models import all_json, check_all, exit_code, render_all
 from verifier.format.units import (
     ActivationBytes,
     MemoryLimit,
@@ -75,12 +76,21 @@ communication models (--comm-model):
   eager  sends are buffered and complete when posted; a receive completes once
          its matched send is posted (what PyTorch's schedule simulator assumes).
   Deadlock-free under nccl implies it under nccl-pairs, then gloo, then eager.
+  all    one row per model (terminates / deadlocks / unknown, each model
+         decided on its own; the cycle of each that deadlocks) and where a
+         refuted schedule would still terminate ("deadlocks under nccl,
+         terminates under eager: tests with small tensors will pass and NCCL
+         at production message sizes ... can hang"), then the full report
+         under nccl; BATCHes grouped differently on two ranks are listed as an
+         NCCL warning. Exit 1 if any model refutes, 3 if any is unknown or the
+         rows break the order above. --engine z3|both: a model or an instance
+         Z3 does not take is decided by the graph engine, and its row says so.
 
 recorded programs (pp-schedule 1.1, "kind": "program", written by a recorder
 from a real run): checked for well-formed, message-matching (shape, dtype,
 payload of FIFO pairs per group and rank pair), collective-order and
-deadlock-free by a replay under every model (--comm-model also takes
-all); counterexamples name the rank, op index and source line
+deadlock-free by a replay under every model (--comm-model all lists
+every model's outcome); counterexamples name the rank, op index and source line
 ("rank 2 blocks in train.py:88 `recv` from rank 3 (4x1024 bfloat16) while
 ..."), and "models:" lists every model's outcome. specs/SEMANTICS.md,
 "Recorded programs".
@@ -95,7 +105,7 @@ engines (--engine):
   z3     the declarative encoding (verifier/check/z3engine.py); solver limits give UNKNOWN
   both   run both; a disagreement is UNKNOWN (and a bug to report)
   Every witness order and cycle of waits is validated by an independent
-  certificate checker (verifier/check/certificate.py); a rejected certificate gives
+  certificate checker (verifier/check/certificate/); a rejected certificate gives
   UNKNOWN, never a pass.
 
 text output (default):
@@ -152,7 +162,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="schedule file (.json, or .csv in PyTorch's format; - reads stdin)")
     p.add_argument("--comm-model", choices=(*COMM_MODELS, *_PROGRAM_ONLY), default="nccl",
                    help="communication model, strictest first: " + ", ".join(COMM_MODELS)
-                   + " (default nccl); a recorded program also takes all")
+                   + " (default nccl), or all: one row per model")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="decision engine: auto (default), graph, z3, both")
     p.add_argument("--memory-limit", type=_limit, default=None, metavar="N|SIZE",
@@ -186,7 +196,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     guard.add_limit_arguments(p, "max_bytes", "max_actions", "max_cells", "max_counterexamples")
 
 
-# models a recorded program is replayed under that schedules do not take yet
+# what --comm-model takes besides the models: "all" (schedules and recorded
+# programs), and any model a recorded program is replayed under that the engines lack
 _PROGRAM_ONLY = tuple(m for m in (*program_models(), "all") if m not in COMM_MODELS)
 
 MAX_TIMEOUT_S = 4294967  # z3 takes a timeout of at most 2**32-1 ms
@@ -269,17 +280,13 @@ def _run(args: argparse.Namespace, stdout: IO[str], source: str, progress, limit
         return run_program(args, loaded, stdout, source)
     schedule, origin = loaded
     memory_limit, sizes = memory_args(args, schedule)
+    kw = dict(memory_limit=memory_limit, activation_bytes=sizes,
+              z3_timeout_ms=None if args.timeout is None else max(1, int(args.timeout * 1000)),
+              z3_rlimit=args.rlimit, progress=progress)
+    if args.comm_model == "all":
+        return _run_all(args, stdout, source, schedule, origin, limits, kw)
     with guard.naming(source):
-        result = check(
-            schedule,
-            comm_model=args.comm_model,
-            engine=args.engine,
-            memory_limit=memory_limit,
-            activation_bytes=sizes,
-            z3_timeout_ms=None if args.timeout is None else max(1, int(args.timeout * 1000)),
-            z3_rlimit=args.rlimit,
-            progress=progress,
-        )
+        result = check(schedule, comm_model=args.comm_model, engine=args.engine, **kw)
     if result.lowered:
         origin = origin.with_lowering(result.input_schedule, result.schedule)
     cap = limits.max_counterexamples
@@ -291,6 +298,24 @@ def _run(args: argparse.Namespace, stdout: IO[str], source: str, progress, limit
         stdout.write(render_text(result, verbose=args.verbose, with_witness=args.witness,
                                  source=source, origin=origin, max_counterexamples=cap))
     return result.verdict.exit_code
+
+
+def _run_all(args, stdout, source, schedule, origin, limits, kw) -> int:
+    """``--comm-model all``: one check per model (verifier.cli.check_models)."""
+    with guard.naming(source):
+        rows = check_all(schedule, engine=args.engine, **kw)
+    first = rows[0].result
+    if first.lowered:
+        origin = origin.with_lowering(first.input_schedule, first.schedule)
+    cap = limits.max_counterexamples
+    if args.format == "json":
+        doc = all_json(rows, source=source, origin=origin, with_witness=args.witness,
+                       max_counterexamples=cap)
+        stdout.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        stdout.write(render_all(rows, source=source, origin=origin, verbose=args.verbose,
+                                with_witness=args.witness, max_counterexamples=cap))
+    return exit_code(rows)
 
 
 if __name__ == "__main__":  # pragma: no cover

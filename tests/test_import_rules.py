@@ -254,7 +254,7 @@ LAYERS = [
     {"verifier.generators"},
     {"verifier.render", "verifier.synth", "verifier.strategies"},
     {"verifier.cli"},
-    {"verifier.checker", "verifier.io", "verifier.__main__"},
+    {"verifier.checker", "verifier.io", "verifier.__main__", "verifier.record"},
 ]
 
 

@@ -22,7 +22,7 @@ from verifier.errors import InputError, OutputFailed, ParserExit, UsageError
 from verifier.extras import MissingExtra
 from verifier.format.guard import SafeText, one_line
 
-COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show", "synthesize")
+COMMANDS = ("check", "generate", "convert", "analyze", "compare", "show", "synthesize", "record")
 
 EXIT_OK, EXIT_REFUTED, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 

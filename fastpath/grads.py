@@ -81,11 +81,16 @@ class GradReduction:
     """Mixin of RankRunner: the end-of-step reduction (see the module docstring)."""
 
     def _names(self, stage: int) -> list[str]:
-        return [
-            f"layer{i}.{n}"
-            for i, mod in zip(self.stage_layers[stage], self.mods[stage])
-            for n, _ in mod.named_parameters()
-        ]
+        """``layer{i}.{name}`` of the stage's parameters, in ``self.params`` order
+        (worked out once per stage: it was a named_parameters walk per stage per step)."""
+        names = self._names_of.get(stage)
+        if names is None:
+            names = self._names_of[stage] = [
+                f"layer{i}.{n}"
+                for i, mod in zip(self.stage_layers[stage], self.mods[stage])
+                for n, _ in mod.named_parameters()
+            ]
+        return names
 
     def _layer_grads(self) -> dict[str, torch.Tensor]:
         """running order: each parameter's ``.grad`` (summed in the order the rank ran

@@ -86,6 +86,8 @@ class _Pool:
 class P2P:
     """Posting and waiting for ``RankRunner`` (which sets the attributes used here)."""
 
+    _gloo = None  # (process group, peer -> its rank in the group), set at the first post
+
     def _reset_p2p(self) -> None:
         self.send_data, self.recvs, self.sends = {}, {}, []
         self.done: set = set()  # works waited (or seen complete): never waited again
@@ -129,20 +131,14 @@ class P2P:
         is_batch = isinstance(action, Batch)
         order = [i for i, op in enumerate(ops) if op.kind.is_send] + \
             [i for i, op in enumerate(ops) if not op.kind.is_send]
-        p2p, meta = [], []
+        meta = []
         for sub in order:
             op = ops[sub]
             peer = self.plan.peers[(step, sub if is_batch else 0)]
             t = self._send_tensor(step, action, op) if op.kind.is_send else \
                 self._recv_buffer(op)
-            p2p.append(dist.P2POp(dist.isend if op.kind.is_send else dist.irecv, t, peer,
-                                  self.group))
             meta.append((op, peer, t))
-        if self.cuda:
-            with torch.cuda.stream(self.comm_stream):
-                works = self._issue(p2p, is_batch)
-        else:
-            works = self._issue(p2p, is_batch)
+        works = self._issue_cuda(meta, is_batch) if self.cuda else self._issue_gloo(meta)
         if len(works) != len(meta):
             # NCCL coalesces a batch into one work that stands for every op in it
             if len(works) != 1:
@@ -162,6 +158,30 @@ class P2P:
             out.append(rec)
         return out
 
+    def _issue_gloo(self, meta) -> list:
+        """Each op through the process group's own send/recv, in order. That is what
+        ``batch_isend_irecv`` does on gloo (no coalescing: it posts each op of the
+        batch as a plain isend/irecv, torch/distributed/distributed_c10d.py), without
+        its Python layers (P2POp, the per-op group and rank checks): they were about
+        a fifth of a rank's main-thread CPU with tiny computes (cProfile with a CPU
+        clock, bench_fastpath dualpipe --hidden 8 --batch 1)."""
+        if self._gloo is None:
+            pg = self.group if self.group is not None else dist.group.WORLD
+            peers = set(self.plan.peers.values())
+            self._gloo = (pg, {p: dist.get_group_rank(pg, p) for p in peers})
+        pg, grank = self._gloo
+        return [pg.send([t], grank[peer], 0) if op.kind.is_send else
+                pg.recv([t], grank[peer], 0) for op, peer, t in meta]
+
+    def _issue_cuda(self, meta, is_batch: bool) -> list:
+        p2p = [dist.P2POp(dist.isend if op.kind.is_send else dist.irecv, t, peer, self.group)
+               for op, peer, t in meta]
+        with torch.cuda.stream(self.comm_stream):
+            if is_batch:
+                return dist.batch_isend_irecv(p2p)
+            op = p2p[0]
+            return [op.op(op.tensor, op.peer, op.group)]
+
     def _send_tensor(self, step, action, op: Comm) -> torch.Tensor:
         t = self.send_data.pop((op.kind, op.stage, op.mb), None)
         if t is None:
@@ -177,13 +197,6 @@ class P2P:
         st_in, st_out = self.shapes[op.stage]
         shape = st_in if op.kind is CommKind.RECV_F else st_out
         return self.pool.take(shape, self.comm_stream if self.cuda else None)
-
-    @staticmethod
-    def _issue(p2p, is_batch: bool) -> list:
-        if is_batch:
-            return dist.batch_isend_irecv(p2p)
-        op = p2p[0]
-        return [op.op(op.tensor, op.peer, op.group)]
 
     def _wait_batch(self, recs) -> float:
         """Wait every op of a waited ``Batch`` just posted (``recs`` from ``_post``)."""

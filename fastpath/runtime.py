@@ -139,6 +139,7 @@ class RankRunner(GradReduction, P2P):
         if len(shapes) == 1 and plan.num_recvs:
             self.pool.preallocate(shapes.pop(), peak_receive_buffers(plan))
         self.tied_pgs = []  # (TiedGroup, process group) where this rank is a member
+        self._names_of: dict[int, list[str]] = {}  # stage -> parameter names (fastpath.grads)
         self._reset_p2p()
         if self.cuda:
             self.compute_stream = torch.cuda.current_stream(device)

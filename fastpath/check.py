@@ -30,7 +30,7 @@ from reference.baseline import compare
 from reference.executor import run_pipeline
 from reference.models import make_layers, make_microbatches, num_model_layers
 from verifier.check.checker import check
-from verifier.ir import Schedule, loc
+from verifier.ir import Schedule
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,7 @@ def verify(schedule: Schedule, comm_model: str = "nccl") -> Verification:
     res = check(schedule, comm_model=comm_model, engine="graph")
     lines = []
     for v in res.violations:
-        where = ", ".join(loc(r, k) for r, k in v.locations[:2])
-        lines.append(f"[{v.property}] {v.message}" + (f" ({where})" if where else ""))
+        lines.append(v.summary())
     if res.cycle is not None:
         for hop in list(getattr(res.cycle, "hops", ()))[:8]:
             w, t = hop.waiter, hop.target

@@ -33,12 +33,12 @@ from verifier.ir import (
     computes_of,
     loc,
 )
-from verifier.semantics.lowering import lower
+from verifier.semantics.lowering import lower_if_compute_only
 
 
 def prepare_schedule(schedule: Schedule) -> Schedule:
     """The schedule the runtime executes: lowered when compute-only, else as is."""
-    return lower(schedule) if schedule.is_compute_only else schedule
+    return lower_if_compute_only(schedule)
 
 
 def blocking_batches(schedule: Schedule, only_needed_next: bool = False) -> Schedule:

@@ -303,7 +303,6 @@ HOT_LOOPS: dict[str, str] = {
 # Files other helpers are splitting while this test lands; the coordinator
 # empties this list when they have landed. A path ending in "/" is a folder.
 BEING_SPLIT = {
-    "reference/executor.py",  # being split by z3replay
     "fastpath/cli.py",  # being split by fast
 }
 

@@ -41,7 +41,7 @@ class Replay:
         self.costs = costs
         self.model = comm.model(comm_model)
         self.comm_model = self.model.name
-        self.R = R = s.num_ranks
+        self.R = s.num_ranks
         M = s.num_microbatches
         self.sidx = sidx = {st.id: i for i, st in enumerate(s.stages)}
         self.SM = len(s.stages) * M

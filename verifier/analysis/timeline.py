@@ -56,7 +56,7 @@ from verifier.results.analysis import (  # noqa: F401
 from verifier.analysis.costs import DEFAULT, CostModel
 from verifier.ir import Schedule, ScheduleError, loc
 from verifier.semantics import comm
-from verifier.semantics.lowering import lower
+from verifier.semantics.lowering import lower_if_compute_only
 
 # the models analyze takes: every model of verifier.semantics.comm (the replay
 # reads their fields)
@@ -83,9 +83,9 @@ def analyze(
         comm.model(comm_model)
     except ValueError as e:
         raise ScheduleError(str(e)) from None
-    if s.is_compute_only and any(s.actions):
+    if s.is_compute_only:
         _check_computes(s)  # lowering assumes well-formed computes
-        s = lower(s)
+    s = lower_if_compute_only(s)
     a = replay(s, costs, comm_model)
     if not a.makespan < float("inf"):  # every cost is finite, their sum need not be
         raise ScheduleError(f"the timeline's times overflow (makespan {a.makespan}); give "

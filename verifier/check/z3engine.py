@@ -37,7 +37,7 @@ from typing import Mapping
 import z3
 
 from verifier.ir import Schedule
-from verifier.semantics.lowering import lower
+from verifier.semantics.lowering import lower_if_compute_only
 from verifier.check.encoding import encode  # noqa: F401  (re-exported)
 from verifier.check.smt import (  # noqa: F401  (the system's data and text, re-exported)
     PROPERTY_IDS,
@@ -181,8 +181,7 @@ def decide(
     and for unsat core_size_raw, core_solve_seconds, core_minimize_seconds.
     """
     t0 = time.perf_counter()
-    if schedule.is_compute_only:
-        schedule = lower(schedule)
+    schedule = lower_if_compute_only(schedule)
     enc = encode(schedule, comm_model, memory_limit)
     labels = solve_order(enc)
     t1 = time.perf_counter()

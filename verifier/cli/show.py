@@ -18,7 +18,7 @@ from verifier.cli.analyze import COSTS_DOC, COSTS_HELP
 from verifier.errors import FlagError
 from verifier.format.io import source_name
 from verifier.ir import ScheduleError
-from verifier.semantics.lowering import lower
+from verifier.semantics.lowering import lower_if_compute_only
 
 HELP = "draw a schedule's timeline (PNG, SVG or a coloured text grid)"
 
@@ -113,8 +113,7 @@ def run(args, stdout, stderr) -> int:
     cm = costs_mod.load(args.costs)
     s = load_for_engines(args, "show")
     with guard.naming(source_name(args.file)):
-        if s.is_compute_only and any(s.actions):
-            s = lower(s)
+        s = lower_if_compute_only(s)
         a = analyze(s, cm, args.comm_model)
         pic = layout(s, a, critical=args.critical_path)
     limit = guard.limits_of(args).max_pixels

@@ -132,6 +132,12 @@ class Violation:
     def arg(self, name: str, default=None):
         return dict(self.args).get(name, default)
 
+    def summary(self, places: int = 2) -> str:
+        """One line: ``[property] message (rank r step k, ...)`` naming at most
+        ``places`` of its locations (how the executors quote a refutation)."""
+        where = ", ".join(loc(r, k) for r, k in self.locations[:places])
+        return f"[{self.property}] {self.message}" + (f" ({where})" if where else "")
+
 
 class EventKind(_Ordered):
     """The events of the happens-before model (specs/SEMANTICS.md)."""

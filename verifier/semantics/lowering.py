@@ -224,6 +224,13 @@ def lower_with_map(s: Schedule) -> tuple[Schedule, LoweredMap]:
     return low, lowering_map(s, low)
 
 
+def lower_if_compute_only(s: Schedule) -> Schedule:
+    """The schedule the engines, the replay and the executors run: ``lower(s)``
+    when ``s`` is compute-only and has actions, else ``s`` itself (a schedule
+    without any action has nothing to lower)."""
+    return lower(s) if s.is_compute_only and s.num_actions else s
+
+
 def strip_communication(s: Schedule) -> Schedule:
     """The compute-only skeleton of a schedule (inverse of ``lower`` on computes)."""
     return s.with_actions(

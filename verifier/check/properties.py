@@ -38,6 +38,7 @@ from verifier.ir import (
     op_text,
 )
 from verifier.semantics.memory import peak_activations
+from verifier.semantics.routes import routes_of
 from verifier.semantics.tables import tables_of
 from verifier.format.units import format_bytes
 
@@ -107,13 +108,12 @@ def _action_faults(s: Schedule) -> list[Violation]:
     out: list[Violation] = []
     M = s.num_microbatches
     # per stage: (rank, route index, rank towards next stage, rank towards previous)
-    table: dict[int, tuple] = {}
-    for ri, r in enumerate(s.routes):
-        n = len(r.stages)
-        for k, sid in enumerate(r.stages):
-            nxt = by_rank(s, r.stages[k + 1]) if k + 1 < n else None
-            prv = by_rank(s, r.stages[k - 1]) if k > 0 else None
-            table[sid] = (by_rank(s, sid), ri, nxt, prv)
+    nb = routes_of(s)
+    table: dict[int, tuple] = {
+        sid: (nb.rank_of[sid], ri,
+              None if nb.next[sid] is None else nb.rank_of[nb.next[sid]],
+              None if nb.prev[sid] is None else nb.rank_of[nb.prev[sid]])
+        for sid, ri in nb.route_of.items()}
     route_of_mb = s.route_of_mb
     towards_next = (CommKind.SEND_F, CommKind.RECV_B)
     for rank, acts in enumerate(s.actions):
@@ -189,8 +189,6 @@ def require_well_formed(s: Schedule, source: str, command: str = "this command")
         f"not well-formed: {bounded(viols[0].message, 300)}{more}; {command} needs a "
         "well-formed schedule (`python -m verifier check` lists every fault)", source)
 
-def by_rank(s: Schedule, stage: int) -> int:
-    return s.stage_by_id[stage].rank
 
 
 # --------------------------------------------------------------------- 2
@@ -285,16 +283,13 @@ def fifo_pairs(s: Schedule):
     ops = idx.ops
     pairs = []
     for x, y in idx.pair_list:
-        if ops[x][3].kind in _SENDS:
+        if idx.is_send[x]:
             pairs.append((ops[x], ops[y]))
         else:
             pairs.append((ops[y], ops[x]))
-    us = [(ops[i], k) for i, k in idx.unmatched if ops[i][3].kind in _SENDS]
-    ur = [(ops[i], k) for i, k in idx.unmatched if ops[i][3].kind not in _SENDS]
+    us = [(ops[i], k) for i, k in idx.unmatched if idx.is_send[i]]
+    ur = [(ops[i], k) for i, k in idx.unmatched if not idx.is_send[i]]
     return pairs, us, ur, idx.counts
-
-
-_SENDS = frozenset((CommKind.SEND_F, CommKind.SEND_B))
 
 
 def _nth(k: int) -> str:

@@ -278,3 +278,44 @@ def _hand_made():
     # the extra send completes when posted; a rendezvous one never does
     yield sched([Comm(RF, 1, 0), f1, Comm(SF, 1, 0), Comm(RB, 1, 0), b1, Comm(SB, 1, 0)],
                 r0_extra=(Comm(SF, 0, 0),))
+
+
+# ------------------------------------------------------------ the checker's table
+
+
+def test_engine_table_refuses_an_undecided_model(monkeypatch):
+    """An engine that does not decide a model gives no verdict under it: --engine
+    z3 is a usage error, auto leaves it to the graph engine and says so."""
+    from verifier.check import checker
+    from verifier.ir import ScheduleError
+
+    monkeypatch.setitem(checker.ENGINE_MODELS, "z3", ("nccl", "eager"))
+    s = generate("1f1b", 2, 2)
+    for engine in ("z3", "both"):
+        with pytest.raises(ScheduleError, match="z3 engine does not decide the gloo model"):
+            check(s, "gloo", engine)
+    r = check(s, "gloo", "auto")
+    assert r.engine == "graph" and "z3 does not encode the gloo model" in r.engine_note
+    assert r.result_of(PropertyId.DEADLOCK_FREE).status is Status.HOLDS and r.certificate.accepted
+    assert check(s, "nccl", "auto").engine == "z3"
+
+
+def test_certificate_and_events_are_data():
+    from verifier.ir import Batch as B
+    from verifier.results.check import Certificate, Event, EventKind
+
+    assert str(Certificate()) == "" and not Certificate()
+    assert str(Certificate(True, True)) == "accepted"
+    assert str(Certificate(True, False, "step 3 cannot begin")) == "rejected: step 3 cannot begin"
+    with pytest.raises(ValueError):
+        Certificate(False, True)
+    s = load_schedule(Path(__file__).parent.parent / "specs/examples/broken/deadlock_pytorch_issue_172668.json")
+    r = check(s, "nccl", "graph")
+    events = [e for h in r.cycle.hops for e in (h.waiter, h.target)]
+    assert events and all(e.kind is EventKind.NEVER or e.action is not None for e in events)
+    for e in events:
+        if e.kind is EventKind.OP_DONE:
+            assert isinstance(e.action, Comm) and e.text == str(e.action)
+        elif e.kind is not EventKind.NEVER:
+            assert e.action == s.actions[e.rank][e.step] and e.is_batch is isinstance(e.action, B)
+    assert Event(EventKind.NEVER, -1, -1).text == ""

@@ -18,6 +18,8 @@ How a verdict is reached:
    (the graph engine first: a static failure or a deadlock it finds is the
    answer, without waiting for Z3's minimised unsat core; otherwise Z3 proves
    it when ``z3budget.fits_budget`` says so, else the graph engine decides);
+   which engines run and which models each decides is the data ``RUNS`` and
+   ``ENGINE_MODELS``: no verdict under a model an engine does not decide;
 4. every certificate the graph engine produces (a witness order or a cycle of
    waits) is validated by ``verifier.check.certificate``, an interpreter that shares
    no code with the engines; a rejected certificate makes the verdict UNKNOWN.

@@ -74,48 +74,71 @@ class Plan:
     handle_req: list  # per rank: {handle: req}
     step_reqs: list  # per rank, per op: tuple of req ids
     coll_index: list  # per rank, per op: (group, k) of a collective, else None
+    code: list  # per rank, per op: what the op does (NOOP, POST, POST_BLOCK, WAIT)
+    wait_req: list  # per rank, per op: the req a wait names (-1: none, or unknown handle)
+    is_send: list  # per req
+
+
+NOOP, POST, POST_BLOCK, WAIT = 0, 1, 2, 3
 
 
 def plan(p: Program) -> Plan:
     req_place, req_op = [], []
     handle_req = [dict() for _ in range(p.num_ranks)]
-    step_reqs, coll_index = [], []
+    step_reqs, coll_index, codes, waits = [], [], [], []
     sends: dict = {}
     recvs: dict = {}
     coll_count: dict = {}
+    is_send: list[bool] = []
     for rp in p.ranks:
-        rank_steps, rank_colls = [], []
+        rank = rp.rank
+        hr = handle_req[rank]
+        n = len(rp.ops)
+        rank_steps, rank_colls = [()] * n, [None] * n
+        code, wq = [NOOP] * n, [-1] * n
         for k, op in enumerate(rp.ops):
-            entries = op.ops if isinstance(op, BatchP2P) else (op,) if isinstance(op, P2P) else ()
-            ids = []
-            for j, e in enumerate(entries):
-                q = len(req_op)
-                req_op.append(e)
-                req_place.append((rp.rank, k, j if isinstance(op, BatchP2P) else None))
-                ids.append(q)
-                if e.handle is not None:
-                    handle_req[rp.rank].setdefault(e.handle, q)
-                key = (e.group, rp.rank, e.peer) if e.is_send else (e.group, e.peer, rp.rank)
-                (sends if e.is_send else recvs).setdefault(key, []).append(q)
-            rank_steps.append(tuple(ids))
-            if isinstance(op, Collective):
-                n = coll_count.get((rp.rank, op.group), 0)
-                coll_count[(rp.rank, op.group)] = n + 1
-                rank_colls.append((op.group, n))
-            else:
-                rank_colls.append(None)
+            t = type(op)
+            if t is Wait:
+                code[k] = WAIT
+                wq[k] = hr.get(op.handle, -1)
+            elif t is P2P or t is BatchP2P:
+                entries = (op,) if t is P2P else op.ops
+                code[k] = POST_BLOCK if t is P2P and op.blocking else POST
+                first = len(req_op)
+                for j, e in enumerate(entries):
+                    q = first + j
+                    req_op.append(e)
+                    req_place.append((rank, k, None if t is P2P else j))
+                    h = e.handle
+                    if h is not None and h not in hr:
+                        hr[h] = q
+                    send = e.op == "send" or e.op == "isend"
+                    is_send.append(send)
+                    if send:
+                        sends.setdefault((e.group, rank, e.peer), []).append(q)
+                    else:
+                        recvs.setdefault((e.group, e.peer, rank), []).append(q)
+                rank_steps[k] = tuple(range(first, len(req_op)))
+            elif t is Collective:
+                code[k] = POST_BLOCK
+                c = coll_count.get((rank, op.group), 0)
+                coll_count[(rank, op.group)] = c + 1
+                rank_colls[k] = (op.group, c)
         step_reqs.append(rank_steps)
         coll_index.append(rank_colls)
+        codes.append(code)
+        waits.append(wq)
     partner = [-1] * len(req_op)
     for key, ss in sends.items():
         for a, b in zip(ss, recvs.get(key, ())):
             partner[a], partner[b] = b, a
-    return Plan(req_place, req_op, partner, handle_req, step_reqs, coll_index)
+    return Plan(req_place, req_op, partner, handle_req, step_reqs, coll_index, codes, waits, is_send)
 
 
 class _Replay:
     def __init__(self, p: Program, pl: Plan, rules: ReplayRules):
         self.p, self.pl, self.rules = p, pl, rules
+        self.partner, self.is_send = pl.partner, pl.is_send
         n = len(pl.req_op)
         self.req_done = [False] * n
         self.req_unit = [-1] * n
@@ -199,10 +222,11 @@ class _Replay:
         if self.unit_left[u] == 0:
             self.finish_unit(u)
             return
+        partner, try_req = self.partner, self.try_req
         for q in self.unit_reqs[u]:
-            self.try_req(q)
-            if self.partner_ok(q):
-                self.try_req(self.pl.partner[q])
+            try_req(q)
+            if partner[q] >= 0:
+                try_req(partner[q])
         coll = self.unit_coll[u]
         if coll is not None:
             self.try_coll(coll)
@@ -215,21 +239,19 @@ class _Replay:
         return u >= 0 and self.unit_ready[u]
 
     def try_req(self, q: int) -> None:
-        if self.req_done[q] or not self.ready(q):
+        unit_ready, req_unit = self.unit_ready, self.req_unit
+        if self.req_done[q] or req_unit[q] < 0 or not unit_ready[req_unit[q]]:
             return
-        op = self.pl.req_op[q]
-        if op.is_send and self.rules.buffered_sends:
+        buffered = self.rules.buffered_sends
+        if buffered and self.is_send[q]:
             self.complete(q)
             return
-        m = self.pl.partner[q]
-        if m < 0 or not self.ready(m):
+        m = self.partner[q]
+        if m < 0 or req_unit[m] < 0 or not unit_ready[req_unit[m]]:
             return
-        if self.rules.buffered_sends:  # a receive whose send is posted
-            self.complete(q)
-        else:  # rendezvous: the pair completes together
-            self.complete(q)
-            if not self.req_done[m]:
-                self.complete(m)
+        self.complete(q)
+        if not buffered and not self.req_done[m]:  # rendezvous: the pair completes together
+            self.complete(m)
 
     def try_coll(self, coll) -> None:
         g = self.p.group(coll[0])
@@ -282,31 +304,38 @@ class _Replay:
 
     def run_rank(self, rank: int) -> None:
         ops = self.p.ranks[rank].ops
+        code, wait_req = self.pl.code[rank], self.pl.wait_req[rank]
+        posted_at, unit_done, req_unit = self.posted_at[rank], self.unit_done, self.req_unit
         self.blocked_on[rank] = None
-        while self.pc[rank] < len(ops):
-            k = self.pc[rank]
-            op = ops[k]
-            if isinstance(op, (P2P, BatchP2P, Collective)):
-                u = self.posted_at[rank].get(k)
+        k, n = self.pc[rank], len(ops)
+        start = k
+        while k < n:
+            c = code[k]
+            if c == POST or c == POST_BLOCK:
+                u = posted_at.get(k)
                 if u is None:
-                    u = self.post(rank, k, op)
-                if isinstance(op, Collective) or (isinstance(op, P2P) and op.blocking):
-                    if not self.unit_done[u]:
-                        self.block(rank, ("unit", u))
-                        return
-            elif isinstance(op, Wait):
-                q = self.pl.handle_req[rank].get(op.handle)
-                if q is not None and self.req_unit[q] >= 0:  # an unknown handle: well-formed says so
-                    if op.handle in self.waited[rank] and self.rules.second_wait_blocks:
-                        self.block(rank, ("never", "second-wait", op.handle))
+                    u = self.post(rank, k, ops[k])
+                if c == POST_BLOCK and not unit_done[u]:
+                    self.pc[rank] = k
+                    self.block(rank, ("unit", u))
+                    return
+            elif c == WAIT:
+                q = wait_req[k]
+                if q >= 0 and req_unit[q] >= 0:  # an unknown handle: well-formed says so
+                    h = ops[k].handle
+                    if h in self.waited[rank] and self.rules.second_wait_blocks:
+                        self.pc[rank] = k
+                        self.block(rank, ("never", "second-wait", h))
                         return
                     target, done = self.wait_target(rank, q)
                     if not done:
+                        self.pc[rank] = k
                         self.block(rank, target)
                         return
-                    self.waited[rank].add(op.handle)
-            self.pc[rank] = k + 1
-            self.events += 1
+                    self.waited[rank].add(h)
+            k += 1
+        self.pc[rank] = k
+        self.events += n - start
 
     def run(self) -> None:
         while self.runnable:

@@ -11,6 +11,11 @@ send of stage s is F/s, a forward receive F/(s-1), a backward send B/s, a
 backward receive B/(s+1) (stages of a pipeline are numbered along the chain,
 looped and V schedules included).
 
+The recorder calls ``patch`` at once when the stage module is loaded already,
+else ``PatchOnImport`` (a meta-path finder) calls it right after the script
+imports it: loading torch.distributed.pipelining costs seconds, which only
+scripts that use it should pay.
+
 What it does not cover: private methods of other torch versions (a method that
 is absent is left alone), other runtimes (fastpath.record.hooks is theirs).
 """
@@ -18,6 +23,51 @@ is absent is left alone), other runtimes (fastpath.record.hooks is theirs).
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import sys
+
+STAGE_MODULE = "torch.distributed.pipelining.stage"
+
+
+class PatchOnImport(importlib.abc.MetaPathFinder):
+    """A meta-path finder that patches the stages once ``STAGE_MODULE`` has loaded."""
+
+    def __init__(self, rec):
+        self.rec = rec
+
+    def find_spec(self, name, path=None, target=None):
+        if name != STAGE_MODULE:
+            return None
+        sys.meta_path.remove(self)  # let the others find it; we only wrap its loading
+        try:
+            from importlib.util import find_spec
+
+            spec = find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, rec = spec.loader, self.rec
+
+        class _Loader(importlib.abc.Loader):
+            def __getattr__(self, attr):  # get_source, get_filename...: the real loader's
+                return getattr(loader, attr)
+
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                self_unhook()
+                patch(rec, module._PipelineStageBase)
+
+        self_unhook = self.unhook
+        spec.loader = _Loader()
+        return spec
+
+    def unhook(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
 
 _PAYLOAD_OF = {  # method -> (kind, stage offset from the stage's own index)
     "get_fwd_send_ops": ("F", 0),

@@ -48,6 +48,11 @@ from fastpath.record import hooks
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 
+# the frames ``where`` passes over (by code object) and files as shown (by working
+# folder, then file): facts of the process, kept across recordings
+_SKIP: dict = {}
+_REL: dict[str, dict[str, str]] = {}
+
 # collective name -> the argument whose tensor the op is described by
 COLLECTIVES = {
     "all_reduce": "tensor", "broadcast": "tensor", "all_gather": "tensor",
@@ -89,10 +94,10 @@ class Recorder:
         self._group_ids: dict[int, int] = {}
         self._group_refs: list = []  # the groups whose id() is a key above stay alive
         self._works: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._skip: dict = {}
+        self._skip = _SKIP
         self._tensor_payload: dict = {}  # id(tensor) -> (weakref, payload) of a P2POp's tensor
         self._last_poll: tuple | None = None  # the last is_completed written, and when
-        self._rel: dict[str, str] = {}
+        self._rel = _REL.setdefault(os.getcwd(), {})
         self._saved: list[tuple[object, str, object]] = []
         self._cwd = os.getcwd() + os.sep
 
@@ -206,7 +211,10 @@ class Recorder:
     def uninstall(self) -> None:
         hooks.ACTIVE = None
         for owner, name, orig in reversed(self._saved):
-            setattr(owner, name, orig)
+            if name == "unhook":
+                owner.unhook()
+            else:
+                setattr(owner, name, orig)
         self._saved.clear()
 
     def _wrap_p2p(self, name: str, orig):
@@ -415,13 +423,17 @@ class Recorder:
         self._patch(cls, "__init__", __init__)
 
     def _patch_pipelining(self) -> None:
-        try:
-            from torch.distributed.pipelining import stage as pstage
-        except ImportError:  # an older torch without it
-            return
+        """Patch pipelining's stages now if loaded, else when the script imports them
+        (importing torch.distributed.pipelining costs seconds: only scripts that use it pay)."""
         from fastpath.record import pipelining  # a sibling of this module, torch-bound too
 
-        pipelining.patch(self, pstage._PipelineStageBase)
+        module = sys.modules.get(pipelining.STAGE_MODULE)
+        if module is not None:
+            pipelining.patch(self, module._PipelineStageBase)
+            return
+        finder = pipelining.PatchOnImport(self)
+        sys.meta_path.insert(0, finder)
+        self._saved.append((finder, "unhook", None))
 
 
 def redirect_cuda() -> bool:

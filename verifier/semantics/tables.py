@@ -156,8 +156,12 @@ class Tables:
 
     @cached_property
     def is_send(self) -> bytearray:
-        """Per op: 1 for a send."""
-        return bytearray(1 if o[3].kind.is_send else 0 for o in self.ops)
+        """Per op: 1 for a send (from the FIFO channels' send lists)."""
+        out = bytearray(self.num_ops)
+        for sends, _recvs in self._chans.values():
+            for i in sends:
+                out[i] = 1
+        return out
 
     @cached_property
     def peer(self) -> list[int]:
@@ -270,6 +274,7 @@ def _match(t: Tables, chans: dict, R: int) -> None:
         unmatched.extend((x, k) for k, x in enumerate(a[len(b):], start=len(b)))
         unmatched.extend((x, k) for k, x in enumerate(b[len(a):], start=len(a)))
     t.partner, t.unmatched, t.counts, t.mismatched = partner, unmatched, counts, mismatched
+    t._chans = chans
     t.num_pairs = (t.num_ops - len(unmatched)) // 2
     del t._sig
 

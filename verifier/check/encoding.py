@@ -27,10 +27,15 @@ in strictly increasing time. Memory adds one counter per compute step.
 
 The labels and what each prefix states: verifier.check.smt.
 
+It reads the semantics tables (verifier.semantics.tables: route neighbours,
+FIFO partners and payload mismatches, first producers and receives, the
+model's streams) instead of deriving them; those exist for well-formed
+schedules, so another input is a ``ScheduleError`` (the checker asks Z3 about
+no other). Unmatched messages and missing producers are stated as false
+constants, not crashed on.
+
 What it does not cover: solving (verifier.check.z3engine, the only module here
-that imports z3), properties 1-2 (verifier.check.properties). The input is
-assumed well-formed; unmatched messages and missing producers are stated as
-false constants, not crashed on.
+that imports z3), properties 1-2 (verifier.check.properties).
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from verifier.errors import IllFormed
 from verifier.ir import (
-    Batch, Comm, CommKind, ComputeKind, Overlap, Schedule, comms_of, computes_of, loc, op_text,
+    Batch, Comm, CommKind, ComputeKind, Overlap, Schedule, ScheduleError, comms_of, computes_of,
+    loc, op_text,
 )
 from verifier.results.check import PropertyId
 from verifier.semantics import comm
 from verifier.semantics.comm import CommModel
+from verifier.semantics.tables import Tables, tables_of
 from verifier.check.smt import Builder, Encoding
 
 # the label prefixes of the property groups (verifier.check.smt.property_of)
@@ -54,6 +62,7 @@ _OVL = PropertyId.OVERLAP_LEGAL.value
 _MEM = PropertyId.MEMORY.value
 
 _F = ComputeKind.F
+_BI = (ComputeKind.B, ComputeKind.I)
 _RETURNS_WAITED = "returns once posted and all its ops complete"
 
 
@@ -105,15 +114,21 @@ def encode(
         m = comm.model(comm_model)
     except ValueError as e:
         raise ValueError(f"comm_model: {e}") from None
+    try:
+        t = tables_of(s)
+    except IllFormed:
+        raise ScheduleError(
+            "the Z3 encoding needs a well-formed schedule (`check` names what is not)"
+        ) from None
     b = Builder()
     ev = _Events(_descriptions(s))
     _program(b, s, ev, m)
     if m.has_streams:
-        _comm_streams(b, s, ev, m)
-    _matching(b, s, ev, m)
+        _comm_streams(b, s, t, ev, m)
+    _matching(b, s, t, ev, m)
     _waited_batches(b, s, ev)
     for r in range(s.num_ranks):
-        _RankDependencies(b, s, ev, r).state()
+        _RankDependencies(b, s, t, ev, r).state()
     _overlaps(b, s, ev)
     num_time = len(b.names)
     if memory_limit is not None:
@@ -180,37 +195,35 @@ def _compute_events(b: Builder, ev: _Events, r: int, i: int, n: int, st: int, la
     return rt
 
 
-def _comm_streams(b: Builder, s: Schedule, ev: _Events, m: CommModel) -> None:
-    """The model's in-order streams: a unit is active only once the previous
-    unit of its stream (``CommModel.stream_of``) has completed."""
+def _comm_streams(b: Builder, s: Schedule, t: Tables, ev: _Events, m: CommModel) -> None:
+    """The model's in-order streams (``Tables.streams``): a unit is active only
+    once the previous unit of its stream has completed."""
+    st = t.streams(m)
+    step_of = {}  # unit -> its step
     for r in range(s.num_ranks):
-        prev: dict[int | None, int] = {}  # stream key -> its last unit's step
-        for i, a in enumerate(s.actions[r]):
+        for i, _a in enumerate(s.actions[r]):
             if (r, i) not in ev.unit_active:
                 continue
-            batched = isinstance(a, Batch)
-            # the peer only matters for a plain op's pair stream (StreamRule.PAIR)
-            pair = not batched and m.stream is comm.StreamRule.PAIR
-            key = m.stream_of(batched, _safe(s.peer_of, a) if pair else -2)
-            p = prev.get(key)
-            if p is not None:
+            u = t.steps[r][i]
+            step_of[u] = i
+            if st.pos[u]:
+                p = step_of[st.units[st.of_unit[u]][st.pos[u] - 1]]
                 b.after(
-                    f"{_DL}: {loc(r, i)} waits {loc(r, p)} on {_stream_name(m, r, key)} "
+                    f"{_DL}: {loc(r, i)} waits {loc(r, p)} on {_stream_name(s, m, r, i)} "
                     f"({s.actions[r][i]} after {s.actions[r][p]})",
                     ev.unit_active[(r, i)],
                     ev.unit_complete[(r, p)],
                 )
-            prev[key] = i
 
 
-def _stream_name(m: CommModel, r: int, key: int | None) -> str:
+def _stream_name(s: Schedule, m: CommModel, r: int, i: int) -> str:
+    """The stream of the unit at (r, i), in words."""
     if m.stream is comm.StreamRule.RANK:
         return f"rank {r}'s comm stream"
-    if key == comm.GROUP_STREAM:
+    a = s.actions[r][i]
+    if isinstance(a, Batch):
         return f"rank {r}'s group stream"
-    if key is None:  # an op with no peer (its constant says so)
-        return f"rank {r}'s stream of ops without a peer"
-    return f"rank {r}'s stream with rank {key}"
+    return f"rank {r}'s stream with rank {s.peer_of(a)}"
 
 
 def _waited_batches(b: Builder, s: Schedule, ev: _Events) -> None:
@@ -231,37 +244,28 @@ def _waited_batches(b: Builder, s: Schedule, ev: _Events) -> None:
 _Op = tuple[int, int, "int | None", Comm]  # rank, step, index in its BATCH (or None), op
 
 
-def _channels(b: Builder, s: Schedule):
-    """The sends and receives of each ordered rank pair, in post order."""
-    sends: dict[tuple[int, int], list[_Op]] = {}
-    recvs: dict[tuple[int, int], list[_Op]] = {}
-    posted = (
-        (r, i, j if isinstance(a, Batch) else None, op)
-        for r in range(s.num_ranks)
-        for i, a in enumerate(s.actions[r])
-        for j, op in enumerate(comms_of(a))
-    )
-    for r, i, j, op in posted:
-        peer = _safe(s.peer_of, op)
-        if peer is None:
-            b.const(f"{_MSG}: {loc(r, i, j)} {op} has no peer on its route", False)
-            continue
-        if op.kind.is_send:
-            sends.setdefault((r, peer), []).append((r, i, j, op))
+def _channels(t: Tables):
+    """The sends and receives (op indices) of each ordered rank pair, in post order."""
+    sends: dict[tuple[int, int], list[int]] = {}
+    recvs: dict[tuple[int, int], list[int]] = {}
+    for x, (r, _i, _j, _op) in enumerate(t.ops):
+        if t.is_send[x]:
+            sends.setdefault((r, t.peer[x]), []).append(x)
         else:
-            recvs.setdefault((peer, r), []).append((r, i, j, op))
+            recvs.setdefault((t.peer[x], r), []).append(x)
     return sends, recvs
 
 
-def _matching(b: Builder, s: Schedule, ev: _Events, m: CommModel) -> None:
-    """Pair the k-th send with the k-th receive of each channel; state the
-    payloads, the unmatched ops, and each pair's completion."""
-    sends, recvs = _channels(b, s)
-    for pair in sorted(set(sends) | set(recvs)):
+def _matching(b: Builder, s: Schedule, t: Tables, ev: _Events, m: CommModel) -> None:
+    """State the FIFO pairing of each channel (``Tables.partner``): the payloads,
+    the unmatched ops, and each pair's completion."""
+    sends, recvs = _channels(t)
+    differ = set(t.mismatched)
+    for pair in sorted(t.counts):
         ss, rs = sends.get(pair, []), recvs.get(pair, [])
         for k in range(max(len(ss), len(rs))):
             if k >= len(rs):
-                r, i, j, op = ss[k]
+                r, i, j, op = t.ops[ss[k]]
                 b.const(
                     f"{_MSG}: {loc(r, i, j)} {op} (send #{k} from rank {pair[0]} "
                     f"to rank {pair[1]}) has no matching receive: rank {pair[1]} posts "
@@ -269,7 +273,7 @@ def _matching(b: Builder, s: Schedule, ev: _Events, m: CommModel) -> None:
                     False,
                 )
             elif k >= len(ss):
-                r, i, j, op = rs[k]
+                r, i, j, op = t.ops[rs[k]]
                 b.const(
                     f"{_MSG}: {loc(r, i, j)} {op} (receive #{k} on rank {pair[1]} "
                     f"from rank {pair[0]}) has no matching send: rank {pair[0]} posts "
@@ -277,15 +281,16 @@ def _matching(b: Builder, s: Schedule, ev: _Events, m: CommModel) -> None:
                     False,
                 )
             else:
-                _pair(b, s, ev, ss[k], rs[k])
-                (_rendezvous if m.rendezvous else _buffered)(b, ev, ss[k], rs[k])
+                x = ss[k]
+                snd, rcv = t.ops[x], t.ops[t.partner[x]]
+                _pair(b, s, snd, rcv, (x, t.partner[x]) not in differ)
+                (_rendezvous if m.rendezvous else _buffered)(b, ev, snd, rcv)
 
 
-def _pair(b: Builder, s: Schedule, ev: _Events, snd: _Op, rcv: _Op) -> None:
+def _pair(b: Builder, s: Schedule, snd: _Op, rcv: _Op, same: bool) -> None:
     """The payload a matched send carries is what its receive expects."""
     (sr, si, sj, sop), (rr, ri, rj, rop) = snd, rcv
-    same = _safe(s.matching_op, sop) == rop
-    verdict = "equal" if same else f"differs (the receive expects {_safe(s.matching_op, rop)})"
+    verdict = "equal" if same else f"differs (the receive expects {s.matching_op(rop)})"
     b.const(
         f"{_MSG}: {loc(sr, si, sj)} {sop} pairs with {loc(rr, ri, rj)} {rop}: payload {verdict}",
         same,
@@ -351,61 +356,58 @@ def _unit_completes(b: Builder, ev: _Events, units, c: int, gap: int = 1) -> Non
 
 class _RankDependencies:
     """The data-flow order of rank ``r``: each compute after its producer or
-    receive, each send after its compute, W after its I."""
+    receive, each send after its compute, W after its I; the producers and
+    receives are the tables' first ones (``Tables.first``, ``first_recv``)."""
 
-    def __init__(self, b: Builder, s: Schedule, ev: _Events, r: int) -> None:
-        self.b, self.s, self.ev, self.r = b, s, ev, r
-        self.comp_at: dict[tuple[ComputeKind, int, int], tuple[int, int]] = {}
-        self.recv_at: dict[tuple[CommKind, int, int], tuple[int, int | None]] = {}
-        for i, a in enumerate(s.actions[r]):
-            for h, c in enumerate(computes_of(a)):
-                self.comp_at.setdefault((c.kind, c.stage, c.mb), (i, h))
-            for j, op in enumerate(comms_of(a)):
-                if not op.kind.is_send:
-                    self.recv_at.setdefault(
-                        (op.kind, op.stage, op.mb), (i, j if isinstance(a, Batch) else None)
-                    )
+    def __init__(self, b: Builder, s: Schedule, t: Tables, ev: _Events, r: int) -> None:
+        self.b, self.s, self.t, self.ev, self.r = b, s, t, ev, r
 
     def state(self) -> None:
-        s, r = self.s, self.r
-        for i, a in enumerate(s.actions[r]):
+        for i, a in enumerate(self.s.actions[self.r]):
             for c in computes_of(a):
-                if c.stage not in s.route_pos or c.stage not in s.stage_by_id:
-                    continue  # unknown stage: well-formed reports it
                 self._compute(i, c, isinstance(a, Overlap))
             for op in comms_of(a):
-                if not op.kind.is_send or op.stage not in s.route_pos:
-                    continue
-                kinds = (_F,) if op.kind is CommKind.SEND_F else (ComputeKind.B, ComputeKind.I)
-                self._need_compute(i, str(op), kinds, op.stage, op.mb)
+                if op.kind.is_send:
+                    kinds = (_F,) if op.kind is CommKind.SEND_F else _BI
+                    self._need_compute(i, str(op), kinds, op.stage, op.mb)
 
     def _compute(self, i: int, c, same_ok: bool) -> None:
-        s, r, what = self.s, self.r, str(c)
-        if c.kind is ComputeKind.F:
-            p = s.prev_stage(c.stage)
-            if p is not None and _safe(s.rank_of, p) != r:
+        t, r, what = self.t, self.r, str(c)
+        if c.kind is _F:
+            p = t.prev[c.stage]
+            if p is not None and t.rank_of[p] != r:
                 self._need_recv(i, what, CommKind.RECV_F, c.stage, c.mb)
             elif p is not None:
-                self._need_compute(i, what, (ComputeKind.F,), p, c.mb, same_ok)
-        elif c.kind in (ComputeKind.B, ComputeKind.I):
-            self._need_compute(i, what, (ComputeKind.F,), c.stage, c.mb, same_ok)
-            n = s.next_stage(c.stage)
-            if n is not None and _safe(s.rank_of, n) != r:
+                self._need_compute(i, what, (_F,), p, c.mb, same_ok)
+        elif c.kind in _BI:
+            self._need_compute(i, what, (_F,), c.stage, c.mb, same_ok)
+            n = t.next[c.stage]
+            if n is not None and t.rank_of[n] != r:
                 self._need_recv(i, what, CommKind.RECV_B, c.stage, c.mb)
             elif n is not None:
-                self._need_compute(i, what, (ComputeKind.B, ComputeKind.I), n, c.mb, same_ok)
+                self._need_compute(i, what, _BI, n, c.mb, same_ok)
         else:  # W
             self._need_compute(i, what, (ComputeKind.I,), c.stage, c.mb)
+
+    def _first(self, kinds, stage: int, mb: int):
+        """(step, half) of the first compute of ``kinds`` on (stage, mb), or None."""
+        pi = self.t.first["BI" if kinds == _BI else kinds[0]][self.t.base[stage] + mb]
+        if pi < 0:
+            return None
+        for h, c in enumerate(computes_of(self.s.actions[self.r][pi])):
+            if c.kind in kinds and c.stage == stage and c.mb == mb:
+                return pi, h
+        return None  # on another rank: not this rank's producer
 
     def _need_compute(self, i, what, kinds, stage, mb, same_step_ok=False) -> None:
         """Step i waits for a compute of ``kinds`` on (stage, mb)."""
         b, r = self.b, self.r
-        found = [self.comp_at[(k, stage, mb)] for k in kinds if (k, stage, mb) in self.comp_at]
+        found = self._first(kinds, stage, mb)
         need = " or ".join(op_text(k, stage, mb) for k in kinds)
-        if not found:
+        if found is None:
             b.const(f"{_DEP}: {loc(r, i)} {what} needs {need}, not on rank {r}", False)
             return
-        pi, ph = min(found)
+        pi, ph = found
         if pi == i and same_step_ok:
             return  # the two halves of one OVERLAP: overlap-legal states that
         ok = pi < i
@@ -425,10 +427,11 @@ class _RankDependencies:
         """Step i waits for the first receive of (kind, stage, mb) on its rank."""
         b, r = self.b, self.r
         op = Comm(kind, stage, mb)
-        place = self.recv_at.get((kind, stage, mb))
-        if place is None:
+        x = self.t.first_recv[kind][self.t.base[stage] + mb]
+        if x < 0:
             b.const(f"{_DEP}: {loc(r, i)} {what} needs {op}, not posted on rank {r}", False)
             return
+        place = self.t.ops[x][1:3]
         ok = place[0] < i
         b.const(
             f"{_DEP}: {loc(r, i)} {what} after {op} at {loc(r, *place)}"

@@ -81,3 +81,33 @@ def test_tables_memo_is_by_identity():
     assert tables_of(s2) is not t
     forget()
     assert tables_of(s2) is not t
+
+
+def test_second_wait_is_a_field():
+    assert [n for n in NAMES if MODELS[n].second_wait_blocks] == ["gloo"]
+
+
+# the modules that apply a model: they read its fields and never compare its
+# name (adding a model is one definition in verifier/semantics/comm.py)
+ENGINES = ("verifier/check/hbgraph.py", "verifier/semantics/tables.py", "verifier/check/encoding.py",
+           "verifier/check/smt.py", "verifier/check/z3engine.py", "verifier/analysis/replay.py",
+           "verifier/check/progreplay.py", "verifier/check/checker.py")
+
+
+def test_engines_never_compare_a_model_name():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for rel in ENGINES:
+        path = root / rel
+        if not path.exists():
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            for c in ast.walk(node):
+                if isinstance(c, ast.Constant) and c.value in NAMES:
+                    found.append(f"{rel}:{node.lineno} compares with {c.value!r}")
+    assert found == []

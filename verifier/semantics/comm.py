@@ -8,6 +8,8 @@ What it is: each model states, in fields an engine reads (never by its name),
   matched send has completed. ``RENDEZVOUS``: a send and its matched receive
   complete together, once both of their units are active; an unmatched op
   never completes.
+- ``second_wait_blocks``: a second wait on a completed handle never returns
+  (only programs with handles can say that; schedules cannot).
 - ``stream``: which communication units (a plain op, or a ``BATCH`` as a
   whole) share an in-order stream. A unit is *active* once it is posted and
   the previous unit of its stream (if any) has completed. ``NONE``: no stream,
@@ -68,6 +70,9 @@ class CommModel:
     stream: StreamRule
     summary: str  # one line for --help and reports
     source: str  # the runtime behaviour it follows (SEMANTICS.md cites the details)
+    # a second wait() on a handle that already completed never returns (gloo,
+    # measured on torch 2.13 CPU); read where the format has handles (recorded programs)
+    second_wait_blocks: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip().lower() or " " in self.name:
@@ -110,7 +115,8 @@ NCCL_PAIRS = CommModel(
 GLOO = CommModel(
     "gloo", SendRule.RENDEZVOUS, StreamRule.NONE,
     "rendezvous sends, no stream order, host blocks on consumed receives and waited batches",
-    "Gloo pairs: a send's data moves once the peer posted its receive; measured on torch 2.13 CPU")
+    "Gloo pairs: a send's data moves once the peer posted its receive; measured on torch 2.13 CPU",
+    second_wait_blocks=True)
 EAGER = CommModel(
     "eager", SendRule.BUFFERED, StreamRule.NONE,
     "buffered sends that never block; a receive waits for its send",

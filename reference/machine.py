@@ -30,6 +30,7 @@ from reference.faults import (
 from reference.result import PipelineResult
 from reference.split import backward_full, backward_input, backward_weight
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, loc, op_text, op_words
+from verifier.semantics.routes import routes_of
 
 
 def _tag_str(tag: tuple) -> str:
@@ -72,6 +73,7 @@ class _Rank:
 class Run:
     def __init__(self, schedule, layers, microbatches, stage_layers, loss_fn, reduction):
         self.s = schedule
+        self.nb = routes_of(schedule)  # route neighbours, from the semantics core
         self.mbs = microbatches
         self.loss_fn = loss_fn
         self.reduction = reduction
@@ -124,7 +126,7 @@ class Run:
             )
         if not (0 <= mb < self.M):
             raise WellFormedError(f"{what}: micro-batch {mb} is outside 0..{self.M - 1}", rank, step)
-        route = self.s.route_of_stage(stage)
+        route = self.nb.route_of.get(stage)
         if self.s.route_of_mb.get(mb) != route:
             raise WellFormedError(
                 f"{what}: micro-batch {mb} does not take the route of stage {stage} "
@@ -150,18 +152,18 @@ class Run:
     # ---- readiness (None = ready; a string = blocked on that; raises on faults)
     def _input_key(self, rank: int, step: int, c: Compute):
         """Where a compute's incoming data comes from: ('first'|'last'|'local'|'recv', key)."""
-        s = self.s
+        nb = self.nb
         if c.kind is ComputeKind.F:
-            p = s.prev_stage(c.stage)
+            p = nb.prev[c.stage]
             if p is None:
                 return ("first", None)
-            if s.rank_of(p) == rank:
+            if nb.rank_of[p] == rank:
                 return ("local", (p, c.mb))
             return ("recv", (CommKind.RECV_F, c.stage, c.mb))
-        n = s.next_stage(c.stage)
+        n = nb.next[c.stage]
         if n is None:
             return ("last", None)
-        if s.rank_of(n) == rank:
+        if nb.rank_of[n] == rank:
             return ("local", (n, c.mb))
         return ("recv", (CommKind.RECV_B, c.stage, c.mb))
 
@@ -233,7 +235,6 @@ class Run:
 
     def _compute(self, rank: int, step: int, c: Compute) -> None:
         key = (c.stage, c.mb)
-        s = self.s
         if c.kind is ComputeKind.F:
             inp = self._take_input(rank, step, c)
             first = inp is None
@@ -241,7 +242,7 @@ class Run:
             h = x
             for i in self.stage_layers[c.stage]:
                 h = self.copies[rank][i](h)
-            if s.next_stage(c.stage) is None:
+            if self.nb.next[c.stage] is None:
                 loss = self.loss_fn(h, self.mbs[c.mb][1])
                 self.losses[c.mb] = loss.detach()
                 out = loss_for_backward(loss, self.reduction, self.M)
@@ -294,15 +295,15 @@ class Run:
         snd.payload = None  # type: ignore[assignment]
 
     def _post(self, rank: int, step: int, op: Comm) -> None:
-        s = self.s
+        nb = self.nb
         self._check_place(rank, step, op, op.stage, op.mb)
         if op.kind.is_forward:
-            other = s.next_stage(op.stage) if op.kind.is_send else s.prev_stage(op.stage)
+            other = (nb.next if op.kind.is_send else nb.prev)[op.stage]
         else:
-            other = s.prev_stage(op.stage) if op.kind.is_send else s.next_stage(op.stage)
+            other = (nb.prev if op.kind.is_send else nb.next)[op.stage]
         if other is None:
             raise WellFormedError(f"{op}: stage {op.stage} has no peer stage in that direction", rank, step)
-        peer = s.rank_of(other)
+        peer = nb.rank_of[other]
         if peer == rank:
             raise WellFormedError(
                 f"{op}: peer stage {other} is on the same rank; nothing is exchanged", rank, step
@@ -463,7 +464,7 @@ class Run:
                     rank,
                     r.posted[k],
                 )
-        leftover = [k for k, v in self.fwd_out.items() if s.next_stage(k[0]) is not None]
+        leftover = [k for k in self.fwd_out if self.nb.next[k[0]] is not None]
         leftover += list(self.bwd_out)
         if leftover:
             st, m = leftover[0]

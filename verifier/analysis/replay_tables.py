@@ -11,6 +11,11 @@ small integers: the end of F / of B-or-I / of I for each (stage, micro-batch)
 (``3 * S * M`` of them), then each op's completion (``OD + op``), then each
 unit's (``UD + unit``), then ``NEVER``.
 
+Route neighbours come from the semantics core (verifier.semantics.routes).
+The FIFO pairing and the first receives are the replay's own: unlike
+verifier.semantics.tables, which exist for well-formed schedules only, the
+replay times a schedule with actions on the wrong rank as written.
+
 It checks only what it needs (a stage on a route, a micro-batch in range) and
 raises a located ``ScheduleError`` otherwise; an action on the wrong rank or
 an unmatched message is replayed as written (the replay reports it stuck).
@@ -27,6 +32,9 @@ from verifier.analysis.costs import CostModel
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, Schedule
 from verifier.ir import ScheduleError, loc
 from verifier.semantics.comm import CommModel, StreamRule
+from verifier.semantics.routes import Routes, routes_of
+
+_TOWARDS_NEXT = (CommKind.SEND_F, CommKind.RECV_B)  # the ops whose peer holds the next stage
 
 _F, _B, _I, _W = ComputeKind.F, ComputeKind.B, ComputeKind.I, ComputeKind.W
 
@@ -63,7 +71,7 @@ def op_tables(s: Schedule, costs: CostModel, sidx: dict) -> OpTables:
     recvs: dict[tuple[int, int], list[int]] = {}
     peer_cache: dict[tuple, int] = {}
     lat = {st.id: costs.of(st.id).comm for st in s.stages}
-    route_pos = s.route_pos
+    nb = routes_of(s)
     for r, acts in enumerate(s.actions):
         for k, a in enumerate(acts):
             ta = type(a)
@@ -89,11 +97,12 @@ def op_tables(s: Schedule, costs: CostModel, sidx: dict) -> OpTables:
                 pk = (c.kind, c.stage)
                 peer = peer_cache.get(pk)
                 if peer is None:
-                    if c.stage not in route_pos or c.stage not in sidx:
+                    if c.stage not in nb.route_of or c.stage not in sidx:
                         raise bad_input(c, r, k, "names a stage that is not on any route")
-                    peer = peer_cache[pk] = s.peer_of(c)
-                    if peer is None:
+                    other = (nb.next if c.kind in _TOWARDS_NEXT else nb.prev)[c.stage]
+                    if other is None:
                         raise bad_input(c, r, k, "has no peer (its route ends there)")
+                    peer = peer_cache[pk] = nb.rank_of[other]
                 if not 0 <= c.mb < M:
                     raise bad_input(c, r, k, f"has micro-batch {c.mb} outside 0..{M - 1}")
                 send = c.kind.is_send
@@ -157,9 +166,8 @@ def compute_tables(s: Schedule, costs: CostModel, sidx: dict, recv_at: dict, OD:
     step_deps: list[list[tuple[int, ...] | None]] = []
     step_dur: list[list[float]] = []
     step_makes: list[list[tuple[int, ...]]] = []
-    rank_of = {st.id: st.rank for st in s.stages}
+    nb = routes_of(s)
     dep_cache: dict[tuple, tuple] = {}
-    route_pos = s.route_pos
     for r, acts in enumerate(s.actions):
         deps_r: list[tuple[int, ...] | None] = []
         dur_r: list[float] = []
@@ -184,9 +192,9 @@ def compute_tables(s: Schedule, costs: CostModel, sidx: dict, recv_at: dict, OD:
                 st, m, kind = c.stage, c.mb, c.kind
                 tmpl = dep_cache.get((kind, st, r))
                 if tmpl is None:
-                    if st not in route_pos or st not in sidx:
+                    if st not in nb.route_of or st not in sidx:
                         raise bad_input(c, r, k, "names a stage that is not on any route")
-                    tmpl = dep_cache[(kind, st, r)] = _inputs(s, kind, st, r, rank_of)
+                    tmpl = dep_cache[(kind, st, r)] = _inputs(nb, kind, st, r)
                 if not 0 <= m < M:
                     raise bad_input(c, r, k, f"has micro-batch {m} outside 0..{M - 1}")
                 base = sidx[st] * M + m
@@ -215,22 +223,22 @@ def compute_tables(s: Schedule, costs: CostModel, sidx: dict, recv_at: dict, OD:
     return step_deps, step_dur, step_makes
 
 
-def _inputs(s: Schedule, kind, st: int, r: int, rank_of: dict) -> tuple:
+def _inputs(nb: Routes, kind, st: int, r: int) -> tuple:
     """What a compute of ``kind`` on stage ``st`` at rank ``r`` consumes:
     (0, stage) an F end, (1, stage) a B-or-I end, (2, stage) an I end, (3,
     kind) this rank's receive of that kind (same stage and micro-batch)."""
     out = []
     if kind is _F:
-        p = s.prev_stage(st)
+        p = nb.prev[st]
         if p is not None:
-            out.append((0, p) if rank_of[p] == r else (3, CommKind.RECV_F))
+            out.append((0, p) if nb.rank_of[p] == r else (3, CommKind.RECV_F))
     elif kind is _W:
         out.append((2, st))
     else:
         out.append((0, st))
-        n = s.next_stage(st)
+        n = nb.next[st]
         if n is not None:
-            out.append((1, n) if rank_of[n] == r else (3, CommKind.RECV_B))
+            out.append((1, n) if nb.rank_of[n] == r else (3, CommKind.RECV_B))
     return tuple(out)
 
 

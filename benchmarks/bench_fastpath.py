@@ -18,16 +18,21 @@ MLP blocks, float32), same micro-batches, same number of ranks:
   post 16 sends and 16 receives of 256 KiB per rank and step (2 ranks, 8
   micro-batches, hidden 256). By default fastpath posts every receive at the
   start of the step (``--prepost all``: ``fastpath.plan.prepost_receives``), so
-  a gloo send never waits for its receiver to announce a receive; that schedule
-  is verified under the eager model (gloo's, when no batch is waited), as the
-  one PyTorch's runtime posts is (its receives one compute early are refuted
-  under nccl too); it holds one receive buffer per message (16 of 256 KiB per
-  rank here). ``--prepost 0`` runs the lowering as it is (nccl-verified).
+  a gloo send never waits for its receiver to announce a receive; it holds one
+  receive buffer per message (16 of 256 KiB per rank here). ``--batches sends``
+  also waits every send right after posting it (``fastpath.plan.waited_sends``).
+  Every schedule fastpath runs here is first verified under ``gloo``, the model
+  of the backend that runs it (``fastpath run --comm-model auto``); nccl refutes
+  the early receives (they reorder each rank's stream), as it refutes the
+  receives PyTorch's runtime posts one compute early, and eager would also
+  accept waited sends whose receives are not posted, which hang on gloo.
+  ``--prepost 0`` runs the lowering as it is.
   The same holds against DeepSeek's DualPipe: fastpath runs its compute order
   (the same per rank, OVERLAP pairs included) with its own communication.
   ``--comm deepseek`` runs fastpath's dualpipe and dualpipev with DeepSeek's
-  communication instead (every batch waited, sends included: slower on gloo,
-  see ``_schedule``).
+  communication instead (every batch waited, sends included), its receives
+  moved by ``--prepost`` too: each waited batch then waits for its sends
+  alone, which gloo verifies and nccl refutes.
 
 Step time: every rank passes a barrier, runs one training step (forward and
 backward of every micro-batch; tied/mirrored layers' gradients all-reduced
@@ -63,7 +68,7 @@ communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
 [--hidden 256] [--batch 4] [--seq 64] [--iterations 30] [--warmup 3]
-[--repeats 1] [--batches as-scheduled|waited|needed] [--prepost N|all]
+[--repeats 1] [--batches as-scheduled|waited|needed|sends] [--prepost N|all]
 [--only NAME ...]``. Output: one line per comparison and one per rank.
 
 What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
@@ -303,24 +308,31 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
     fastpath lowers it (``verifier.semantics.lowering``: sends after the producer,
     receives before the consumer, ``Batch(wait=False)``: only consumers wait),
     then ``prepost`` applies ``fastpath.plan.prepost_receives`` with that
-    lookahead (None: every receive at the start; 0: as lowered; verified under
-    eager, the model of gloo when no batch is waited). ``comm="deepseek"`` runs
-    dualpipe and dualpipev with DeepSeek's communication instead (measured: each
-    waited batch includes sends, and a gloo send completes only once the peer
-    has posted its receive, so every batch is a handshake with the peer: about
-    twice the blocking waits per step of PyTorch's runtime, which never waits
-    for a send mid-step). For 1f1b and zbv there is no DeepSeek form."""
+    lookahead (None: every receive at the start; 0: as lowered), and
+    ``blocking="sends"`` waits each send right after posting it
+    (``fastpath.plan.waited_sends``). ``comm="deepseek"`` runs
+    dualpipe and dualpipev with DeepSeek's communication instead, then
+    ``prepost`` (each waited batch includes sends, and a gloo send completes
+    only once the peer has posted its receive: as scheduled, every batch is a
+    handshake with the peer, about twice the blocking waits per step of
+    PyTorch's runtime, measured with ``--prepost 0``; with the receives posted
+    up front the peer's receive is already there). For 1f1b and zbv there is no
+    DeepSeek form."""
     from fastpath.plan import blocking_batches, prepare_schedule
     from verifier.generators import generate
 
     own = comm == "own" or family not in ("dualpipe", "dualpipev")
     s = prepare_schedule(generate(family, R, M, compute_only=own))
-    if own and prepost != 0:
+    if prepost != 0:
         from fastpath.plan import prepost_receives
 
         s = prepost_receives(s, prepost)
     if not blocking:
         return s
+    if blocking == "sends":
+        from fastpath.plan import waited_sends
+
+        return waited_sends(s)
     return blocking_batches(s, only_needed_next=blocking == "needed")
 
 
@@ -354,7 +366,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
                     help="fastpath's I/W split (default graph)")
-    ap.add_argument("--batches", choices=("as-scheduled", "waited", "needed"),
+    ap.add_argument("--batches", choices=("as-scheduled", "waited", "needed", "sends"),
                     default="as-scheduled",
                     help="as-scheduled (default): a BATCH is waited on where the schedule "
                          "says (DualPipe/DualPipeV: all; lowered 1F1B/ZBV: none, only the "
@@ -363,28 +375,32 @@ def main(argv=None) -> int:
                          "(fastpath.plan.blocking_batches, `python -m fastpath run "
                          "--wait-batches`; verified first); needed: only the batches "
                          "holding a receive the next compute consumes (for 1f1b this is "
-                         "PyTorch's fused waits)")
+                         "PyTorch's fused waits); sends: every send waited right after "
+                         "posting (fastpath.plan.waited_sends, `fastpath run --wait-sends`; "
+                         "with the default --prepost all, the combination only the gloo "
+                         "model verifies)")
     ap.add_argument("--comm", choices=("own", "deepseek"), default="own",
                     help="own (default): fastpath's dualpipe/dualpipev are their compute "
                          "order lowered by fastpath (then --prepost), as the baselines add "
                          "their own communication to it; deepseek: DeepSeek's "
-                         "communication (every batch waited)")
+                         "communication (every batch waited; then --prepost)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="process groups spawned per comparison (default 1)")
     ap.add_argument("--prepost", type=lookahead_arg, default=None, metavar="N|all",
                     help="post each receive N computes earlier than the "
                          "lowering does (all: every receive at the start of the step; "
-                         "fastpath.plan.prepost_receives; verified under eager; 0: the "
+                         "fastpath.plan.prepost_receives; verified under gloo; 0: the "
                          "lowering as it is, verified under nccl). Default all")
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
+    from fastpath.preflight import BACKEND_MODEL
     from fastpath.trace import measured_idle, predicted_bubble
 
     R, M = a.ranks, a.microbatches
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
                warmup=a.warmup, split=a.split,
-               blocking={"waited": True, "needed": "needed"}.get(a.batches, False),
+               blocking={"waited": True, "needed": "needed", "sends": "sends"}.get(a.batches, False),
                comm=a.comm, prepost=a.prepost,
                threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
@@ -401,16 +417,13 @@ def main(argv=None) -> int:
     for family, other_name in pairs:
         if a.only and family not in a.only:
             continue
-        v = _verdict(family, R, M, "nccl", cfg["blocking"], cfg["comm"], cfg["prepost"])
-        model = "nccl"  # the model it is verified under; the prediction uses it too
+        # the model of the backend that runs it (fastpath run's --comm-model auto)
+        model = BACKEND_MODEL["gloo"]
+        v = _verdict(family, R, M, model, cfg["blocking"], cfg["comm"], cfg["prepost"])
         if v != "VERIFIED":
-            model = "eager"
-            v2 = _verdict(family, R, M, "eager", cfg["blocking"], cfg["comm"], cfg["prepost"])
-            print(f"{family}: fastpath's schedule is {v} under nccl, {v2} under eager (the "
-                  "model of gloo when no batch is waited); fastpath runs only verified ones")
-            if v2 != "VERIFIED":
-                print(f"{family}: SKIPPED (no verified schedule to run)")
-                continue
+            print(f"{family}: SKIPPED (fastpath's schedule is {v} under {model}; fastpath runs "
+                  "only verified ones)")
+            continue
         fp, ot, fc, oc, fm, om = [], [], [], [], [], []
         try:
             for _ in range(a.repeats):

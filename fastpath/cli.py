@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import IO, Sequence
 
-from fastpath.plan import blocking_batches, prepare_schedule, prepost_receives
+from fastpath.plan import blocking_batches, prepare_schedule, prepost_receives, waited_sends
 from fastpath.preflight import (
     DEFAULT_MAX_ELEMENTS,
     BadInput,
@@ -26,6 +25,7 @@ from fastpath.preflight import (
     check_output_path,
     check_size,
     launch_env,
+    verify_model,
 )
 from fastpath.supervise import Interrupted, die_with_parent, is_peer_loss, short_comm_error
 from fastpath.trace import measured_idle, predicted_bubble, trace_schedule
@@ -37,6 +37,7 @@ from verifier.errors import InputError
 from verifier.extras import MissingExtra, require
 from verifier.format.io import load_schedule, save_schedule, schedule_to_dict, source_name
 from verifier.ir import ScheduleError
+from verifier.semantics import comm
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_WATCHDOG, EXIT_RANK_FAILED = 4, 5
@@ -131,10 +132,7 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
     r.add_argument("--watchdog-seconds", type=float, default=300.0,
                    help="a rank waiting longer than this stops the run (exit 4; a finite "
                         "number in [0.001, 1e6]; default 300)")
-    r.add_argument("--no-verify", action="store_true",
-                   help="run even when the checker refutes the schedule (or says UNKNOWN)")
-    r.add_argument("--comm-model", choices=("nccl", "eager"), default="nccl",
-                   help="the checker's communication model (default nccl, the strictest)")
+    _add_comm_arguments(r)
     guard.add_limit_arguments(r)
     r.add_argument("--max-elements", type=int, default=None, metavar="N",
                    help="largest model + data the run may build on this machine, in tensor "
@@ -143,6 +141,19 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                         "about 8 GiB of float64); a larger run is exit 2 naming this flag")
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per rank, 1..1024 (default: cores / ranks)")
+    help_to(stdout, p, *sub.choices.values())
+    return p
+
+
+def _add_comm_arguments(r) -> None:
+    """The flags that decide what is verified and which communication runs."""
+    r.add_argument("--no-verify", action="store_true",
+                   help="run even when the checker refutes the schedule (or says UNKNOWN)")
+    r.add_argument("--comm-model", choices=("auto",) + comm.NAMES, default="auto",
+                   help="the checker's communication model. auto (default): the model of "
+                        "the backend that runs it (gloo: gloo; nccl: nccl). Another model "
+                        "only if VERIFIED under it implies the backend's (order nccl => "
+                        "nccl-pairs => gloo => eager): eager on gloo or NCCL is exit 2")
     r.add_argument("--wait-batches", action="store_true",
                    help="wait for every BATCH right after posting it, sends included "
                         "(fastpath.plan.blocking_batches: a different schedule, verified "
@@ -155,12 +166,17 @@ def build_parser(stdout: IO[str]) -> RaisingParser:
                         "every receive at the start of the step), so a send finds its "
                         "receive posted (fastpath.plan.prepost_receives: a different "
                         "schedule, verified and traced as such; more receive buffers held). "
-                        "For schedules without waited batches, on gloo: verify it with "
-                        "--comm-model eager, the model of gloo when no batch is waited (it "
-                        "reorders each rank's stream, so nccl refutes it in general). "
+                        "A waited BATCH keeps its sends and its wait. nccl refutes it in "
+                        "general (it reorders each rank's stream); gloo verifies it: no "
+                        "stream order, and a waited send's receive is already posted. "
                         "benchmarks/bench_fastpath.py --prepost measures it. Default 0")
-    help_to(stdout, p, *sub.choices.values())
-    return p
+    r.add_argument("--wait-sends", action="store_true",
+                   help="wait for every send right after posting it (fastpath.plan."
+                        "waited_sends: each send becomes a waited BATCH; a different "
+                        "schedule, verified and traced as such). With --prepost-receives "
+                        "all on gloo, the peer's receive is already posted, so the wait "
+                        "ends once the data has moved; only the gloo model justifies that "
+                        "combination (benchmarks/bench_fastpath.py --batches sends)")
 
 
 def lookahead_arg(text: str) -> int | None:
@@ -212,57 +228,29 @@ def _run(args, stdout, stderr) -> int:
     require("torch", "torch", "python -m fastpath")
     # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
     from fastpath.check import refusal, verify
-    from fastpath.launch import Job, RunFailed, choose_backend, spawn
+    from fastpath.launch import Job
 
     try:
         tr = _preflight(args)
+        source = source_name(args.file)
+        schedule = _schedule_to_run(args, source)
+        nproc = _nproc(args, tr, schedule, source)
+        backend = _backend(args, nproc)
+        model = None if args.no_verify else verify_model(args.comm_model, backend)
     except BadInput as e:
         return _bad(stderr, str(e))
     rank = tr.rank if tr else 0
-    source = source_name(args.file)
-    schedule = load_schedule(args.file, limits=guard.limits_of(args))
-    # lowering, planning and the ranks assume property 1: --no-verify included
-    require_well_formed(schedule, source, "fastpath run")
-    try:
-        check_size(schedule, args)
-    except BadInput as e:
-        return _bad(stderr, f"{source}: {e}")
-    schedule = prepare_schedule(schedule)
-    if args.prepost_receives != 0:
-        try:
-            schedule = prepost_receives(schedule, args.prepost_receives)
-        except ValueError as e:
-            return _bad(stderr, f"{source}: --prepost-receives: {e}")
-    if args.wait_batches:
-        schedule = blocking_batches(schedule)
-    if tr and args.nproc is not None and args.nproc != tr.world:
-        return _bad(stderr, f"--nproc is {args.nproc} but WORLD_SIZE is {tr.world} "
-                            "(the ranks torchrun started)")
-    nproc = args.nproc if args.nproc is not None else (tr.world if tr else schedule.num_ranks)
-    if nproc != schedule.num_ranks:
-        where = "--nproc" if args.nproc is not None or not tr else "WORLD_SIZE"
-        return _bad(stderr, f"{source}: the schedule has {schedule.num_ranks} ranks, "
-                            f"{where} is {nproc}")
-    if args.backend == "nccl":
-        import torch
-
-        if not torch.cuda.is_available():
-            return _bad(stderr, "--backend nccl needs CUDA, and no CUDA device is available")
-    backend = choose_backend(args.backend, nproc)
-    if backend == "nccl" and args.comm_model == "eager" and not args.no_verify:
-        return _bad(stderr, "--comm-model eager does not describe NCCL (its P2P ops run in "
-                            "order on one stream per rank): verify with --comm-model nccl")
     verdict = "not-checked"
-    if not args.no_verify:
-        v = verify(schedule, args.comm_model)
+    if model is not None:
+        v = verify(schedule, model)
         verdict = f"{v.verdict}({v.comm_model})"
         if v.verdict != "VERIFIED":
             if rank == 0:
                 stderr.write(refusal(v, source) + "\n")
-                if args.prepost_receives != 0 and args.comm_model == "nccl":
+                if args.prepost_receives != 0 and comm.model(model).has_streams:
                     stderr.write("  (--prepost-receives reorders each rank's stream, which "
-                                 "nccl refutes in general; on gloo verify with "
-                                 "--comm-model eager)\n")
+                                 f"{model} refutes in general; on gloo verify with "
+                                 "--comm-model gloo, the default there)\n")
             return EXIT_MISMATCH if v.verdict == "REFUTED" else EXIT_UNKNOWN
     job = Job(
         schedule=schedule_to_dict(schedule), model=args.model,
@@ -272,11 +260,72 @@ def _run(args, stdout, stderr) -> int:
         warmup=args.warmup,
         threads=args.threads,
     )
+    code, results = _launch(args, tr, job, nproc, backend, stderr)
+    if results is None:
+        return code
+    return _report(args, schedule, job, results[0], backend, verdict, stdout, stderr)
+
+
+def _schedule_to_run(args, source: str):
+    """The schedule the ranks run: the file's, lowered when compute-only, with the
+    communication changes the flags ask for (each a different schedule, verified as
+    such). BadInput for what cannot run at all."""
+    schedule = load_schedule(args.file, limits=guard.limits_of(args))
+    # lowering, planning and the ranks assume property 1: --no-verify included
+    require_well_formed(schedule, source, "fastpath run")
+    try:
+        check_size(schedule, args)
+    except BadInput as e:
+        raise BadInput(f"{source}: {e}") from None
+    schedule = prepare_schedule(schedule)
+    if args.prepost_receives != 0:
+        try:
+            schedule = prepost_receives(schedule, args.prepost_receives)
+        except ValueError as e:
+            raise BadInput(f"{source}: --prepost-receives: {e}") from None
+    if args.wait_batches:
+        schedule = blocking_batches(schedule)
+    if args.wait_sends:
+        schedule = waited_sends(schedule)
+    return schedule
+
+
+def _nproc(args, tr, schedule, source: str) -> int:
+    if tr and args.nproc is not None and args.nproc != tr.world:
+        raise BadInput(f"--nproc is {args.nproc} but WORLD_SIZE is {tr.world} "
+                       "(the ranks torchrun started)")
+    nproc = args.nproc if args.nproc is not None else (tr.world if tr else schedule.num_ranks)
+    if nproc != schedule.num_ranks:
+        where = "--nproc" if args.nproc is not None or not tr else "WORLD_SIZE"
+        raise BadInput(f"{source}: the schedule has {schedule.num_ranks} ranks, "
+                       f"{where} is {nproc}")
+    return nproc
+
+
+def _backend(args, nproc: int) -> str:
+    # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
+    from fastpath.launch import choose_backend
+
+    if args.backend == "nccl":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadInput("--backend nccl needs CUDA, and no CUDA device is available")
+    return choose_backend(args.backend, nproc)
+
+
+def _launch(args, tr, job, nproc: int, backend: str, stderr):
+    """Run the ranks: (exit code, None) when the run failed or this is not rank 0,
+    else (0, the ranks' results)."""
+    # deferred: imports torch (seconds to load); --help, usage and bad-input answers run without it
+    from fastpath.launch import RunFailed, spawn
+
+    rank = tr.rank if tr else 0
     try:
         if tr:
             results = _torchrun_rank(tr, job, backend, args.watchdog_seconds)
             if rank != 0:
-                return EXIT_OK
+                return EXIT_OK, None
         else:
             # no overall deadline: the watchdog bounds every wait, so a long run
             # (--iterations) that makes progress is never cut short
@@ -284,16 +333,15 @@ def _run(args, stdout, stderr) -> int:
                             deadline_s=float("inf"))
     except RunFailed as e:
         _failure_lines(e, stderr)
-        return e.exit_code
+        return e.exit_code, None
     except Interrupted as e:
         stderr.write(f"interrupted: {e}; every rank stopped\n")
-        return e.exit_code
+        return e.exit_code, None
     except Exception as e:  # noqa: BLE001 - under torchrun: this rank's failure
-
         text = short_comm_error(str(e)) if is_peer_loss(e) else str(e)
         stderr.write(f"error: rank {rank}: {text}\n")
-        return EXIT_WATCHDOG if isinstance(e, WatchdogTimeout) else EXIT_RANK_FAILED
-    return _report(args, schedule, job, results[0], backend, verdict, stdout, stderr)
+        return (EXIT_WATCHDOG if isinstance(e, WatchdogTimeout) else EXIT_RANK_FAILED), None
+    return EXIT_OK, results
 
 
 def _torchrun_rank(tr, job, backend: str, watchdog_s: float):

@@ -67,6 +67,29 @@ def blocking_batches(schedule: Schedule, only_needed_next: bool = False) -> Sche
     return schedule.with_actions(out)
 
 
+def waited_sends(schedule: Schedule) -> Schedule:
+    """The same schedule with every action that holds sends and no receive (a send
+    ``Comm`` or a send-only ``Batch``) made a ``Batch(wait=True)``: the rank waits for
+    its sends right after posting them. With receives posted early
+    (``prepost_receives``) each such wait ends once the data has moved, and it
+    gives the CPU to gloo's transport thread at the moment the peer needs the
+    data. It is a different schedule: only the ``gloo`` model justifies it
+    together with early receives (nccl refutes the early receives, and eager
+    does not model that a gloo send completes only with its receive); verify
+    it under the model of the backend that runs it."""
+    out = []
+    for acts in schedule.actions:
+        new = []
+        for a in acts:
+            ops = comms_of(a) if isinstance(a, (Comm, Batch)) else ()
+            if ops and all(op.kind.is_send for op in ops) and not (
+                    isinstance(a, Batch) and a.wait):
+                a = Batch(tuple(ops), True)
+            new.append(a)
+        out.append(new)
+    return schedule.with_actions(out)
+
+
 def prepost_receives(schedule: Schedule, lookahead: int | None = None) -> Schedule:
     """The same schedule with each rank's receives posted ``lookahead`` computes
     earlier (``None``: all at the start of the step), so a peer's send finds its
@@ -80,24 +103,20 @@ def prepost_receives(schedule: Schedule, lookahead: int | None = None) -> Schedu
     the same compute are posted together as one ``Batch(wait=False)`` in their
     original order, after whatever stood before that compute, so the order of
     receives per peer and direction (their FIFO matching) is unchanged. A batch
-    that loses its receives keeps its sends. Each rank holds more receive buffers
-    at once (the runtime's pool grows to the plan's new peak).
+    that loses its receives keeps its sends, and its wait: a waited batch then
+    waits for its sends alone (DeepSeek's DualPipe batches, say), and one left
+    empty is dropped (its receives are waited by the computes that consume them).
+    Each rank holds more receive buffers at once (the runtime's pool grows to the
+    plan's new peak).
 
-    Only for schedules without waited batches (lowered compute-only orders;
-    ValueError otherwise). The result is in general not one the nccl model
-    accepts (receives ahead of the rank's earlier sends reorder its stream): verify
-    it under the model of the backend that runs it. For gloo that is ``eager``:
-    with no waited batch, a rank blocks only on the receives its computes consume
-    and, at the end of the step, on its sends."""
+    The result is a different schedule: verify it under the model of the backend
+    that runs it. nccl refutes it in general (receives ahead of the rank's earlier
+    sends reorder its stream); eager cannot vouch for waited sends (it says a send
+    never blocks); ``gloo`` has no stream order and lets a send complete once its
+    receive is posted, so it is the model that can verify early receives together
+    with waited batches."""
     if lookahead is not None and lookahead < 0:
         raise ValueError(f"lookahead must be >= 0 or None, got {lookahead}")
-    for r, acts in enumerate(schedule.actions):
-        for step, a in enumerate(acts):
-            if isinstance(a, Batch) and a.wait:
-                raise ValueError(
-                    f"rank {r} step {step}: a waited BATCH; moving receives is defined for "
-                    "schedules without waited batches (use the compute-only order: "
-                    "convert --compute-only, and fastpath lowers it)")
     out = []
     for acts in schedule.actions:
         compute_at = []  # per action: index of the next compute at or after it
@@ -118,7 +137,7 @@ def prepost_receives(schedule: Schedule, lookahead: int | None = None) -> Schedu
                     moved.setdefault(target, []).extend(recvs)
                     sends = tuple(op for op in ops if op.kind.is_send)
                     if sends:
-                        kept.append(Batch(sends, False) if isinstance(a, Batch) else sends[0])
+                        kept.append(Batch(sends, a.wait) if isinstance(a, Batch) else sends[0])
                     continue
             kept.append(a)
         new: list = []

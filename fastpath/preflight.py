@@ -18,6 +18,14 @@ environment variable and the value:
   up front (``estimated_elements``), at most --max-elements (default
   ``DEFAULT_MAX_ELEMENTS``, about 8 GiB of float64), so a --hidden 100000 is refused
   with the reason instead of every rank dying in the allocator.
+- ``verify_model(requested, backend)``: the communication model the checker
+  verifies under before the run. ``auto`` is the model of the backend that runs
+  it (``BACKEND_MODEL``: gloo -> ``gloo``; NCCL, which fastpath initialises
+  eagerly so that every op uses the group's communicator -> ``nccl``); a named
+  model is accepted only when VERIFIED under it implies termination under the
+  backend's model (verifier.semantics.comm.implies), so no run relies on a
+  model that does not describe its backend (``eager`` says a send never blocks;
+  a gloo or NCCL send waits for its receive).
 - ``check_output_path(path, flag)``: the file can be written: its directory
   exists and is writable, and the path is not a directory (verifier.format.guard's
   check) or a special file (a device, a FIFO). A write can still fail later
@@ -34,11 +42,9 @@ import os
 import stat
 from dataclasses import dataclass
 from typing import Mapping
+from verifier.errors import OutputError, PpError
 from verifier.format import guard
-from verifier.errors import OutputError
-from verifier.ir import ScheduleError
-
-from verifier.errors import PpError
+from verifier.semantics import comm
 
 MIN_WATCHDOG_S = 1e-3  # below a microsecond, timedelta is 0: gloo then waits its default
 MAX_WATCHDOG_S = 1e6  # about 11.5 days; timedelta and thread waits stay exact below it
@@ -168,3 +174,22 @@ def check_output_path(path: str, flag: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise BadInput(f"{flag} {guard.printable(path)}: not a regular file (a device, FIFO "
                        "or socket); give a file path")
+
+
+# the model of each backend as fastpath drives it (see verify_model)
+BACKEND_MODEL = {"gloo": comm.GLOO.name, "nccl": comm.NCCL.name}
+
+
+def verify_model(requested: str, backend: str) -> str:
+    """The model to verify under on ``backend``: ``requested``, or the backend's own
+    for "auto"; BadInput for a model whose VERIFIED says nothing about the backend."""
+    own = BACKEND_MODEL[backend]
+    if requested == "auto":
+        return own
+    if comm.implies(requested, own):
+        return requested
+    ok = ", ".join(n for n in comm.NAMES if comm.implies(n, own))
+    raise BadInput(
+        f"--comm-model {requested} does not describe {backend} ({comm.model(own).summary}): "
+        f"a schedule VERIFIED under it can hang there; use --comm-model {own} (the default, "
+        f"auto) or a stricter one ({ok})")

@@ -326,6 +326,81 @@ def test_blocking_batches_needed_next_waits_exactly_the_batches_consumed_next(fa
     assert waited > 0 and (kept > 0 or family == "1f1b")
 
 
+FAMILIES_2 = ("1f1b", "zbv", "dualpipe", "dualpipev", "zb-h1", "interleaved-1f1b")
+
+
+@pytest.mark.parametrize("family", FAMILIES_2)
+def test_waited_sends_with_early_receives_is_what_only_the_gloo_model_verifies(family):
+    """fastpath.plan.waited_sends turns exactly the send-only actions into waited
+    batches (same ops, same order). With every receive posted up front it is the
+    communication bench_fastpath runs on gloo: VERIFIED under gloo, REFUTED under
+    nccl (early receives reorder the rank's stream). eager VERIFIES it too, but
+    eager is not gloo's model: it would also verify a waited send whose receive
+    is posted only after a wait on the peer (below), which hangs on gloo."""
+    from fastpath.check import verify
+    from fastpath.plan import prepost_receives, waited_sends
+
+    s = prepost_receives(prepare_schedule(generate(family, 2, 6, compute_only=True)), None)
+    t = waited_sends(s)
+    changed = 0
+    for acts, new in zip(s.actions, t.actions):
+        assert len(acts) == len(new)
+        for a, b in zip(acts, new):
+            ops = (a,) if isinstance(a, Comm) else a.ops if isinstance(a, Batch) else ()
+            if ops and all(op.kind.is_send for op in ops):
+                assert b == Batch(tuple(ops), True)
+                changed += a != b
+            else:
+                assert a == b
+    assert changed > 0 and waited_sends(t) == t
+    assert verify(t, "gloo").verdict == "VERIFIED"
+    assert verify(t, "nccl").verdict == "REFUTED"
+
+
+def test_on_gloo_fastpath_verifies_under_gloo_and_never_takes_eagers_word(tmp_path):
+    """Each rank waits for its sends before posting the receive the other's send
+    needs: a gloo send completes only with its receive, so this hangs on real gloo
+    (tests/test_conformance_gloo.py runs it), yet eager VERIFIES it. fastpath run
+    on gloo verifies under gloo by default (REFUTED: exit 1, no rank started) and
+    refuses --comm-model eager before anything runs (exit 2, one line)."""
+    from fastpath.check import verify
+
+    ok = generate("1f1b", 2, 2)
+    split = []
+    for row in ok.actions:
+        new = []
+        for a in row:
+            snd = tuple(op for op in a.ops if op.kind.is_send) if isinstance(a, Batch) else ()
+            rcv = tuple(op for op in a.ops if not op.kind.is_send) if isinstance(a, Batch) else ()
+            new += [Batch(snd, True), Batch(rcv, False)] if snd and rcv else [a]
+        split.append(new)
+    hangs = ok.with_actions(split)
+    assert verify(hangs, "eager").verdict == "VERIFIED"
+    assert verify(hangs, "gloo").verdict == "REFUTED"
+    f = tmp_path / "hangs.json"
+    save_schedule(hangs, f)
+    code, out, err = _run(["run", str(f), "--backend", "gloo"])
+    assert code == 1 and "(graph engine, gloo model) says REFUTED" in err, err
+    code, out, err = _run(["run", str(f), "--backend", "gloo", "--comm-model", "eager"])
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: --comm-model eager does not describe gloo") and \
+        "nccl, nccl-pairs, gloo" in err
+    for model in ("nccl", "nccl-pairs"):  # stricter models than gloo's: their VERIFIED holds
+        code, out, err = _run(["run", str(f), "--backend", "gloo", "--comm-model", model])
+        assert code == 1 and f"{model} model) says REFUTED" in err, err
+
+
+def test_verify_model_is_the_backends_or_a_stricter_one():
+    from fastpath.preflight import BadInput, verify_model
+
+    assert verify_model("auto", "gloo") == "gloo" and verify_model("auto", "nccl") == "nccl"
+    assert verify_model("nccl", "gloo") == "nccl" and verify_model("nccl", "nccl") == "nccl"
+    for requested, backend in (("eager", "gloo"), ("eager", "nccl"), ("gloo", "nccl"),
+                               ("nccl-pairs", "nccl")):
+        with pytest.raises(BadInput, match=f"--comm-model {requested} does not describe"):
+            verify_model(requested, backend)
+
+
 def _recv_order(acts):
     """The rank's receives in posting order, as (kind, stage, mb)."""
     out = []
@@ -360,7 +435,7 @@ def test_prepost_receives_moves_receives_earlier_keeping_their_order(family, R, 
     assert prepost_receives(s, 0) == s
     for look in (1, 2, None):
         t = prepost_receives(s, look)
-        assert verify(t, "eager").verdict == "VERIFIED", (family, look)
+        assert verify(t, "gloo").verdict == "VERIFIED", (family, look)
         for acts, new in zip(s.actions, t.actions):
             # same computes in the same order, same sends in the same order
             assert [a for a in acts if isinstance(a, (Compute, Overlap))] == \
@@ -381,12 +456,27 @@ def test_prepost_receives_moves_receives_earlier_keeping_their_order(family, R, 
         assert prepost_receives(s, None) != s
 
 
-def test_prepost_receives_refuses_waited_batches_and_negative_lookahead():
+@pytest.mark.parametrize("family,R,M", [("dualpipe", 2, 8), ("dualpipev", 4, 8),
+                                        ("dualpipe", 4, 16)])
+def test_prepost_receives_with_waited_batches_only_gloo_verifies(family, R, M):
+    """DeepSeek's communication waits every batch, sends included. Receives posted
+    early leave each waited batch its sends, still waited (an emptied one is
+    dropped; its receives are waited by their consumers): gloo VERIFIES it, nccl
+    refutes it (the early receives reorder each rank's stream)."""
+    from fastpath.check import verify
     from fastpath.plan import prepost_receives
 
-    waited = generate("dualpipe", 2, 4)
-    with pytest.raises(ValueError, match="rank 0 step .*a waited BATCH"):
-        prepost_receives(waited)
+    s = prepare_schedule(generate(family, R, M))
+    for look in (None, 1):
+        t = prepost_receives(s, look)
+        assert verify(t, "gloo").verdict == "VERIFIED", look
+        assert verify(t, "nccl").verdict == "REFUTED", look
+        for acts, new in zip(s.actions, t.actions):
+            assert _recv_order(acts) == _recv_order(new)
+            waited = [op for a in acts if isinstance(a, Batch) and a.wait
+                      for op in a.ops if op.kind.is_send]
+            assert waited == [op for a in new if isinstance(a, Batch) and a.wait
+                              for op in a.ops if op.kind.is_send]  # every waited send still waited
     with pytest.raises(ValueError, match=">= 0"):
         prepost_receives(prepare_schedule(generate("1f1b", 2, 4, compute_only=True)), -1)
 
@@ -394,11 +484,11 @@ def test_prepost_receives_refuses_waited_batches_and_negative_lookahead():
 def test_cli_prepost_receives_refusals(tmp_path):
     f = tmp_path / "dpv.json"
     save_schedule(generate("dualpipev", 2, 4, compute_only=True), f)
-    code, out, err = _run(["run", str(f), "--prepost-receives", "all"])
-    assert code == 1 and "says REFUTED" in err and "--comm-model eager" in err
+    code, out, err = _run(["run", str(f), "--prepost-receives", "all", "--comm-model", "nccl"])
+    assert code == 1 and "says REFUTED" in err and "--comm-model gloo" in err
     code, out, err = _run(["run", str(ROOT / "specs/examples/dualpipe.json"),
-                           "--prepost-receives", "1"])
-    assert code == 2 and "a waited BATCH" in err and err.count("\n") == 1
+                           "--prepost-receives", "1", "--comm-model", "nccl"])
+    assert code == 1 and "nccl model) says REFUTED" in err
     code, out, err = _run(["run", str(f), "--prepost-receives", "-2"])
     assert code == 2 and "expected a number >= 0 or 'all'" in err
 
@@ -417,10 +507,11 @@ def test_bench_runs_each_family_as_its_compute_order_with_fastpaths_communicatio
     """bench_fastpath gives fastpath and the baseline the same compute order per rank
     and lets each add its own communication: fastpath's is the lowered compute order
     with every receive posted up front (same computes, same sends and receives, no
-    waited batch), verified under eager; with --prepost 0 the lowering as it is
-    (nccl-verified); --comm deepseek gives dualpipe/dualpipev DeepSeek's batches."""
+    waited batch), verified under gloo (the model of the backend it runs on); with
+    --prepost 0 the lowering as it is (nccl-verified); --batches sends waits every
+    send; --comm deepseek gives dualpipe/dualpipev DeepSeek's batches."""
     from fastpath.check import verify
-    from fastpath.plan import prepost_receives
+    from fastpath.plan import prepost_receives, waited_sends
 
     bench = _bench_module()
     for fam in ("1f1b", "zbv", "dualpipe", "dualpipev"):
@@ -429,11 +520,16 @@ def test_bench_runs_each_family_as_its_compute_order_with_fastpaths_communicatio
         assert verify(lowered, "nccl").verdict == "VERIFIED"
         own = bench._schedule(fam, 2, 8, prepost=None)
         assert own == prepost_receives(lowered, None)
-        assert verify(own, "eager").verdict == "VERIFIED"
+        assert verify(own, "gloo").verdict == "VERIFIED"
+        sends = bench._schedule(fam, 2, 8, blocking="sends", prepost=None)
+        assert sends == waited_sends(own) != own
+        assert verify(sends, "gloo").verdict == "VERIFIED"
         if fam not in ("dualpipe", "dualpipev"):
             continue
         deepseek = bench._schedule(fam, 2, 8, comm="deepseek", prepost=None)
-        assert deepseek == prepare_schedule(generate(fam, 2, 8))
+        assert deepseek == prepost_receives(prepare_schedule(generate(fam, 2, 8)), None)
+        assert verify(deepseek, "gloo").verdict == "VERIFIED"
+        assert any(a.wait for acts in deepseek.actions for a in acts if isinstance(a, Batch))
         for r in range(2):
             comp = [a for a in own.actions[r] if not isinstance(a, (Batch, Comm))]
             assert comp == [a for a in deepseek.actions[r] if not isinstance(a, (Batch, Comm))]

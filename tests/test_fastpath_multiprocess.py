@@ -4,8 +4,10 @@ Each test spawns ONE process group and runs several schedules in it (start-up
 paid once); every spawn has a hard deadline, and every wait a watchdog, so
 nothing here can hang. Run alone with ``pytest -m multiprocess``.
 
-Every configuration is first asserted VERIFIED by the checker under the
-strict nccl model (graph engine), so nothing here runs unverified.
+Every configuration is first asserted VERIFIED by the checker (graph engine)
+under the strict nccl model, or under gloo (the model of the backend these ranks
+run) where it changes the communication only gloo allows, so nothing here runs
+unverified.
 """
 
 from __future__ import annotations
@@ -110,14 +112,23 @@ def test_every_family_two_ranks_mlp_bitwise():
     lowered = [("dualpipev-lowered", 2, 8, "mlp", s, Job(schedule_to_dict(s), split="graph"))]
     extra.append(("dualpipev-lowered", 2, 8, "mlp", s,
                   Job(schedule_to_dict(s), split="graph", grad_order="running")))
-    # receives posted ahead (fastpath.plan.prepost_receives), verified under eager
-    from fastpath.plan import prepost_receives
+    # receives posted ahead (fastpath.plan.prepost_receives), alone and with every
+    # send waited right after posting (waited_sends): verified under gloo, the
+    # model of the backend these ranks run
+    from fastpath.plan import prepost_receives, waited_sends
 
     early = []
     for fam, look in (("dualpipev", None), ("zbv", 1), ("1f1b", None)):
         s = prepost_receives(prepare_schedule(generate(fam, 2, 6, compute_only=True)), look)
-        assert verify(s, "eager").verdict == "VERIFIED"
-        early.append((f"{fam}-prepost-{look}", 2, 6, "mlp", s, Job(schedule_to_dict(s))))
+        for name, t in ((f"{fam}-prepost-{look}", s),
+                        (f"{fam}-prepost-{look}-waited-sends", waited_sends(s))):
+            assert verify(t, "gloo").verdict == "VERIFIED", name
+            early.append((name, 2, 6, "mlp", t, Job(schedule_to_dict(t))))
+    # DeepSeek's DualPipe with its waited batches, receives posted up front: each
+    # waited batch then waits for sends whose receives are posted (gloo only)
+    t = prepost_receives(prepare_schedule(generate("dualpipe", 2, 6)), None)
+    assert verify(t, "gloo").verdict == "VERIFIED" and verify(t, "nccl").verdict == "REFUTED"
+    early.append(("dualpipe-deepseek-prepost", 2, 6, "mlp", t, Job(schedule_to_dict(t))))
     jobs = jobs + graph + csvs + lowered
     t = time.monotonic()
     res = spawn([j[-1] for j in jobs + early + extra], 2, watchdog_s=60, deadline_s=150)
@@ -201,28 +212,34 @@ def _cli(*args, timeout=120):
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("wait_batches", [False, True])
-def test_cli_check_and_trace_equal_schedule(tmp_path, wait_batches):
-    from fastpath.plan import blocking_batches
+@pytest.mark.parametrize("comm", ["as-scheduled", "wait-batches", "prepost-wait-sends"])
+def test_cli_check_and_trace_equal_schedule(tmp_path, comm):
+    from fastpath.plan import blocking_batches, prepost_receives, waited_sends
     from verifier.cli.app import main as verifier_main
     from verifier.format.io import save_schedule
 
     f = tmp_path / "dp.json"
     # DualPipe's batches are all waited already; 1F1B's lowered batches are not
-    save_schedule(generate("1f1b" if wait_batches else "dualpipe", 2, 4), f)
+    save_schedule(generate("dualpipe", 2, 4) if comm == "as-scheduled" else
+                  generate("1f1b", 2, 4, compute_only=comm == "prepost-wait-sends"), f)
     out = tmp_path / "trace.json"
+    flags = {"as-scheduled": [], "wait-batches": ["--wait-batches"],
+             "prepost-wait-sends": ["--prepost-receives", "all", "--wait-sends"]}[comm]
     p = _cli("-m", "fastpath", "run", str(f), "--nproc", "2", "--check", "--trace", str(out),
-             "--watchdog-seconds", "60", *(["--wait-batches"] if wait_batches else []))
+             "--watchdog-seconds", "60", *flags)
     print(p.stdout, p.stderr)
     assert p.returncode == 0
     assert "check: MATCH bitwise" in p.stdout
-    assert "verify=VERIFIED(nccl)" in p.stdout
+    assert "verify=VERIFIED(gloo)" in p.stdout  # the model of the backend that ran it
     assert p.stdout.count("\nparam layer") >= 8
     tr = load_schedule(out)
     ran = prepare_schedule(load_schedule(f))
-    if wait_batches:  # every BATCH waited: that schedule is the one verified and run
+    if comm == "wait-batches":  # every BATCH waited: that schedule is the one verified and run
         ran = blocking_batches(ran)
         assert ran.actions != prepare_schedule(load_schedule(f)).actions
+    elif comm == "prepost-wait-sends":  # early receives, waited sends: verified under gloo only
+        ran = waited_sends(prepost_receives(ran, None))
+        assert any(isinstance(a, Batch) and a.wait for acts in ran.actions for a in acts)
     assert tr.actions == ran.actions  # what ran is what was scheduled, in order
     times = tr.params["trace"]["times"]
     assert [len(t) for t in times] == [len(a) for a in ran.actions]
@@ -231,10 +248,11 @@ def test_cli_check_and_trace_equal_schedule(tmp_path, wait_batches):
         assert starts == sorted(starts) and all(e >= s for s, e, _ in per_rank)
     import io
 
+    model = ["--comm-model", "gloo"]  # the trace is checked under the model it ran under
     buf = io.StringIO()
-    assert verifier_main(["check", str(out)], buf, io.StringIO()) == 0, buf.getvalue()
+    assert verifier_main(["check", str(out), *model], buf, io.StringIO()) == 0, buf.getvalue()
     buf = io.StringIO()
-    assert verifier_main(["analyze", str(out)], buf, io.StringIO()) == 0
+    assert verifier_main(["analyze", str(out), *model], buf, io.StringIO()) == 0
     assert "makespan" in buf.getvalue()
 
 

@@ -114,6 +114,17 @@ def test_killed_rank_and_torn_line(tmp_path):
         "rank 1 was killed by SIGKILL from outside")
 
 
+def test_a_crash_is_not_called_a_kill_from_outside(tmp_path):
+    parts = str(tmp_path)
+    _write(parts, 0, [_start(0), _send(1, 3)])
+    _write(parts, 1, [_start(1)])
+    prog = merge(parts, 2, command=["t.py"], timeout_s=1.0,
+                 ends=[RankEnd("failure"), RankEnd("signal", "SIGABRT")])
+    assert prog["ranks"][1]["error"] == "died by SIGABRT (a crash)"
+    assert summarize(prog, "o.json", ["t.py"], None)[1] == (
+        "rank 1 died by SIGABRT (a crash); partial program written to o.json")
+
+
 def test_no_point_to_point_call_is_bad_input(tmp_path):
     parts = str(tmp_path)
     for r in range(2):

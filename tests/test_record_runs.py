@@ -290,6 +290,48 @@ def test_pipelining_stages_are_computes_with_payloads(tmp_path):
                                                  for m in range(4)]
 
 
+DUALPIPE = '''\
+import torch, torch.distributed as dist
+torch.cuda.current_device = lambda: "cpu"       # DualPipe asserts its modules are on CUDA
+import dualpipe.comm as comm
+comm.build_from_tensor_shapes = lambda: [torch.empty(s, dtype=comm.TENSOR_DTYPE, requires_grad=True)
+                                         for s in comm.TENSOR_SHAPES]   # CPU receive buffers
+from dualpipe import DualPipe
+dist.init_process_group("gloo")
+R, r = dist.get_world_size(), dist.get_rank()
+torch.manual_seed(0)
+M = 4                                            # 2 micro-batches a direction, 4 rows each
+comm.set_p2p_tensor_shapes([(4, 4)])
+comm.set_p2p_tensor_dtype(torch.float32)
+pipe = DualPipe((torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)))
+x = torch.randn(8, 4) if r in (0, R - 1) else None
+pipe.step(x, num_chunks=M, criterion=lambda y, t: ((y - t) ** 2).mean(), labels=(x,),
+          return_outputs=False)
+dist.destroy_process_group()
+'''
+
+
+def test_dualpipe_stages_are_computes_with_payloads(tmp_path):
+    pytest.importorskip("dualpipe")
+    (tmp_path / "dp.py").write_text(DUALPIPE)
+    out = tmp_path / "p.json"
+    r = _record(out, ["dp.py"], 2, "--check", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "message-matching  holds" in r.stdout
+    prog = json.loads(out.read_text())
+    for rank in prog["ranks"]:
+        s0, s1 = rank["rank"], 3 - rank["rank"]  # route 0 stage r, route 1 stage 2R-1-r
+        computes = [(o["kind"], o["stage"], o["mb"]) for o in rank["ops"] if o["op"] == "compute"]
+        assert sorted(c for c in computes if c[0] == "F") == sorted(
+            [("F", s, m) for s in (s0, s1) for m in range(2)])
+        assert {c[1] for c in computes} == {s0, s1}
+        assert sum(c[0] in ("B", "I") for c in computes) == 4
+        assert [c for c in computes if c[0] == "W"] == [("W", c[1], c[2]) for c in computes
+                                                         if c[0] == "I"]
+        entries = [o for op in rank["ops"] if op["op"] == "batch" for o in op["ops"]]
+        assert entries and all("payload" in o for o in entries)
+
+
 def test_torchrun_entry(tmp_path):
     out = tmp_path / "p.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

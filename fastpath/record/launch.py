@@ -311,7 +311,8 @@ def summarize(program: dict, out: str, target: list[str], interrupted: int | Non
             if r["outcome"] == outcome:
                 err = r["error"] or ""
                 if outcome == "killed":
-                    err = err.replace("killed ", "", 1)
+                    verb, err = ("was killed", err[len("killed "):]) if err.startswith("killed ") \
+                        else ("", err)
                 return EXIT_FAILED, f"rank {r['rank']} {verb} {err}; {kept}".replace("  ", " ")
     hung = [r for r in ranks if r["outcome"] == "hung"]
     if hung:

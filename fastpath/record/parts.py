@@ -40,6 +40,7 @@ OUTCOMES = ("finished", "hung", "raised", "killed", "interrupted")
 # the program's overall outcome: the most telling of its ranks' (the root cause first)
 _PRIORITY = ("interrupted", "killed", "raised", "hung", "finished")
 BLOCKING = ("send", "recv", "wait", "collective")
+_CRASHES = ("SIGABRT", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL")  # a process's own death
 
 
 def part_path(parts_dir: str, rank: int) -> str:
@@ -118,6 +119,8 @@ def rank_outcome(part: Part, end: RankEnd) -> tuple[str, str | None]:
     if part.end is not None and part.end.get("outcome") == "raised":
         return "raised", part.end.get("error")
     if end.ended_by == "signal":
+        if end.signal in _CRASHES:
+            return "killed", f"died by {end.signal} (a crash)"
         return "killed", f"killed by {end.signal or 'a signal'} from outside"
     if part.end is not None:
         return "finished", None

@@ -30,13 +30,13 @@ STAGE_MODULE = "torch.distributed.pipelining.stage"
 
 
 class PatchOnImport(importlib.abc.MetaPathFinder):
-    """A meta-path finder that patches the stages once ``STAGE_MODULE`` has loaded."""
+    """A meta-path finder that calls ``then(module)`` once the module ``name`` has loaded."""
 
-    def __init__(self, rec):
-        self.rec = rec
+    def __init__(self, name: str, then):
+        self.name, self.then = name, then
 
     def find_spec(self, name, path=None, target=None):
-        if name != STAGE_MODULE:
+        if name != self.name:
             return None
         sys.meta_path.remove(self)  # let the others find it; we only wrap its loading
         try:
@@ -47,7 +47,7 @@ class PatchOnImport(importlib.abc.MetaPathFinder):
             sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
-        loader, rec = spec.loader, self.rec
+        loader, then, unhook = spec.loader, self.then, self.unhook
 
         class _Loader(importlib.abc.Loader):
             def __getattr__(self, attr):  # get_source, get_filename...: the real loader's
@@ -58,16 +58,20 @@ class PatchOnImport(importlib.abc.MetaPathFinder):
 
             def exec_module(self, module):
                 loader.exec_module(module)
-                self_unhook()
-                patch(rec, module._PipelineStageBase)
+                unhook()
+                then(module)
 
-        self_unhook = self.unhook
         spec.loader = _Loader()
         return spec
 
     def unhook(self) -> None:
         if self in sys.meta_path:
             sys.meta_path.remove(self)
+
+
+def patch_module(rec, module) -> None:
+    patch(rec, module._PipelineStageBase)
+
 
 _PAYLOAD_OF = {  # method -> (kind, stage offset from the stage's own index)
     "get_fwd_send_ops": ("F", 0),

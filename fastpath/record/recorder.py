@@ -13,8 +13,10 @@ replaces, in ``torch.distributed`` and ``torch.distributed.distributed_c10d``:
   ``destroy_process_group`` (deferred while a launcher holds the rank, so a rank
   that finished keeps its connections and a peer still waiting on it stays
   blocked, as it would under NCCL, instead of failing on a closed socket);
-- torch.distributed.pipelining's stages: forward/backward of a chunk are compute
-  ops with (stage, micro-batch), and the P2P ops a stage builds carry payloads.
+- torch.distributed.pipelining's stages and DeepSeek's DualPipe
+  (fastpath.record.pipelining, fastpath.record.dualpipe): forward/backward of a
+  chunk are compute ops with (stage, micro-batch), and the P2P ops they build
+  carry payloads.
 
 Each op is written, before the call runs, as one line of the rank's part file
 (fastpath.record.parts) with ``where``: the first frame outside torch and
@@ -423,17 +425,21 @@ class Recorder:
         self._patch(cls, "__init__", __init__)
 
     def _patch_pipelining(self) -> None:
-        """Patch pipelining's stages now if loaded, else when the script imports them
-        (importing torch.distributed.pipelining costs seconds: only scripts that use it pay)."""
-        from fastpath.record import pipelining  # a sibling of this module, torch-bound too
+        """Patch the runtimes whose stages the recorder knows (torch.distributed.pipelining,
+        DeepSeek's dualpipe) now if loaded, else when the script imports them (importing
+        pipelining costs seconds: only scripts that use it pay)."""
+        # siblings of this module, torch-bound too
+        from fastpath.record import dualpipe, pipelining
 
-        module = sys.modules.get(pipelining.STAGE_MODULE)
-        if module is not None:
-            pipelining.patch(self, module._PipelineStageBase)
-            return
-        finder = pipelining.PatchOnImport(self)
-        sys.meta_path.insert(0, finder)
-        self._saved.append((finder, "unhook", None))
+        for name, patch_module in ((pipelining.STAGE_MODULE, pipelining.patch_module),
+                                   (dualpipe.MODULE, dualpipe.patch_module)):
+            module = sys.modules.get(name)
+            if module is not None:
+                patch_module(self, module)
+                continue
+            finder = pipelining.PatchOnImport(name, lambda m, f=patch_module: f(self, m))
+            sys.meta_path.insert(0, finder)
+            self._saved.append((finder, "unhook", None))
 
 
 def redirect_cuda() -> bool:

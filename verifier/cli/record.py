@@ -35,8 +35,9 @@ recv, isend, irecv, batch_isend_irecv / P2POp), every wait()/is_completed() on
 their handles, barrier and collectives, with peer, group, shape, dtype and the
 script's own file and line. A script that asks for NCCL runs on gloo and the
 program says so (recorded.backend_requested). torch.distributed.pipelining's
-stage forward/backward are recorded as computes (stage, micro-batch); other
-runtimes can say the same with fastpath.record.compute / payload (README).
+and DeepSeek's DualPipe's forward/backward are recorded as computes (stage,
+micro-batch) and their messages carry payloads; other runtimes can say the
+same with fastpath.record.compute / payload (README).
 
 The program (pp-schedule 1.1, kind "program") is written to --output whatever
 happens: each rank appends its calls to a file as it makes them, so a hang, a

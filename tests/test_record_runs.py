@@ -341,7 +341,19 @@ def test_torchrun_entry(tmp_path):
     prog = json.loads(out.read_text())
     assert prog["recorded"]["outcome"] == "finished"
     assert [len(x["ops"]) for x in prog["ranks"]] == [3, 3]  # a batch and two waits each
-    assert not os.path.exists(str(out) + ".parts/rank0.jsonl") or True
+
+
+def test_torchrun_entry_on_a_hang(tmp_path):
+    """Each rank stops itself after --timeout inside one call; rank 0 still merges."""
+    out = tmp_path / "p.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "verifier.record", "--timeout", "5", "-o", str(out), "pt172668_deferred_recv.py"]
+    r = subprocess.run(cmd, cwd=PROGRAMS, capture_output=True, text=True, timeout=240)
+    assert r.returncode != 0
+    assert out.exists(), r.stderr[-3000:]
+    prog = json.loads(out.read_text())
+    assert prog["recorded"]["outcome"] == "hung", (prog["ranks"], r.stderr[-3000:])
+    assert [[op["returned"] for op in x["ops"]] for x in prog["ranks"]] == [[False], [False]]
 
 
 API = '''\

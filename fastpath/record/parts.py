@@ -126,8 +126,8 @@ def rank_outcome(part: Part, end: RankEnd) -> tuple[str, str | None]:
         return "finished", None
     if end.ended_by == "interrupt":
         return "interrupted", None
-    if end.ended_by in ("timeout", "failure"):
-        return "hung", None
+    if end.ended_by in ("timeout", "failure") or (end.ended_by is None and part.stop is not None):
+        return "hung", None  # (a stop record alone: the rank's own watchdog, under torchrun)
     if part.start is None:
         return "raised", "the rank exited before its recording started"
     return "raised", "the rank exited without finishing its script"

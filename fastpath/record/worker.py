@@ -23,7 +23,10 @@ What it is: ``main(target, ...)`` runs in a process the launcher
 Under torchrun (``mode="torchrun"``) there is no launcher: a rank's own
 watchdog thread stops it once it has been inside one call for ``timeout_s``;
 after its script ends the rank waits (up to ``timeout_s``) for every rank's
-part to end, and rank 0 merges the parts into the program.
+part to end, and rank 0 merges the parts into the program (a stopped rank 0
+waits 5 s for the others' stop records, then merges). SIGTERM is ignored:
+torchrun sends it to the other ranks once one has failed, which would end
+rank 0 before it merged; each rank stops itself instead.
 
 Exit codes: 0 finished, 5 the script raised, 4 stopped by the watchdog or the
 launcher.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import sys
 import threading
 import time
@@ -57,13 +61,17 @@ class _Rank:
         self.ended = False
         self.code = 0
         self.lock = threading.Lock()
+        self.finish = None  # under torchrun: merge the parts (rank 0) before exiting
 
     def stop(self, code: int) -> None:
-        """Write the ``stop`` record (unless the script ended) and exit now."""
+        """Write the ``stop`` record (unless the script ended) and exit now (under
+        torchrun, rank 0 first merges the parts: ``finish``)."""
         with self.lock:
             if self.writer is not None and not self.ended:
                 blocked = self.recorder.inside if self.recorder is not None else None
                 self.writer.write({"t": "stop", "blocked": blocked})
+        if self.finish is not None:
+            self.finish()
         _flush_and_exit(code)
 
 
@@ -158,6 +166,11 @@ def main(target: list[str], *, parts_dir: str, mode: str = "launcher", ctl_fd: i
         threading.Thread(target=_control, args=(ctl_fd, state), daemon=True,
                          name="record-control").start()
     elif mode == "torchrun":
+        # torchrun ends the other ranks with SIGTERM once one has failed; each rank stops
+        # itself instead (its watchdog, --timeout), so that rank 0 can still merge
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        state.finish = lambda: _torchrun_finish(parts_dir, rank, world, 5.0, out,
+                                                command or target)
         threading.Thread(target=_watch, args=(state, timeout_s), daemon=True,
                          name="record-watchdog").start()
     # torch loads here, after the control thread is up (it takes seconds)
@@ -190,7 +203,7 @@ def main(target: list[str], *, parts_dir: str, mode: str = "launcher", ctl_fd: i
         while True:  # the control thread ends the process on the launcher's word
             time.sleep(3600)
     if mode == "torchrun":
-        _torchrun_finish(parts_dir, rank, world, timeout_s, out, command or target)
+        _torchrun_finish(parts_dir, rank, world, timeout_s + 5, out, command or target)
     _flush_and_exit(state.code)
     return state.code
 
@@ -199,7 +212,7 @@ def _torchrun_finish(parts_dir: str, rank: int, world: int, timeout_s: float, ou
                      command: list[str]) -> None:
     """Wait (up to ``timeout_s``) until every rank's part has ended; rank 0 then
     writes the program."""
-    t_end = time.monotonic() + timeout_s + 5
+    t_end = time.monotonic() + timeout_s
     while time.monotonic() < t_end:
         parts = [read_part(part_path(parts_dir, r), r) for r in range(world)]
         if all(p.end is not None or p.stop is not None for p in parts):

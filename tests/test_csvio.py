@@ -769,11 +769,13 @@ def test_generate_refusal_names_flags_generate_has(tmp_path):
 def _parsers():
     """Every option string of every command line of the project."""
     from fastpath.cli import build_parser as fastpath_parser
+    from fastpath.record.__main__ import build_parser as record_parser
     from reference.cli import build_parser as reference_parser
     from verifier.cli.app import build_parser
 
     flags: set[str] = set()
-    todo = [p(io.StringIO()) for p in (build_parser, reference_parser, fastpath_parser)]
+    todo = [p(io.StringIO()) for p in (build_parser, reference_parser, fastpath_parser,
+                                       record_parser)]
     while todo:
         p = todo.pop()
         for a in p._actions:

@@ -15,7 +15,8 @@ import argparse
 import sys
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser(stdout=None) -> argparse.ArgumentParser:
+    """The entry points' flags (``stdout``: unused, the signature the tests share)."""
     p = argparse.ArgumentParser(prog="python -m fastpath.record")
     sub = p.add_subparsers(dest="cmd", required=True)
     la = sub.add_parser("launch")
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("error: python -m fastpath.record CMD [options] -- TARGET\n")
         return 2
     cut = argv.index("--")
-    args = _parser().parse_args(argv[:cut])
+    args = build_parser().parse_args(argv[:cut])
     target = argv[cut + 1:]
     if args.cmd == "launch":
         # deferred: a worker never needs the launcher (and neither loads torch here)

@@ -110,3 +110,18 @@ def test_the_api_does_not_import_torch():
             "check(generate('1f1b', 2, 2)); assert 'torch' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_bare_import_verifier_then_check():
+    # `import verifier; verifier.check(...)` is the README's spelling: it must
+    # work in a fresh process where nothing imported verifier.check yet
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys, verifier; assert 'verifier.check' not in sys.modules; "
+            f"print(verifier.check({str(root / 'specs/examples/1f1b.json')!r}).verdict.name)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "VERIFIED"

@@ -42,7 +42,9 @@ ops). Before the first schedule every communicator the schedules can use is
 created (a collective, then one blocking send/recv per rank pair in one
 global order), because creating one blocks the host (not modelled,
 specs/SEMANTICS.md). A wait polls ``is_completed`` until its deadline (an
-NCCL wait does not block the host). A hung NCCL communicator cannot be
+NCCL wait does not block the host); a batch on NCCL returns one Work for the
+whole group (``_coalescing_manager``), so every op of it is waited through
+that one handle, as a PyTorch program must. A hung NCCL communicator cannot be
 reused: after a hang every rank exits and ``run_schedules`` starts fresh
 ranks for the schedules left.
 
@@ -166,6 +168,8 @@ class _RankWalk:
             ops.append((op, dist.P2POp(fn, self.rt.tensor(), peer, self.group, self.tag)))
         if isinstance(action, Batch):
             works = dist.batch_isend_irecv([p for _, p in ops])
+            if len(works) != len(ops):  # NCCL coalesces a batch into one Work: it is every op's
+                works = [works[0]] * len(ops)
         else:
             works = [p.op(p.tensor, p.peer, p.group, p.tag) for _, p in ops]
         for (op, _), w in zip(ops, works):

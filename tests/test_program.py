@@ -131,6 +131,20 @@ def test_a_batch_is_one_unit_on_the_group_stream():
     assert all(terminates(doc).values())
 
 
+def test_batches_grouped_differently_on_the_two_sides():
+    # rank 0 batches its send and receive with rank 1; rank 1 posts them as two plain ops
+    doc = program([batch(1, p2p("isend", 1, 0, handle=0, top=False), p2p("irecv", 1, 0, handle=1, top=False)),
+                   wait(0, 2), wait(1, 3)],
+                  [p2p("irecv", 0, 5, handle=0), p2p("isend", 0, 6, handle=1), wait(0, 7), wait(1, 8)])
+    vs = check_program(program_from_dict(doc)).result_of("message-matching").violations
+    assert [v.code for v in vs] == ["batch-grouping"] and "nccl#1279" in vs[0].message
+    same = program([batch(1, p2p("isend", 1, 0, handle=0, top=False), p2p("irecv", 1, 0, handle=1, top=False)),
+                    wait(0, 2), wait(1, 3)],
+                   [batch(5, p2p("irecv", 0, 0, handle=0, top=False), p2p("isend", 0, 0, handle=1, top=False)),
+                    wait(0, 7), wait(1, 8)])
+    assert check_program(program_from_dict(same)).result_of("message-matching").status is Status.HOLDS
+
+
 def test_shape_and_payload_mismatch_name_both_lines():
     doc = program([p2p("send", 1, 88, shape=(4, 1024), payload=("F", 0, 1))],
                   [p2p("recv", 0, 91, shape=(4, 512), payload=("F", 1, 1))])

@@ -73,7 +73,8 @@ def _at(pl: Place) -> str:
 # ---------------------------------------------------------------- well-formed
 
 
-def _well_formed(p: Program) -> list[ProgramViolation]:
+def _well_formed(p: Program, pl: Plan) -> list[ProgramViolation]:
+    """The violations of the ops the plan flagged (it checks every op in its one pass)."""
     out: list[ProgramViolation] = []
     WF = ProgramProperty.WELL_FORMED
     groups = {g.id: g for g in p.groups}
@@ -82,43 +83,33 @@ def _well_formed(p: Program) -> list[ProgramViolation]:
         if bad:
             out.append(ProgramViolation(WF, "group-rank", f"group {g.id} names rank {bad[0]}, "
                                         f"outside 0..{p.num_ranks - 1}"))
-    members = {g.id: frozenset(g.ranks) for g in p.groups}
-    R = p.num_ranks
-    for rp in p.ranks:
-        issued: set[int] = set()
-        rank = rp.rank
-        for k, op in enumerate(rp.ops):
-            t = type(op)
-            entries = (op,) if t is P2P else op.ops if t is BatchP2P else ()
-            for j, e in enumerate(entries):
-                if e.handle is not None:
-                    issued.add(e.handle)
-                peer, g = e.peer, members.get(e.group)
-                if 0 <= peer < R and peer != rank and g is not None and rank in g and peer in g:
-                    continue  # the common case: nothing to say, no place built
-                g = groups.get(e.group)
-                pl = _place(p, rank, k, j if t is BatchP2P else None)
-                if not 0 <= e.peer < p.num_ranks:
-                    out.append(ProgramViolation(WF, "peer-range", f"{_at(pl)}: peer rank {e.peer} is outside "
-                                                f"0..{p.num_ranks - 1}", (pl,)))
-                elif e.peer == rp.rank:
-                    out.append(ProgramViolation(WF, "peer-self", f"{_at(pl)}: the peer is the rank itself", (pl,)))
-                elif g is None:
-                    out.append(ProgramViolation(WF, "group", f"{_at(pl)}: group {e.group} is not declared", (pl,)))
-                else:
-                    out.append(ProgramViolation(WF, "group-member", f"{_at(pl)}: group {e.group} "
-                                                f"({list(g.ranks)}) does not hold both rank {rp.rank} "
-                                                f"and rank {e.peer}", (pl,)))
-            if (t is Wait or t is IsCompleted) and op.handle not in issued:
-                pl = _place(p, rp.rank, k)
-                out.append(ProgramViolation(WF, "handle", f"{_at(pl)}: handle {op.handle} was not "
-                                            f"returned by an earlier isend/irecv of rank {rp.rank}", (pl,)))
-            if t is Collective:
-                g = groups.get(op.group)
-                if g is None or rp.rank not in g.ranks:
-                    pl = _place(p, rp.rank, k)
-                    what = "is not declared" if g is None else f"({list(g.ranks)}) does not hold rank {rp.rank}"
-                    out.append(ProgramViolation(WF, "collective-group", f"{_at(pl)}: group {op.group} {what}", (pl,)))
+    flagged = [(pl.req_place[q], pl.req_op[q]) for q in pl.bad_reqs]
+    flagged += [((r, k, None), p.ranks[r].ops[k]) for r, k in pl.bad_handles]
+    flagged += [((rp.rank, k, None), op) for rp in p.ranks for k, op in enumerate(rp.ops)
+                if type(op) is Collective and (op.group not in groups or rp.rank not in groups[op.group].ranks)]
+    for (rank, k, sub), e in sorted(flagged, key=lambda x: (x[0][0], x[0][1], x[0][2] or 0)):
+        at = _at(_place(p, rank, k, sub))
+        g = groups.get(e.group) if hasattr(e, "group") else None
+        if type(e) is Collective:
+            what = "is not declared" if g is None else f"({list(g.ranks)}) does not hold rank {rank}"
+            out.append(ProgramViolation(WF, "collective-group", f"{at}: group {e.group} {what}",
+                                        (_place(p, rank, k),)))
+        elif type(e) in (Wait, IsCompleted):
+            out.append(ProgramViolation(WF, "handle", f"{at}: handle {e.handle} was not returned by "
+                                        f"an earlier isend/irecv of rank {rank}", (_place(p, rank, k),)))
+        elif not 0 <= e.peer < p.num_ranks:
+            out.append(ProgramViolation(WF, "peer-range", f"{at}: peer rank {e.peer} is outside "
+                                        f"0..{p.num_ranks - 1}", (_place(p, rank, k, sub),)))
+        elif e.peer == rank:
+            out.append(ProgramViolation(WF, "peer-self", f"{at}: the peer is the rank itself",
+                                        (_place(p, rank, k, sub),)))
+        elif g is None:
+            out.append(ProgramViolation(WF, "group", f"{at}: group {e.group} is not declared",
+                                        (_place(p, rank, k, sub),)))
+        else:
+            out.append(ProgramViolation(WF, "group-member", f"{at}: group {e.group} ({list(g.ranks)}) "
+                                        f"does not hold both rank {rank} and rank {e.peer}",
+                                        (_place(p, rank, k, sub),)))
     return out
 
 
@@ -172,17 +163,47 @@ def _message_matching(p: Program, pl: Plan) -> list[ProgramViolation]:
     return out
 
 
+def _batch_grouping(p: Program, pl: Plan) -> list[ProgramViolation]:
+    """Ops between two ranks grouped differently on the two sides: for each unit
+    (a plain op or a batch) and peer, the FIFO partners of its ops with that peer
+    must be exactly the ops of one unit of the peer with this rank. NCCL leaves
+    another grouping undefined (NVIDIA/nccl#1279, #2130); one violation per
+    pair of units, unmatched ops left to ``unmatched``."""
+    by_unit: dict[tuple[int, int, int, int], list[int]] = {}
+    for q, (r, k, _sub) in enumerate(pl.req_place):
+        e = pl.req_op[q]
+        by_unit.setdefault((r, k, e.group, e.peer), []).append(q)
+    out: list[ProgramViolation] = []
+    said: set = set()
+    for (r, k, g, peer), qs in by_unit.items():
+        partners = [pl.partner[q] for q in qs]
+        if any(m < 0 for m in partners):
+            continue
+        units = {pl.req_place[m][:2] for m in partners}
+        if len(units) == 1:
+            (pr, pk), = units
+            if sorted(by_unit.get((pr, pk, g, r), ())) == sorted(partners):
+                continue
+        if (r, k) in said:  # named already, as the other side of an earlier violation
+            continue
+        said.update({(r, k), *units})
+        a = _place(p, r, k)
+        others = "; ".join(_at(_place(p, ur, uk)) for ur, uk in sorted(units))
+        out.append(ProgramViolation(
+            ProgramProperty.MESSAGE_MATCHING, "batch-grouping",
+            f"{_at(a)} groups its ops with rank {peer} differently from rank {peer}, whose partners "
+            f"are {others}: NCCL leaves a different grouping on the two sides undefined "
+            "(NVIDIA/nccl#1279); gloo and eager run it", (a,)))
+    return out
+
+
 # ---------------------------------------------------------------- collective-order
 
 
-def _collective_order(p: Program) -> list[ProgramViolation]:
+def _collective_order(p: Program, pl: Plan) -> list[ProgramViolation]:
     out: list[ProgramViolation] = []
     CO = ProgramProperty.COLLECTIVE_ORDER
-    seqs: dict[tuple[int, int], list[tuple[int, Collective]]] = {}
-    for rp in p.ranks:
-        for k, op in enumerate(rp.ops):
-            if isinstance(op, Collective):
-                seqs.setdefault((op.group, rp.rank), []).append((k, op))
+    seqs = {key: [(k, p.ranks[key[1]].ops[k]) for k in ks] for key, ks in pl.colls.items()}
     for g in p.groups:
         members = [r for r in g.ranks if 0 <= r < p.num_ranks]
         if not members:
@@ -293,12 +314,12 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
         raise ScheduleError(f"unknown communication model {comm_model!r}; choose one of "
                             f"{', '.join((*PROGRAM_MODELS, ALL))}", "--comm-model")
     chosen = tuple(PROGRAM_MODELS) if comm_model == ALL else (comm_model,)
-    wf = _well_formed(p)
     pl = plan(p)
+    wf = _well_formed(p, pl)
     props = [ProgramPropertyResult(ProgramProperty.WELL_FORMED, _status(wf), tuple(wf), "static")]
-    mm = _message_matching(p, pl)
+    mm = _message_matching(p, pl) + _batch_grouping(p, pl)
     props.append(ProgramPropertyResult(ProgramProperty.MESSAGE_MATCHING, _status(mm), tuple(mm), "static"))
-    co = _collective_order(p)
+    co = _collective_order(p, pl)
     props.append(ProgramPropertyResult(ProgramProperty.COLLECTIVE_ORDER, _status(co), tuple(co), "static"))
     outcomes = {name: replay(p, rules, pl) for name, rules in PROGRAM_MODELS.items()
                 if every_model or name in chosen}

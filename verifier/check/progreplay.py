@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from verifier.program import (
     BatchP2P,
     Collective,
+    IsCompleted,
     P2P,
     Program,
     Wait,
@@ -77,6 +78,9 @@ class Plan:
     code: list  # per rank, per op: what the op does (NOOP, POST, POST_BLOCK, WAIT)
     wait_req: list  # per rank, per op: the req a wait names (-1: none, or unknown handle)
     is_send: list  # per req
+    bad_reqs: list  # reqs whose peer is not a rank of the op's group other than the caller
+    bad_handles: list  # (rank, op) of a wait / is_completed naming no earlier handle
+    colls: dict  # (group, rank) -> op indices of the rank's collectives on the group
 
 
 NOOP, POST, POST_BLOCK, WAIT = 0, 1, 2, 3
@@ -90,6 +94,11 @@ def plan(p: Program) -> Plan:
     recvs: dict = {}
     coll_count: dict = {}
     is_send: list[bool] = []
+    bad_reqs: list[int] = []
+    bad_handles: list[tuple[int, int]] = []
+    colls: dict = {}
+    members = {g.id: frozenset(g.ranks) for g in p.groups}
+    num_ranks = p.num_ranks
     for rp in p.ranks:
         rank = rp.rank
         hr = handle_req[rank]
@@ -101,6 +110,11 @@ def plan(p: Program) -> Plan:
             if t is Wait:
                 code[k] = WAIT
                 wq[k] = hr.get(op.handle, -1)
+                if wq[k] < 0:
+                    bad_handles.append((rank, k))
+            elif t is IsCompleted:
+                if op.handle not in hr:
+                    bad_handles.append((rank, k))
             elif t is P2P or t is BatchP2P:
                 entries = (op,) if t is P2P else op.ops
                 code[k] = POST_BLOCK if t is P2P and op.blocking else POST
@@ -114,6 +128,10 @@ def plan(p: Program) -> Plan:
                         hr[h] = q
                     send = e.op == "send" or e.op == "isend"
                     is_send.append(send)
+                    peer, g = e.peer, members.get(e.group)
+                    if not (0 <= peer < num_ranks and peer != rank and g is not None
+                            and rank in g and peer in g):
+                        bad_reqs.append(q)
                     if send:
                         sends.setdefault((e.group, rank, e.peer), []).append(q)
                     else:
@@ -124,6 +142,7 @@ def plan(p: Program) -> Plan:
                 c = coll_count.get((rank, op.group), 0)
                 coll_count[(rank, op.group)] = c + 1
                 rank_colls[k] = (op.group, c)
+                colls.setdefault((op.group, rank), []).append(k)
         step_reqs.append(rank_steps)
         coll_index.append(rank_colls)
         codes.append(code)
@@ -132,7 +151,8 @@ def plan(p: Program) -> Plan:
     for key, ss in sends.items():
         for a, b in zip(ss, recvs.get(key, ())):
             partner[a], partner[b] = b, a
-    return Plan(req_place, req_op, partner, handle_req, step_reqs, coll_index, codes, waits, is_send)
+    return Plan(req_place, req_op, partner, handle_req, step_reqs, coll_index, codes, waits, is_send,
+                bad_reqs, bad_handles, colls)
 
 
 class _Replay:

@@ -40,13 +40,6 @@ from verifier.results.program import ModelOutcome
 from verifier.semantics.comm import GROUP_STREAM, CommModel, SendRule
 
 
-# Gloo's host-side wait: a second wait() on a completed handle never returns
-# (measured: benchmarks/conformance_gloo.py --probe-second-wait). Not a field of
-# verifier.semantics.comm.CommModel yet (schedules have no handles); read from
-# the model when it has one, else from this list of model names.
-_SECOND_WAIT_BLOCKS = frozenset({"gloo"})
-
-
 @dataclass(frozen=True)
 class ReplayRules:
     """What a communication model says about a program's ops (see the docstring),
@@ -60,8 +53,7 @@ class ReplayRules:
 
     @classmethod
     def of(cls, m: CommModel) -> "ReplayRules":
-        second = getattr(m, "second_wait_blocks", m.name in _SECOND_WAIT_BLOCKS)
-        return cls(m.name, m.send is SendRule.BUFFERED, m.stream.value, bool(second), m)
+        return cls(m.name, m.send is SendRule.BUFFERED, m.stream.value, m.second_wait_blocks, m)
 
 
 @dataclass

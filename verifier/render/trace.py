@@ -26,6 +26,7 @@ from pathlib import Path
 
 from verifier.analysis.timeline import Analysis, label_of
 from verifier.ir import op_text
+from verifier.semantics.comm import MODELS
 
 US_PER_UNIT = 1000.0
 _COMPUTE_TID = 0
@@ -50,13 +51,15 @@ def chrome_trace(a: Analysis) -> dict:
         })
     # comm slices, lane-assigned per rank so that slices never partially overlap
     slices: list[tuple[int, float, float, str, dict, int, str]] = []
+    # rendezvous sends (nccl, nccl-pairs, gloo): both ends run together;
+    # buffered (eager): the send is the transfer itself, the receive waits from its post
+    rendezvous = MODELS[a.comm_model].rendezvous
     for m in a.messages:
         name = op_text(m.send.kind, m.send.stage, m.send.mb)
-        # nccl: both ends run together; eager: the send is the transfer itself
-        send_end = m.end if a.comm_model == "nccl" else min(m.start + m.latency, m.end)
+        send_end = m.end if rendezvous else min(m.start + m.latency, m.end)
         slices.append((m.src, m.start, send_end, f"{name} -> rank {m.dst}",
                        {"step": m.send_step, "posted": m.send_post * US_PER_UNIT}, m.id, "s"))
-        rstart = min(m.recv_post, m.end) if a.comm_model == "eager" else m.start
+        rstart = m.start if rendezvous else min(m.recv_post, m.end)
         slices.append((m.dst, rstart, m.end,
                        f"{op_text(m.recv.kind, m.recv.stage, m.recv.mb)} <- rank {m.src}",
                        {"step": m.recv_step, "posted": m.recv_post * US_PER_UNIT}, m.id, "f"))

@@ -46,7 +46,7 @@ import time
 import traceback
 
 from fastpath.record.parts import PartWriter, merge, part_path, read_part, write_program
-from fastpath.supervise import die_with_parent, name_process, short_comm_error
+from fastpath.supervise import die_with_parent, is_peer_loss, name_process, short_comm_error
 
 EXIT_RAISED, EXIT_STOPPED = 5, 4
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -130,7 +130,7 @@ def _user_frame(tb) -> str:
     return found
 
 
-def _run_target(target: list[str]) -> tuple[str, str | None]:
+def _run_target(target: list[str]) -> tuple[str, str | None, BaseException | None]:
     """Run the script or module; (outcome, error)."""
     try:
         if target[0] == "-m":
@@ -143,14 +143,14 @@ def _run_target(target: list[str]) -> tuple[str, str | None]:
             runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
         if e.code in (None, 0):
-            return "finished", None
+            return "finished", None, None
         if isinstance(e.code, int):
-            return "raised", f"SystemExit: exited with code {e.code}"
-        return "raised", f"SystemExit: {e.code}"
+            return "raised", f"SystemExit: exited with code {e.code}", e
+        return "raised", f"SystemExit: {e.code}", e
     except BaseException as e:  # noqa: BLE001 - the script's failure is recorded, not ours
         first = short_comm_error(str(e))  # gloo's first line, without its C++ location
-        return "raised", f"{type(e).__name__}: {first}{_user_frame(e.__traceback__)}"[:2000]
-    return "finished", None
+        return "raised", f"{type(e).__name__}: {first}{_user_frame(e.__traceback__)}"[:2000], e
+    return "finished", None, None
 
 
 def main(target: list[str], *, parts_dir: str, mode: str = "launcher", ctl_fd: int | None = None,
@@ -187,7 +187,12 @@ def main(target: list[str], *, parts_dir: str, mode: str = "launcher", ctl_fd: i
                   "torch": torch.__version__.split("+")[0]})
     with state.lock:
         state.writer, state.recorder = writer, rec
-    outcome, error = _run_target(target)
+    outcome, error, exc = _run_target(target)
+    if mode == "torchrun" and exc is not None and rec.inside is not None and is_peer_loss(exc):
+        # under torchrun each rank stops itself; a peer whose watchdog fired first
+        # closes the connection this rank was blocked on: the call never returned,
+        # so this rank stops as hung in it (its peer's part says why the run ended)
+        state.stop(EXIT_STOPPED)
     with state.lock:
         blocked = rec.inside if outcome == "raised" else None
         writer.write({"t": "end", "outcome": outcome, "error": error, "blocked": blocked})

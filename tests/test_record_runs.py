@@ -171,6 +171,37 @@ else:
 '''
 
 
+CUDA_SCRIPT = '''\
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("nccl")
+rank = dist.get_rank()
+torch.cuda.set_device(rank)
+x = torch.zeros(4, 8, dtype=torch.bfloat16, device="cuda")
+y = torch.empty(4, 8, dtype=torch.bfloat16, device=torch.device("cuda", rank))
+z = torch.tensor([1.0, 2.0], device=torch.cuda.current_device())
+assert x.device.type == y.device.type == z.device.type == "cpu"
+if rank == 0:
+    dist.send(x, 1)
+else:
+    dist.recv(y, 0)
+dist.destroy_process_group()
+'''
+
+
+def test_tensors_made_on_cuda_by_factories_stay_on_the_cpu(tmp_path):
+    """A script written for GPUs makes its buffers with ``device="cuda"``: without
+    CUDA the recorder makes them on the CPU, and the run is recorded."""
+    (tmp_path / "gpu.py").write_text(CUDA_SCRIPT)
+    out = tmp_path / "p.json"
+    r = _record(out, ["gpu.py"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r0, r1 = (p["ops"] for p in json.loads(out.read_text())["ranks"])
+    assert [o["op"] for o in r0] == ["send"] and [o["op"] for o in r1] == ["recv"]
+    assert r0[0]["shape"] == r1[0]["shape"] == [4, 8]
+
+
 def test_a_rank_that_raises(tmp_path):
     (tmp_path / "raises.py").write_text(RAISES)
     out = tmp_path / "p.json"

@@ -27,15 +27,17 @@ and answer as the op right before it is not written again. ``inside``
 is the index of the op whose call has not returned (the blocked call when a
 watchdog stops the rank).
 
-What it does not cover: tensors created directly on "cuda" by factory functions
-(``torch.zeros(..., device="cuda")``; ``.cuda()``/``.to("cuda")`` are redirected
-to the CPU when CUDA is absent), calls from several threads at once (one
+Without CUDA, ``.cuda()``, ``.to("cuda")`` and the factory functions' ``device="cuda"``
+(``torch.zeros(..., device="cuda")``, ``torch.tensor(..., device=0)``) are redirected
+to the CPU (``redirect_cuda``). What it does not cover: ``with torch.device("cuda"):``
+blocks, CUDA streams and events, calls from several threads at once (one
 recording state per process), ``split_group`` and other group constructors
 (their groups get an id when first used), launching (fastpath.record.launch).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -442,9 +444,29 @@ class Recorder:
             self._saved.append((finder, "unhook", None))
 
 
+# the factory functions a script calls with ``device="cuda"`` (or a CUDA index),
+# which without CUDA would raise before the first P2P call is reached
+_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "randperm",
+              "arange", "linspace", "eye", "tensor", "as_tensor", "empty_like", "zeros_like",
+              "ones_like", "full_like", "rand_like", "randn_like", "randint_like", "empty_strided")
+
+
+def _on_cpu(fn):
+    """``fn`` with a CUDA ``device=`` keyword (or a CUDA index) made the CPU."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if "device" in kwargs and _is_cuda(kwargs["device"]):
+            kwargs["device"] = "cpu"
+        return fn(*args, **kwargs)
+
+    return call
+
+
 def redirect_cuda() -> bool:
     """Without CUDA: ``.cuda()`` and ``.to("cuda"...)`` of tensors and modules stay on the
-    CPU, ``torch.cuda.set_device``/``synchronize`` do nothing. True when installed."""
+    CPU, and so do tensors the factory functions (``_FACTORIES``) are asked to make
+    on CUDA; ``torch.cuda.set_device``/``synchronize`` do nothing. True when installed."""
     if torch.cuda.is_available():
         return False
     tensor, module = torch.Tensor, torch.nn.Module
@@ -469,6 +491,10 @@ def redirect_cuda() -> bool:
     module.cuda = lambda self, *a, **k: self
     tensor.to = tensor_to
     module.to = module_to
+    for name in _FACTORIES:
+        fn = getattr(torch, name, None)
+        if fn is not None:
+            setattr(torch, name, _on_cpu(fn))
     torch.cuda.set_device = lambda *a, **k: None
     torch.cuda.synchronize = lambda *a, **k: None
     torch.cuda.current_device = lambda: 0

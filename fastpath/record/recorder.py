@@ -444,11 +444,10 @@ class Recorder:
             self._saved.append((finder, "unhook", None))
 
 
-# the factory functions a script calls with ``device="cuda"`` (or a CUDA index),
-# which without CUDA would raise before the first P2P call is reached
-_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "randperm",
-              "arange", "linspace", "eye", "tensor", "as_tensor", "empty_like", "zeros_like",
-              "ones_like", "full_like", "rand_like", "randn_like", "randint_like", "empty_strided")
+# factory functions a GPU script calls with device="cuda"; without CUDA they would raise
+_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "randperm", "arange",
+              "linspace", "eye", "tensor", "as_tensor", "empty_like", "zeros_like", "ones_like",
+              "full_like", "rand_like", "randn_like", "randint_like", "empty_strided")
 
 
 def _on_cpu(fn):

@@ -12,7 +12,9 @@ What it is: ``check_any`` takes
 - a ``torch.distributed.pipelining`` schedule object (``PipelineScheduleMulti`` or
   ``PipelineScheduleSingle``): its ``pipeline_order``; with ``lowering="torch"``
   its ``pipeline_order_with_comms`` (PyTorch's own send/receive placement,
-  ``_add_send_recv``) instead of this project's lowering.
+  ``_add_send_recv``) instead of this project's lowering. For every other
+  compute-only input ``lowering="torch"`` places them by the same rule, restated
+  in ``verifier.semantics.lowering_torch``.
 
 and returns the result object the CLI prints (``CheckResult`` for a schedule,
 ``ProgramCheckResult`` for a program; both have ``verdict`` and
@@ -40,6 +42,7 @@ from verifier.format.io import schedule_from_dict
 from verifier.format.program import is_program_document, load_document, program_from_dict
 from verifier.ir import Schedule
 from verifier.program import Program
+from verifier.semantics.lowering_torch import LOWERINGS
 
 ACCEPTED = ("a Schedule, a recorded Program, a path (JSON, CSV or program), a pp-schedule or "
             "program document (dict), a PyTorch pipeline_order dict, or a PipelineSchedule object")
@@ -109,8 +112,10 @@ def check_any(x: Any, comm_model: str = "nccl", *, lowering: str = "ppverify", *
     memory_limit, activation_bytes, z3_timeout_ms, ...); a program takes none.
     Raises ScheduleError (a ValueError) for bad input, TypeError for an object
     of another kind."""
-    if lowering not in ("ppverify", "torch"):
+    if lowering not in LOWERINGS:
         raise ScheduleError(f"lowering must be 'ppverify' or 'torch', got {lowering!r}", "lowering")
+    if lowering != "ppverify":
+        kwargs = dict(kwargs, lowering=lowering)  # a program refuses it (``_program``)
     if isinstance(x, Program):
         return _program(x, comm_model, kwargs)
     if isinstance(x, Schedule):
@@ -127,6 +132,8 @@ def check_any(x: Any, comm_model: str = "nccl", *, lowering: str = "ppverify", *
             return check(order_to_schedule(x), comm_model=comm_model, **kwargs)
         return check(schedule_from_dict(dict(x)), comm_model=comm_model, **kwargs)
     if hasattr(x, "pipeline_order") or hasattr(x, "_get_pipeline_order"):
+        # torch's own lowered order, when asked for, already has its communication
+        kwargs.pop("lowering", None)
         return check(order_to_schedule(_schedule_object_order(x, lowering),
                                        source=f"<{type(x).__name__}>"),
                      comm_model=comm_model, **kwargs)

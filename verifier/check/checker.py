@@ -40,6 +40,7 @@ from verifier.format.io import paused_gc
 from verifier.ir import Schedule, ScheduleError, comms_of
 from verifier.semantics import comm
 from verifier.semantics.lowering import lower
+from verifier.semantics.lowering_torch import LOWERINGS, torch_lower
 from verifier.semantics.tables import forget as forget_tables, tables_of
 from verifier.results.check import (
     TEMPLATES,
@@ -93,6 +94,7 @@ def check(
     z3_rlimit: int | None = None,
     progress=None,
     activation_bytes: Mapping[int, float] | None = None,
+    lowering: str = "ppverify",
 ) -> CheckResult:
     """Decide the seven properties of ``schedule`` under ``comm_model``.
 
@@ -101,13 +103,23 @@ def check(
     ``activation_bytes``: bytes of each stage's activation for one micro-batch
     (``verifier.format.units``); with it peaks and ``memory_limit`` are in bytes, and
     memory is decided by the static check alone (it is exact: program order).
+    ``lowering``: how a compute-only schedule gets its communication: "ppverify"
+    (verifier.semantics.lowering) or "torch" (what torch.distributed.pipelining's
+    runtime posts, verifier.semantics.lowering_torch; a schedule that already
+    has communication is then refused).
     Raises ScheduleError for a bad comm_model, engine or memory_limit, and for
     an engine that does not decide that model.
     """
     _check_arguments(comm_model, engine, memory_limit)
+    if lowering not in LOWERINGS:
+        raise ScheduleError(f"unknown lowering {lowering!r}; choose one of {', '.join(LOWERINGS)}",
+                            "lowering")
+    if lowering == "torch":
+        schedule_with_comm = torch_lower(schedule)  # ScheduleError where torch's rule does not apply
     with paused_gc():
         return _check(schedule, comm_model, engine, memory_limit, validate_certificate,
-                      z3_timeout_ms, z3_rlimit, progress, activation_bytes)
+                      z3_timeout_ms, z3_rlimit, progress, activation_bytes,
+                      None if lowering != "torch" else schedule_with_comm)
 
 
 def _check_arguments(comm_model, engine, memory_limit) -> None:
@@ -139,6 +151,7 @@ class _Run:
     t0: float
     original: Schedule
     lowered: bool = False
+    lowering: str = "ppverify"  # which lowering made ``schedule`` when ``lowered``
     num_ops: int = 0
     chosen: str = "none"
     engine_note: str = ""
@@ -159,6 +172,7 @@ class _Run:
             z3_core=tuple(self.core), engine_note=self.engine_note, schedule=s,
             input_schedule=self.original if self.lowered else None,
             activation_bytes=self.activation_bytes,
+            lowering=self.lowering if self.lowered else "",
         )
 
 
@@ -176,10 +190,13 @@ class _Deadlock:
 
 
 def _check(schedule, comm_model, engine, memory_limit, validate_certificate, z3_timeout_ms,
-           z3_rlimit, progress, activation_bytes=None) -> CheckResult:
+           z3_rlimit, progress, activation_bytes=None, torch_lowered=None) -> CheckResult:
     run = _Run(schedule, comm_model, engine, memory_limit, activation_bytes,
                progress or (lambda line: None), time.perf_counter(), schedule)
-    _lower(run)
+    if torch_lowered is None:
+        _lower(run)
+    else:
+        run.schedule, run.lowered, run.lowering = torch_lowered, True, "torch"
     run.say("well-formed")
     wf = properties.well_formed(run.schedule)
     if wf and run.lowered:

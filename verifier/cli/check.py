@@ -24,6 +24,7 @@ from verifier.format.program import load_document
 from verifier.program import Program
 from verifier.cli.check_program import run_program
 from verifier.check.program import program_models
+from verifier.semantics.lowering_torch import LOWERINGS
 from verifier.ir import ScheduleError
 from verifier.cli.check_json import OUTPUT_VERSION, to_json
 from verifier.cli.check_text import render_text
@@ -45,7 +46,8 @@ DESCRIPTION = """\
 Check a schedule file (JSON, or PyTorch pipelining CSV by extension) against
 the seven properties of specs/SEMANTICS.md under one communication model, and
 print a verdict with counterexamples. A compute-only schedule is lowered first
-(verifier/semantics/lowering.py) and the lowered schedule is what is checked.
+(verifier/semantics/lowering.py; with --lowering torch where PyTorch's runtime
+posts its sends and receives) and the lowered schedule is what is checked.
 
 properties (ids):
   well-formed       ids in range, each action on the rank holding its stage
@@ -165,6 +167,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    + " (default nccl), or all: one row per model")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="decision engine: auto (default), graph, z3, both")
+    p.add_argument("--lowering", choices=LOWERINGS, default="ppverify",
+                   help="how a compute-only schedule (e.g. a PyTorch CSV without SEND/RECV) gets "
+                   "its communication before it is checked: ppverify (default; "
+                   "verifier/semantics/lowering.py) or torch: where torch.distributed.pipelining's "
+                   "runtime posts it (its _add_send_recv, restated in "
+                   "verifier/semantics/lowering_torch.py); torch refuses a schedule that already "
+                   "has communication or more than one route (exit 2)")
     p.add_argument("--memory-limit", type=_limit, default=None, metavar="N|SIZE",
                    help="max live activations per rank: a plain number N is in units of one "
                    "stage's activation for one micro-batch; a size with a byte unit (80GiB, "
@@ -280,7 +289,7 @@ def _run(args: argparse.Namespace, stdout: IO[str], source: str, progress, limit
         return run_program(args, loaded, stdout, source)
     schedule, origin = loaded
     memory_limit, sizes = memory_args(args, schedule)
-    kw = dict(memory_limit=memory_limit, activation_bytes=sizes,
+    kw = dict(memory_limit=memory_limit, activation_bytes=sizes, lowering=args.lowering,
               z3_timeout_ms=None if args.timeout is None else max(1, int(args.timeout * 1000)),
               z3_rlimit=args.rlimit, progress=progress)
     if args.comm_model == "all":

@@ -100,6 +100,7 @@ def to_json(result: CheckResult, source: str = "", with_witness: bool = False,
             "num_microbatches": s.num_microbatches,
             "num_steps": s.num_actions,
             "lowered": result.lowered,
+            **({"lowering": result.lowering} if result.lowered else {}),
             **({} if origin is None else {"input_form": origin.form}),
         },
         "properties": {

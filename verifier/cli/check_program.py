@@ -31,7 +31,9 @@ def run_program(args: argparse.Namespace, program: Program, stdout: IO[str], sou
     """``check`` on a loaded program: flags that only mean something for a
     schedule are refused (exit 2), the rest as for a schedule."""
     for flag, value in (("--memory-limit", getattr(args, "memory_limit", None)),
-                        ("--activation-bytes", getattr(args, "activation_bytes", None))):
+                        ("--activation-bytes", getattr(args, "activation_bytes", None)),
+                        ("--lowering", None if getattr(args, "lowering", "ppverify") == "ppverify"
+                         else args.lowering)):
         if value is not None:
             raise FlagError("applies to schedules (stages and activations); a recorded program "
                             "has neither", flag)

@@ -153,6 +153,8 @@ def render_text(result: CheckResult, verbose: bool = False, with_witness: bool =
     out = [f"{result.verdict.value} under {result.comm_model} (engine: {result.engine})"]
     name = guard.printable(s.name or s.family or source or "(unnamed)")
     low = ", lowered from compute-only" if result.lowered else ""
+    if result.lowering == "torch":
+        low += " by PyTorch's rule (_add_send_recv)"
     out.append(
         f"schedule: {name}, {s.num_ranks} ranks, {s.num_microbatches} micro-batches, "
         f"{s.num_actions} steps{low}"

@@ -276,6 +276,8 @@ class CheckResult:
     # ``verifier.format.origin`` through ``verifier.semantics.lowering.lowering_map``)
     input_schedule: Schedule | None = field(compare=False, repr=False, default=None)
     activation_bytes: Mapping[int, float] | None = field(compare=False, repr=False, default=None)
+    # when lowered: which lowering ("ppverify", or "torch": PyTorch's runtime's placement)
+    lowering: str = ""
 
     def result_of(self, pid: PropertyId | str) -> PropertyResult:
         pid = PropertyId(pid)

@@ -191,9 +191,9 @@ LoweredMap = tuple[tuple["int | tuple[int | None, ...]", ...], ...]
 
 
 def lowering_map(s: Schedule, lowered: Schedule) -> LoweredMap:
-    """Where each step of ``lowered = lower(s)`` comes from, per rank and lowered
-    step: the step of ``s`` for a compute (``lower`` keeps the computes in
-    order), or for an inserted BATCH a tuple with, per op, the step of ``s`` of
+    """Where each step of ``lowered = lower(s)`` (or ``torch_lower(s)``) comes from,
+    per rank and lowered step: the step of ``s`` for a compute (both keep the
+    computes in order), or for an inserted BATCH (or plain op) a tuple with, per op, the step of ``s`` of
     the compute it was inserted for (the producer of a send, the consumer of a
     receive; the first such compute when a schedule runs one twice, None if
     none). Computed from the two schedules, so ``lower`` pays nothing for it;
@@ -211,6 +211,8 @@ def lowering_map(s: Schedule, lowered: Schedule) -> LoweredMap:
         for a in lacts:
             if isinstance(a, Batch):
                 row.append(tuple(cause.get(op) for op in a.ops))
+            elif isinstance(a, Comm):  # a plain op (PyTorch's lowering posts each on its own)
+                row.append((cause.get(a),))
             else:
                 row.append(k)
                 k += 1

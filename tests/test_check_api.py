@@ -44,7 +44,18 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="verifier.check takes"):
         check(3.5)
     with pytest.raises(ScheduleError, match="schedule options"):
-        check(program([p2p("send", 1, 1)], [p2p("recv", 0, 2)]), engine="z3")
+        check(program([p2p("send", 1, 1)], [p2p("recv", 0, 2)]), memory_limit=3)
+    with pytest.raises(ScheduleError, match="unknown engine"):
+        check(program([p2p("send", 1, 1)], [p2p("recv", 0, 2)]), engine="smt")
+
+
+def test_a_program_takes_an_engine():
+    ok = program([p2p("send", 1, 1)], [p2p("recv", 0, 2)])
+    for engine, label in (("auto", "replay"), ("graph", "replay"), ("z3", "z3"), ("both", "both")):
+        r = check(ok, engine=engine)
+        assert (r.verdict, r.engine, r.certificate) == (Verdict.VERIFIED, label, "accepted"), engine
+    r = check(program([p2p("send", 1, 1)], [p2p("send", 0, 2)]), comm_model="nccl", engine="z3")
+    assert r.verdict is Verdict.REFUTED and r.engine == "z3" and r.certificate == "accepted"
     with pytest.raises(ScheduleError, match="lowering"):
         check(generate("1f1b", 2, 2), lowering="megatron")
 

@@ -34,9 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("verifier", "reference", "fastpath")
 SOLVER_MODULES = {"verifier.check.z3engine", "verifier.synth.z3synth"}
 # verifier.results.check is data only (no semantics) and imports only verifier.ir;
-# the certificate checker reads those data, so it may import it as well
-CERTIFICATE_MAY_IMPORT = {"verifier.ir", "verifier.results.check"}
-LEAVES = {"verifier.results.check": {"verifier.ir"}, "verifier.results.analysis": {"verifier.ir"}}
+# the certificate checker reads those data, so it may import it as well. Its
+# program part (certificate/program.py) judges recorded programs, so it may
+# read their data types (verifier.program, a leaf) and the certificate it is
+# handed (verifier.results.program: data only, over verifier.program and
+# verifier.results.check); never the replay, the encoding or the semantics core.
+CERTIFICATE_MAY_IMPORT = {"verifier.ir", "verifier.results.check", "verifier.program",
+                          "verifier.results.program"}
+LEAVES = {"verifier.results.check": {"verifier.ir"}, "verifier.results.analysis": {"verifier.ir"},
+          "verifier.program": set(),
+          "verifier.results.program": {"verifier.program", "verifier.results.check"}}
 
 
 def _module_name(path: Path) -> str:

@@ -109,7 +109,8 @@ def check_any(x: Any, comm_model: str = "nccl", *, lowering: str = "ppverify", *
     """Check ``x`` (see the module docstring for what it may be) under ``comm_model``.
 
     ``kwargs`` go to ``verifier.check.checker.check`` for schedules (engine,
-    memory_limit, activation_bytes, z3_timeout_ms, ...); a program takes none.
+    memory_limit, activation_bytes, z3_timeout_ms, ...); a program takes
+    ``engine``, ``z3_timeout_ms`` and ``validate_certificate``.
     Raises ScheduleError (a ValueError) for bad input, TypeError for an object
     of another kind."""
     if lowering not in LOWERINGS:
@@ -140,8 +141,13 @@ def check_any(x: Any, comm_model: str = "nccl", *, lowering: str = "ppverify", *
     raise TypeError(f"verifier.check takes {ACCEPTED}; got {type(x).__name__}")
 
 
+# the keyword arguments a recorded program takes (verifier.check.program.check_program)
+PROGRAM_OPTIONS = ("engine", "z3_timeout_ms", "validate_certificate")
+
+
 def _program(p: Program, comm_model: str, kwargs: dict):
-    if kwargs:
-        raise ScheduleError(f"a recorded program takes no {', '.join(sorted(kwargs))} "
+    other = sorted(k for k in kwargs if k not in PROGRAM_OPTIONS)
+    if other:
+        raise ScheduleError(f"a recorded program takes no {', '.join(other)} "
                             "(those are schedule options)", "check")
-    return check_program(p, comm_model=comm_model)
+    return check_program(p, comm_model=comm_model, **kwargs)

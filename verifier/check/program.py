@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 
+from verifier.check.progengines import ENGINES, decide_deadlock
 from verifier.check.progreplay import Plan, ReplayRules, plan, replay
 from verifier.errors import ScheduleError
 from verifier.program import (
@@ -303,16 +304,22 @@ def _model_notes(chosen: tuple[str, ...], outcomes: dict[str, ModelOutcome]) -> 
     return [f"deadlocks under {verdict_models}; terminates under {', '.join(ok)}{tail}"]
 
 
-def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = True) -> ProgramCheckResult:
+def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = True, engine: str = "auto",
+                  z3_timeout_ms: int | None = None, validate_certificate: bool = True) -> ProgramCheckResult:
     """Decide the program properties under ``comm_model`` (a name of
     ``PROGRAM_MODELS``, or ``all``: deadlock-free under every model).
     ``every_model`` (default, what ``check`` prints): replay every model, so the
     result says under which others it would terminate; False replays only the
-    model(s) the verdict needs (``models`` then holds only those)."""
+    model(s) the verdict needs (``models`` then holds only those). ``engine``
+    (auto, graph: the replay; z3; both) decides ``deadlock-free``
+    (``verifier.check.progengines``); its certificates are validated by the
+    independent checker unless ``validate_certificate`` is False."""
     t0 = time.perf_counter()
     if comm_model != ALL and comm_model not in PROGRAM_MODELS:
         raise ScheduleError(f"unknown communication model {comm_model!r}; choose one of "
                             f"{', '.join((*PROGRAM_MODELS, ALL))}", "--comm-model")
+    if engine not in ENGINES:
+        raise ScheduleError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}", "--engine")
     chosen = tuple(PROGRAM_MODELS) if comm_model == ALL else (comm_model,)
     pl = plan(p)
     wf = _well_formed(p, pl)
@@ -323,11 +330,17 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
     props.append(ProgramPropertyResult(ProgramProperty.COLLECTIVE_ORDER, _status(co), tuple(co), "static"))
     outcomes = {name: replay(p, rules, pl) for name, rules in PROGRAM_MODELS.items()
                 if every_model or name in chosen}
+    d = decide_deadlock(p, pl, outcomes, chosen, engine, z3_timeout_ms=z3_timeout_ms,
+                        validate_certificate=validate_certificate)
     dl = [v for m in chosen for v in _deadlock_violations(outcomes[m])]
-    props.append(ProgramPropertyResult(ProgramProperty.DEADLOCK_FREE, _status(dl), tuple(dl), "replay"))
-    verdict = Verdict.REFUTED if any(pr.status is Status.FAILS for pr in props) else Verdict.VERIFIED
+    status = Status.UNKNOWN if d.unknown else _status(dl)
+    props.append(ProgramPropertyResult(ProgramProperty.DEADLOCK_FREE, status, tuple(d.unknown or dl),
+                                       d.decided_by))
+    st = {pr.status for pr in props}
+    verdict = Verdict.REFUTED if Status.FAILS in st else Verdict.UNKNOWN if Status.UNKNOWN in st \
+        else Verdict.VERIFIED
     notes = _recorded_notes(p, outcomes) + _model_notes(chosen, outcomes)
     return ProgramCheckResult(
         verdict=verdict, comm_model=comm_model, properties=tuple(props),
-        models=tuple(outcomes.values()), notes=tuple(notes),
-        seconds=time.perf_counter() - t0, program=p)
+        models=tuple(outcomes.values()), notes=tuple(notes), certificate=d.certificate,
+        seconds=time.perf_counter() - t0, engine=d.engine, program=p, z3=d.z3)

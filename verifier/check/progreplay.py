@@ -35,8 +35,9 @@ from verifier.program import (
     Program,
     Wait,
 )
+from verifier.check.progcert import blocked_certificate, witness_certificate
 from verifier.check.progexplain import Explainer
-from verifier.results.program import ModelOutcome
+from verifier.results.program import ModelOutcome, ProgramCertificate
 from verifier.semantics.comm import GROUP_STREAM, CommModel, SendRule
 
 
@@ -171,6 +172,7 @@ class _Replay:
         self.runnable = deque(range(p.num_ranks))
         self.todo: deque = deque()
         self.events = 0
+        self.segments: list = []  # (rank, first, end): the ops a run_rank call returned from, in order
 
     # ------------------------------------------------------------ streams and units
     def stream_key(self, rank: int, op) -> object:
@@ -329,6 +331,7 @@ class _Replay:
                     u = self.post(rank, k, ops[k])
                 if c == POST_BLOCK and not unit_done[u]:
                     self.pc[rank] = k
+                    self.segments.append((rank, start, k))
                     self.block(rank, ("unit", u))
                     return
             elif c == WAIT:
@@ -337,23 +340,39 @@ class _Replay:
                     h = ops[k].handle
                     if h in self.waited[rank] and self.rules.second_wait_blocks:
                         self.pc[rank] = k
+                        self.segments.append((rank, start, k))
                         self.block(rank, ("never", "second-wait", h))
                         return
                     target, done = self.wait_target(rank, q)
                     if not done:
                         self.pc[rank] = k
+                        self.segments.append((rank, start, k))
                         self.block(rank, target)
                         return
                     self.waited[rank].add(h)
             k += 1
         self.pc[rank] = k
         self.events += n - start
+        self.segments.append((rank, start, k))
 
     def run(self) -> None:
         while self.runnable:
             r = self.runnable.popleft()
             if self.pc[r] < len(self.p.ranks[r].ops):
                 self.run_rank(r)
+
+    def order(self) -> list[tuple[int, int]]:
+        """Every (rank, op) the ranks returned from, in the order they did."""
+        return [(r, k) for r, a, b in self.segments for k in range(a, b)]
+
+    def certificate(self) -> ProgramCertificate:
+        """The replay's answer as a certificate (``verifier.check.progcert``)."""
+        if self.terminated():
+            return witness_certificate(self.rules.name, self.order())
+        posted, done = self.posted_at, self.unit_done
+        return blocked_certificate(
+            self.p, self.pl, self.rules.name, self.rules.streams != "none", self.rules.second_wait_blocks,
+            self.pc, lambda r, k: k in posted[r], self.req_done.__getitem__, lambda r, k: done[posted[r][k]])
 
     def terminated(self) -> bool:
         return (all(self.pc[r] == len(rp.ops) for r, rp in enumerate(self.p.ranks))
@@ -367,9 +386,10 @@ def replay(p: Program, rules: ReplayRules, pl: Plan | None = None) -> ModelOutco
     rp = _Replay(p, pl, rules)
     rp.run()
     if rp.terminated():
-        return ModelOutcome(rules.name, True, num_events=rp.events)
+        return ModelOutcome(rules.name, True, num_events=rp.events, certificate=rp.certificate())
     ex = Explainer(rp)
     blocked = tuple(ex.blocked(r) for r in range(p.num_ranks) if rp.pc[r] < len(p.ranks[r].ops))
     hops, closed = ex.chain()
     return ModelOutcome(rules.name, False, blocked=blocked, hops=hops, closed=closed,
-                        summary=ex.summary(hops, closed), num_events=rp.events)
+                        summary=ex.summary(hops, closed), num_events=rp.events,
+                        certificate=rp.certificate())

@@ -37,6 +37,9 @@ from typing import Mapping
 import z3
 
 from verifier.ir import Schedule
+from verifier.program import Program
+from verifier.results.program import ProgramCertificate
+from verifier.check.progencoding import encode_program, read_outcome, smtlib_program
 from verifier.semantics.lowering import lower_if_compute_only
 from verifier.check.encoding import encode  # noqa: F401  (re-exported)
 from verifier.check.smt import (  # noqa: F401  (the system's data and text, re-exported)
@@ -207,6 +210,57 @@ def decide(
         return Z3Outcome.unknown(
             _unknown_reason(session, res, used, rlimit, t2 - t1, timeout_ms), stats)
     return _core(enc, labels, rlimit, timeout_ms, minimize_core, stats)
+
+
+@dataclass(frozen=True)
+class ProgramZ3Outcome:
+    """What Z3 decided about a recorded program under one model: ``status``
+    "sat" (always, when it finishes: the encoding has exactly one set of
+    happening events) with the ``certificate`` read from its values, or
+    "unknown" with the ``reason`` (a limit was hit; never a pass)."""
+
+    status: str
+    certificate: ProgramCertificate | None
+    reason: str
+    stats: Mapping[str, object] = field(default_factory=dict)
+
+
+def decide_program(
+    program: Program,
+    comm_model: str = "nccl",
+    *,
+    rlimit: int = DEFAULT_RLIMIT,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    plan=None,
+) -> ProgramZ3Outcome:
+    """Deadlock freedom of a recorded program under ``comm_model`` by z3
+    (``verifier.check.progencoding``: the events that happen under the model
+    are the one solution; the program terminates iff they are all of them)."""
+    t0 = time.perf_counter()
+    enc = encode_program(program, comm_model, plan)
+    text = smtlib_program(enc)
+    t1 = time.perf_counter()
+    session = _Session(rlimit, timeout_ms)
+    out = session.run(
+        "(set-option :smt.auto_config false)\n(set-option :smt.arith.solver 1)\n"
+        f"(set-option :rlimit {session.rlimit})\n(set-option :timeout {session.timeout_ms})\n"
+        + text + "\n(check-sat)")
+    res = out.split()[-1] if out.split() else out
+    t2 = time.perf_counter()
+    used = session.rlimit_used()
+    stats = {"comm_model": comm_model, "num_events": len(enc.names), "num_constraints": enc.num_constraints,
+             "encode_seconds": round(t1 - t0, 4), "solve_seconds": round(t2 - t1, 4), "rlimit_used": used}
+    if res != "sat":  # the maximal execution always satisfies it: only a limit or an error lands here
+        return ProgramZ3Outcome("unknown", None, _unknown_reason(session, res, used, rlimit, t2 - t1, timeout_ms),
+                                MappingProxyType(stats))
+    n = len(enc.names)
+    times = session.values(n)
+    happens = [False] * n
+    if n:
+        got = session.run("(get-value (" + " ".join(f"h{i}" for i in range(n)) + "))")
+        for i, v in re.findall(r"\(h(\d+) (true|false)\)", got):
+            happens[int(i)] = v == "true"
+    return ProgramZ3Outcome("sat", read_outcome(enc, happens, times), "", MappingProxyType(stats))
 
 
 def _witness(enc: Encoding, session: _Session, stats: dict[str, object]) -> Z3Outcome:

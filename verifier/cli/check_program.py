@@ -25,6 +25,8 @@ from verifier.results.check import Status
 from verifier.results.program import Blocked, ProgramCheckResult, ProgramProperty
 
 OUTPUT_VERSION = "1.0"
+# the codes of a deadlock-free that is UNKNOWN (printed under "why unknown:", not as counterexamples)
+UNKNOWN_CODES = ("solver-unknown", "engine-disagree", "certificate-rejected")
 
 
 def run_program(args: argparse.Namespace, program: Program, stdout: IO[str], source: str) -> int:
@@ -37,8 +39,10 @@ def run_program(args: argparse.Namespace, program: Program, stdout: IO[str], sou
         if value is not None:
             raise FlagError("applies to schedules (stages and activations); a recorded program "
                             "has neither", flag)
+    timeout = getattr(args, "timeout", None)
     with guard.naming(source):
-        result = check_program(program, comm_model=args.comm_model)
+        result = check_program(program, comm_model=args.comm_model, engine=getattr(args, "engine", "auto"),
+                               z3_timeout_ms=None if timeout is None else max(1, int(timeout * 1000)))
     cap = guard.limits_of(args).max_counterexamples
     if args.format == "json":
         stdout.write(json.dumps(program_json(result, source, cap), indent=1) + "\n")
@@ -77,7 +81,11 @@ def render_program(result: ProgramCheckResult, source: str = "", max_counterexam
     for m in result.models:
         word = "terminates" if m.terminates else "deadlocks "
         out.append(f"  {m.model:<{mw}}  {word}  {guard.printable(m.summary)}".rstrip())
-    viols = list(result.violations)
+    viols = [v for v in result.violations if v.code not in UNKNOWN_CODES]
+    why = [v for v in result.violations if v.code in UNKNOWN_CODES]
+    if why:
+        out.append("why unknown:")
+        out.extend(f"  [{v.property.value}] {guard.printable(v.message)}" for v in why)
     left = 0
     if max_counterexamples is not None and len(viols) > max_counterexamples:
         left, viols = len(viols) - max_counterexamples, viols[:max_counterexamples]
@@ -103,6 +111,9 @@ def render_program(result: ProgramCheckResult, source: str = "", max_counterexam
     if verbose:
         out.append(f"stats: {result.seconds:.3f} s, {result.program.num_ops} ops, "
                    + ", ".join(f"{m.model} {m.num_events} events" for m in result.models))
+        if result.z3:
+            out.append("z3: " + ", ".join(f"{m} {z.get('num_events', 0)} events "
+                                          f"{z.get('solve_seconds', 0):.3f} s" for m, z in result.z3.items()))
     return "\n".join(out) + "\n"
 
 
@@ -150,5 +161,6 @@ def program_json(result: ProgramCheckResult, source: str = "", max_counterexampl
                     "blocked": [_blocked_json(b) for b in m.blocked]} for m in result.models],
         "certificate": result.certificate,
         "stats": {"seconds": round(result.seconds, 6), "num_ops": p.num_ops,
-                  "events": {m.model: m.num_events for m in result.models}},
+                  "events": {m.model: m.num_events for m in result.models},
+                  **({"z3": result.z3} if result.z3 else {})},
     }

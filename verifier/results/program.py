@@ -62,6 +62,32 @@ class Blocked:
     reason: str
 
 
+Item = tuple[int, int, "int | None"]  # (rank, op, batch entry or None): a request, or a unit without one
+
+
+@dataclass(frozen=True)
+class ProgramCertificate:
+    """An engine's answer for one model, in a form a second opinion can check
+    (``verifier.check.certificate.program``; specs/SEMANTICS.md "Program
+    certificates").
+
+    ``terminates``: then ``order`` holds every (rank, op) once, in the order the
+    ranks return from their ops (a rank posts its next op as soon as it
+    returns; completions happen as soon as the model allows). Otherwise
+    ``stops[r]`` is the op rank r never returns from (``len(ops)``: it
+    finished), ``pending`` every request posted that never completes (a
+    collective or an empty batch: the unit, entry None), and ``waits`` per
+    blocked rank the pending items its op waits for (empty: a second wait
+    under a model where it never returns)."""
+
+    model: str
+    terminates: bool
+    order: tuple[tuple[int, int], ...] = ()
+    stops: tuple[int, ...] = ()
+    pending: tuple[Item, ...] = ()
+    waits: tuple[tuple[int, tuple[Item, ...]], ...] = ()
+
+
 @dataclass(frozen=True)
 class ModelOutcome:
     """Deadlock freedom under one communication model: ``terminates``, or the ranks
@@ -76,6 +102,7 @@ class ModelOutcome:
     closed: bool = False
     summary: str = ""
     num_events: int = 0
+    certificate: ProgramCertificate | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -93,7 +120,9 @@ class ProgramCheckResult:
     decided (all of them, whatever ``comm_model`` is). ``notes``: what the reader
     should know besides the verdict (how the recorded run ended and whether the
     replay explains it; what other models say). ``certificate``: the second
-    opinion's word on the deadlock verdict ("accepted", "rejected: ...")."""
+    opinion's word on the deadlock verdict ("accepted", "rejected: ..."; a
+    rejected one makes ``deadlock-free`` UNKNOWN). ``engine``: who decided
+    ``deadlock-free`` (replay, z3, both)."""
 
     verdict: Verdict
     comm_model: str
@@ -104,6 +133,7 @@ class ProgramCheckResult:
     seconds: float = 0.0
     engine: str = "replay"
     program: Program = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    z3: dict = field(default_factory=dict, compare=False, repr=False)  # z3's statistics per model, where it ran
 
     kind = "program"
 

@@ -47,7 +47,9 @@ class DeadlockDecision:
     z3: dict = field(default_factory=dict)
 
 
-def _state(c: ProgramCertificate | None):
+def answer_of(c: ProgramCertificate | None):
+    """What a certificate says, comparable across engines: terminates, or the
+    state it stops in (a witness order may differ between engines)."""
     if c is None:
         return None
     if c.terminates:
@@ -89,7 +91,7 @@ def decide_deadlock(p: Program, pl: Plan, outcomes: dict[str, ModelOutcome], cho
                 continue
             if m in chosen:
                 certs.append((m, "z3", z.certificate))
-            if _state(z.certificate) != _state(outcomes[m].certificate):
+            if answer_of(z.certificate) != answer_of(outcomes[m].certificate):
                 d.unknown.append(ProgramViolation(
                     DF, "engine-disagree", f"engines disagree under {m}: the replay says "
                     f"{_words(outcomes[m].certificate)}, z3 says {_words(z.certificate)}", (), m))

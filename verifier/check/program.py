@@ -13,6 +13,8 @@
   in the same order (same name; same shape and dtype where both recorded).
 - ``deadlock-free``: the monotone replay (``verifier.check.progreplay``)
   terminates under the model; otherwise the blocked ranks and the chain of waits.
+  ``engine`` z3 / both decides it (also) by Z3, and every answer's certificate
+  is validated (``verifier.check.progengines``).
 
 Every model is replayed whatever ``comm_model`` is (it is linear), so the result
 says under which models the program would terminate, and, for a recording of a

@@ -94,8 +94,12 @@ payload of FIFO pairs per group and rank pair), collective-order and
 deadlock-free by a replay under every model (--comm-model all lists
 every model's outcome); counterexamples name the rank, op index and source line
 ("rank 2 blocks in train.py:88 `recv` from rank 3 (4x1024 bfloat16) while
-..."), and "models:" lists every model's outcome. specs/SEMANTICS.md,
-"Recorded programs".
+..."), and "models:" lists every model's outcome. --engine: auto and graph
+run the replay (engine: replay), z3 a Z3 encoding of the same rules (engine:
+z3), both both (a disagreement is UNKNOWN, exit 3); each engine's answer (an
+order of returns, or the state the program stops in) is validated by an
+independent certificate checker (verifier/check/certificate/program.py); a
+rejected one is UNKNOWN. specs/SEMANTICS.md, "Recorded programs".
 
 engines (--engine):
   auto   (default) the graph engine first: a failing static property or a

@@ -21,6 +21,10 @@ reading the semantics core's ``CommModel`` definitions.
 Returns (ok, reason) pairs; it never raises on a wrong certificate. An
 unknown model is a rejection naming the models.
 
+Recorded programs have their own checker in ``program``
+(``check_program_certificate``), which may also import the program's data
+types (``verifier.program``) and certificate (``verifier.results.program``).
+
 What it does not cover: well-formedness (the interpreter assumes a
 well-formed schedule, as the engines do) and finding counterexamples itself.
 """

@@ -9,6 +9,15 @@ matched and consumed, every compute exactly once) and returns the
 rules are those of reference.executor's module docstring; the order in which
 steps run is the caller's (reference.executor).
 
+What the schedule means is read from the semantics core, never derived here:
+the peer stage of an op and what a compute consumes (verifier.semantics.routes:
+``Routes.peer_stage``, ``Routes.inputs``), and the op numbering, each op's peer
+rank, its FIFO partner and each rank's first receive of a (kind, stage,
+micro-batch) (verifier.semantics.channels' ``CommIndex``, which takes any
+schedule as written, so ``force`` runs still get it). The channels are driven
+by that partner table: a posted send meets the receive the core pairs it with
+once both are posted; what is checked here is the payload each carries.
+
 Not covered: choosing the order (reference.executor), the model
 (reference.models), the split backward (reference.split).
 """
@@ -30,7 +39,7 @@ from reference.faults import (
 from reference.result import PipelineResult
 from reference.split import backward_full, backward_input, backward_weight
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, loc, op_text, op_words
-from verifier.semantics.routes import routes_of
+from verifier.semantics.channels import CommIndex
 
 
 def _tag_str(tag: tuple) -> str:
@@ -56,31 +65,28 @@ class _Recv:
 
 
 @dataclass
-class _Channel:
-    sends: list = field(default_factory=list)
-    recvs: list = field(default_factory=list)
-
-
-@dataclass
 class _Rank:
     pc: int = 0
-    wait_keys: tuple = ()  # receives a posted wait-BATCH still waits for
+    wait_ops: tuple = ()  # receives (op indices) a posted wait-BATCH still waits for
     wait_step: int = -1
     posted: dict = field(default_factory=dict)  # recv key -> step it was posted at
-    inbox: dict = field(default_factory=dict)  # recv key -> payload (matched)
+    inbox: dict = field(default_factory=dict)  # receive (op index) -> payload (matched)
 
 
 class Run:
     def __init__(self, schedule, layers, microbatches, stage_layers, loss_fn, reduction):
         self.s = schedule
-        self.nb = routes_of(schedule)  # route neighbours, from the semantics core
+        # numbering, peers, FIFO partners, first receives: the semantics core's
+        self.ix = CommIndex(schedule)
+        self.nb = self.ix.routes  # route neighbours and what a compute consumes
         self.mbs = microbatches
         self.loss_fn = loss_fn
         self.reduction = reduction
         self.M = schedule.num_microbatches
         self.stage_layers = stage_layers
         self.ranks = [_Rank() for _ in range(schedule.num_ranks)]
-        self.channels: dict[tuple[int, int], _Channel] = {}
+        self.sends: dict[int, _Send] = {}  # posted sends, by op index
+        self.recvs: dict[int, _Recv] = {}  # posted receives, by op index
         # per-rank copies of the layers: copies[rank][model layer] -> module
         self.copies: list[dict[int, nn.Module]] = [{} for _ in range(schedule.num_ranks)]
         for st in schedule.stages:
@@ -150,22 +156,15 @@ class Run:
             self.owner.setdefault(n, {})[c.mb] = rank
 
     # ---- readiness (None = ready; a string = blocked on that; raises on faults)
-    def _input_key(self, rank: int, step: int, c: Compute):
-        """Where a compute's incoming data comes from: ('first'|'last'|'local'|'recv', key)."""
-        nb = self.nb
-        if c.kind is ComputeKind.F:
-            p = nb.prev[c.stage]
-            if p is None:
-                return ("first", None)
-            if nb.rank_of[p] == rank:
-                return ("local", (p, c.mb))
-            return ("recv", (CommKind.RECV_F, c.stage, c.mb))
-        n = nb.next[c.stage]
-        if n is None:
-            return ("last", None)
-        if nb.rank_of[n] == rank:
-            return ("local", (n, c.mb))
-        return ("recv", (CommKind.RECV_B, c.stage, c.mb))
+    def _source(self, rank: int, c: Compute):
+        """The tensor an F, B or I reads, from the core (``Routes.inputs``; the
+        other input of a B or I, its own F, is the activation it saved): None
+        (the micro-batch's input, or the loss), (F or "BI", stage) a compute's
+        output on this rank, (RECV_F or RECV_B, stage) this rank's first receive."""
+        ins = self.nb.inputs(rank, c.kind, c.stage)
+        if c.kind is not ComputeKind.F:
+            ins = ins[1:]
+        return ins[0] if ins else None
 
     def _ready(self, rank: int, step: int, c: Compute):
         self._check_place(rank, step, c, c.stage, c.mb)
@@ -200,38 +199,42 @@ class Run:
                 )
             if key not in self.f_done:
                 raise DependencyError(f"{c} needs {op_text('F', c.stage, c.mb)}, which has not run", rank, step)
-        src, k = self._input_key(rank, step, c)
-        if src == "local":
+        src = self._source(rank, c)
+        if src is None:
+            return None
+        kind, st = src
+        if kind is ComputeKind.F or kind == "BI":
             store = self.fwd_out if c.kind is ComputeKind.F else self.bwd_out
-            if k not in store:
+            if (st, c.mb) not in store:
                 need = ("F",) if c.kind is ComputeKind.F else ("B", "I")
                 raise DependencyError(
-                    f"{c} needs {' or '.join(op_text(x, k[0], k[1]) for x in need)} on this rank, "
+                    f"{c} needs {' or '.join(op_text(x, st, c.mb) for x in need)} on this rank, "
                     "which has not run",
                     rank,
                     step,
                 )
-        elif src == "recv":
-            r = self.ranks[rank]
-            if k not in r.inbox:
-                if k in r.posted:
-                    return f"{c} waits for {op_text(*k)} posted at {loc(rank, r.posted[k])}"
-                raise DependencyError(
-                    f"{c} needs {op_text(*k)}, which rank {rank} has not posted",
-                    rank,
-                    step,
-                )
+            return None
+        i = self.ix.first_recv.get((rank, kind, st, c.mb))
+        if i is None or i not in self.recvs:
+            raise DependencyError(
+                f"{c} needs {op_text(kind, st, c.mb)}, which rank {rank} has not posted",
+                rank,
+                step,
+            )
+        if i not in self.ranks[rank].inbox:
+            return f"{c} waits for {op_text(kind, st, c.mb)} posted at {loc(rank, self.ix.op_step[i])}"
         return None
 
     # ---- compute ---------------------------------------------------------
     def _take_input(self, rank: int, step: int, c: Compute):
-        src, k = self._input_key(rank, step, c)
-        if src in ("first", "last"):
+        src = self._source(rank, c)
+        if src is None:
             return None
-        if src == "local":
+        kind, st = src
+        if kind is ComputeKind.F or kind == "BI":
             store = self.fwd_out if c.kind is ComputeKind.F else self.bwd_out
-            return store.pop(k)
-        return self.ranks[rank].inbox.pop(k)
+            return store.pop((st, c.mb))
+        return self.ranks[rank].inbox.pop(self.ix.first_recv[(rank, kind, st, c.mb)])
 
     def _compute(self, rank: int, step: int, c: Compute) -> None:
         key = (c.stage, c.mb)
@@ -273,42 +276,36 @@ class Run:
         self.bwd_done[key] = (c.kind.value, rank, step)
 
     # ---- communication ---------------------------------------------------
-    def _channel(self, src: int, dst: int) -> _Channel:
-        ch = self.channels.get((src, dst))
-        if ch is None:
-            ch = self.channels[(src, dst)] = _Channel()
-        return ch
-
-    def _match(self, ch: _Channel, k: int, src: int, dst: int) -> None:
-        snd: _Send = ch.sends[k]
-        rcv: _Recv = ch.recvs[k]
+    def _match(self, si: int, ri: int) -> None:
+        """Send op ``si`` meets receive op ``ri``, its partner in the core's
+        FIFO pairing; their payloads must agree."""
+        snd, rcv = self.sends[si], self.recvs[ri]
         if snd.tag != rcv.tag:
             raise MessageMismatchError(
-                f"message #{k} from rank {src} to rank {dst}: {rcv.op} at "
+                f"message #{self.ix.op_pos[ri]} from rank {snd.rank} to rank {rcv.rank}: {rcv.op} at "
                 f"{loc(rcv.rank, rcv.step)} expects [{_tag_str(rcv.tag)}] but the matched "
                 f"{snd.op} at {loc(snd.rank, snd.step)} carries [{_tag_str(snd.tag)}]",
                 rcv.rank,
                 rcv.step,
             )
-        key = (rcv.op.kind, rcv.op.stage, rcv.op.mb)
-        self.ranks[dst].inbox[key] = snd.payload
+        self.ranks[rcv.rank].inbox[ri] = snd.payload
         snd.payload = None  # type: ignore[assignment]
 
-    def _post(self, rank: int, step: int, op: Comm) -> None:
-        nb = self.nb
+    def _post(self, rank: int, step: int, op: Comm, i: int) -> None:
+        """Post op ``op``, op ``i`` of the core's numbering."""
         self._check_place(rank, step, op, op.stage, op.mb)
-        if op.kind.is_forward:
-            other = (nb.next if op.kind.is_send else nb.prev)[op.stage]
-        else:
-            other = (nb.prev if op.kind.is_send else nb.next)[op.stage]
+        other = self.nb.peer_stage(op.kind, op.stage)
         if other is None:
             raise WellFormedError(f"{op}: stage {op.stage} has no peer stage in that direction", rank, step)
-        peer = nb.rank_of[other]
+        peer = self.ix.op_peer[i]
+        if peer < 0:  # the core says why (an undeclared peer stage)
+            raise WellFormedError(f"{op} {dict(self.ix.bad)[i]}", rank, step)
         if peer == rank:
             raise WellFormedError(
                 f"{op}: peer stage {other} is on the same rank; nothing is exchanged", rank, step
             )
         key = (op.kind, op.stage, op.mb)
+        j = self.ix.partner[i]
         if op.kind.is_send:
             if key in self.sent:
                 raise ExactlyOnceError(
@@ -326,11 +323,9 @@ class Run:
                 )
             self.sent[key] = (rank, step)
             kind = "F" if op.kind is CommKind.SEND_F else "B"
-            ch = self._channel(rank, peer)
-            ch.sends.append(_Send((kind, op.stage, other, op.mb), payload, rank, step, op))
-            k = len(ch.sends) - 1
-            if k < len(ch.recvs):
-                self._match(ch, k, rank, peer)
+            self.sends[i] = _Send((kind, op.stage, other, op.mb), payload, rank, step, op)
+            if j >= 0 and j in self.recvs:
+                self._match(i, j)
         else:
             r = self.ranks[rank]
             if key in r.posted:
@@ -339,24 +334,19 @@ class Run:
                 )
             r.posted[key] = step
             kind = "F" if op.kind is CommKind.RECV_F else "B"
-            ch = self._channel(peer, rank)
-            ch.recvs.append(_Recv((kind, other, op.stage, op.mb), rank, step, op))
-            k = len(ch.recvs) - 1
-            if k < len(ch.sends):
-                self._match(ch, k, peer, rank)
+            self.recvs[i] = _Recv((kind, other, op.stage, op.mb), rank, step, op)
+            if j >= 0 and j in self.sends:
+                self._match(j, i)
 
     # ---- one step --------------------------------------------------------
     def try_step(self, rank: int):
         """Run the next step of ``rank``. None if it ran, else why it is blocked."""
         r = self.ranks[rank]
-        if r.wait_keys:
-            missing = [k for k in r.wait_keys if k not in r.inbox]
+        if r.wait_ops:
+            missing = [i for i in r.wait_ops if i not in r.inbox]
             if missing:
-                k = missing[0]
-                return (
-                    f"BATCH at {loc(rank, r.wait_step)} waits for {op_text(*k)}"
-                )
-            r.wait_keys = ()
+                return f"BATCH at {loc(rank, r.wait_step)} waits for {self._recv_text(missing[0])}"
+            r.wait_ops = ()
         step = r.pc
         a = self.s.actions[rank][step]
         if isinstance(a, Compute):
@@ -379,16 +369,15 @@ class Run:
             self._compute(rank, step, a.f)
             self._compute(rank, step, a.b)
         elif isinstance(a, Comm):
-            self._post(rank, step, a)
+            self._post(rank, step, a, self.ix.op_at(rank, step))
         elif isinstance(a, Batch):
             if not a.ops:
                 raise WellFormedError(f"{a}: a BATCH with no ops", rank, step)
-            for op in a.ops:
-                self._post(rank, step, op)
+            ops = self.ix.unit_ops[self.ix.unit_at[rank][step]]
+            for i, op in zip(ops, a.ops):
+                self._post(rank, step, op, i)
             if a.wait:
-                r.wait_keys = tuple(
-                    (op.kind, op.stage, op.mb) for op in a.ops if not op.kind.is_send
-                )
+                r.wait_ops = tuple(i for i in ops if not self.ix.op_send[i])
                 r.wait_step = step
         else:  # pragma: no cover - the IR has no other action
             raise WellFormedError(f"unknown action {a!r}", rank, step)
@@ -399,6 +388,10 @@ class Run:
     def done(self, rank: int) -> bool:
         return self.ranks[rank].pc >= len(self.s.actions[rank])
 
+    def _recv_text(self, i: int) -> str:
+        op = self.ix.op_comm[i]
+        return op_text(op.kind, op.stage, op.mb)
+
     # ---- after the last step ---------------------------------------------
     def finish(self, order: str) -> PipelineResult:
         """Check the end state (module docstring) and return the result."""
@@ -407,35 +400,37 @@ class Run:
         return self._result(order)
 
     def _check_messages_at_end(self) -> None:
-        """Every waited BATCH got its receives; every channel's sends and receives pair up."""
+        """Every waited BATCH got its receives; every op has its FIFO partner
+        (every op was posted by now, so the core's channels are the run's)."""
         for rank, r in enumerate(self.ranks):
-            if r.wait_keys:
-                missing = [k for k in r.wait_keys if k not in r.inbox]
-                if missing:
-                    k = missing[0]
-                    raise MessageMismatchError(
-                        f"the last BATCH waits for {op_text(*k)}, which "
-                        "no send ever matches",
-                        rank,
-                        r.wait_step,
-                    )
-        for (src, dst), ch in sorted(self.channels.items()):
-            if len(ch.sends) > len(ch.recvs):
-                snd = ch.sends[len(ch.recvs)]
+            missing = [i for i in r.wait_ops if i not in r.inbox]
+            if missing:
+                raise MessageMismatchError(
+                    f"the last BATCH waits for {self._recv_text(missing[0])}, which "
+                    "no send ever matches",
+                    rank,
+                    r.wait_step,
+                )
+        ix = self.ix
+        if ix.unmatched:
+            i, k = ix.unmatched[0]
+            if ix.op_send[i]:
+                snd, dst = self.sends[i], ix.op_peer[i]
+                n = ix.counts[(snd.rank, dst)][1]
                 raise MessageMismatchError(
                     f"{snd.op} [{_tag_str(snd.tag)}] has no matching receive on rank {dst} "
-                    f"(send #{len(ch.recvs)} to it; rank {dst} posts {len(ch.recvs)} receive(s))",
+                    f"(send #{k} to it; rank {dst} posts {n} receive(s))",
                     snd.rank,
                     snd.step,
                 )
-            if len(ch.recvs) > len(ch.sends):
-                rcv = ch.recvs[len(ch.sends)]
-                raise MessageMismatchError(
-                    f"{rcv.op} [{_tag_str(rcv.tag)}] has no matching send from rank {src} "
-                    f"(receive #{len(ch.sends)} from it; rank {src} posts {len(ch.sends)} send(s))",
-                    rcv.rank,
-                    rcv.step,
-                )
+            rcv, src = self.recvs[i], ix.op_peer[i]
+            n = ix.counts[(src, rcv.rank)][0]
+            raise MessageMismatchError(
+                f"{rcv.op} [{_tag_str(rcv.tag)}] has no matching send from rank {src} "
+                f"(receive #{k} from it; rank {src} posts {n} send(s))",
+                rcv.rank,
+                rcv.step,
+            )
 
     def _check_computes_at_end(self) -> None:
         s = self.s
@@ -457,12 +452,12 @@ class Run:
                             f"{op_text('I', st, m)} at {loc(b[1], b[2])} has no {op_text('W', st, m)}", b[1], b[2]
                         )
         for rank, r in enumerate(self.ranks):
-            for k in r.inbox:
+            for i in r.inbox:
                 raise DependencyError(
-                    f"{op_text(*k)} posted at {loc(rank, r.posted[k])} was "
+                    f"{self._recv_text(i)} posted at {loc(rank, self.ix.op_step[i])} was "
                     "received but no compute consumed it",
                     rank,
-                    r.posted[k],
+                    self.ix.op_step[i],
                 )
         leftover = [k for k in self.fwd_out if self.nb.next[k[0]] is not None]
         leftover += list(self.bwd_out)

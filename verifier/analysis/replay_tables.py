@@ -1,20 +1,21 @@
 """The static tables of the analysis replay (verifier.analysis.replay), built in
 one pass over the schedule before any event is timed.
 
-What it is: ``op_tables`` numbers the communication ops and units (rank, then
-post order), pairs every send with its receive FIFO per ordered rank pair and
-notes each op's latency and the first receive of each (kind, stage, mb) of a
-rank; ``stream_tables`` groups the units into the communication model's
+What it is: ``op_tables`` reads the numbering of the communication ops and
+units (rank, then post order), each op's peer and FIFO partner and the first
+receive of each (kind, stage, mb) of a rank from the semantics core, and adds
+each op's latency; ``stream_tables`` groups the units into the communication model's
 in-order streams (``CommModel.stream_of``); ``compute_tables`` gives each
 compute step its input events, duration and the events it makes. Events are
 small integers: the end of F / of B-or-I / of I for each (stage, micro-batch)
 (``3 * S * M`` of them), then each op's completion (``OD + op``), then each
 unit's (``UD + unit``), then ``NEVER``.
 
-Route neighbours come from the semantics core (verifier.semantics.routes).
-The FIFO pairing and the first receives are the replay's own: unlike
-verifier.semantics.tables, which exist for well-formed schedules only, the
-replay times a schedule with actions on the wrong rank as written.
+All of that is the semantics core's: route neighbours and what a compute
+consumes (verifier.semantics.routes), the numbering, peers, FIFO pairing and
+first receives (verifier.semantics.channels' ``CommIndex``, the part of the
+tables that needs no well-formedness: unlike verifier.semantics.tables, the
+replay times a schedule with actions on the wrong rank as written).
 
 It checks only what it needs (a stage on a route, a micro-batch in range) and
 raises a located ``ScheduleError`` otherwise; an action on the wrong rank or
@@ -29,12 +30,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from verifier.analysis.costs import CostModel
-from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, Schedule
+from verifier.ir import Batch, CommKind, Compute, ComputeKind, Overlap, Schedule
 from verifier.ir import ScheduleError, loc
+from verifier.semantics.channels import CommIndex
 from verifier.semantics.comm import CommModel, StreamRule
 from verifier.semantics.routes import Routes, routes_of
 
-_TOWARDS_NEXT = (CommKind.SEND_F, CommKind.RECV_B)  # the ops whose peer holds the next stage
+# the end of a located error of analyze
+_HINT = "; analyze needs a well-formed schedule (run `check`)"
+# an input of Routes.inputs as a kind of event: (0, stage) an F end, (1,
+# stage) a B-or-I end, (2, stage) an I end, (3, receive kind) a receive
+_EVENT_OF = {ComputeKind.F: 0, "BI": 1, ComputeKind.I: 2, CommKind.RECV_F: 3, CommKind.RECV_B: 3}
 
 _F, _B, _I, _W = ComputeKind.F, ComputeKind.B, ComputeKind.I, ComputeKind.W
 
@@ -43,9 +49,11 @@ _F, _B, _I, _W = ComputeKind.F, ComputeKind.B, ComputeKind.I, ComputeKind.W
 class OpTables:
     """Per op (index i): ``op_comm``, ``op_rank``, ``op_step``, ``op_unit``,
     ``op_lat`` (a send's latency, 0 for a receive), ``op_send``, ``op_peer``
-    (the FIFO partner or -1); per unit u: ``u_rank``, ``u_step``, ``u_ops``;
-    ``units[r]`` (rank r's units in post order), ``unit_at[r][step]``;
-    ``recv_at[(r, kind, stage, mb)]``: the first such receive of rank r."""
+    (the FIFO partner or -1), ``op_peer_rank`` (the rank at its other end);
+    per unit u: ``u_rank``, ``u_step``, ``u_ops``; ``units[r]`` (rank r's
+    units in post order), ``unit_at[r][step]``; ``recv_at[(r, kind, stage,
+    mb)]``: the first such receive of rank r. All but ``op_lat`` are
+    verifier.semantics.channels' ``CommIndex``, read as they are."""
 
     op_comm: list
     op_rank: list
@@ -60,67 +68,21 @@ class OpTables:
     units: list
     unit_at: list
     recv_at: dict
+    op_peer_rank: list
 
 
 def op_tables(s: Schedule, costs: CostModel, sidx: dict) -> OpTables:
-    """Number the ops and units and pair them (module docstring)."""
-    R, M = s.num_ranks, s.num_microbatches
-    t = OpTables([], [], [], [], [], [], [], [], [], [], [[] for _ in range(R)],
-                 [{} for _ in range(R)], {})
-    sends: dict[tuple[int, int], list[int]] = {}
-    recvs: dict[tuple[int, int], list[int]] = {}
-    peer_cache: dict[tuple, int] = {}
+    """The ops and units, their FIFO partners and first receives, as the
+    semantics core numbers and pairs them (verifier.semantics.channels), plus
+    each op's latency; a located ``ScheduleError`` for an op with no peer or a
+    micro-batch out of range (module docstring)."""
+    ix = CommIndex(s)
+    ix.check(_HINT)
     lat = {st.id: costs.of(st.id).comm for st in s.stages}
-    nb = routes_of(s)
-    for r, acts in enumerate(s.actions):
-        for k, a in enumerate(acts):
-            ta = type(a)
-            if ta is Comm:
-                ops = (a,)
-            elif ta is Batch:
-                ops = a.ops
-            else:
-                continue
-            u = len(t.u_rank)
-            t.u_rank.append(r)
-            t.u_step.append(k)
-            t.units[r].append(u)
-            t.unit_at[r][k] = u
-            ids = []
-            for c in ops:
-                i = len(t.op_comm)
-                ids.append(i)
-                t.op_comm.append(c)
-                t.op_rank.append(r)
-                t.op_step.append(k)
-                t.op_unit.append(u)
-                pk = (c.kind, c.stage)
-                peer = peer_cache.get(pk)
-                if peer is None:
-                    if c.stage not in nb.route_of or c.stage not in sidx:
-                        raise bad_input(c, r, k, "names a stage that is not on any route")
-                    other = (nb.next if c.kind in _TOWARDS_NEXT else nb.prev)[c.stage]
-                    if other is None:
-                        raise bad_input(c, r, k, "has no peer (its route ends there)")
-                    peer = peer_cache[pk] = nb.rank_of[other]
-                if not 0 <= c.mb < M:
-                    raise bad_input(c, r, k, f"has micro-batch {c.mb} outside 0..{M - 1}")
-                send = c.kind.is_send
-                t.op_send.append(send)
-                if send:
-                    t.op_lat.append(lat[c.stage])
-                    sends.setdefault((r, peer), []).append(i)
-                else:
-                    t.op_lat.append(0.0)
-                    recvs.setdefault((peer, r), []).append(i)
-                    t.recv_at.setdefault((r, c.kind, c.stage, c.mb), i)
-            t.u_ops.append(ids)
-    t.op_peer = [-1] * len(t.op_comm)
-    for ch, lst in sends.items():
-        for a_, b_ in zip(lst, recvs.get(ch, ())):
-            t.op_peer[a_] = b_
-            t.op_peer[b_] = a_
-    return t
+    op_lat = [lat[c.stage] if snd else 0.0 for c, snd in zip(ix.op_comm, ix.op_send)]
+    return OpTables(ix.op_comm, ix.op_rank, ix.op_step, ix.op_unit, op_lat,
+                    ix.op_send, ix.partner, ix.unit_rank, ix.unit_step,
+                    ix.unit_ops, ix.runits, ix.unit_at, ix.first_recv, ix.op_peer)
 
 
 def stream_tables(s: Schedule, t: OpTables, model: CommModel):
@@ -137,7 +99,7 @@ def stream_tables(s: Schedule, t: OpTables, model: CommModel):
     for u, r in enumerate(t.u_rank):
         batched = type(s.actions[r][t.u_step[u]]) is Batch
         first = t.u_ops[u][0] if t.u_ops[u] else None
-        peer = s.peer_of(t.op_comm[first]) if first is not None and not batched else -2
+        peer = t.op_peer_rank[first] if first is not None and not batched else -2
         k = key_of.setdefault((r, model.stream_of(batched, peer)), len(units))
         if k == len(units):
             units.append([])
@@ -224,24 +186,16 @@ def compute_tables(s: Schedule, costs: CostModel, sidx: dict, recv_at: dict, OD:
 
 
 def _inputs(nb: Routes, kind, st: int, r: int) -> tuple:
-    """What a compute of ``kind`` on stage ``st`` at rank ``r`` consumes:
-    (0, stage) an F end, (1, stage) a B-or-I end, (2, stage) an I end, (3,
-    kind) this rank's receive of that kind (same stage and micro-batch)."""
+    """What a compute of ``kind`` on stage ``st`` at rank ``r`` consumes
+    (``Routes.inputs``) as events: (0, stage) an F end, (1, stage) a B-or-I
+    end, (2, stage) an I end, (3, kind) this rank's receive of that kind (same
+    stage and micro-batch)."""
     out = []
-    if kind is _F:
-        p = nb.prev[st]
-        if p is not None:
-            out.append((0, p) if nb.rank_of[p] == r else (3, CommKind.RECV_F))
-    elif kind is _W:
-        out.append((2, st))
-    else:
-        out.append((0, st))
-        n = nb.next[st]
-        if n is not None:
-            out.append((1, n) if nb.rank_of[n] == r else (3, CommKind.RECV_B))
+    for k, other in nb.inputs(r, kind, st):
+        typ = _EVENT_OF[k]
+        out.append((typ, k if typ == 3 else other))
     return tuple(out)
 
 
 def bad_input(c, r: int, k: int, why: str) -> ScheduleError:
-    return ScheduleError(f"{c} {why}; analyze needs a well-formed schedule (run `check`)",
-                         loc(r, k))
+    return ScheduleError(f"{c} {why}{_HINT}", loc(r, k))

@@ -1,3 +1,6 @@
-"""What a schedule means, stated once: the lowering of compute-only schedules
-and the activation-memory definition, read by every engine, the analysis and
-the executors. Imports only ``verifier.ir`` and ``verifier.errors``."""
+"""What a schedule means, stated once, read by every engine, the analysis and
+the executors: route neighbours (routes.py), the ops' numbering, peers, FIFO
+channels and first receives of any schedule (channels.py), the tables of a
+well-formed one (tables.py), the communication models (comm.py), the lowering
+of compute-only schedules (lowering.py) and the activation-memory definition
+(memory.py). Imports only ``verifier.ir`` and ``verifier.errors``."""

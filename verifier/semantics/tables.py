@@ -1,12 +1,21 @@
 """The semantics tables: what a well-formed schedule means, computed once.
 
 What it is: one pass over a schedule (``Tables``) that turns the rules of
-specs/SEMANTICS.md into dense tables every consumer reads instead of deriving
+specs/SEMANTICS.md into dense tables every engine reads instead of deriving
 them again: the static properties (verifier.check.properties), the graph
-engine (verifier.check.hbgraph), the checker, and through ``tables_of`` the Z3
-encoding, the analysis replay and the reference executor. Route neighbours
-alone (``Routes``, ``routes_of``) are what the lowering reads; they need no
-well-formed actions (verifier.semantics.routes).
+engine (verifier.check.hbgraph), the checker (verifier.check.checker) and,
+through ``tables_of``, the Z3 encoding (verifier.check.encoding).
+
+The parts that need no well-formed actions are stated below this module, and
+``Tables`` uses them: route neighbours, the peer stage of an op and what a
+compute consumes (verifier.semantics.routes: ``Routes``, ``peer_stage``,
+``inputs``; the lowering reads it too), and the FIFO matching per ordered rank
+pair (``fifo_pairs`` of verifier.semantics.channels, whose ``CommIndex``
+numbers, pairs and finds the first receives of any schedule as written: the
+analysis replay and the reference executor read that, since they take
+schedules that are not well-formed; tests/test_semantics_channels.py holds the
+two against each other). The one pass itself (``_scan``) numbers ops and
+units and finds first receives inline, unrolled for speed, in the same order.
 
 Numbering (one for every consumer):
 
@@ -37,6 +46,7 @@ from functools import cached_property
 
 from verifier.errors import IllFormed
 from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, Schedule
+from verifier.semantics.channels import fifo_pairs
 from verifier.semantics.comm import CommModel, StreamRule
 from verifier.semantics.routes import Routes, routes_of  # noqa: F401  (re-exported)
 
@@ -166,9 +176,8 @@ class Tables:
     @cached_property
     def peer(self) -> list[int]:
         """Per op: the rank on its other end (a well-formed op has one)."""
-        rank_of, nxt, prv = self.rank_of, self.next, self.prev
-        towards_next = (CommKind.SEND_F, CommKind.RECV_B)
-        return [rank_of[(nxt if o[3].kind in towards_next else prv)[o[3].stage]] for o in self.ops]
+        rank_of, peer_stage = self.rank_of, self.routes.peer_stage
+        return [rank_of[peer_stage(o[3].kind, o[3].stage)] for o in self.ops]
 
     @property
     def pair_list(self) -> list[tuple[int, int]]:
@@ -187,18 +196,8 @@ class Tables:
         """What compute ``c`` on ``rank`` consumes (SEMANTICS.md "Programs"), as keys
         (kind, stage, mb) of ``lookup``: a receive or a compute on this rank
         (kind "BI": the first B or I)."""
-        kind, st, mb = c.kind, c.stage, c.mb
-        if kind is _F:
-            p = self.prev[st]
-            if p is None:
-                return []
-            return [(CommKind.RECV_F, st, mb) if self.rank_of[p] != rank else (_F, p, mb)]
-        if kind is _B or kind is _I:
-            n = self.next[st]
-            if n is None:
-                return [(_F, st, mb)]
-            return [(_F, st, mb), (CommKind.RECV_B, st, mb) if self.rank_of[n] != rank else ("BI", n, mb)]
-        return [(_I, st, mb)]
+        mb = c.mb
+        return [(k, st, mb) for k, st in self.routes.inputs(rank, c.kind, c.stage)]
 
     def lookup(self, key: tuple) -> int:
         """A key of ``needs`` resolved: i >= 0 the first receive (op i) of a
@@ -254,28 +253,12 @@ def _streams(t: Tables, m: CommModel) -> Streams:
 
 
 def _match(t: Tables, chans: dict, R: int) -> None:
-    """FIFO matching per ordered rank pair (SEMANTICS.md "Messages"), comparing
-    payloads on the way (a send's expected key against the receive's own)."""
-    sig = t._sig
-    partner = [-1] * t.num_ops
-    unmatched: list[tuple[int, int]] = []
-    mismatched: list[tuple[int, int]] = []
-    counts: dict[tuple[int, int], tuple[int, int]] = {}
-    for key in sorted(chans):
-        a, b = chans[key]
-        if not a and not b:
-            continue  # a channel no op takes
-        counts[divmod(key, R)] = (len(a), len(b))
-        for x, y in zip(a, b):
-            partner[x] = y
-            partner[y] = x
-            if sig[x] != sig[y]:
-                mismatched.append((x, y))
-        unmatched.extend((x, k) for k, x in enumerate(a[len(b):], start=len(b)))
-        unmatched.extend((x, k) for k, x in enumerate(b[len(a):], start=len(a)))
-    t.partner, t.unmatched, t.counts, t.mismatched = partner, unmatched, counts, mismatched
+    """FIFO matching per ordered rank pair (``fifo_pairs``, the one the
+    channels of any schedule use), comparing payloads on the way (a send's
+    expected key against the receive's own)."""
+    t.partner, t.unmatched, t.counts, t.mismatched = fifo_pairs(chans, t.num_ops, R, t._sig)
     t._chans = chans
-    t.num_pairs = (t.num_ops - len(unmatched)) // 2
+    t.num_pairs = (t.num_ops - len(t.unmatched)) // 2
     del t._sig
 
 

@@ -4,7 +4,8 @@ Each case runs one training step of a real pipeline runtime on gloo/CPU with a
 tiny model under the recorder (``fastpath.record``: one process per rank, a
 watchdog), then checks the recorded program under every communication model
 (``verifier.check.program``). The scripts are tests/runtimes/*.py; each lists
-the CUDA-only calls it patches (and only those).
+the CUDA-only calls it patches (and only those). Each program is decided by
+the replay and by Z3 (``engine="both"``), every certificate checked.
 
 - torch.distributed.pipelining: every schedule class torch 2.13 ships, and a
   compute-only CSV run by ``_PipelineScheduleRuntime`` (torch adds its sends);
@@ -50,7 +51,11 @@ def _record(tmp_path, target: list[str], nproc: int):
     assert r.exit_code == 0, r.message
     p = load_program(out)
     assert p.outcome == "finished"
-    return check_program(p, "all")
+    # both engines under every model: the replay and Z3 must agree (else UNKNOWN)
+    # and the certificate checker must accept every answer
+    r = check_program(p, "all", engine="both")
+    assert r.certificate == "accepted" and r.verdict is not Verdict.UNKNOWN, r.violations
+    return r
 
 
 def _terminates(result) -> dict:
@@ -126,8 +131,8 @@ def test_a_hung_run_is_recorded_checked_and_explained(tmp_path):
     assert r.exit_code == 5, r.message  # the watchdog ended a hung run
     p = load_program(out)
     assert p.outcome == "hung"
-    res = check_program(p, "gloo")
-    assert res.verdict is Verdict.REFUTED
+    res = check_program(p, "gloo", engine="both")
+    assert res.verdict is Verdict.REFUTED and res.certificate == "accepted"
     assert _terminates(res) == {"nccl": False, "nccl-pairs": False, "gloo": False, "eager": True}
     o = res.outcome("gloo")
     assert o.closed and "crossed_sends.py:" in o.summary and "`send` to rank" in o.summary

@@ -150,7 +150,8 @@ exit codes:
   0  VERIFIED (every property holds under the model)
   1  REFUTED (at least one property fails; counterexamples printed)
   2  bad input or usage (one line on stderr naming file, place and value)
-  3  UNKNOWN (a solver limit was hit, or engines disagree; never a pass)
+  3  UNKNOWN (a solver limit was hit, engines disagree, or a certificate was
+     rejected; never a pass)
 
 Under --format json a bad input is one JSON object on stdout as well
 ({"format": "pp-error", ...}, specs/check-output.md), still exit 2.

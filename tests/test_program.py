@@ -379,3 +379,30 @@ def test_replay_agrees_with_a_naive_interpreter_and_models_are_ordered():
         if got["gloo"]:
             assert got["eager"]
     assert all(stuck[m] >= 20 for m in ("nccl", "gloo")), stuck  # the sample has deadlocks
+
+
+def test_fast_replay_takes_the_same_steps_as_the_explaining_one():
+    """``progfast`` (what check runs first) and ``progreplay`` agree on every model:
+    the same verdict, and where it terminates the same event count and witness
+    order (both depend on the order ranks are resumed in)."""
+    from verifier.check.progfast import Fast
+    from verifier.check.progplan import plan
+    from verifier.check.progreplay import replay
+    from verifier.format.schedule_program import program_from_schedule
+    from verifier.generators import FAMILIES, generate
+
+    rng = random.Random(7)
+    progs = [program_from_dict(random_program(rng)) for _ in range(400)]
+    progs += [program_from_schedule(generate(f, R, M)) for f in FAMILIES for R, M in ((2, 4), (4, 8))]
+    seen = {"terminates": 0, "stuck": 0}
+    for p in progs:
+        pl = plan(p)
+        fast = Fast(p, pl)
+        assert fast.usable
+        for rules in PROGRAM_MODELS.values():
+            ref, got = replay(p, rules, pl), fast.replay(rules, pl.partner, pl.is_send)
+            assert (got is not None) == ref.terminates, (rules.name, p)
+            if got is not None:
+                assert got == ref and got.certificate == ref.certificate, rules.name
+            seen["terminates" if ref.terminates else "stuck"] += 1
+    assert seen["terminates"] >= 400 and seen["stuck"] >= 400, seen

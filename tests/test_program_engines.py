@@ -130,14 +130,16 @@ def test_a_claimed_deadlock_of_a_program_that_terminates_is_rejected():
 def test_a_rejected_certificate_makes_the_verdict_unknown(monkeypatch, tmp_path):
     """The replay's real certificate, with its last entry moved to the front:
     the check says UNKNOWN, exit 3, with the checker's reason."""
-    real = program_check.replay
+    real = program_check._replays  # each model's outcome (fast replay, or the explaining one)
 
-    def tampered(p, rules, pl=None):
-        o = real(p, rules, pl)
-        c = o.certificate
-        return dataclasses.replace(o, certificate=dataclasses.replace(c, order=c.order[-1:] + c.order[:-1]))
+    def tampered(*args):
+        out = {}
+        for m, o in real(*args).items():
+            c = o.certificate
+            out[m] = dataclasses.replace(o, certificate=dataclasses.replace(c, order=c.order[-1:] + c.order[:-1]))
+        return out
 
-    monkeypatch.setattr(program_check, "replay", tampered)
+    monkeypatch.setattr(program_check, "_replays", tampered)
     doc = program([p2p("send", 1, 1), p2p("send", 1, 2)], [p2p("recv", 0, 3), p2p("recv", 0, 4)])
     r = check_program(program_from_dict(doc))
     assert r.verdict is Verdict.UNKNOWN and r.certificate.startswith("rejected: replay under nccl: entry 0")

@@ -29,7 +29,9 @@ from __future__ import annotations
 import time
 
 from verifier.check.progengines import ENGINES, decide_deadlock
-from verifier.check.progreplay import Plan, ReplayRules, plan, replay
+from verifier.check.progfast import Fast
+from verifier.check.progplan import Plan, plan
+from verifier.check.progreplay import ReplayRules, replay
 from verifier.errors import ScheduleError
 from verifier.program import (
     BatchP2P,
@@ -88,8 +90,7 @@ def _well_formed(p: Program, pl: Plan) -> list[ProgramViolation]:
                                         f"outside 0..{p.num_ranks - 1}"))
     flagged = [(pl.req_place[q], pl.req_op[q]) for q in pl.bad_reqs]
     flagged += [((r, k, None), p.ranks[r].ops[k]) for r, k in pl.bad_handles]
-    flagged += [((rp.rank, k, None), op) for rp in p.ranks for k, op in enumerate(rp.ops)
-                if type(op) is Collective and (op.group not in groups or rp.rank not in groups[op.group].ranks)]
+    flagged += [((r, k, None), p.ranks[r].ops[k]) for r, k in pl.bad_colls]
     for (rank, k, sub), e in sorted(flagged, key=lambda x: (x[0][0], x[0][1], x[0][2] or 0)):
         at = _at(_place(p, rank, k, sub))
         g = groups.get(e.group) if hasattr(e, "group") else None
@@ -131,7 +132,26 @@ def _payload_agrees(send, recv) -> bool:
     return b.stage == a.stage or b.stage == a.stage + (1 if a.kind == "F" else -1)
 
 
+def _pairs_agree(pl: Plan) -> bool:
+    """Every request has a FIFO partner that agrees in shape, dtype and payload
+    (then ``_message_matching`` has nothing to say; one pass, no message built)."""
+    if len(pl.pairs) * 2 != len(pl.req_op):
+        return False
+    req_op = pl.req_op
+    for a, b in pl.pairs:
+        s, r = req_op[a], req_op[b]
+        if s.shape != r.shape or s.dtype != r.dtype:
+            return False
+        x, y = s.payload, r.payload
+        if x is not None and y is not None and (x.kind != y.kind or x.mb != y.mb or (
+                y.stage != x.stage and y.stage != x.stage + (1 if x.kind == "F" else -1))):
+            return False
+    return True
+
+
 def _message_matching(p: Program, pl: Plan) -> list[ProgramViolation]:
+    if _pairs_agree(pl):
+        return []
     out: list[ProgramViolation] = []
     MM = ProgramProperty.MESSAGE_MATCHING
     for q, op in enumerate(pl.req_op):
@@ -166,6 +186,28 @@ def _message_matching(p: Program, pl: Plan) -> list[ProgramViolation]:
     return out
 
 
+def _grouped_alike(pl: Plan, by_unit: dict) -> bool:
+    """No violation of ``_batch_grouping``: the requests of each (unit, group,
+    peer) all have partners, in one (unit, group, peer) of the same size."""
+    cls = [None] * len(pl.req_op)
+    for key, qs in by_unit.items():
+        for q in qs:
+            cls[q] = key
+    partner = pl.partner
+    for key, qs in by_unit.items():
+        m = partner[qs[0]]
+        if m < 0:
+            return False
+        other = cls[m]
+        if len(by_unit[other]) != len(qs):
+            return False
+        for q in qs:
+            m = partner[q]
+            if m < 0 or cls[m] is not other:
+                return False
+    return True
+
+
 def _batch_grouping(p: Program, pl: Plan) -> list[ProgramViolation]:
     """Ops between two ranks grouped differently on the two sides: for each unit
     (a plain op or a batch) and peer, the FIFO partners of its ops with that peer
@@ -173,9 +215,18 @@ def _batch_grouping(p: Program, pl: Plan) -> list[ProgramViolation]:
     another grouping undefined (NVIDIA/nccl#1279, #2130); one violation per
     pair of units, unmatched ops left to ``unmatched``."""
     by_unit: dict[tuple[int, int, int, int], list[int]] = {}
-    for q, (r, k, _sub) in enumerate(pl.req_place):
-        e = pl.req_op[q]
-        by_unit.setdefault((r, k, e.group, e.peer), []).append(q)
+    req_op = pl.req_op
+    for r, k, qs in zip(pl.unit_rank, pl.unit_op, pl.unit_reqs):
+        for q in qs:
+            e = req_op[q]
+            key = (r, k, e.group, e.peer)
+            got = by_unit.get(key)
+            if got is None:
+                by_unit[key] = [q]
+            else:
+                got.append(q)
+    if _grouped_alike(pl, by_unit):
+        return []
     out: list[ProgramViolation] = []
     said: set = set()
     for (r, k, g, peer), qs in by_unit.items():
@@ -256,12 +307,12 @@ def _deadlock_violations(o: ModelOutcome) -> list[ProgramViolation]:
     return [ProgramViolation(ProgramProperty.DEADLOCK_FREE, kind, msg, places, o.model)]
 
 
-def _recorded_notes(p: Program, outcomes: dict[str, ModelOutcome]) -> list[str]:
+def _recorded_notes(p: Program, pl: Plan, outcomes: dict[str, ModelOutcome]) -> list[str]:
     """How the recorded run ended, and whether each model's replay explains it."""
     notes = []
     rec = p.recorded or {}
     used = rec.get("backend_used")
-    stuck = [(rp.rank, k) for rp in p.ranks for k, op in enumerate(rp.ops) if not op.returned]
+    stuck = pl.not_returned
     raised = [rp for rp in p.ranks if rp.outcome in ("raised", "killed", "interrupted")]
     for rp in raised:
         err = f" ({rp.error})" if rp.error else ""
@@ -306,6 +357,18 @@ def _model_notes(chosen: tuple[str, ...], outcomes: dict[str, ModelOutcome]) -> 
     return [f"deadlocks under {verdict_models}; terminates under {', '.join(ok)}{tail}"]
 
 
+def _replays(p: Program, pl: Plan, chosen: tuple[str, ...], every_model: bool) -> dict[str, ModelOutcome]:
+    """Each model's outcome: the fast replay (``progfast``) where it terminates, the
+    explaining one (``progreplay``) where it does not or the program is not well-formed."""
+    fast = Fast(p, pl)
+    out = {}
+    for name, rules in PROGRAM_MODELS.items():
+        if every_model or name in chosen:
+            o = fast.replay(rules, pl.partner, pl.is_send) if fast.usable else None
+            out[name] = o if o is not None else replay(p, rules, pl)
+    return out
+
+
 def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = True, engine: str = "auto",
                   z3_timeout_ms: int | None = None, validate_certificate: bool = True) -> ProgramCheckResult:
     """Decide the program properties under ``comm_model`` (a name of
@@ -330,8 +393,7 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
     props.append(ProgramPropertyResult(ProgramProperty.MESSAGE_MATCHING, _status(mm), tuple(mm), "static"))
     co = _collective_order(p, pl)
     props.append(ProgramPropertyResult(ProgramProperty.COLLECTIVE_ORDER, _status(co), tuple(co), "static"))
-    outcomes = {name: replay(p, rules, pl) for name, rules in PROGRAM_MODELS.items()
-                if every_model or name in chosen}
+    outcomes = _replays(p, pl, chosen, every_model)
     d = decide_deadlock(p, pl, outcomes, chosen, engine, z3_timeout_ms=z3_timeout_ms,
                         validate_certificate=validate_certificate)
     dl = [v for m in chosen for v in _deadlock_violations(outcomes[m])]
@@ -341,7 +403,7 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
     st = {pr.status for pr in props}
     verdict = Verdict.REFUTED if Status.FAILS in st else Verdict.UNKNOWN if Status.UNKNOWN in st \
         else Verdict.VERIFIED
-    notes = _recorded_notes(p, outcomes) + _model_notes(chosen, outcomes)
+    notes = _recorded_notes(p, pl, outcomes) + _model_notes(chosen, outcomes)
     return ProgramCheckResult(
         verdict=verdict, comm_model=comm_model, properties=tuple(props),
         models=tuple(outcomes.values()), notes=tuple(notes), certificate=d.certificate,

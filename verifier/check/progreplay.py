@@ -27,14 +27,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from verifier.program import (
-    BatchP2P,
-    Collective,
-    IsCompleted,
-    P2P,
-    Program,
-    Wait,
-)
+from verifier.program import BatchP2P, P2P, Program
+from verifier.check.progplan import POST, POST_BLOCK, WAIT, Plan, plan
 from verifier.check.progcert import blocked_certificate, witness_certificate
 from verifier.check.progexplain import Explainer
 from verifier.results.program import ModelOutcome, ProgramCertificate
@@ -55,97 +49,6 @@ class ReplayRules:
     @classmethod
     def of(cls, m: CommModel) -> "ReplayRules":
         return cls(m.name, m.send is SendRule.BUFFERED, m.stream.value, m.second_wait_blocks, m)
-
-
-@dataclass
-class Plan:
-    """The program's requests (one per P2P op or batch entry), FIFO partners,
-    handles and collective instances, computed once for every model."""
-
-    req_place: list  # (rank, op, sub)
-    req_op: list  # the P2P
-    partner: list  # req id or -1
-    handle_req: list  # per rank: {handle: req}
-    step_reqs: list  # per rank, per op: tuple of req ids
-    coll_index: list  # per rank, per op: (group, k) of a collective, else None
-    code: list  # per rank, per op: what the op does (NOOP, POST, POST_BLOCK, WAIT)
-    wait_req: list  # per rank, per op: the req a wait names (-1: none, or unknown handle)
-    is_send: list  # per req
-    bad_reqs: list  # reqs whose peer is not a rank of the op's group other than the caller
-    bad_handles: list  # (rank, op) of a wait / is_completed naming no earlier handle
-    colls: dict  # (group, rank) -> op indices of the rank's collectives on the group
-
-
-NOOP, POST, POST_BLOCK, WAIT = 0, 1, 2, 3
-
-
-def plan(p: Program) -> Plan:
-    req_place, req_op = [], []
-    handle_req = [dict() for _ in range(p.num_ranks)]
-    step_reqs, coll_index, codes, waits = [], [], [], []
-    sends: dict = {}
-    recvs: dict = {}
-    coll_count: dict = {}
-    is_send: list[bool] = []
-    bad_reqs: list[int] = []
-    bad_handles: list[tuple[int, int]] = []
-    colls: dict = {}
-    members = {g.id: frozenset(g.ranks) for g in p.groups}
-    num_ranks = p.num_ranks
-    for rp in p.ranks:
-        rank = rp.rank
-        hr = handle_req[rank]
-        n = len(rp.ops)
-        rank_steps, rank_colls = [()] * n, [None] * n
-        code, wq = [NOOP] * n, [-1] * n
-        for k, op in enumerate(rp.ops):
-            t = type(op)
-            if t is Wait:
-                code[k] = WAIT
-                wq[k] = hr.get(op.handle, -1)
-                if wq[k] < 0:
-                    bad_handles.append((rank, k))
-            elif t is IsCompleted:
-                if op.handle not in hr:
-                    bad_handles.append((rank, k))
-            elif t is P2P or t is BatchP2P:
-                entries = (op,) if t is P2P else op.ops
-                code[k] = POST_BLOCK if t is P2P and op.blocking else POST
-                first = len(req_op)
-                for j, e in enumerate(entries):
-                    q = first + j
-                    req_op.append(e)
-                    req_place.append((rank, k, None if t is P2P else j))
-                    h = e.handle
-                    if h is not None and h not in hr:
-                        hr[h] = q
-                    send = e.op == "send" or e.op == "isend"
-                    is_send.append(send)
-                    peer, g = e.peer, members.get(e.group)
-                    if not (0 <= peer < num_ranks and peer != rank and g is not None
-                            and rank in g and peer in g):
-                        bad_reqs.append(q)
-                    if send:
-                        sends.setdefault((e.group, rank, e.peer), []).append(q)
-                    else:
-                        recvs.setdefault((e.group, e.peer, rank), []).append(q)
-                rank_steps[k] = tuple(range(first, len(req_op)))
-            elif t is Collective:
-                code[k] = POST_BLOCK
-                c = coll_count.get((rank, op.group), 0)
-                coll_count[(rank, op.group)] = c + 1
-                rank_colls[k] = (op.group, c)
-                colls.setdefault((op.group, rank), []).append(k)
-        step_reqs.append(rank_steps)
-        coll_index.append(rank_colls)
-        codes.append(code)
-        waits.append(wq)
-    partner = [-1] * len(req_op)
-    for key, ss in sends.items():
-        for a, b in zip(ss, recvs.get(key, ())):
-            partner[a], partner[b] = b, a
-    return Plan(req_place, req_op, partner, handle_req, step_reqs, coll_index, codes, waits, is_send,
-                bad_reqs, bad_handles, colls)
 
 
 class _Replay:

@@ -1,0 +1,275 @@
+"""The monotone replay of a program without its explanation: terminates, and the event count.
+
+``Fast(p, pl)`` numbers the program once for every model (a unit per
+P2P/batch/collective op, in rank and issue order; a req per P2P op or batch
+entry, as ``verifier.check.progreplay.plan`` does; one ``done`` slot per unit
+and per req, so a blocking call and a wait both test one integer), then
+``Fast.replay(rules)`` runs one model on flat lists. It takes the same steps
+in the same order as ``progreplay._Replay`` (the same worklist of ranks, the
+same queue of ready units, the same event count), so a program that
+terminates gets the same ``ModelOutcome``; one that does not is left to
+``_Replay``, whose final state the explanation reads (``replay`` returns None).
+
+What it does not cover: explaining a deadlock (``verifier.check.progexplain``);
+a program that is not well-formed (``usable`` is False: the caller replays it
+with ``_Replay``, which copes with any peer, handle and group).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from verifier.check.progcert import witness_certificate
+from verifier.check.progplan import Plan
+from verifier.check.progreplay import ReplayRules
+from verifier.program import Program
+from verifier.results.program import ModelOutcome
+from verifier.semantics.comm import GROUP_STREAM
+
+
+
+class Fast:
+    """The plan's units and reqs as slots of one ``done`` list, the owners a
+    completion wakes, and the collectives' members."""
+
+    def __init__(self, p: Program, pl: Plan):
+        self.usable = not pl.bad_reqs and not pl.bad_handles and not pl.bad_colls and not pl.empty_batch
+        self.nunit, self.nreq, self.base = len(pl.unit_rank), len(pl.req_op), pl.base
+        self.unit_reqs, self.req_unit, self.unit_rank, self.pl = pl.unit_reqs, pl.req_unit, pl.unit_rank, pl
+        # who a completion wakes: slot u (a unit), slot base + q (a req)
+        self.owner = pl.unit_rank + [0] * (self.base - self.nunit) + [pl.unit_rank[u] for u in pl.req_unit]
+        self.members = _collectives(p, pl)
+        self._targets: dict = {}
+
+    def streams(self, rules: ReplayRules) -> tuple[list, list]:
+        """Per unit, the previous and the next unit of its stream (-1: none)."""
+        nu = self.nunit
+        prev, nxt = [-1] * nu, [-1] * nu
+        if rules.streams == "none":
+            return prev, nxt
+        if rules.streams == "rank":  # one stream a rank: the rank's previous unit
+            rank = self.unit_rank
+            for u in range(1, nu):
+                if rank[u] == rank[u - 1]:
+                    prev[u], nxt[u - 1] = u - 1, u
+            return prev, nxt
+        m = rules.model
+        last: dict = {}
+        for u, key in enumerate(self.pl.unit_key):
+            r, g, peer, batched = key
+            within = m.stream_of(batched, peer) if m is not None else (GROUP_STREAM if batched else peer)
+            key = (r, g, within)
+            v = last.get(key, -1)
+            if v >= 0:
+                prev[u], nxt[v] = v, u
+            last[key] = u
+        return prev, nxt
+
+    def targets(self, rules: ReplayRules, is_send: list) -> list:
+        """Per rank, the walked ops under ``rules``: (op indices, entries, ops); an
+        entry ``~u`` posts unit u, an entry ``t >= 0`` waits until slot t is done
+        (the last slot, never done, for a second wait that never returns). A
+        blocking call is a post then a wait on its unit. Left out, as they never
+        block: a wait on the slot the previous entry waits on, and under
+        buffered sends without streams a wait on a send (done once posted)."""
+        to_unit, never = rules.streams != "none", rules.second_wait_blocks
+        sends_done = rules.buffered_sends and not to_unit
+        pl = self.pl
+        if to_unit and not never:
+            return pl.walk_unit
+        if not to_unit and not (never and pl.second_waits):
+            return pl.walk_recv if sends_done else pl.walk_req
+        key = (to_unit, never, sends_done)
+        if key in self._targets:
+            return self._targets[key]
+        req_unit, base, never_slot = self.req_unit, self.base, self.base + self.nreq
+        out = []
+        for idx, act, n in pl.walk:
+            ix, ent = [], []
+            last = -1
+            waited: set = set()
+            for k, a in zip(idx, act):
+                if a >= 0:
+                    ix.append(k)
+                    ent.append(~(a >> 1))
+                    last = -1
+                    if a & 1:
+                        ix.append(k)
+                        last = a >> 1
+                        ent.append(last)
+                    continue
+                q = ~a
+                if never and q in waited:  # a handle names one req: the same handle again
+                    t = never_slot
+                else:
+                    waited.add(q)
+                    if sends_done and is_send[q]:
+                        continue
+                    t = req_unit[q] if to_unit else base + q
+                    if t == last:
+                        continue
+                ix.append(k)
+                ent.append(t)
+                last = t
+            out.append((ix, ent, n))
+        self._targets[key] = out
+        return out
+
+    def replay(self, rules: ReplayRules, partner: list, is_send: list) -> ModelOutcome | None:
+        """The outcome when the program terminates under ``rules``; None when it
+        does not (the caller explains it with ``progreplay.replay``)."""
+        prev, nxt = self.streams(rules)
+        ev, stuck, segments = _run(self, self.targets(rules, is_send), prev, nxt, rules.buffered_sends, partner, is_send,
+                         rules.streams == "none")  # with streams a rank waits on units only
+        if stuck:
+            return None
+        order = [(r, k) for r, a, b in segments for k in range(a, b)]
+        return ModelOutcome(rules.name, True, num_events=ev, certificate=witness_certificate(rules.name, order))
+
+
+def _collectives(p: Program, pl: Plan) -> list:
+    """Per unit: None (not a collective), () (its instance never completes:
+    no such group, or a member never reaches it) or the members' units."""
+    groups = {g.id: g for g in p.groups}
+    unit_of = {(c[0], c[1], pl.unit_rank[u]): u for u, c in enumerate(pl.unit_coll) if c is not None}
+    out: list = []
+    for c in pl.unit_coll:
+        if c is None:
+            out.append(None)
+            continue
+        g = groups.get(c[0])
+        us = () if g is None else tuple(unit_of.get((c[0], c[1], r), -1) for r in g.ranks)
+        out.append(() if -1 in us else us)
+    return out
+
+
+# The replay loop, unrolled (HOT_LOOPS: benchmarks/bench_program.py): the steps of
+# progreplay._Replay.run_rank/post/_ready/try_req/complete/finish_unit/wake in
+# their order. Under rendezvous, trying a req's partner after the req itself
+# finds nothing to do (a pair completes together, or the partner's unit is not
+# ready); under buffered sends, trying a receive's partner neither (a send
+# completed when its unit became ready), so those tries are left out. Events
+# are counted at the end: each unit is posted and made ready once, each req
+# completes once, and a rank's last resumption walks on from where it blocked.
+def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: list, is_send: list,
+         wake_reqs: bool):
+    # unrolled on purpose, timed by benchmarks/bench_program.py
+    nu, base = f.nunit, f.base
+    unit_reqs, req_unit, owner, members = f.unit_reqs, f.req_unit, f.owner, f.members
+    done = [False] * (base + f.nreq + 1)  # units, (a gap,) reqs, and a slot never done
+    posted, ready = [False] * nu, [False] * nu
+    left = [len(qs) if us is None else 1 for qs, us in zip(unit_reqs, members)]  # a collective: 1
+    nranks = len(walk)
+    pos = [0] * nranks  # next walked op
+    start = [0] * nranks  # op index of the last block (progreplay's pc when resumed)
+    fin = [w[2] == 0 for w in walk]
+    blocked = [-1] * nranks
+    runnable = deque(range(nranks))
+    todo: deque = deque()
+    fins: list = []  # units to finish in order once a ready unit is handled
+    segments: list = []  # (rank, first, end): the ops each resumption returned from, in order
+
+    def complete(c):  # a req completes: wake its rank if it waits on it, count down its unit
+        done[base + c] = True
+        o = owner[base + c]
+        if blocked[o] == base + c:
+            blocked[o] = -1
+            runnable.append(o)
+        y = req_unit[c]
+        left[y] -= 1
+        if not left[y]:
+            _finish(y, done, owner, blocked, runnable, nxt, posted, todo)
+
+    while runnable:
+        r = runnable.popleft()
+        if fin[r]:
+            continue
+        idx, ent, n = walk[r]
+        j, nj = pos[r], len(idx)
+        while j < nj:
+            e = ent[j]
+            if e >= 0:
+                if not done[e]:
+                    break
+                j += 1
+                continue
+            j += 1
+            u = ~e  # a rank resumes at a wait: each post is walked once
+            posted[u] = True
+            p = prev[u]
+            if p < 0 or done[p]:
+                todo.append(u)
+                while todo:
+                    x = todo.popleft()
+                    ready[x] = True
+                    if not left[x]:
+                        fins.append(x)
+                    elif buffered:
+                        for q in unit_reqs[x]:
+                            if done[base + q]:
+                                continue
+                            m = partner[q]
+                            if is_send[q]:
+                                complete(q)
+                                if m >= 0 and not done[base + m] and ready[req_unit[m]]:
+                                    complete(m)
+                            elif m >= 0 and ready[req_unit[m]]:
+                                complete(q)
+                    else:  # rendezvous: complete(q), complete(m), unrolled
+                        for q in unit_reqs[x]:
+                            m = partner[q]
+                            sq = base + q
+                            if m < 0 or done[sq] or not ready[req_unit[m]]:
+                                continue
+                            done[sq] = True
+                            if wake_reqs:
+                                o = owner[sq]
+                                if blocked[o] == sq:
+                                    blocked[o] = -1
+                                    runnable.append(o)
+                            left[x] -= 1
+                            if not left[x]:
+                                _finish(x, done, owner, blocked, runnable, nxt, posted, todo)
+                            sm = base + m
+                            done[sm] = True
+                            if wake_reqs:
+                                o = owner[sm]
+                                if blocked[o] == sm:
+                                    blocked[o] = -1
+                                    runnable.append(o)
+                            y = req_unit[m]
+                            left[y] -= 1
+                            if not left[y]:
+                                _finish(y, done, owner, blocked, runnable, nxt, posted, todo)
+                    us = members[x]
+                    if us and all(ready[y] for y in us):
+                        for y in us:
+                            if not done[y]:
+                                left[y] = 0
+                                fins.append(y)
+                    if fins:
+                        for y in fins:
+                            _finish(y, done, owner, blocked, runnable, nxt, posted, todo)
+                        fins.clear()
+        if j < nj:
+            segments.append((r, start[r], idx[j]))
+            pos[r], start[r], blocked[r] = j, idx[j], ent[j]
+            continue
+        fin[r] = True
+        segments.append((r, start[r], n))
+    if not all(fin) or not all(done[:nu]):
+        return 0, True, segments
+    return 2 * nu + f.nreq + sum(w[2] for w in walk) - sum(start), False, segments
+
+
+def _finish(u, done, owner, blocked, runnable, nxt, posted, todo) -> None:
+    if done[u]:
+        return
+    done[u] = True
+    o = owner[u]
+    if blocked[o] == u:
+        blocked[o] = -1
+        runnable.append(o)
+    v = nxt[u]
+    if v >= 0 and posted[v]:
+        todo.append(v)

@@ -237,3 +237,14 @@ def test_check_engine_on_a_program(tmp_path, engine, label):
     doc = json.loads(out.getvalue())
     assert doc["engine"] == label and doc["certificate"] == "accepted"
     assert ("z3" in doc["stats"]) == (engine in ("z3", "both"))
+
+
+def test_a_solver_limit_is_unknown_never_a_pass(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(PINGPONG))
+    out = io.StringIO()
+    rc = main(["check", str(f), "--engine", "z3", "--rlimit", "1"], stdout=out, stderr=io.StringIO())
+    text = out.getvalue()
+    assert rc == 3 and text.startswith("UNKNOWN under nccl (engine: z3)"), text
+    assert "why unknown:\n  [deadlock-free] under nccl, z3 did not decide: resource limit hit: rlimit 1" in text
+    assert check_program(program_from_dict(PINGPONG), engine="z3").verdict is Verdict.VERIFIED

@@ -110,7 +110,7 @@ def check_any(x: Any, comm_model: str = "nccl", *, lowering: str = "ppverify", *
 
     ``kwargs`` go to ``verifier.check.checker.check`` for schedules (engine,
     memory_limit, activation_bytes, z3_timeout_ms, ...); a program takes
-    ``engine``, ``z3_timeout_ms`` and ``validate_certificate``.
+    ``engine``, ``z3_timeout_ms``, ``z3_rlimit`` and ``validate_certificate``.
     Raises ScheduleError (a ValueError) for bad input, TypeError for an object
     of another kind."""
     if lowering not in LOWERINGS:
@@ -142,7 +142,7 @@ def check_any(x: Any, comm_model: str = "nccl", *, lowering: str = "ppverify", *
 
 
 # the keyword arguments a recorded program takes (verifier.check.program.check_program)
-PROGRAM_OPTIONS = ("engine", "z3_timeout_ms", "validate_certificate")
+PROGRAM_OPTIONS = ("engine", "z3_timeout_ms", "z3_rlimit", "validate_certificate")
 
 
 def _program(p: Program, comm_model: str, kwargs: dict):

@@ -27,7 +27,9 @@ Every event needs its needs to have happened strictly earlier (``h_e => h_p and
 t_e >= t_p + 1``), and every event whose needs all happen does happen
 (maximality). The needs are conjunctive and the semantics monotone, so the
 happening events of any model are exactly the replay's maximal execution: the
-program is deadlock-free iff every ``h`` is true. ``read_outcome`` turns z3's
+program is deadlock-free iff every ``h`` is true. ``smtlib_terminates`` states
+that alone (every event happens: a pure difference system, asked first, as it
+is z3's faster question); ``read_outcome`` turns z3's
 values into a ``ProgramCertificate`` (the returns in time order, or where the
 ranks stop): the same certificate the replay gives, for the same checker.
 
@@ -201,6 +203,19 @@ def _returns(b: _Builder, p: Program, pl: Plan, m: CommModel, ret, done: dict, r
                 else:
                     b.need(ret[r][k], req[q])
                 waited.add(op.handle)
+
+
+def smtlib_terminates(enc: ProgramEncoding) -> str:
+    """Termination alone as SMT-LIB 2 text: every event happens, strictly after
+    what it needs (``t<i>`` only; call it only when ``enc.never`` is empty). A
+    pure difference system, handed to z3 sink first (the last event's needs
+    first), which keeps its propagation near-linear (measured, DualPipeV 16x64
+    as a program: 2.0 s against 10 s for ``smtlib_program``)."""
+    out = ["(set-logic QF_IDL)"]
+    out += [f"(declare-const t{i} Int)" for i in range(len(enc.names))]
+    for i in range(len(enc.needs) - 1, -1, -1):
+        out += [f"(assert (>= (- t{i} t{j}) 1))" for j in enc.needs[i]]
+    return "\n".join(out)
 
 
 def smtlib_program(enc: ProgramEncoding) -> str:

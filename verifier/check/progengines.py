@@ -64,15 +64,17 @@ def _words(c: ProgramCertificate) -> str:
     return "deadlocks (" + (", ".join(stuck) or f"{len(c.pending)} op(s) never complete") + ")"
 
 
-def _z3_outcomes(p: Program, pl: Plan, models, timeout_ms: int | None) -> dict:
+def _z3_outcomes(p: Program, pl: Plan, models, timeout_ms: int | None, rlimit: int | None) -> dict:
     from verifier.check import z3engine  # deferred: importing z3 costs ~0.2 s; replay-only runs never pay it
 
     kw = {"timeout_ms": timeout_ms} if timeout_ms else {}
+    if rlimit is not None:
+        kw["rlimit"] = rlimit
     return {m: z3engine.decide_program(p, m, plan=pl, **kw) for m in models}
 
 
 def decide_deadlock(p: Program, pl: Plan, outcomes: dict[str, ModelOutcome], chosen: tuple[str, ...],
-                    engine: str, *, z3_timeout_ms: int | None = None,
+                    engine: str, *, z3_timeout_ms: int | None = None, z3_rlimit: int | None = None,
                     validate_certificate: bool = True) -> DeadlockDecision:
     """See the module docstring. ``outcomes``: the replay's, per model replayed;
     ``chosen``: the models the verdict is about."""
@@ -82,7 +84,7 @@ def decide_deadlock(p: Program, pl: Plan, outcomes: dict[str, ModelOutcome], cho
     certs: list[tuple[str, str, ProgramCertificate | None]] = [
         (m, "replay", outcomes[m].certificate) for m in chosen] if engine != "z3" else []
     if engine in ("z3", "both"):
-        z3o = _z3_outcomes(p, pl, tuple(outcomes), z3_timeout_ms)
+        z3o = _z3_outcomes(p, pl, tuple(outcomes), z3_timeout_ms, z3_rlimit)
         for m, z in z3o.items():
             d.z3[m] = dict(z.stats)
             if z.status != "sat":

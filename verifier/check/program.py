@@ -370,7 +370,8 @@ def _replays(p: Program, pl: Plan, chosen: tuple[str, ...], every_model: bool) -
 
 
 def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = True, engine: str = "auto",
-                  z3_timeout_ms: int | None = None, validate_certificate: bool = True) -> ProgramCheckResult:
+                  z3_timeout_ms: int | None = None, z3_rlimit: int | None = None,
+                  validate_certificate: bool = True) -> ProgramCheckResult:
     """Decide the program properties under ``comm_model`` (a name of
     ``PROGRAM_MODELS``, or ``all``: deadlock-free under every model).
     ``every_model`` (default, what ``check`` prints): replay every model, so the
@@ -394,7 +395,7 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
     co = _collective_order(p, pl)
     props.append(ProgramPropertyResult(ProgramProperty.COLLECTIVE_ORDER, _status(co), tuple(co), "static"))
     outcomes = _replays(p, pl, chosen, every_model)
-    d = decide_deadlock(p, pl, outcomes, chosen, engine, z3_timeout_ms=z3_timeout_ms,
+    d = decide_deadlock(p, pl, outcomes, chosen, engine, z3_timeout_ms=z3_timeout_ms, z3_rlimit=z3_rlimit,
                         validate_certificate=validate_certificate)
     dl = [v for m in chosen for v in _deadlock_violations(outcomes[m])]
     status = Status.UNKNOWN if d.unknown else _status(dl)

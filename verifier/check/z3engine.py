@@ -16,6 +16,11 @@ difference-logic solver, a fresh context per check, so that
 - a resource limit (deterministic ``rlimit``) or wall-clock timeout gives
   ``unknown`` with the reason. Unknown is never a pass.
 
+``decide_program`` does the same for a recorded program's deadlock freedom
+under one model (verifier.check.progencoding states it): the answer, either
+way, is a ``ProgramCertificate`` (the order the ranks return, or the state they
+stop in) for the program certificate checker.
+
 The encoding's names (``encode``; ``Encoding``, ``smtlib``, ``property_of``,
 ``PROPERTY_IDS`` of verifier.check.smt) and the size estimate of verifier.check.z3budget are
 re-exported here.
@@ -39,7 +44,7 @@ import z3
 from verifier.ir import Schedule
 from verifier.program import Program
 from verifier.results.program import ProgramCertificate
-from verifier.check.progencoding import encode_program, read_outcome, smtlib_program
+from verifier.check.progencoding import encode_program, read_outcome, smtlib_program, smtlib_terminates
 from verifier.semantics.lowering import lower_if_compute_only
 from verifier.check.encoding import encode  # noqa: F401  (re-exported)
 from verifier.check.smt import (  # noqa: F401  (the system's data and text, re-exported)
@@ -215,8 +220,8 @@ def decide(
 @dataclass(frozen=True)
 class ProgramZ3Outcome:
     """What Z3 decided about a recorded program under one model: ``status``
-    "sat" (always, when it finishes: the encoding has exactly one set of
-    happening events) with the ``certificate`` read from its values, or
+    "sat" (always, when it finishes: the maximal encoding has exactly one set
+    of happening events) with the ``certificate`` read from its values, or
     "unknown" with the ``reason`` (a limit was hit; never a pass)."""
 
     status: str
@@ -234,33 +239,52 @@ def decide_program(
     plan=None,
 ) -> ProgramZ3Outcome:
     """Deadlock freedom of a recorded program under ``comm_model`` by z3
-    (``verifier.check.progencoding``: the events that happen under the model
-    are the one solution; the program terminates iff they are all of them)."""
+    (``verifier.check.progencoding``). First "does every event happen?" (a pure
+    difference system; sat: the witness), skipped when an event can never
+    happen; otherwise the maximal system, whose one set of happening events is
+    where the program stops. ``stats``: num_events, num_constraints,
+    encode_seconds, solve_seconds, rlimit_used, questions (1 or 2)."""
     t0 = time.perf_counter()
     enc = encode_program(program, comm_model, plan)
-    text = smtlib_program(enc)
+    stats: dict[str, object] = {"comm_model": comm_model, "num_events": len(enc.names),
+                                "num_constraints": enc.num_constraints,
+                                "encode_seconds": round(time.perf_counter() - t0, 4)}
+    n = len(enc.names)
+    res = "unsat"
     t1 = time.perf_counter()
-    session = _Session(rlimit, timeout_ms)
-    out = session.run(
-        "(set-option :smt.auto_config false)\n(set-option :smt.arith.solver 1)\n"
-        f"(set-option :rlimit {session.rlimit})\n(set-option :timeout {session.timeout_ms})\n"
-        + text + "\n(check-sat)")
-    res = out.split()[-1] if out.split() else out
+    if not enc.never:
+        res, session = _ask(smtlib_terminates(enc), rlimit, timeout_ms)
+        stats["questions"] = 1
+        if res == "sat":
+            stats.update(solve_seconds=round(time.perf_counter() - t1, 4), rlimit_used=session.rlimit_used())
+            return ProgramZ3Outcome("sat", read_outcome(enc, [True] * n, session.values(n)), "",
+                                    MappingProxyType(stats))
+    if res == "unsat":
+        res, session = _ask(smtlib_program(enc), rlimit, timeout_ms)
+        stats["questions"] = stats.get("questions", 0) + 1
     t2 = time.perf_counter()
     used = session.rlimit_used()
-    stats = {"comm_model": comm_model, "num_events": len(enc.names), "num_constraints": enc.num_constraints,
-             "encode_seconds": round(t1 - t0, 4), "solve_seconds": round(t2 - t1, 4), "rlimit_used": used}
-    if res != "sat":  # the maximal execution always satisfies it: only a limit or an error lands here
+    stats.update(solve_seconds=round(t2 - t1, 4), rlimit_used=used)
+    if res != "sat":  # the maximal system always has its one solution: only a limit or an error lands here
         return ProgramZ3Outcome("unknown", None, _unknown_reason(session, res, used, rlimit, t2 - t1, timeout_ms),
                                 MappingProxyType(stats))
-    n = len(enc.names)
-    times = session.values(n)
     happens = [False] * n
     if n:
         got = session.run("(get-value (" + " ".join(f"h{i}" for i in range(n)) + "))")
         for i, v in re.findall(r"\(h(\d+) (true|false)\)", got):
             happens[int(i)] = v == "true"
-    return ProgramZ3Outcome("sat", read_outcome(enc, happens, times), "", MappingProxyType(stats))
+    return ProgramZ3Outcome("sat", read_outcome(enc, happens, session.values(n)), "", MappingProxyType(stats))
+
+
+def _ask(text: str, rlimit: int, timeout_ms: int) -> tuple[str, _Session]:
+    """One fresh z3 context on ``text``: ("sat"|"unsat"|"unknown"|error, session)."""
+    session = _Session(rlimit, timeout_ms)
+    out = session.run(
+        "(set-option :smt.auto_config false)\n(set-option :smt.arith.solver 1)\n"
+        f"(set-option :rlimit {session.rlimit})\n(set-option :timeout {session.timeout_ms})\n"
+        + text + "\n(check-sat)")
+    words = out.split()
+    return (words[-1] if words and words[-1] in ("sat", "unsat", "unknown") else out.strip()), session
 
 
 def _witness(enc: Encoding, session: _Session, stats: dict[str, object]) -> Z3Outcome:

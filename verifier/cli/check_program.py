@@ -42,7 +42,8 @@ def run_program(args: argparse.Namespace, program: Program, stdout: IO[str], sou
     timeout = getattr(args, "timeout", None)
     with guard.naming(source):
         result = check_program(program, comm_model=args.comm_model, engine=getattr(args, "engine", "auto"),
-                               z3_timeout_ms=None if timeout is None else max(1, int(timeout * 1000)))
+                               z3_timeout_ms=None if timeout is None else max(1, int(timeout * 1000)),
+                               z3_rlimit=getattr(args, "rlimit", None))
     cap = guard.limits_of(args).max_counterexamples
     if args.format == "json":
         stdout.write(json.dumps(program_json(result, source, cap), indent=1) + "\n")

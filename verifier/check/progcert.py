@@ -38,7 +38,7 @@ def blocked_certificate(p: Program, pl, model: str, streams: bool, second_wait_b
     """The deadlock certificate of a final state: ``pcs[r]`` the op rank r stops at,
     ``posted(r, k)`` whether op k of rank r was posted, ``req_done(q)`` whether
     request q completed, ``unit_done(r, k)`` whether the unit op k posted completed.
-    ``pl`` is the program's ``verifier.check.progreplay.Plan`` (read, not imported:
+    ``pl`` is the program's ``verifier.check.progplan.Plan`` (read, not imported:
     the replay builds its certificate here)."""
     pending = []
     for r, rp in enumerate(p.ranks):

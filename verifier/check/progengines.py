@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verifier.check.certificate.program import check_program_certificate
-from verifier.check.progreplay import Plan
+from verifier.check.progplan import Plan
 from verifier.program import Program
 from verifier.results.program import ModelOutcome, ProgramCertificate, ProgramProperty, ProgramViolation
 

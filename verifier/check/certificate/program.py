@@ -52,6 +52,11 @@ MODELS = {
 }
 
 
+# what an op is to the execution (``_Run.kind``): nothing to post or wait for, an
+# isend/irecv/batch (posted, returns at once), a blocking send/recv, a collective, a wait
+NONE, POSTS, BLOCKS, COLLECTIVE, WAITS = 0, 1, 2, 3, 4
+
+
 class _Run:
     """One execution of the program under a model, driven op return by op return."""
 
@@ -63,6 +68,10 @@ class _Run:
         self.wait_item: dict = {}  # (rank, op) of a wait -> the item its handle names
         self.coll_no: dict = {}  # (rank, op) of a collective -> its number on the group
         self.coll_at: dict = {}  # (group, number, rank) -> (rank, op)
+        self.kind: list = []  # per rank, per op: NONE, POSTS, BLOCKS, COLLECTIVE or WAITS
+        self.items: dict = {}  # (rank, op) of a P2P or batch -> [(item, entry)]
+        self.sends: set = set()  # the items that are sends
+        self.left: dict = {}  # unit -> how many of its items have not completed
         self._static()
         self.posted: set = set()
         self.active: set = set()
@@ -70,29 +79,44 @@ class _Run:
         self.item_done: set = set()
         self.streams: dict = {}
         self.place: dict = {}  # unit -> its position on its stream
+        self.key: dict = {}  # unit -> its stream
         self.work: list = []
         for r in range(p.num_ranks):
             self._reach(r)
 
     def _static(self) -> None:
-        """FIFO partners per (group, src, dst), what each wait names, collective numbers."""
+        """What each op is, its items, FIFO partners per (group, src, dst), what
+        each wait names, collective numbers."""
         sends: dict = {}
         recvs: dict = {}
         for r, rp in enumerate(self.p.ranks):
             handles: dict = {}
             count: dict = {}
+            kinds = [NONE] * len(rp.ops)
+            self.kind.append(kinds)
             for k, op in enumerate(rp.ops):
                 if isinstance(op, (P2P, BatchP2P)):
-                    for item, e in self.items_of(r, k):
+                    if isinstance(op, P2P):
+                        items = [((r, k, None), op)]
+                        kinds[k] = BLOCKS if op.op in ("send", "recv") else POSTS
+                    else:
+                        items = [((r, k, j), e) for j, e in enumerate(op.ops)]
+                        kinds[k] = POSTS
+                    self.items[(r, k)] = items
+                    self.left[(r, k)] = len(items)
+                    for item, e in items:
                         if e.handle is not None:
                             handles.setdefault(e.handle, item)
                         if e.op in ("send", "isend"):
+                            self.sends.add(item)
                             sends.setdefault((e.group, r, e.peer), []).append(item)
                         else:
                             recvs.setdefault((e.group, e.peer, r), []).append(item)
                 elif isinstance(op, Wait):
+                    kinds[k] = WAITS
                     self.wait_item[(r, k)] = handles.get(op.handle)
                 elif isinstance(op, Collective):
+                    kinds[k] = COLLECTIVE
                     n = count.get(op.group, 0)
                     count[op.group] = n + 1
                     self.coll_no[(r, k)] = n
@@ -102,12 +126,7 @@ class _Run:
                 self.partner[a], self.partner[b] = b, a
 
     def items_of(self, r: int, k: int):
-        op = self.p.ranks[r].ops[k]
-        if isinstance(op, P2P):
-            return [((r, k, None), op)]
-        if isinstance(op, BatchP2P):
-            return [((r, k, j), e) for j, e in enumerate(op.ops)]
-        return []
+        return self.items.get((r, k), ())
 
     def entry(self, item):
         r, k, j = item
@@ -129,7 +148,7 @@ class _Run:
     def post(self, r: int, k: int) -> None:
         u = (r, k)
         self.posted.add(u)
-        key = self.stream(r, k)
+        key = self.key[u] = self.stream(r, k)
         if key is None:
             self.activate(u)
         else:
@@ -149,7 +168,7 @@ class _Run:
         while self.work:
             u = self.work.pop()
             r, k = u
-            if isinstance(self.p.ranks[r].ops[k], Collective):
+            if self.kind[r][k] == COLLECTIVE:
                 self.try_collective(r, k)
                 continue
             items = self.items_of(r, k)
@@ -164,7 +183,7 @@ class _Run:
         if item in self.item_done or item[:2] not in self.active:
             return
         other = self.partner.get(item)
-        if not self.m.rendezvous and self.entry(item).op in ("send", "isend"):
+        if not self.m.rendezvous and item in self.sends:
             self.complete(item)
         elif other is None:
             return
@@ -179,7 +198,8 @@ class _Run:
             return
         self.item_done.add(item)
         u = item[:2]
-        if all(i in self.item_done for i, _e in self.items_of(*u)):
+        self.left[u] -= 1
+        if not self.left[u]:  # every item of the unit has completed
             self.finish(u)
 
     def try_collective(self, r: int, k: int) -> None:
@@ -197,7 +217,7 @@ class _Run:
         if u in self.unit_done:
             return
         self.unit_done.add(u)
-        key = self.stream(*u)
+        key = self.key[u]
         if key is not None:
             queue = self.streams[key]
             i = self.place[u]
@@ -208,19 +228,20 @@ class _Run:
     def _reach(self, r: int) -> None:
         """Rank r is at its next op: a point-to-point call, a batch or a collective is posted."""
         k = self.pc[r]
-        ops = self.p.ranks[r].ops
-        if k < len(ops) and isinstance(ops[k], (P2P, BatchP2P, Collective)):
+        kinds = self.kind[r]
+        if k < len(kinds) and kinds[k] in (POSTS, BLOCKS, COLLECTIVE):
             self.post(r, k)
 
     def why_not(self, r: int) -> str:
         """Why rank r cannot return from its current op now ("" if it can)."""
         k = self.pc[r]
-        op = self.p.ranks[r].ops[k]
-        if (isinstance(op, P2P) and op.op in ("send", "recv")) or isinstance(op, Collective):
+        c = self.kind[r][k]
+        if c == BLOCKS or c == COLLECTIVE:
             return "" if (r, k) in self.unit_done else "its call has not completed"
-        if not isinstance(op, Wait) or self.wait_item.get((r, k)) is None:
+        item = self.wait_item.get((r, k)) if c == WAITS else None
+        if item is None:
             return ""
-        item = self.wait_item[(r, k)]
+        op = self.p.ranks[r].ops[k]
         if op.handle in self.waited[r] and self.m.second_wait_blocks:
             return f"a second wait on handle {op.handle} never returns under this model"
         if self.m.streams != "none":
@@ -229,9 +250,8 @@ class _Run:
 
     def step(self, r: int) -> None:
         k = self.pc[r]
-        op = self.p.ranks[r].ops[k]
-        if isinstance(op, Wait) and self.wait_item.get((r, k)) is not None:
-            self.waited[r].add(op.handle)
+        if self.kind[r][k] == WAITS and self.wait_item.get((r, k)) is not None:
+            self.waited[r].add(self.p.ranks[r].ops[k].handle)
         self.pc[r] = k + 1
         self._reach(r)
 

@@ -112,6 +112,8 @@ def render_program(result: ProgramCheckResult, source: str = "", max_counterexam
     if verbose:
         out.append(f"stats: {result.seconds:.3f} s, {result.program.num_ops} ops, "
                    + ", ".join(f"{m.model} {m.num_events} events" for m in result.models))
+        if result.certificate:
+            out.append(f"certificate: {guard.printable(result.certificate)}")
         if result.z3:
             out.append("z3: " + ", ".join(f"{m} {z.get('num_events', 0)} events "
                                           f"{z.get('solve_seconds', 0):.3f} s" for m, z in result.z3.items()))

@@ -7,7 +7,10 @@ the peers (a mixin, like fastpath.grads.GradReduction):
   one ``batch_isend_irecv``, at the step the schedule posts it, to the peer
   fastpath.plan worked out, tag 0: ops are matched FIFO per ordered rank pair,
   as specs/SEMANTICS.md says. A send takes the tensor its producing compute
-  left in ``send_data``; a receive takes a buffer from ``_Pool``.
+  left in ``send_data``; a receive takes a buffer from ``_Pool``. On gloo a
+  large send that is not waited right away is posted by a comm thread
+  (``_CommThread``), in the rank's order of sends, so that writing it into the
+  socket does not hold up the rank's computes.
 - ``_take_recv`` hands a compute the receive it consumes and waits for it
   there (the first wait on its handle); ``_wait_batch`` waits every op of a
   waited ``Batch`` right after posting it; ``_wait_sends`` waits, at the end of
@@ -32,6 +35,9 @@ computes, collectives (fastpath.grads).
 
 from __future__ import annotations
 
+import datetime
+import queue
+import threading
 import time
 
 import torch
@@ -83,6 +89,80 @@ class _Pool:
         self.free.setdefault(tuple(buf.shape), []).append((buf, event))
 
 
+# A send of at least this many bytes that nobody waits for right away is posted by
+# the comm thread. Below it the thread's hand-off costs more than the send itself:
+# every send on the thread measured 1.14x and 0.99x the inline step at hidden 8,
+# batch 1 (2 KiB messages; bench_fastpath 1f1b, paired, machine loaded).
+SEND_THREAD_BYTES = 64 * 1024
+
+
+class _Deferred:
+    """A gloo send handed to the comm thread: its Work once the thread has posted it.
+    Waited like a Work (``wait(timeout)``, ``is_completed()``)."""
+
+    __slots__ = ("work", "error", "ready")
+
+    def __init__(self):
+        self.work = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+
+    def posted(self, timeout_s: float) -> None:
+        if not self.ready.wait(timeout_s):
+            raise RuntimeError(f"the comm thread did not post the send within {timeout_s} s")
+        if self.error is not None:
+            raise RuntimeError(f"posting the send failed: {self.error}") from self.error
+
+    def wait(self, timeout: datetime.timedelta) -> bool:
+        t0 = time.monotonic()
+        self.posted(timeout.total_seconds())
+        left = timeout.total_seconds() - (time.monotonic() - t0)
+        return self.work.wait(timeout=datetime.timedelta(seconds=max(left, 0.001)))
+
+    def is_completed(self) -> bool:
+        return self.work is not None and self.work.is_completed()
+
+
+class _CommThread:
+    """One thread per process that posts gloo sends in the order they were handed over.
+
+    Why: a gloo send of a large tensor to a receive already posted writes the data
+    into the socket from the calling thread, and on a busy CPU that thread loses
+    its core to the receiver's transport thread it wakes (measured on 2 cores:
+    256 KiB sends took 0.27-2.7 ms median wall for 0.2 ms of CPU). Posted from
+    here, the rank's main thread goes on computing. The thread never waits for
+    anything but the process group's ``send`` call (which does not wait for the
+    peer) and the GIL, which every blocking torch call releases, so a send handed
+    over is posted whatever the main thread then waits for."""
+
+    _lock = threading.Lock()
+    _queue: queue.SimpleQueue | None = None
+
+    @classmethod
+    def submit(cls, pg, t: torch.Tensor, dst: int) -> _Deferred:
+        q = cls._queue
+        if q is None:
+            with cls._lock:
+                if cls._queue is None:
+                    cls._queue = queue.SimpleQueue()
+                    threading.Thread(target=cls._run, args=(cls._queue,),
+                                     name="fastpath-gloo-send", daemon=True).start()
+                q = cls._queue
+        d = _Deferred()
+        q.put((pg, t, dst, d))
+        return d
+
+    @staticmethod
+    def _run(q: queue.SimpleQueue) -> None:
+        while True:
+            pg, t, dst, d = q.get()
+            try:
+                d.work = pg.send([t], dst, 0)
+            except BaseException as e:  # noqa: BLE001 - raised to whoever waits for it
+                d.error = e
+            d.ready.set()
+
+
 class P2P:
     """Posting and waiting for ``RankRunner`` (which sets the attributes used here)."""
 
@@ -90,6 +170,7 @@ class P2P:
 
     def _reset_p2p(self) -> None:
         self.send_data, self.recvs, self.sends = {}, {}, []
+        self.handed_over: _Deferred | None = None  # the last send given to the comm thread
         self.done: set = set()  # works waited (or seen complete): never waited again
         self.pending = []  # (work, step, action, op, peer): the watchdog's view
 
@@ -138,7 +219,8 @@ class P2P:
             t = self._send_tensor(step, action, op) if op.kind.is_send else \
                 self._recv_buffer(op)
             meta.append((op, peer, t))
-        works = self._issue_cuda(meta, is_batch) if self.cuda else self._issue_gloo(meta)
+        works = self._issue_cuda(meta, is_batch) if self.cuda else \
+            self._issue_gloo(meta, is_batch and action.wait)
         if len(works) != len(meta):
             # NCCL coalesces a batch into one work that stands for every op in it
             if len(works) != 1:
@@ -158,20 +240,41 @@ class P2P:
             out.append(rec)
         return out
 
-    def _issue_gloo(self, meta) -> list:
+    def _issue_gloo(self, meta, waited: bool) -> list:
         """Each op through the process group's own send/recv, in order. That is what
         ``batch_isend_irecv`` does on gloo (no coalescing: it posts each op of the
         batch as a plain isend/irecv, torch/distributed/distributed_c10d.py), without
         its Python layers (P2POp, the per-op group and rank checks): they were about
         a fifth of a rank's main-thread CPU with tiny computes (cProfile with a CPU
-        clock, bench_fastpath dualpipe --hidden 8 --batch 1)."""
+        clock, bench_fastpath dualpipe --hidden 8 --batch 1).
+
+        A send of ``SEND_THREAD_BYTES`` or more outside a waited batch goes to the
+        comm thread (``_CommThread``); a waited batch is posted here, as its wait
+        follows at once. Sends are matched FIFO per peer, so a send posted here first
+        lets the thread post every send handed to it before (``handed_over``):
+        the order of this rank's sends is the schedule's."""
         if self._gloo is None:
             pg = self.group if self.group is not None else dist.group.WORLD
             peers = set(self.plan.peers.values())
             self._gloo = (pg, {p: dist.get_group_rank(pg, p) for p in peers})
         pg, grank = self._gloo
-        return [pg.send([t], grank[peer], 0) if op.kind.is_send else
-                pg.recv([t], grank[peer], 0) for op, peer, t in meta]
+        works = []
+        for op, peer, t in meta:
+            if not op.kind.is_send:
+                works.append(pg.recv([t], grank[peer], 0))
+            elif not waited and t.nbytes >= SEND_THREAD_BYTES:
+                self.handed_over = _CommThread.submit(pg, t, grank[peer])
+                self.result.sends_handed_over += 1
+                works.append(self.handed_over)
+            else:
+                if self.handed_over is not None:  # its failure is raised by its wait
+                    if not self.handed_over.ready.wait(self.timeout.total_seconds()):
+                        raise FastpathError(
+                            f"rank {self.rank}: the comm thread did not post a send within "
+                            f"{self.timeout.total_seconds()} s")
+                    self.handed_over = None
+                works.append(pg.send([t], grank[peer], 0))
+        return works
 
     def _issue_cuda(self, meta, is_batch: bool) -> list:
         p2p = [dist.P2POp(dist.isend if op.kind.is_send else dist.irecv, t, peer, self.group)

@@ -140,6 +140,46 @@ def test_every_family_two_ranks_mlp_bitwise():
     _check_all(extra, res[n:], expect_bitwise=False)
 
 
+def test_large_sends_through_the_comm_thread_bitwise():
+    """Messages of SEND_THREAD_BYTES or more that are not waited right away are posted
+    by the comm thread (fastpath.p2p._CommThread); a waited batch's sends are posted
+    inline, after the thread has posted every send handed to it before (FIFO
+    matching per peer). Bitwise equal to reference/ either way."""
+    from fastpath.p2p import SEND_THREAD_BYTES
+    from fastpath.plan import prepost_receives
+
+    size = dict(hidden=128, batch=4, seq=16)  # float64: 64 KiB per message
+    assert 8 * size["hidden"] * size["batch"] * size["seq"] >= SEND_THREAD_BYTES
+    lowered = prepost_receives(prepare_schedule(generate("1f1b", 2, 6, compute_only=True)),
+                               None)
+    # every other send-only batch waited: inline sends after threaded ones, same peer
+    mixed, sends_only, waited = [], 0, 0
+    for acts in lowered.actions:
+        new = []
+        for a in acts:
+            if isinstance(a, Batch) and all(o.kind.is_send for o in a.ops):
+                sends_only += 1
+                if sends_only % 2 == 0:
+                    a = Batch(a.ops, True)
+                    waited += 1
+            new.append(a)
+        mixed.append(new)
+    mixed = lowered.with_actions(mixed)
+    assert waited >= 4
+    zbv = prepost_receives(prepare_schedule(generate("zbv", 2, 4, compute_only=True)), 1)
+    jobs = [(name, 2, M, "mlp", s, Job(schedule_to_dict(s), **size))
+            for name, M, s in (("1f1b-prepost", 6, lowered), ("1f1b-mixed", 6, mixed),
+                               ("zbv-prepost-1", 4, zbv))]
+    _assert_verified(jobs, "gloo")
+    res = spawn([j[-1] for j in jobs], 2, watchdog_s=60, deadline_s=150)
+    _check_all(jobs, res, expect_bitwise=True, reuse=False)
+    for (name, _, _, _, sched, _), jr in zip(jobs, res):
+        threaded = sum(r.sends_handed_over for r in jr.ranks)
+        sends = sum(build_plan(sched, r).num_sends for r in range(2))
+        assert 0 < threaded, name
+        assert (threaded < sends) if name == "1f1b-mixed" else (threaded == sends), name
+
+
 FOUR_RANKS = [
     ("1f1b", 4, 4, "mlp"),
     ("interleaved-1f1b", 4, 4, "mlp"),

@@ -4,13 +4,15 @@ What it is: the torch side of ``python -m verifier record`` and of
 ``torchrun ... -m verifier.record``. A script runs unmodified, one process per
 rank on CPU with gloo (an "nccl" request runs on gloo and the program says
 so); every torch.distributed point-to-point call, every wait on its handles,
-every barrier and collective, and torch.distributed.pipelining's stage
-computes are written down per rank with the user's source line, and merged
+every barrier and collective, and the computes of the runtimes it knows
+(torch.distributed.pipelining, DeepSeek's DualPipe, megatron-core's schedules)
+are written down per rank with the user's source line, and merged
 into a pp-schedule 1.1 ``program`` that ``python -m verifier check`` decides.
 
 - ``launch``: the launcher (``record(target, nproc, timeout_s=, out=)``), torch-free;
 - ``worker``: one rank (runs the script with the recorder installed);
-- ``recorder``: the patches of torch.distributed; ``pipelining``: its stages;
+- ``recorder``: the patches of torch.distributed; ``pipelining``, ``dualpipe``,
+  ``megatron``: the runtimes whose stages it knows;
 - ``parts``: the per-rank files and their merge into the program (torch-free);
 - ``hooks``: ``compute(kind, stage, mb)`` and ``payload(kind, stage, mb)`` for
   runtimes the recorder does not know (free when nothing records).

@@ -12,8 +12,9 @@ training loop may keep them in for good:
   forward output of ``stage``; kind "B": the input gradient from the backward of
   ``stage``), the same on the sending and the receiving side.
 
-torch.distributed.pipelining's stages are hooked by the recorder itself
-(fastpath.record.recorder); these are for runtimes it does not know.
+torch.distributed.pipelining, DeepSeek's DualPipe and megatron-core are hooked
+by the recorder itself (fastpath.record.recorder); these are for runtimes it
+does not know.
 
 What it does not cover: recording (fastpath.record.recorder sets ``ACTIVE``).
 Imports no torch.

@@ -13,10 +13,9 @@ replaces, in ``torch.distributed`` and ``torch.distributed.distributed_c10d``:
   ``destroy_process_group`` (deferred while a launcher holds the rank, so a rank
   that finished keeps its connections and a peer still waiting on it stays
   blocked, as it would under NCCL, instead of failing on a closed socket);
-- torch.distributed.pipelining's stages and DeepSeek's DualPipe
-  (fastpath.record.pipelining, fastpath.record.dualpipe): forward/backward of a
-  chunk are compute ops with (stage, micro-batch), and the P2P ops they build
-  carry payloads.
+- torch.distributed.pipelining's stages, DeepSeek's DualPipe and megatron-core's
+  schedules (fastpath.record.pipelining, .dualpipe, .megatron): forward/backward
+  of a chunk are compute ops with (stage, micro-batch), their P2P ops carry payloads.
 
 Each op is written, before the call runs, as one line of the rank's part file
 (fastpath.record.parts) with ``where``: the first frame outside torch and
@@ -428,13 +427,14 @@ class Recorder:
 
     def _patch_pipelining(self) -> None:
         """Patch the runtimes whose stages the recorder knows (torch.distributed.pipelining,
-        DeepSeek's dualpipe) now if loaded, else when the script imports them (importing
-        pipelining costs seconds: only scripts that use it pay)."""
+        DeepSeek's dualpipe, megatron-core) now if loaded, else when the script imports them
+        (importing them costs seconds: only scripts that use them pay)."""
         # siblings of this module, torch-bound too
-        from fastpath.record import dualpipe, pipelining
+        from fastpath.record import dualpipe, megatron, pipelining
 
         for name, patch_module in ((pipelining.STAGE_MODULE, pipelining.patch_module),
-                                   (dualpipe.MODULE, dualpipe.patch_module)):
+                                   (dualpipe.MODULE, dualpipe.patch_module),
+                                   (megatron.MODULE, megatron.patch_module)):
             module = sys.modules.get(name)
             if module is not None:
                 patch_module(self, module)

@@ -12,11 +12,15 @@ the replay and by Z3 (``engine="both"``), every certificate checked.
 - DeepSeek's DualPipe (PyPI ``dualpipe``; DualPipeV is not in PyPI 1.0.0:
   skipped, saying so);
 - megatron-core's forward_backward_pipelining_without_interleaving and
-  _with_interleaving, batch_p2p_comm on and off.
+  _with_interleaving, batch_p2p_comm on and off: its forward and backward
+  steps recorded as computes (fastpath.record.megatron), its messages with
+  payloads.
 
 What each asserts: the run finished, and the verdict per model is the one
 stated in EXPECTED (measured; see /work/notes/prog.md for the table), so a
-change in the runtime, the recorder or the checker shows here.
+change in the runtime, the recorder or the checker shows here. Interleaved
+megatron with batch_p2p_comm at pipeline size 2 is refuted: its batches pair
+gradients with activations (``_payloads_swapped``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ if importlib.util.find_spec("fastpath.record") is None:  # pragma: no cover - un
 from fastpath.record.launch import record  # noqa: E402
 from verifier.check.program import check_program  # noqa: E402
 from verifier.format.program import load_program  # noqa: E402
+from verifier.program import P2P, BatchP2P, ComputeOp  # noqa: E402
 from verifier.results.check import Verdict  # noqa: E402
+from verifier.results.program import ProgramProperty  # noqa: E402
 
 pytestmark = pytest.mark.multiprocess
 
@@ -110,18 +116,95 @@ def test_megatron_core(tmp_path, interleaved, batch_p2p):
     r = _record(tmp_path, ["megatron_pp.py", *flags], 2)
     assert r.verdict in (Verdict.VERIFIED, Verdict.REFUTED)
     assert _terminates(r)["eager"] and _terminates(r)["gloo"]  # it did terminate on gloo
+    _megatron_computes(r.program, interleaved)
     EXPECTED_MEGATRON[(interleaved, batch_p2p)](r)
+
+
+def test_megatron_core_interleaved_4_ranks(tmp_path):
+    """At pipeline size 4 the previous and the next rank differ: interleaved with
+    batch_p2p_comm matches every payload (8 micro-batches, megatron's groups of 4)."""
+    pytest.importorskip("megatron.core")
+    r = _record(tmp_path, ["megatron_pp.py", "--interleaved", "--batch-p2p",
+                           "--microbatches", "8"], 4)
+    _all_terminate(r)
+    for rank in r.program.ranks:
+        got = _computes(rank)
+        assert len(got) == 2 * 8 * 2 and got[0] == ("F", rank.rank, 0), got
+        assert sorted(got) == sorted((k, s, mb) for k in "FB" for s in (rank.rank, rank.rank + 4)
+                                     for mb in range(8))
+        msgs = _p2ps(rank)
+        assert msgs and all(e.payload is not None for e in msgs)
+
+
+def _computes(rank) -> list:
+    return [(o.kind, o.stage, o.mb) for o in rank.ops if isinstance(o, ComputeOp)]
+
+
+def _p2ps(rank) -> list:
+    return [e for o in rank.ops for e in (o.ops if isinstance(o, BatchP2P) else (o,))
+            if isinstance(e, P2P)]
+
+
+# megatron_pp.py runs 4 micro-batches on 2 ranks; interleaved: 2 model chunks a rank,
+# stage = chunk * 2 + rank. The first computes of each rank, in order (measured):
+MEGATRON_FIRST = {
+    False: {0: [("F", 0, 0), ("F", 0, 1), ("B", 0, 0), ("F", 0, 2)],
+            1: [("F", 1, 0), ("B", 1, 0), ("F", 1, 1), ("B", 1, 1)]},
+    True: {0: [("F", 0, 0), ("F", 0, 1), ("F", 2, 0), ("F", 2, 1), ("F", 0, 2), ("B", 2, 0)],
+           1: [("F", 1, 0), ("F", 1, 1), ("F", 3, 0), ("B", 3, 0), ("F", 3, 1), ("B", 3, 1)]},
+}
+
+
+def _megatron_computes(p, interleaved: bool) -> None:
+    """Every forward_step and backward_step is a compute with megatron's stage and
+    micro-batch, and every message megatron posts carries its payload."""
+    for rank in p.ranks:
+        got = _computes(rank)
+        stages = [rank.rank, rank.rank + 2] if interleaved else [rank.rank]
+        assert len(got) == 2 * 4 * len(stages), got
+        assert got[:len(MEGATRON_FIRST[interleaved][rank.rank])] == \
+            MEGATRON_FIRST[interleaved][rank.rank], got
+        for s in stages:  # each micro-batch once forward, then once backward, in order
+            for kind in "FB":
+                assert [mb for k, st, mb in got if k == kind and st == s] == [0, 1, 2, 3], got
+            assert all(got.index(("F", s, mb)) < got.index(("B", s, mb)) for mb in range(4))
+        msgs = _p2ps(rank)
+        assert len(msgs) == (24 if interleaved else 8)
+        assert all(e.payload is not None for e in msgs), [e for e in msgs if e.payload is None]
 
 
 def _all_terminate(r):
     assert _terminates(r) == ALL, [m.summary for m in r.models]
+    assert r.verdict is Verdict.VERIFIED, [v.message for v in r.violations]
+
+
+def _payloads_swapped(r):
+    """Interleaved with batch_p2p_comm at pipeline size 2: the previous and the next
+    rank are one peer, and send_forward_backward_recv_forward_backward posts
+    [send B to prev, recv F from prev, send F to next, recv B from next] in one
+    batch on both ranks, so FIFO matching pairs each gradient with an activation
+    receive (Megatron-LM#750, #1450; measured here on gloo: the weight gradients
+    differ from the unbatched run's, which equal a single-process reference). It
+    terminates under every model; message-matching fails on the swapped pairs."""
+    assert _terminates(r) == ALL, [m.summary for m in r.models]
+    assert r.verdict is Verdict.REFUTED
+    p = r.program
+    assert len(r.violations) == 8
+    for v in r.violations:
+        assert v.property is ProgramProperty.MESSAGE_MATCHING and v.code == "payload", v.message
+        (a, b) = v.places
+        ea = p.ranks[a.rank].ops[a.op].ops[a.sub]
+        eb = p.ranks[b.rank].ops[b.op].ops[b.sub]
+        assert {ea.op, eb.op} == {"isend", "irecv"}
+        assert {ea.payload.kind, eb.payload.kind} == {"F", "B"}, v.message
+        assert "p2p_communication.py" in a.where.file and a.where.function == "_batched_p2p_ops"
 
 
 EXPECTED_MEGATRON = {
     (False, False): _all_terminate,
     (False, True): _all_terminate,
     (True, False): _all_terminate,
-    (True, True): _all_terminate,
+    (True, True): _payloads_swapped,
 }
 
 

@@ -137,18 +137,28 @@ def _op(d: dict) -> ProgramOp:
 
 def _rank_program(rank: int, rp: dict, source: str) -> RankProgram:
     ops = tuple(_op(d) for d in rp["ops"])
-    handles: dict[int, str] = {}
+    handles: dict[int, tuple] = {}  # handle -> (op, batch entry or None) that issued it
+
+    def place(k: int, j: int | None) -> str:
+        return f"$.ranks[{rank}].ops[{k}]" + ("" if j is None else f".ops[{j}]") + ".handle"
+
     for k, op in enumerate(ops):
-        entries = op.ops if isinstance(op, BatchP2P) else (op,)
+        t = type(op)
+        if t is P2P:
+            entries, batch = (op,), False
+        elif t is BatchP2P:
+            entries, batch = op.ops, True
+        else:
+            continue
         for j, e in enumerate(entries):
-            if isinstance(e, P2P) and e.handle is not None:
-                sub = f".ops[{j}]" if isinstance(op, BatchP2P) else ""
-                place = f"$.ranks[{rank}].ops[{k}]{sub}.handle"
-                if e.handle in handles:
-                    raise ScheduleError(f"handle {e.handle} is issued twice on rank {rank} "
-                                        f"(first at {handles[e.handle]}); handle ids are unique per rank",
-                                        _place(source, place))
-                handles[e.handle] = place
+            h = e.handle
+            if h is None:
+                continue
+            if h in handles:
+                raise ScheduleError(f"handle {h} is issued twice on rank {rank} "
+                                    f"(first at {place(*handles[h])}); handle ids are unique per rank",
+                                    _place(source, place(k, j if batch else None)))
+            handles[h] = (k, j if batch else None)
     error = rp.get("error")
     return RankProgram(rank=rank, ops=ops, outcome=rp.get("outcome", "finished"),
                        error=None if error is None else str(error))

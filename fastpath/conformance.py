@@ -19,7 +19,7 @@ in its order, with plain ``torch.distributed``:
 - after its last step a rank waits every op it posted and has not waited yet.
 
 No handle is waited twice (on gloo a second ``wait()`` on a completed
-send/recv handle blocks: see /work/notes/conform.md). Every wait has the
+send/recv handle blocks: specs/SEMANTICS.md, the ``gloo`` model). Every wait has the
 deadline ``timeout_s`` after the schedule's common start (a store barrier);
 a wait that runs past it raises in gloo, and the rank records where it was
 stuck. A schedule *terminated* when every rank finished; otherwise it *hung*

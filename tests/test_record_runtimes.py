@@ -17,7 +17,7 @@ the replay and by Z3 (``engine="both"``), every certificate checked.
   payloads.
 
 What each asserts: the run finished, and the verdict per model is the one
-stated in EXPECTED (measured; see /work/notes/prog.md for the table), so a
+stated in EXPECTED (measured on torch 2.13 CPU, gloo), so a
 change in the runtime, the recorder or the checker shows here. Interleaved
 megatron with batch_p2p_comm at pipeline size 2 is refuted: its batches pair
 gradients with activations (``_payloads_swapped``).

@@ -5,8 +5,8 @@ line to its own part file (``rank<R>.jsonl`` in a parts folder), written with on
 ``os.write`` per line so that a hang, a kill or Ctrl-C loses nothing already
 posted. The lines are of two sorts:
 
-- an op, exactly as the program format states it (specs/SEMANTICS.md,
-  /work/notes/program-format.md) but without ``returned``: it has an ``"op"`` key;
+- an op, exactly as the program format states it (specs/SEMANTICS.md "Recorded
+  programs") but without ``returned``: it has an ``"op"`` key;
 - a control record with a ``"t"`` key: ``start`` (rank, world, command, torch
   version), ``group`` (a ``new_group``: id, ranks, name), ``backend`` (what the
   script asked ``init_process_group`` for and what it got), ``end`` (the script

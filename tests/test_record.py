@@ -182,6 +182,7 @@ def _cli(*argv, cwd=None):
     (["--nproc", "2", "-m"], "error: -m: needs a module name"),
     (["--nproc", "2", "-m", "no_such_mod_xyz"], "error: -m: no module named 'no_such_mod_xyz'"),
     (["--nproc", "2", "--comm-model", "gloo", "--", "ok.py"], "error: --comm-model: only applies"),
+    (["--nproc", "2", "--engine", "z3", "--", "ok.py"], "error: --engine: only applies"),
     (["--nproc", "2", "-o", "no/such/dir/p.json", "--", "ok.py"], "error: --output: folder"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, argv, expected):
@@ -198,7 +199,7 @@ def test_help_documents_every_flag_and_exit_code():
     out = io.StringIO()
     assert verifier_main(["record", "--help"], out, io.StringIO()) == 0
     text = out.getvalue()
-    for flag in ("--nproc", "--timeout", "--output", "--check", "--comm-model", "-m MODULE",
+    for flag in ("--nproc", "--timeout", "--output", "--check", "--comm-model", "--engine", "-m MODULE",
                  "torchrun --nproc-per-node"):
         assert flag in text
     for code in ("0 ", "1 ", "2 ", "3 ", "5 ", "130"):

@@ -151,9 +151,10 @@ def test_reported_hangs_are_refuted_and_their_fixes_verified(tmp_path, bug, npro
     assert r.returncode == 1, r.stdout + r.stderr
     assert "REFUTED" in r.stdout
     assert f"{bug}:{_line_of(bug, line_text)}" in r.stdout  # the cycle in the script's lines
-    r = _record(tmp_path / "fixed.json", [fixed], nproc, "--check", "--comm-model", "all")
+    r = _record(tmp_path / "fixed.json", [fixed], nproc, "--check", "--comm-model", "all",
+                "--engine", "both")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "VERIFIED under all" in r.stdout
+    assert "VERIFIED under all (engine: both)" in r.stdout  # replay and z3 agree
     _assert_no_orphans(str(tmp_path))
 
 

@@ -87,6 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--comm-model", default=None, metavar="MODEL",
                    help="with --check: the communication model to decide under (as check's "
                         "--comm-model: nccl, the default, nccl-pairs, gloo, eager or all)")
+    p.add_argument("--engine", default=None, metavar="ENGINE",
+                   help="with --check: the decision engine (as check's --engine: auto, the "
+                        "default, graph (the replay), z3 or both)")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE",
                    help="run a module (as python -m MODULE ARGS...) instead of a script")
     p.add_argument("script", nargs=argparse.REMAINDER, metavar="-- SCRIPT [ARGS...]",
@@ -113,8 +116,9 @@ def target_of(args: argparse.Namespace) -> list[str]:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    if args.comm_model is not None and not args.check:
-        raise FlagError("only applies with --check", "--comm-model")
+    for flag, value in (("--comm-model", args.comm_model), ("--engine", args.engine)):
+        if value is not None and not args.check:
+            raise FlagError("only applies with --check", flag)
     if args.nproc < 1:
         raise FlagError(f"must be at least 1, got {args.nproc}", "--nproc")
     if not args.timeout > 0:
@@ -171,6 +175,7 @@ def run(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     if not args.check or code not in (0, EXIT_FAILED) or not os.path.exists(args.output):
         return code
     model = [] if args.comm_model is None else ["--comm-model", args.comm_model]
+    model += [] if args.engine is None else ["--engine", args.engine]
     verdict = verifier_main(["check", args.output, *model], stdout, stderr)
     if code == EXIT_FAILED and verdict not in (1, 3):
         return code

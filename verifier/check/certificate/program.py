@@ -186,10 +186,21 @@ class _Run:
             items = self.items_of(r, k)
             if not items:
                 self.finish(u)
+            partner, done, rendezvous = self.partner, self.item_done, self.m.rendezvous
             for item, _e in items:
-                self.try_item(item)
-                if item in self.partner:
-                    self.try_item(self.partner[item])
+                other = partner.get(item)
+                if item not in done:  # self.try_item(item), its unit being active
+                    if not rendezvous and item in self.sends:
+                        self.complete(item)
+                    elif other is not None:
+                        if rendezvous:
+                            if other[:2] in self.active:
+                                self.complete(item)
+                                self.complete(other)
+                        elif other in done:
+                            self.complete(item)
+                if other is not None:
+                    self.try_item(other)
 
     def try_item(self, item) -> None:
         if item in self.item_done or item[:2] not in self.active:
@@ -315,19 +326,23 @@ def check_program_certificate(p: Program, model: str, cert: ProgramCertificate |
 def _witness(p: Program, run: _Run, cert: ProgramCertificate) -> tuple[bool, str]:
     if len(cert.order) != p.num_ops:
         return False, f"the witness has {len(cert.order)} entries, the program {p.num_ops} ops"
-    pc, kind, unit_done, n = run.pc, run.kind, run.unit_done, p.num_ranks
+    pc, kind, unit_done, item_done, n = run.pc, run.kind, run.unit_done, run.item_done, p.num_ranks
+    wait_item, waited, second, streams = run.wait_item, run.waited, run.m.second_wait_blocks, run.m.streams != "none"
     for i, (r, k) in enumerate(cert.order):
         if not 0 <= r < n or pc[r] != k:
             return False, f"entry {i}: rank {r} op {k} is not the rank's next op"
         kr = kind[r]
         c = kr[k]
-        if c == WAITS or ((c == BLOCKS or c == COLLECTIVE) and (r, k) not in unit_done):
-            why = run.why_not(r)
-            if why:
-                return False, f"entry {i}: {_where(p, r, k)} cannot return yet: {why}"
-            run.step(r)
-            continue
-        # run.step(r), spelled out for the ops that return at once (why_not is "")
+        # run.why_not(r) and run.step(r), spelled out; why_not words a refusal
+        if c == WAITS:
+            item = wait_item.get((r, k))
+            if item is not None:
+                h = p.ranks[r].ops[k].handle
+                if (second and h in waited[r]) or not (item[:2] in unit_done if streams else item in item_done):
+                    return False, f"entry {i}: {_where(p, r, k)} cannot return yet: {run.why_not(r)}"
+                waited[r].add(h)
+        elif (c == BLOCKS or c == COLLECTIVE) and (r, k) not in unit_done:
+            return False, f"entry {i}: {_where(p, r, k)} cannot return yet: {run.why_not(r)}"
         pc[r] = k = k + 1
         if k < len(kr) and kr[k] != NONE and kr[k] != WAITS:
             run.post(r, k)

@@ -91,7 +91,7 @@ def test_second_wait_is_a_field():
 # name (adding a model is one definition in verifier/semantics/comm.py)
 ENGINES = ("verifier/check/hbgraph.py", "verifier/semantics/tables.py", "verifier/check/encoding.py",
            "verifier/check/smt.py", "verifier/check/z3engine.py", "verifier/analysis/replay.py",
-           "verifier/check/progreplay.py", "verifier/check/progfast.py", "verifier/check/checker.py")
+           "verifier/check/program/replay.py", "verifier/check/program/fast.py", "verifier/check/checker.py")
 
 
 def test_engines_never_compare_a_model_name():

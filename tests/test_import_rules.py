@@ -306,8 +306,8 @@ HOT_LOOPS: dict[str, str] = {
     "verifier/semantics/tables.py::_scan": "bench_check.py",
     "verifier/check/hbgraph.py::_fast": "bench_check.py",
     "verifier/check/certificate/onepass.py::replays": "bench_check.py",
-    "verifier/check/progfast.py::_run": "bench_program.py",
-    "verifier/check/progplan.py::_rank": "bench_program.py",
+    "verifier/check/program/fast.py::_run": "bench_program.py",
+    "verifier/check/program/plan.py::_rank": "bench_program.py",
 }
 # Files other helpers are splitting while this test lands; the coordinator
 # empties this list when they have landed. A path ending in "/" is a folder.

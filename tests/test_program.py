@@ -382,12 +382,12 @@ def test_replay_agrees_with_a_naive_interpreter_and_models_are_ordered():
 
 
 def test_fast_replay_takes_the_same_steps_as_the_explaining_one():
-    """``progfast`` (what check runs first) and ``progreplay`` agree on every model:
+    """``program.fast`` (what check runs first) and ``program.replay`` agree on every model:
     the same verdict, and where it terminates the same event count and witness
     order (both depend on the order ranks are resumed in)."""
-    from verifier.check.progfast import Fast
-    from verifier.check.progplan import plan
-    from verifier.check.progreplay import replay
+    from verifier.check.program.fast import Fast
+    from verifier.check.program.plan import plan
+    from verifier.check.program.replay import replay
     from verifier.format.schedule_program import program_from_schedule
     from verifier.generators import FAMILIES, generate
 

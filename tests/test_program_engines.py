@@ -29,9 +29,9 @@ from hypothesis import given, strategies as st
 from programs_util import batch, coll, p2p, program, wait
 from verifier.check import program as program_check
 from verifier.check.certificate.program import check_program_certificate
-from verifier.check.progengines import answer_of
+from verifier.check.program.engines import answer_of
 from verifier.check.program import PROGRAM_MODELS, check_program
-from verifier.check.progreplay import plan, replay
+from verifier.check.program.replay import plan, replay
 from verifier.check.z3engine import decide_program
 from verifier.cli.app import main
 from verifier.format.program import load_program, program_from_dict

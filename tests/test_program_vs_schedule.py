@@ -3,7 +3,7 @@ the program a runtime following it issues (``verifier.format.schedule_program``)
 terminates under a model exactly when the schedule is deadlock-free under it
 (graph engine), on every generated family and on seeded mutants that move one
 communication action (600 drawn: 165 compared, 24 of them deadlock somewhere). Two independent implementations of one semantics (the replay of
-``verifier.check.progreplay`` shares no code with ``verifier.check.hbgraph``).
+``verifier.check.program.replay`` shares no code with ``verifier.check.hbgraph``).
 
 Left out, and counted: schedules whose ``dependencies`` fail (no program issues
 a wait on a receive it has not posted) and BATCHes without a wait holding a

@@ -17,7 +17,7 @@ difference-logic solver, a fresh context per check, so that
   ``unknown`` with the reason. Unknown is never a pass.
 
 ``decide_program`` does the same for a recorded program's deadlock freedom
-under one model (verifier.check.progencoding states it): the answer, either
+under one model (verifier.check.program.encoding states it): the answer, either
 way, is a ``ProgramCertificate`` (the order the ranks return, or the state they
 stop in) for the program certificate checker.
 
@@ -44,7 +44,7 @@ import z3
 from verifier.ir import Schedule
 from verifier.program import Program
 from verifier.results.program import ProgramCertificate
-from verifier.check.progencoding import encode_program, read_outcome, smtlib_program, smtlib_terminates
+from verifier.check.program.encoding import encode_program, read_outcome, smtlib_program, smtlib_terminates
 from verifier.semantics.lowering import lower_if_compute_only
 from verifier.check.encoding import encode  # noqa: F401  (re-exported)
 from verifier.check.smt import (  # noqa: F401  (the system's data and text, re-exported)
@@ -239,7 +239,7 @@ def decide_program(
     plan=None,
 ) -> ProgramZ3Outcome:
     """Deadlock freedom of a recorded program under ``comm_model`` by z3
-    (``verifier.check.progencoding``). First "does every event happen?" (a pure
+    (``verifier.check.program.encoding``). First "does every event happen?" (a pure
     difference system; sat: the witness), skipped when an event can never
     happen; otherwise the maximal system, whose one set of happening events is
     where the program stops. ``stats``: num_events, num_constraints,

@@ -16,7 +16,7 @@ every member of its group has reached it. What completes what is the model's:
   collective on their group's stream.
 - ``second_wait_blocks``: a second wait on one handle never returns (gloo).
 
-Where it stops, ``verifier.check.progexplain`` follows the waits from a blocked rank to the op that
+Where it stops, ``verifier.check.program.explain`` follows the waits from a blocked rank to the op that
 never completes or back to a rank already named (a cycle), in user terms.
 
 What it does not cover: the static properties (``verifier.check.program``).
@@ -28,9 +28,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from verifier.program import BatchP2P, P2P, Program
-from verifier.check.progplan import POST, POST_BLOCK, WAIT, Plan, plan
-from verifier.check.progcert import blocked_certificate, witness_certificate
-from verifier.check.progexplain import Explainer
+from verifier.check.program.plan import POST, POST_BLOCK, WAIT, Plan, plan
+from verifier.check.program.cert import blocked_certificate, witness_certificate
+from verifier.check.program.explain import Explainer
 from verifier.results.program import ModelOutcome, ProgramCertificate
 from verifier.semantics.comm import GROUP_STREAM, CommModel, SendRule
 
@@ -269,7 +269,7 @@ class _Replay:
         return [(r, k) for r, a, b in self.segments for k in range(a, b)]
 
     def certificate(self) -> ProgramCertificate:
-        """The replay's answer as a certificate (``verifier.check.progcert``)."""
+        """The replay's answer as a certificate (``verifier.check.program.cert``)."""
         if self.terminated():
             return witness_certificate(self.rules.name, self.order())
         posted, done = self.posted_at, self.unit_done

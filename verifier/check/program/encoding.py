@@ -42,8 +42,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.check.progcert import blocked_certificate, witness_certificate
-from verifier.check.progplan import Plan, plan
+from verifier.check.program.cert import blocked_certificate, witness_certificate
+from verifier.check.program.plan import Plan, plan
 from verifier.program import P2P, BatchP2P, Collective, Program, Wait
 from verifier.results.program import ProgramCertificate
 from verifier.semantics.comm import GROUP_STREAM, CommModel, SendRule, StreamRule, model as model_of

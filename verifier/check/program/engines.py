@@ -1,11 +1,11 @@
 """Who decides a program's ``deadlock-free``, and the second opinion on it.
 
-``decide_deadlock`` takes the replay's outcome per model (``verifier.check.progreplay``,
+``decide_deadlock`` takes the replay's outcome per model (``verifier.check.program.replay``,
 always run: it is linear and its final state is what the explanation in the
 user's terms reads) and, as ``engine`` says:
 
 - ``auto`` / ``graph``: the replay decides (output ``engine: replay``);
-- ``z3``: the Z3 engine (``verifier.check.progencoding``, solved by
+- ``z3``: the Z3 engine (``verifier.check.program.encoding``, solved by
   ``verifier.check.z3engine.decide_program``) decides every model replayed; its
   answer must be the replay's state, whose explanation is printed, else the
   verdict is UNKNOWN (``engine-disagree``); a solver limit is UNKNOWN
@@ -17,7 +17,7 @@ where it ran) is validated by ``verifier.check.certificate.program``; a
 rejected one makes ``deadlock-free`` UNKNOWN (``certificate-rejected``).
 
 What it does not cover: the static properties and the verdict
-(``verifier.check.program``), the explanation (``verifier.check.progexplain``).
+(``verifier.check.program``), the explanation (``verifier.check.program.explain``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verifier.check.certificate.program import check_program_certificate
-from verifier.check.progplan import Plan
+from verifier.check.program.plan import Plan
 from verifier.program import Program
 from verifier.results.program import ModelOutcome, ProgramCertificate, ProgramProperty, ProgramViolation
 

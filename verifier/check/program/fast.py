@@ -2,15 +2,15 @@
 
 ``Fast(p, pl)`` numbers the program once for every model (a unit per
 P2P/batch/collective op, in rank and issue order; a req per P2P op or batch
-entry, as ``verifier.check.progreplay.plan`` does; one ``done`` slot per unit
+entry, as ``verifier.check.program.replay.plan`` does; one ``done`` slot per unit
 and per req, so a blocking call and a wait both test one integer), then
 ``Fast.replay(rules)`` runs one model on flat lists. It takes the same steps
-in the same order as ``progreplay._Replay`` (the same worklist of ranks, the
+in the same order as ``replay._Replay`` (the same worklist of ranks, the
 same queue of ready units, the same event count), so a program that
 terminates gets the same ``ModelOutcome``; one that does not is left to
 ``_Replay``, whose final state the explanation reads (``replay`` returns None).
 
-What it does not cover: explaining a deadlock (``verifier.check.progexplain``);
+What it does not cover: explaining a deadlock (``verifier.check.program.explain``);
 a program that is not well-formed (``usable`` is False: the caller replays it
 with ``_Replay``, which copes with any peer, handle and group).
 """
@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections import deque
 from itertools import repeat
 
-from verifier.check.progcert import witness_certificate
-from verifier.check.progplan import Plan
-from verifier.check.progreplay import ReplayRules
+from verifier.check.program.cert import witness_certificate
+from verifier.check.program.plan import Plan
+from verifier.check.program.replay import ReplayRules
 from verifier.program import Program
 from verifier.results.program import ModelOutcome
 from verifier.semantics.comm import GROUP_STREAM
@@ -118,7 +118,7 @@ class Fast:
 
     def replay(self, rules: ReplayRules, partner: list, is_send: list) -> ModelOutcome | None:
         """The outcome when the program terminates under ``rules``; None when it
-        does not (the caller explains it with ``progreplay.replay``)."""
+        does not (the caller explains it with ``replay.replay``)."""
         prev, nxt = self.streams(rules)
         ev, stuck, segments = _run(self, self.targets(rules, is_send), prev, nxt, rules.buffered_sends, partner, is_send,
                          rules.streams == "none")  # with streams a rank waits on units only
@@ -147,7 +147,7 @@ def _collectives(p: Program, pl: Plan) -> list:
 
 
 # The replay loop, unrolled (HOT_LOOPS: benchmarks/bench_program.py): the steps of
-# progreplay._Replay.run_rank/post/_ready/try_req/complete/finish_unit/wake in
+# replay._Replay.run_rank/post/_ready/try_req/complete/finish_unit/wake in
 # their order. Under rendezvous, trying a req's partner after the req itself
 # finds nothing to do (a pair completes together, or the partner's unit is not
 # ready); under buffered sends, trying a receive's partner neither (a send
@@ -164,7 +164,7 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
     left = [len(qs) if us is None else 1 for qs, us in zip(unit_reqs, members)]  # a collective: 1
     nranks = len(walk)
     pos = [0] * nranks  # next walked op
-    start = [0] * nranks  # op index of the last block (progreplay's pc when resumed)
+    start = [0] * nranks  # op index of the last block (replay's pc when resumed)
     fin = [w[2] == 0 for w in walk]
     blocked = [-1] * nranks
     runnable = deque(range(nranks))

@@ -1,4 +1,4 @@
-"""Why a program's replay stops, in the user's words (``verifier.check.progreplay``).
+"""Why a program's replay stops, in the user's words (``verifier.check.program.replay``).
 
 ``Explainer(replay)`` reads the final state of a replay that did not terminate:
 where each rank blocks (``blocked``) and the chain of waits from the lowest
@@ -8,7 +8,7 @@ reaches a collective, until an op that can never complete or a rank already
 named (a cycle). ``summary`` is the one line "rank 2 blocks in train.py:88
 `recv` from rank 3 (...) while rank 3 blocks in ...".
 
-What it does not cover: running the replay (``verifier.check.progreplay``).
+What it does not cover: running the replay (``verifier.check.program.replay``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The certificate an engine gives for a program under one model, from its final state.
 
-Both program engines (the replay, ``verifier.check.progreplay``, and the Z3
-engine, ``verifier.check.progencoding`` solved by ``verifier.check.z3engine``)
+Both program engines (the replay, ``verifier.check.program.replay``, and the Z3
+engine, ``verifier.check.program.encoding`` solved by ``verifier.check.z3engine``)
 end in the same kind of state: how far each rank got, which ops were posted
 and which requests and units completed. ``blocked_certificate`` turns that
 state into a ``ProgramCertificate`` of a deadlock (where each rank stops,
@@ -38,7 +38,7 @@ def blocked_certificate(p: Program, pl, model: str, streams: bool, second_wait_b
     """The deadlock certificate of a final state: ``pcs[r]`` the op rank r stops at,
     ``posted(r, k)`` whether op k of rank r was posted, ``req_done(q)`` whether
     request q completed, ``unit_done(r, k)`` whether the unit op k posted completed.
-    ``pl`` is the program's ``verifier.check.progplan.Plan`` (read, not imported:
+    ``pl`` is the program's ``verifier.check.program.plan.Plan`` (read, not imported:
     the replay builds its certificate here)."""
     pending = []
     for r, rp in enumerate(p.ranks):

@@ -11,10 +11,10 @@
   partner on a rank pair whose two recordings are complete is reported.
 - ``collective-order``: every member of a group reaches the group's collectives
   in the same order (same name; same shape and dtype where both recorded).
-- ``deadlock-free``: the monotone replay (``verifier.check.progreplay``)
+- ``deadlock-free``: the monotone replay (``verifier.check.program.replay``)
   terminates under the model; otherwise the blocked ranks and the chain of waits.
   ``engine`` z3 / both decides it (also) by Z3, and every answer's certificate
-  is validated (``verifier.check.progengines``).
+  is validated (``verifier.check.program.engines``).
 
 Every model is replayed whatever ``comm_model`` is (it is linear), so the result
 says under which models the program would terminate, and, for a recording of a
@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import time
 
-from verifier.check.progengines import ENGINES, decide_deadlock
-from verifier.check.progfast import Fast
-from verifier.check.progplan import Plan, plan
-from verifier.check.progreplay import ReplayRules, replay
+from verifier.check.program.engines import ENGINES, decide_deadlock
+from verifier.check.program.fast import Fast
+from verifier.check.program.plan import Plan, plan
+from verifier.check.program.replay import ReplayRules, replay
 from verifier.errors import ScheduleError
 from verifier.program import (
     BatchP2P,
@@ -358,8 +358,8 @@ def _model_notes(chosen: tuple[str, ...], outcomes: dict[str, ModelOutcome]) -> 
 
 
 def _replays(p: Program, pl: Plan, chosen: tuple[str, ...], every_model: bool) -> dict[str, ModelOutcome]:
-    """Each model's outcome: the fast replay (``progfast``) where it terminates, the
-    explaining one (``progreplay``) where it does not or the program is not well-formed."""
+    """Each model's outcome: the fast replay (``program.fast``) where it terminates, the
+    explaining one (``program.replay``) where it does not or the program is not well-formed."""
     fast = Fast(p, pl)
     out = {}
     for name, rules in PROGRAM_MODELS.items():
@@ -378,7 +378,7 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
     result says under which others it would terminate; False replays only the
     model(s) the verdict needs (``models`` then holds only those). ``engine``
     (auto, graph: the replay; z3; both) decides ``deadlock-free``
-    (``verifier.check.progengines``); its certificates are validated by the
+    (``verifier.check.program.engines``); its certificates are validated by the
     independent checker unless ``validate_certificate`` is False."""
     t0 = time.perf_counter()
     if comm_model != ALL and comm_model not in PROGRAM_MODELS:

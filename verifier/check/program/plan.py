@@ -6,8 +6,8 @@ dst)), a unit per P2P/batch/collective op (what a stream orders and a
 blocking call waits for), each rank's walk (the ops that post or wait, with
 their op index), the flagged ops the well-formed property names, and the
 calls a recording says never returned. The static properties
-(``verifier.check.program``), the replay (``verifier.check.progreplay``) and
-its fast form (``verifier.check.progfast``) all read it.
+(``verifier.check.program``), the replay (``verifier.check.program.replay``) and
+its fast form (``verifier.check.program.fast``) all read it.
 
 What it does not cover: deciding anything; the communication models.
 """

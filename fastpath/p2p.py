@@ -8,7 +8,7 @@ the peers (a mixin, like fastpath.grads.GradReduction):
   fastpath.plan worked out, tag 0: ops are matched FIFO per ordered rank pair,
   as specs/SEMANTICS.md says. A send takes the tensor its producing compute
   left in ``send_data``; a receive takes a buffer from ``_Pool``. On gloo a
-  large send that is not waited right away is posted by a comm thread
+  send that is not waited right away is posted by a comm thread
   (``_CommThread``), in the rank's order of sends, so that writing it into the
   socket does not hold up the rank's computes.
 - ``_take_recv`` hands a compute the receive it consumes and waits for it
@@ -89,13 +89,6 @@ class _Pool:
         self.free.setdefault(tuple(buf.shape), []).append((buf, event))
 
 
-# A send of at least this many bytes that nobody waits for right away is posted by
-# the comm thread. Below it the thread's hand-off costs more than the send itself:
-# every send on the thread measured 1.14x and 0.99x the inline step at hidden 8,
-# batch 1 (2 KiB messages; bench_fastpath 1f1b, paired, machine loaded).
-SEND_THREAD_BYTES = 64 * 1024
-
-
 class _Deferred:
     """A gloo send handed to the comm thread: its Work once the thread has posted it.
     Waited like a Work (``wait(timeout)``, ``is_completed()``)."""
@@ -126,11 +119,15 @@ class _Deferred:
 class _CommThread:
     """One thread per process that posts gloo sends in the order they were handed over.
 
-    Why: a gloo send of a large tensor to a receive already posted writes the data
-    into the socket from the calling thread, and on a busy CPU that thread loses
-    its core to the receiver's transport thread it wakes (measured on 2 cores:
-    256 KiB sends took 0.27-2.7 ms median wall for 0.2 ms of CPU). Posted from
-    here, the rank's main thread goes on computing. The thread never waits for
+    Why: a gloo send to a receive already posted (fastpath.plan.prepost_receives)
+    writes the data into the socket from the calling thread, and on a busy CPU
+    that thread loses its core to the receiver's transport thread it wakes
+    (measured on 2 cores: 256 KiB sends took 0.27-2.7 ms median wall for 0.2 ms
+    of CPU; with 2 KiB messages, posting was a third of a rank's step). Posted
+    from here, the rank's main thread goes on computing. Small sends gain too:
+    bench_fastpath 1f1b at hidden 8, batch 1, every send here against every send
+    inline, same processes: median step 0.72-1.08x over 5 runs (0.73, 1.03,
+    0.72, 0.83, 1.08); zbv 0.97x, dualpipev 0.78x. The thread never waits for
     anything but the process group's ``send`` call (which does not wait for the
     peer) and the GIL, which every blocking torch call releases, so a send handed
     over is posted whatever the main thread then waits for."""
@@ -248,9 +245,8 @@ class P2P:
         a fifth of a rank's main-thread CPU with tiny computes (cProfile with a CPU
         clock, bench_fastpath dualpipe --hidden 8 --batch 1).
 
-        A send of ``SEND_THREAD_BYTES`` or more outside a waited batch goes to the
-        comm thread (``_CommThread``); a waited batch is posted here, as its wait
-        follows at once. Sends are matched FIFO per peer, so a send posted here first
+        A send outside a waited batch goes to the comm thread (``_CommThread``); a
+        waited batch is posted here, as its wait follows at once. Sends are matched FIFO per peer, so a send posted here first
         lets the thread post every send handed to it before (``handed_over``):
         the order of this rank's sends is the schedule's."""
         if self._gloo is None:
@@ -262,7 +258,7 @@ class P2P:
         for op, peer, t in meta:
             if not op.kind.is_send:
                 works.append(pg.recv([t], grank[peer], 0))
-            elif not waited and t.nbytes >= SEND_THREAD_BYTES:
+            elif not waited:
                 self.handed_over = _CommThread.submit(pg, t, grank[peer])
                 self.result.sends_handed_over += 1
                 works.append(self.handed_over)

@@ -134,6 +134,19 @@ class Recorder:
         self.inside = i
         return i
 
+    def run(self, orig, *args, **kwargs):
+        """Run the real call of the op just posted, as the outermost recorded call
+        (calls it makes inside are not recorded). Once it returns the op is no
+        longer in progress; if it raises (a timeout in a blocked call) it stays
+        ``inside``, the call that did not return."""
+        self.depth += 1
+        try:
+            res = orig(*args, **kwargs)
+        finally:
+            self.depth -= 1
+        self.inside = None
+        return res
+
     def compute(self, payload: dict) -> None:
         self.writer.write({"op": "compute", **payload, "where": self.where()})
         self.count += 1
@@ -239,12 +252,7 @@ class Recorder:
             op = rec._p2p(name, tensor, peer, group, tag, gpeer)
             op["where"] = rec.where()
             rec.post(op)
-            rec.depth += 1
-            try:
-                res = orig(*args, **kwargs)
-            finally:
-                rec.depth -= 1
-            rec.inside = None
+            res = rec.run(orig, *args, **kwargs)
             if res is not None and "handle" in op:
                 rec._works[res] = op["handle"]
             return res
@@ -267,12 +275,7 @@ class Recorder:
                 finally:
                     rec.payload = saved
             rec.post({"op": "batch", "ops": inner, "where": rec.where()})
-            rec.depth += 1
-            try:
-                works = orig(p2p_op_list, *args, **kwargs)
-            finally:
-                rec.depth -= 1
-            rec.inside = None
+            works = rec.run(orig, p2p_op_list, *args, **kwargs)
             handles = [o["handle"] for o in inner]
             if works and len(works) == len(handles):
                 for w, h in zip(works, handles):
@@ -305,13 +308,7 @@ class Recorder:
                     op["shape"], op["dtype"] = list(t.shape), _dtype(t)
             op["where"] = rec.where()
             rec.post(op)
-            rec.depth += 1
-            try:
-                res = orig(*args, **kwargs)
-            finally:
-                rec.depth -= 1
-            rec.inside = None
-            return res
+            return rec.run(orig, *args, **kwargs)
 
         return wrapper
 
@@ -382,12 +379,7 @@ class Recorder:
             where = rec.where()
             for one in (h if isinstance(h, list) else [h]):
                 rec.post({"op": "wait", "handle": one, "where": where})
-            rec.depth += 1
-            try:
-                res = orig_wait(w, *args, **kwargs)
-            finally:
-                rec.depth -= 1
-            rec.inside = None
+            res = rec.run(orig_wait, w, *args, **kwargs)
             return res
 
         def is_completed(w, *args, **kwargs):

@@ -307,7 +307,6 @@ HOT_LOOPS: dict[str, str] = {
     "verifier/check/hbgraph.py::_fast": "bench_check.py",
     "verifier/check/certificate/onepass.py::replays": "bench_check.py",
     "verifier/check/program/fast.py::_run": "bench_program.py",
-    "verifier/check/program/plan.py::_rank": "bench_program.py",
 }
 # Files other helpers are splitting while this test lands; the coordinator
 # empties this list when they have landed. A path ending in "/" is a folder.

@@ -126,6 +126,71 @@ def test_a_witness_with_a_receive_before_its_send_is_rejected():
     assert not ok and "for nccl, not eager" in why
 
 
+def _execution(p, model):
+    from verifier.check.program.fast import Fast
+    from verifier.check.program.plan import plan
+
+    pl = plan(p)
+    o = Fast(p, pl).replay(PROGRAM_MODELS[model], pl.partner, pl.is_send)
+    return None if o is None else o.certificate
+
+
+def test_a_whole_execution_witness_is_judged_event_by_event():
+    """The fast replay's witness says when each unit completed; a completion
+    claimed before the partner's op is posted, a completion left out, and
+    returns out of order are each refused with the op named."""
+    p = program_from_dict(PINGPONG)
+    good = _execution(p, "nccl")
+    assert good.completions is not None and check_program_certificate(p, "nccl", good) == (True, "")
+    # every completion claimed before any return: rank 0's recv (op 1) is not
+    # even posted before its send (op 0) has returned
+    early = tuple((r, k, 0) for r, k, _at in good.completions)
+    ok, why = check_program_certificate(p, "nccl", dataclasses.replace(good, completions=early))
+    assert not ok and why.startswith("rank 0 op 1 (`recv` from rank 1") and "train.py:2" in why
+    assert "completes before it is active" in why
+    ok, why = check_program_certificate(p, "nccl", dataclasses.replace(good, completions=good.completions[1:]))
+    assert not ok and "completes 3 units, the program has 4" in why
+    runs = tuple((r, 0, len(program_from_dict(PINGPONG).ranks[r].ops)) for r in (0, 1))
+    ok, why = check_program_certificate(p, "nccl", dataclasses.replace(good, runs=runs))
+    assert not ok and why.startswith("rank ")  # rank 0 returns from both ops before rank 1 from any
+    ok, why = check_program_certificate(p, "nccl", dataclasses.replace(good, runs=good.runs[:-1]))
+    assert not ok and "do not return from every op" in why
+
+
+def test_no_execution_witness_passes_under_a_model_where_the_program_deadlocks():
+    """Soundness of the event-by-event judgement: a witness of a weaker model,
+    offered for a model under which the replay deadlocks, is always refused;
+    and every witness it accepts after tampering with the returns also passes
+    the op-by-op checker (which completes everything as early as it can)."""
+    from verifier.check.certificate.program import _Run, _witness, MODELS as CM
+
+    rng = random.Random(29)
+    refused = tampered_ok = tampered_no = 0
+    for _ in range(300):
+        p = program_from_dict(random_program(rng))
+        wit = {m: _execution(p, m) for m in PROGRAM_MODELS}
+        for m, cert in wit.items():
+            if cert is None:
+                for other, oc in wit.items():
+                    if oc is not None:
+                        ok, _why = check_program_certificate(p, m, dataclasses.replace(oc, model=m))
+                        assert not ok, (m, other, p)
+                        refused += 1
+                continue
+            runs = list(cert.runs)
+            if len(runs) > 2:
+                i = rng.randrange(len(runs) - 1)
+                runs[i], runs[i + 1] = runs[i + 1], runs[i]
+                bad = dataclasses.replace(cert, runs=tuple(runs))
+                ok, _why = check_program_certificate(p, m, bad)
+                if ok:
+                    assert _witness(p, _Run(p, CM[m]), bad) == (True, ""), (m, p)
+                    tampered_ok += 1
+                else:
+                    tampered_no += 1
+    assert refused >= 50 and tampered_no >= 20, (refused, tampered_ok, tampered_no)
+
+
 def test_a_claimed_deadlock_where_a_rank_can_move_is_rejected():
     p = _fixture("torchtitan775_few_microbatches")
     cert = replay(p, PROGRAM_MODELS["nccl"]).certificate
@@ -158,11 +223,16 @@ def test_a_rejected_certificate_makes_the_verdict_unknown(monkeypatch, tmp_path)
     the check says UNKNOWN, exit 3, with the checker's reason."""
     real = program_check._replays  # each model's outcome (fast replay, or the explaining one)
 
-    def tampered(*args):
+    def tampered(*args, **kw):
         out = {}
-        for m, o in real(*args).items():
+        for m, o in real(*args, **kw).items():
             c = o.certificate
-            out[m] = dataclasses.replace(o, certificate=dataclasses.replace(c, order=c.order[-1:] + c.order[:-1]))
+            if c is None:  # implied by the model order, not replayed
+                out[m] = o
+                continue
+            order = c.returns()  # written as an order of returns: the op-by-op checker judges it
+            out[m] = dataclasses.replace(o, certificate=dataclasses.replace(
+                c, order=order[-1:] + order[:-1], runs=(), completions=None))
         return out
 
     monkeypatch.setattr(program_check, "_replays", tampered)

@@ -15,7 +15,11 @@ What it does not cover: reading or validating files, deciding anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
 from typing import Union
+
+import numpy as np
 
 PROGRAM_KIND = "program"
 PROGRAM_VERSION = "1.1"
@@ -197,12 +201,73 @@ class Program:
                 return g
         return None
 
+    @cached_property
+    def columns(self) -> "ProgramColumns":
+        """The ops as flat arrays (``ProgramColumns``), built on first use."""
+        return ProgramColumns(self)
+
     @property
     def outcome(self) -> str:
         if self.recorded and isinstance(self.recorded.get("outcome"), str):
             return self.recorded["outcome"]
         bad = [rp.outcome for rp in self.ranks if rp.outcome != "finished"]
         return bad[0] if bad else "finished"
+
+
+# What an op is, as ``ProgramColumns.code`` says: a compute (or anything that
+# neither posts nor waits), an isend/irecv, a send/recv, a batch_isend_irecv,
+# a collective, a wait, an is_completed poll.
+OTHER, POSTS, BLOCKS, BATCH, COLLECTIVE, WAIT, POLL = range(7)
+_CODE = {ComputeOp: OTHER, P2P: POSTS, BatchP2P: BATCH, Collective: COLLECTIVE, Wait: WAIT,
+         IsCompleted: POLL}
+_RETURNED = attrgetter("returned")
+_IS_SEND = {"send": True, "isend": True, "recv": False, "irecv": False}
+
+
+class ProgramColumns:
+    """The program's data as flat arrays: the data as written, no semantics
+    (no matching, no streams). Op ``g`` is op ``k`` of rank ``r`` with
+    ``g = off[r] + k``; an *entry* is a P2P op or one op of a batch, in op order.
+
+    Per op: ``ops`` (the objects), ``code`` (OTHER, POSTS, BLOCKS, BATCH,
+    COLLECTIVE, WAIT, POLL), ``rank``, ``handle`` (of a wait or poll, else -1),
+    ``group`` (of a collective, else -1); ``not_returned``: the ops the
+    recording says never returned. Per entry: ``entries`` (the P2P objects),
+    ``e_op`` (its op), ``e_sub`` (its index in a batch, -1 for a plain P2P),
+    ``e_send``, ``e_peer``, ``e_group``, ``e_handle`` (-1: none)."""
+
+    def __init__(self, p: "Program"):
+        ops = self.ops = [op for rp in p.ranks for op in rp.ops]
+        lens = [len(rp.ops) for rp in p.ranks]
+        n = len(ops)
+        self.off = off = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=off[1:])
+        self.rank = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+        code = self.code = np.fromiter(map(_CODE.__getitem__, map(type, ops)), dtype=np.int8, count=n)
+        p2p = np.flatnonzero(code == POSTS).tolist()
+        if p2p:
+            blocking = [i for i in p2p if ops[i].op in ("send", "recv")]
+            code[blocking] = BLOCKS
+        self.handle = np.full(n, -1, dtype=np.int64)
+        hix = np.flatnonzero(code >= WAIT)
+        self.handle[hix] = [ops[i].handle for i in hix.tolist()]
+        self.group = np.full(n, -1, dtype=np.int64)
+        cix = np.flatnonzero(code == COLLECTIVE)
+        self.group[cix] = [ops[i].group for i in cix.tolist()]
+        self.not_returned = np.flatnonzero(~np.fromiter(map(_RETURNED, ops), dtype=bool, count=n)).tolist()
+        uix = np.flatnonzero((code >= POSTS) & (code <= BATCH))
+        nested = [op.ops if type(op) is BatchP2P else (op,) for op in map(ops.__getitem__, uix.tolist())]
+        counts = np.array([len(x) for x in nested], dtype=np.int64)
+        ents = self.entries = [e for x in nested for e in x]
+        ne = len(ents)
+        self.e_op = np.repeat(uix, counts)
+        first = np.cumsum(counts) - counts
+        self.e_sub = np.arange(ne, dtype=np.int64) - np.repeat(first, counts)
+        self.e_sub[code[self.e_op] != BATCH] = -1
+        self.e_send = np.array([_IS_SEND[e.op] for e in ents], dtype=bool).reshape(ne)
+        self.e_peer = np.array([e.peer for e in ents], dtype=np.int64).reshape(ne)
+        self.e_group = np.array([e.group for e in ents], dtype=np.int64).reshape(ne)
+        self.e_handle = np.array([-1 if e.handle is None else e.handle for e in ents], dtype=np.int64).reshape(ne)
 
 
 def shape_text(shape: tuple[int, ...] | None, dtype: str | None) -> str:

@@ -81,7 +81,8 @@ def render_program(result: ProgramCheckResult, source: str = "", max_counterexam
     mw = max(len(m.model) for m in result.models)
     for m in result.models:
         word = "terminates" if m.terminates else "deadlocks "
-        out.append(f"  {m.model:<{mw}}  {word}  {guard.printable(m.summary)}".rstrip())
+        why = f"(implied: terminates under the stricter {m.implied_by})" if m.implied_by else m.summary
+        out.append(f"  {m.model:<{mw}}  {word}  {guard.printable(why)}".rstrip())
     viols = [v for v in result.violations if v.code not in UNKNOWN_CODES]
     why = [v for v in result.violations if v.code in UNKNOWN_CODES]
     if why:
@@ -111,7 +112,8 @@ def render_program(result: ProgramCheckResult, source: str = "", max_counterexam
                        "(--max-counterexamples N prints more)")
     if verbose:
         out.append(f"stats: {result.seconds:.3f} s, {result.program.num_ops} ops, "
-                   + ", ".join(f"{m.model} {m.num_events} events" for m in result.models))
+                   + ", ".join(f"{m.model} implied by {m.implied_by}" if m.implied_by else
+                               f"{m.model} {m.num_events} events" for m in result.models))
         if result.certificate:
             out.append(f"certificate: {guard.printable(result.certificate)}")
         if result.z3:
@@ -161,7 +163,8 @@ def program_json(result: ProgramCheckResult, source: str = "", max_counterexampl
         "counterexamples_omitted": len(viols) - len(shown),
         "models": [{"model": m.model, "terminates": m.terminates, "summary": m.summary,
                     "closed": m.closed, "hops": [_blocked_json(h) for h in m.hops],
-                    "blocked": [_blocked_json(b) for b in m.blocked]} for m in result.models],
+                    "blocked": [_blocked_json(b) for b in m.blocked],
+                    **({"implied_by": m.implied_by} if m.implied_by else {})} for m in result.models],
         "certificate": result.certificate,
         "stats": {"seconds": round(result.seconds, 6), "num_ops": p.num_ops,
                   "events": {m.model: m.num_events for m in result.models},

@@ -73,7 +73,12 @@ class ProgramCertificate:
 
     ``terminates``: then ``order`` holds every (rank, op) once, in the order the
     ranks return from their ops (a rank posts its next op as soon as it
-    returns; completions happen as soon as the model allows). Otherwise
+    returns; completions happen as soon as the model allows), or ``runs`` the
+    same order as (rank, first op, end op) runs of consecutive returns of one
+    rank; ``completions``, where given, says when each unit (a P2P, batch or
+    collective op, named by (rank, op)) completes: (rank, op, returns before it)
+    in completion order, so the witness is a whole execution (``returns()``:
+    the order, whichever form holds it). Otherwise
     ``stops[r]`` is the op rank r never returns from (``len(ops)``: it
     finished), ``pending`` every request posted that never completes (a
     collective or an empty batch: the unit, entry None), and ``waits`` per
@@ -86,6 +91,14 @@ class ProgramCertificate:
     stops: tuple[int, ...] = ()
     pending: tuple[Item, ...] = ()
     waits: tuple[tuple[int, tuple[Item, ...]], ...] = ()
+    runs: tuple[tuple[int, int, int], ...] = ()
+    completions: tuple[tuple[int, int, int], ...] | None = None
+
+    def returns(self) -> tuple[tuple[int, int], ...]:
+        """The witness order as (rank, op) pairs (from ``runs`` when ``order`` is empty)."""
+        if self.order or not self.runs:
+            return self.order
+        return tuple((r, k) for r, a, b in self.runs for k in range(a, b))
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,8 @@ class ModelOutcome:
     """Deadlock freedom under one communication model: ``terminates``, or the ranks
     that block (``blocked``), the explanation chain (``hops``: each a rank blocked at
     an op and what it waits for; ``closed``: the chain returns to its first rank) and
-    a one-line ``summary`` in the user's words."""
+    a one-line ``summary`` in the user's words. ``implied_by``: not replayed,
+    decided by the order between models from that model's termination."""
 
     model: str
     terminates: bool
@@ -103,6 +117,7 @@ class ModelOutcome:
     summary: str = ""
     num_events: int = 0
     certificate: ProgramCertificate | None = field(default=None, compare=False, repr=False)
+    implied_by: str = ""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ What it is: ``check_program_certificate(program, model, cert)`` judges what an
 engine (the replay or the Z3 engine) claims about a recorded program under one
 communication model (``ProgramCertificate``, verifier.results.program):
 
+- a witness with completions (``terminates``, the replay's): a whole execution,
+  judged event by event by ``verifier.check.certificate.program_witness``.
 - a witness (``terminates``): the ranks return from their ops in ``order``; a
   rank posts its next op as soon as it returns from the previous one; between
   entries every request and unit completes as soon as the model allows. It is
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from verifier.check.certificate.program_witness import check_execution
 from verifier.program import P2P, BatchP2P, Collective, Program, Wait, op_phrase
 from verifier.results.program import ProgramCertificate
 
@@ -316,19 +319,25 @@ def check_program_certificate(p: Program, model: str, cert: ProgramCertificate |
         return False, f"no certificate under {model}"
     if cert.model != model:
         return False, f"the certificate is for {cert.model}, not {model}"
+    m = MODELS[model]
     try:
-        run = _Run(p, MODELS[model])
+        if cert.terminates and cert.completions is not None:
+            got = check_execution(p, m.rendezvous, m.streams, m.second_wait_blocks, cert)
+            if got is not None:
+                return got
+        run = _Run(p, m)
         return _witness(p, run, cert) if cert.terminates else _deadlock(p, run, cert)
     except (IndexError, KeyError, TypeError, ValueError, AttributeError) as e:  # a malformed claim
         return False, f"malformed certificate: {type(e).__name__}: {e}"
 
 
 def _witness(p: Program, run: _Run, cert: ProgramCertificate) -> tuple[bool, str]:
-    if len(cert.order) != p.num_ops:
-        return False, f"the witness has {len(cert.order)} entries, the program {p.num_ops} ops"
+    order = cert.returns()
+    if len(order) != p.num_ops:
+        return False, f"the witness has {len(order)} entries, the program {p.num_ops} ops"
     pc, kind, unit_done, item_done, n = run.pc, run.kind, run.unit_done, run.item_done, p.num_ranks
     wait_item, waited, second, streams = run.wait_item, run.waited, run.m.second_wait_blocks, run.m.streams != "none"
-    for i, (r, k) in enumerate(cert.order):
+    for i, (r, k) in enumerate(order):
         if not 0 <= r < n or pc[r] != k:
             return False, f"entry {i}: rank {r} op {k} is not the rank's next op"
         kr = kind[r]

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from verifier.check.program.engines import ENGINES, decide_deadlock
 from verifier.check.program.fast import Fast
 from verifier.check.program.plan import Plan, plan
@@ -44,7 +46,7 @@ from verifier.program import (
     shape_text,
 )
 from verifier.results.check import Status, Verdict
-from verifier.semantics.comm import MODELS
+from verifier.semantics.comm import MODELS, implies
 from verifier.results.program import (
     ModelOutcome,
     Place,
@@ -186,26 +188,28 @@ def _message_matching(p: Program, pl: Plan) -> list[ProgramViolation]:
     return out
 
 
-def _grouped_alike(pl: Plan, by_unit: dict) -> bool:
+def _grouped_alike(p: Program, pl: Plan) -> bool:
     """No violation of ``_batch_grouping``: the requests of each (unit, group,
-    peer) all have partners, in one (unit, group, peer) of the same size."""
-    cls = [None] * len(pl.req_op)
-    for key, qs in by_unit.items():
-        for q in qs:
-            cls[q] = key
-    partner = pl.partner
-    for key, qs in by_unit.items():
-        m = partner[qs[0]]
-        if m < 0:
+    peer) all have partners, all in one (unit, group, peer) of the same size
+    (array by array over ``Program.columns``)."""
+    partner = np.array(pl.partner, dtype=np.int64)
+    if not len(partner):
+        return True
+    if np.any(partner < 0):
+        return False
+    c = p.columns
+    _u, cls = np.unique(np.array(pl.req_unit, dtype=np.int64) * (p.num_ranks + 2) +
+                        np.clip(c.e_peer, -1, p.num_ranks) + 1, return_inverse=True)
+    cls = cls.reshape(-1)
+    o = np.argsort(cls, kind="stable")
+    co = cls[o]
+    starts = np.flatnonzero(np.r_[True, co[1:] != co[:-1]])
+    for col in (c.e_group[o], cls[partner][o]):  # one group, and one partner class, per class
+        if np.any(np.minimum.reduceat(col, starts) != np.maximum.reduceat(col, starts)):
             return False
-        other = cls[m]
-        if len(by_unit[other]) != len(qs):
-            return False
-        for q in qs:
-            m = partner[q]
-            if m < 0 or cls[m] is not other:
-                return False
-    return True
+    lo = np.minimum.reduceat(cls[partner][o], starts)
+    size = np.bincount(cls)
+    return bool(np.all(size == size[lo]))
 
 
 def _batch_grouping(p: Program, pl: Plan) -> list[ProgramViolation]:
@@ -214,6 +218,8 @@ def _batch_grouping(p: Program, pl: Plan) -> list[ProgramViolation]:
     must be exactly the ops of one unit of the peer with this rank. NCCL leaves
     another grouping undefined (NVIDIA/nccl#1279, #2130); one violation per
     pair of units, unmatched ops left to ``unmatched``."""
+    if _grouped_alike(p, pl):
+        return []
     by_unit: dict[tuple[int, int, int, int], list[int]] = {}
     req_op = pl.req_op
     for r, k, qs in zip(pl.unit_rank, pl.unit_op, pl.unit_reqs):
@@ -225,8 +231,6 @@ def _batch_grouping(p: Program, pl: Plan) -> list[ProgramViolation]:
                 by_unit[key] = [q]
             else:
                 got.append(q)
-    if _grouped_alike(pl, by_unit):
-        return []
     out: list[ProgramViolation] = []
     said: set = set()
     for (r, k, g, peer), qs in by_unit.items():
@@ -357,15 +361,28 @@ def _model_notes(chosen: tuple[str, ...], outcomes: dict[str, ModelOutcome]) -> 
     return [f"deadlocks under {verdict_models}; terminates under {', '.join(ok)}{tail}"]
 
 
-def _replays(p: Program, pl: Plan, chosen: tuple[str, ...], every_model: bool) -> dict[str, ModelOutcome]:
+def _replays(p: Program, pl: Plan, chosen: tuple[str, ...], every_model: bool,
+             by_order: bool = True) -> dict[str, ModelOutcome]:
     """Each model's outcome: the fast replay (``program.fast``) where it terminates, the
-    explaining one (``program.replay``) where it does not or the program is not well-formed."""
+    explaining one (``program.replay``) where it does not or the program is not well-formed.
+    With ``by_order``, a model the verdict is not about is not replayed when a
+    model replayed before it terminates and implies it (``semantics.comm.implies``;
+    a second wait on a handle breaks the chain at gloo, where it blocks): its
+    outcome says ``implied_by``."""
     fast = Fast(p, pl)
-    out = {}
+    out: dict[str, ModelOutcome] = {}
     for name, rules in PROGRAM_MODELS.items():
-        if every_model or name in chosen:
-            o = fast.replay(rules, pl.partner, pl.is_send) if fast.usable else None
-            out[name] = o if o is not None else replay(p, rules, pl)
+        if not (every_model or name in chosen):
+            continue
+        if by_order and name not in chosen:
+            src = next((m for m, o in out.items() if o.terminates and not o.implied_by and implies(m, name)
+                        and not (pl.second_waits and PROGRAM_MODELS[name].second_wait_blocks
+                                 and not PROGRAM_MODELS[m].second_wait_blocks)), None)
+            if src is not None:
+                out[name] = ModelOutcome(name, True, implied_by=src)
+                continue
+        o = fast.replay(rules, pl.partner, pl.is_send) if fast.usable else None
+        out[name] = o if o is not None else replay(p, rules, pl)
     return out
 
 
@@ -394,7 +411,7 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
     props.append(ProgramPropertyResult(ProgramProperty.MESSAGE_MATCHING, _status(mm), tuple(mm), "static"))
     co = _collective_order(p, pl)
     props.append(ProgramPropertyResult(ProgramProperty.COLLECTIVE_ORDER, _status(co), tuple(co), "static"))
-    outcomes = _replays(p, pl, chosen, every_model)
+    outcomes = _replays(p, pl, chosen, every_model, by_order=engine in ("auto", "graph"))
     d = decide_deadlock(p, pl, outcomes, chosen, engine, z3_timeout_ms=z3_timeout_ms, z3_rlimit=z3_rlimit,
                         validate_certificate=validate_certificate)
     dl = [v for m in chosen for v in _deadlock_violations(outcomes[m])]

@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections import deque
 from itertools import repeat
 
-from verifier.check.program.cert import witness_certificate
 from verifier.check.program.plan import Plan
 from verifier.check.program.replay import ReplayRules
 from verifier.program import Program
-from verifier.results.program import ModelOutcome
+from verifier.results.program import ModelOutcome, ProgramCertificate
 from verifier.semantics.comm import GROUP_STREAM
 
 
@@ -118,16 +117,20 @@ class Fast:
 
     def replay(self, rules: ReplayRules, partner: list, is_send: list) -> ModelOutcome | None:
         """The outcome when the program terminates under ``rules``; None when it
-        does not (the caller explains it with ``replay.replay``)."""
+        does not (the caller explains it with ``replay.replay``). Its witness is
+        the whole execution: the runs of returns and when each unit completed."""
         prev, nxt = self.streams(rules)
-        ev, stuck, segments = _run(self, self.targets(rules, is_send), prev, nxt, rules.buffered_sends, partner, is_send,
-                         rules.streams == "none")  # with streams a rank waits on units only
+        ev, stuck, segments, comp, marks = _run(self, self.targets(rules, is_send), prev, nxt, rules.buffered_sends,
+                                                partner, is_send, rules.streams == "none")
         if stuck:
             return None
-        order: list = []
-        for r, a, b in segments:  # (r, a), (r, a + 1), ... (r, b - 1), made in C
-            order.extend(zip(repeat(r, b - a), range(a, b)))
-        return ModelOutcome(rules.name, True, num_events=ev, certificate=witness_certificate(rules.name, order))
+        pos: list = []
+        for (c0, at), (c1, _a) in zip(marks, marks[1:] + [(len(comp), 0)]):
+            pos.extend(repeat(at, c1 - c0))
+        ur, uo = self.unit_rank, self.pl.unit_op
+        cert = ProgramCertificate(rules.name, True, runs=tuple(segments),
+                                  completions=tuple(zip([ur[u] for u in comp], [uo[u] for u in comp], pos)))
+        return ModelOutcome(rules.name, True, num_events=ev, certificate=cert)
 
 
 def _collectives(p: Program, pl: Plan) -> list:
@@ -171,6 +174,9 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
     todo: deque = deque()
     fins: list = []  # units to finish in order once a ready unit is handled
     segments: list = []  # (rank, first, end): the ops each resumption returned from, in order
+    comp: list = []  # the units in the order they completed
+    marks: list = []  # (first of comp, returns before it): completions happen while a post is handled
+    nret = 0  # returns before the current resumption
 
     def complete(c):  # a req completes: wake its rank if it waits on it, count down its unit
         done[base + c] = True
@@ -181,7 +187,7 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
         y = req_unit[c]
         left[y] -= 1
         if not left[y]:
-            _finish(y, done, owner, blocked, runnable, nxt, posted, todo)
+            _finish(y, done, owner, blocked, runnable, nxt, posted, todo, comp)
 
     while runnable:
         r = runnable.popleft()
@@ -199,6 +205,7 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
             j += 1
             u = ~e  # a rank resumes at a wait: each post is walked once
             posted[u] = True
+            c0 = len(comp)
             p = prev[u]
             if p < 0 or done[p]:
                 todo.append(u)
@@ -232,7 +239,7 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
                                     runnable.append(o)
                             left[x] -= 1
                             if not left[x]:
-                                _finish(x, done, owner, blocked, runnable, nxt, posted, todo)
+                                _finish(x, done, owner, blocked, runnable, nxt, posted, todo, comp)
                             sm = base + m
                             done[sm] = True
                             if wake_reqs:
@@ -243,7 +250,7 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
                             y = req_unit[m]
                             left[y] -= 1
                             if not left[y]:
-                                _finish(y, done, owner, blocked, runnable, nxt, posted, todo)
+                                _finish(y, done, owner, blocked, runnable, nxt, posted, todo, comp)
                     us = members[x]
                     if us and all(ready[y] for y in us):
                         for y in us:
@@ -252,23 +259,28 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
                                 fins.append(y)
                     if fins:
                         for y in fins:
-                            _finish(y, done, owner, blocked, runnable, nxt, posted, todo)
+                            _finish(y, done, owner, blocked, runnable, nxt, posted, todo, comp)
                         fins.clear()
+            if len(comp) > c0:
+                marks.append((c0, nret + idx[j - 1] - start[r]))
         if j < nj:
             segments.append((r, start[r], idx[j]))
+            nret += idx[j] - start[r]
             pos[r], start[r], blocked[r] = j, idx[j], ent[j]
             continue
         fin[r] = True
         segments.append((r, start[r], n))
+        nret += n - start[r]
     if not all(fin) or not all(done[:nu]):
-        return 0, True, segments
-    return 2 * nu + f.nreq + sum(w[2] for w in walk) - sum(start), False, segments
+        return 0, True, segments, comp, marks
+    return 2 * nu + f.nreq + sum(w[2] for w in walk) - sum(start), False, segments, comp, marks
 
 
-def _finish(u, done, owner, blocked, runnable, nxt, posted, todo) -> None:
+def _finish(u, done, owner, blocked, runnable, nxt, posted, todo, comp) -> None:
     if done[u]:
         return
     done[u] = True
+    comp.append(u)
     o = owner[u]
     if blocked[o] == u:
         blocked[o] = -1

@@ -14,7 +14,14 @@ What it does not cover: deciding anything; the communication models.
 
 from __future__ import annotations
 
-from verifier.program import BatchP2P, Collective, IsCompleted, P2P, Program, Wait
+import numpy as np
+
+from verifier.program import BATCH as BATCH_
+from verifier.program import BLOCKS as BLOCKS_
+from verifier.program import COLLECTIVE as COLLECTIVE_
+from verifier.program import POSTS as POSTS_
+from verifier.program import WAIT as WAIT_
+from verifier.program import P2P, Program, Wait
 
 NOOP, POST, POST_BLOCK, WAIT = 0, 1, 2, 3
 
@@ -38,22 +45,56 @@ class Plan:
         self.unit_op: list = []  # per unit: its op index
         self.unit_reqs: list = []  # per unit: tuple of req ids
         self.unit_coll: list = []  # per unit: (group, k) of a collective, else None
-        self.unit_key: list = []  # per unit: (rank, group, peer or -1, batched): what a stream key is made of
+        self._unit_key: list | None = None
+        self._unit_key_arrays: tuple = ()
         self.req_unit: list = []  # per req: its unit
         # Each rank's walk: (op indices, entries, number of ops), an entry ``~u``
         # posting unit u, an entry ``t >= 0`` waiting until slot t is done: unit u
         # is slot u, req q slot ``base + q`` (base: the number of ops, more than
         # there are units). A blocking call is a post then a wait on its unit.
         self.base = p.num_ops
-        self.walk_req: list = []  # waits on reqs
-        self.walk_unit: list = []  # waits on the reqs' units, one wait for a run of waits on one unit
-        self.walk_recv: list = []  # waits on receives only
+        # walk_req: waits on reqs; walk_unit: waits on the reqs' units, one wait for
+        # a run of waits on one unit; walk_recv: waits on receives only (made on first use)
+        self._walk_arrays: tuple = ()
+        self._walks: dict = {}
         self.second_waits = False  # a rank waits on one req twice
         self.bad_colls: list = []  # (rank, op) of a collective on an undeclared group or one not holding the rank
         self.not_returned: list = []  # (rank, op) of calls the recording says never returned
         self.empty_batch = False  # a batch_isend_irecv of no op
         self._req_place: list | None = None
         self._per_op: tuple | None = None
+
+    @property
+    def walk_req(self) -> list:
+        """Per rank: (op indices, entries, ops): ``~u`` posts unit u, ``u`` waits for
+        it (a blocking call), ``base + q`` waits for req q."""
+        return _walk(self, "req")
+
+    @property
+    def walk_unit(self) -> list:
+        """``walk_req`` with each wait on a req's unit instead, one for a run of waits on one unit."""
+        return _walk(self, "unit")
+
+    @property
+    def walk_recv(self) -> list:
+        """``walk_req`` without the waits on sends."""
+        return _walk(self, "recv")
+
+    @property
+    def unit_key(self) -> list:
+        """Per unit: (rank, group, peer or -1, batched), what a stream key is made of."""
+        if self._unit_key is None:
+            urank, ucode, counts, first, e_group, e_peer, uop = self._unit_key_arrays
+            out = self._unit_key = []
+            group = self.p.columns.group
+            for r, cd, n, a, g in zip(urank.tolist(), ucode.tolist(), counts.tolist(), first, uop.tolist()):
+                if cd == COLLECTIVE_:
+                    out.append((r, int(group[g]), -1, True))
+                elif cd == BATCH_:
+                    out.append((r, int(e_group[a]) if n else -1, -1, True))
+                else:
+                    out.append((r, int(e_group[a]), int(e_peer[a]), False))
+        return self._unit_key
 
     @property
     def req_place(self) -> list:
@@ -129,131 +170,185 @@ class Plan:
 
 
 def plan(p: Program) -> Plan:
+    """Number the program (see the module docstring) from its columns
+    (``Program.columns``), array by array; the lists the checks and replays
+    read are made from the arrays at the end."""
     pl = Plan(p)
-    members = {g.id: frozenset(g.ranks) for g in p.groups}
-    sends: dict = {}
-    recvs: dict = {}
-    for rp in p.ranks:
-        _rank(pl, rp.rank, rp.ops, members, sends, recvs)
-    partner = pl.partner = [-1] * len(pl.req_op)
-    pairs = pl.pairs
-    for key, ss in sends.items():
-        for a, b in zip(ss, recvs.get(key, ())):
-            partner[a], partner[b] = b, a
-            pairs.append((a, b))
-    n = p.num_ranks
-    for lists in (sends, recvs):
-        for (group, src, dst), qs in lists.items():
-            g = members.get(group)
-            if not (0 <= src < n and 0 <= dst < n and src != dst and g is not None and src in g and dst in g):
-                pl.bad_reqs.extend(qs)
-    pl.bad_reqs.sort()
+    c = p.columns
+    code, off, rank_of = c.code, c.off, c.rank
+    nr = p.num_ranks
+    is_unit = (code >= POSTS_) & (code <= COLLECTIVE_)
+    uop = np.flatnonzero(is_unit)
+    nu = len(uop)
+    unit_of_op = np.cumsum(is_unit) - 1
+    urank = rank_of[uop]
+    pl.unit_rank, pl.unit_op = urank.tolist(), (uop - off[urank]).tolist()
+    req_unit = unit_of_op[c.e_op]
+    nq = len(req_unit)
+    pl.req_op, pl.req_unit, pl.is_send = c.entries, req_unit.tolist(), c.e_send.tolist()
+    counts = np.bincount(req_unit, minlength=nu) if nq else np.zeros(nu, dtype=np.int64)
+    first = (np.cumsum(counts) - counts).tolist()
+    pl.unit_reqs = list(map(range, first, (np.cumsum(counts)).tolist()))
+    ucode = code[uop]
+    pl.empty_batch = bool(np.any((ucode == BATCH_) & (counts == 0)))
+    req_rank = rank_of[c.e_op]
+    _collectives(pl, p, c, uop, urank)
+    pl._unit_key_arrays = (urank, ucode, counts, first, c.e_group, c.e_peer, uop)
+    _matching(pl, p, c, req_rank, nr)
+    wait_q = _handles(pl, c, req_rank, nq)
+    _walks(pl, c, uop, ucode, req_unit, wait_q, nu)
+    pl.not_returned = [(int(rank_of[g]), g - int(off[rank_of[g]])) for g in c.not_returned]
     return pl
 
 
-# One pass over a rank's ops (HOT_LOOPS: benchmarks/bench_program.py): every
-# list the checks and the replays read is filled here, so nothing walks the ops again.
-def _rank(pl: Plan, rank: int, ops, members: dict, sends: dict, recvs: dict) -> None:
-    # one loop on purpose, timed by benchmarks/bench_program.py
-    hr = pl.handle_req[rank]
-    ir, er, iu, eu, iv, ev = [], [], [], [], [], []  # walk_req, walk_unit, walk_recv
-    req_op, is_send, req_unit, base = pl.req_op, pl.is_send, pl.req_unit, pl.base
-    unit_rank, unit_op, unit_reqs, unit_coll = pl.unit_rank, pl.unit_op, pl.unit_reqs, pl.unit_coll
-    coll_count: dict = {}
-    last_u = -1  # the unit walk_unit's last entry waits on
-    for k, op in enumerate(ops):
-        if not op.returned:
-            pl.not_returned.append((rank, k))
-        t = type(op)
-        if t is Wait:
-            q = hr.get(op.handle, -1)
-            if q < 0:
-                pl.bad_handles.append((rank, k))
-                continue
-            ir.append(k)
-            er.append(base + q)
-            u = req_unit[q]
-            if u != last_u:
-                iu.append(k)
-                eu.append(u)
-                last_u = u
-            if not is_send[q]:
-                iv.append(k)
-                ev.append(base + q)
-            continue
-        if t is P2P or t is BatchP2P:
-            u = len(unit_rank)
-            if t is P2P:
-                entries, blocks = (op,), op.op == "send" or op.op == "recv"
-                pl.unit_key.append((rank, op.group, op.peer, False))
-            else:
-                entries, blocks = op.ops, False
-                if entries:
-                    pl.unit_key.append((rank, entries[0].group, -1, True))
-                else:
-                    pl.empty_batch = True
-                    pl.unit_key.append((rank, -1, -1, True))
-            q = first = len(req_op)
-            for e in entries:
-                h = e.handle
-                if h is not None and h not in hr:
-                    hr[h] = q
-                o = e.op
-                if o == "isend" or o == "send":
-                    key = (e.group, rank, e.peer)
-                    lst = sends.get(key)
-                    if lst is None:
-                        lst = sends[key] = []
-                    is_send.append(True)
-                else:
-                    key = (e.group, e.peer, rank)
-                    lst = recvs.get(key)
-                    if lst is None:
-                        lst = recvs[key] = []
-                    is_send.append(False)
-                lst.append(q)
-                req_unit.append(u)
-                q += 1
-            req_op.extend(entries)
-            unit_reqs.append(tuple(range(first, q)))
-            unit_coll.append(None)
-        elif t is Collective:
-            u = len(unit_rank)
-            c = coll_count.get(op.group, 0)
-            coll_count[op.group] = c + 1
-            pl.colls.setdefault((op.group, rank), []).append(k)
-            g = members.get(op.group)
-            if g is None or rank not in g:
-                pl.bad_colls.append((rank, k))
-            pl.unit_key.append((rank, op.group, -1, True))
-            unit_reqs.append(())
-            unit_coll.append((op.group, c))
-            blocks = True
-        else:
-            if t is IsCompleted and op.handle not in hr:
-                pl.bad_handles.append((rank, k))
-            continue
-        unit_rank.append(rank)
-        unit_op.append(k)
-        ir.append(k)
-        er.append(~u)
-        iu.append(k)
-        eu.append(~u)
-        iv.append(k)
-        ev.append(~u)
-        last_u = -1
-        if blocks:
-            ir.append(k)
-            er.append(u)
-            iu.append(k)
-            eu.append(u)
-            iv.append(k)
-            ev.append(u)
-            last_u = u
-    n = len(ops)
-    pl.walk_req.append((ir, er, n))
-    pl.walk_unit.append((iu, eu, n))
-    pl.walk_recv.append((iv, ev, n))
-    waits = [e for e in er if e >= base]
-    if len(set(waits)) != len(waits):
-        pl.second_waits = True
+def _collectives(pl: Plan, p: Program, c, uop, urank) -> None:
+    """unit_coll, colls and bad_colls: collectives are few, so a loop."""
+    members = {g.id: frozenset(g.ranks) for g in p.groups}
+    unit_coll = pl.unit_coll = [None] * len(uop)
+    cix = np.flatnonzero(c.code[uop] == COLLECTIVE_).tolist()
+    count: dict = {}
+    for u in cix:
+        r, g = int(urank[u]), int(c.group[uop[u]])
+        k = int(uop[u] - c.off[r])
+        n = count.get((g, r), 0)
+        count[(g, r)] = n + 1
+        unit_coll[u] = (g, n)
+        pl.colls.setdefault((g, r), []).append(k)
+        m = members.get(g)
+        if m is None or r not in m:
+            pl.bad_colls.append((r, k))
+
+
+def _matching(pl: Plan, p: Program, c, req_rank, nr: int) -> None:
+    """FIFO partners per (group, src, dst), and the requests whose peer is not
+    a rank of the group other than the caller (bad_reqs)."""
+    nq = len(req_rank)
+    pl.partner = [-1] * nq
+    if not nq:
+        return
+    send = c.e_send
+    src = np.where(send, req_rank, c.e_peer)
+    dst = np.where(send, c.e_peer, req_rank)
+    gids = sorted({g.id for g in p.groups})
+    gpos = np.searchsorted(np.array(gids, dtype=np.int64), c.e_group) if gids else np.zeros(nq, dtype=np.int64)
+    declared = np.zeros(nq, dtype=bool)
+    if gids:
+        inside = gpos < len(gids)
+        declared[inside] = np.array(gids, dtype=np.int64)[gpos[inside]] == c.e_group[inside]
+    ok = declared & (src >= 0) & (src < nr) & (dst >= 0) & (dst < nr) & (src != dst)
+    if gids:
+        member = np.zeros((len(gids), nr), dtype=bool)
+        for i, g in enumerate(sorted(p.groups, key=lambda g: g.id)):
+            rs = [r for r in g.ranks if 0 <= r < nr]
+            member[i, rs] = True
+        okx = np.flatnonzero(ok)
+        ok[okx] = member[gpos[okx], src[okx]] & member[gpos[okx], dst[okx]]
+    pl.bad_reqs = np.flatnonzero(~ok).tolist()
+    # one key per (group, src, dst, direction), then the position within the key
+    chan = _dense(c.e_group, src, dst)
+    key = 2 * chan + send
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    seq = np.empty(nq, dtype=np.int64)
+    seq[order] = np.arange(nq) - np.repeat(starts, np.diff(np.r_[starts, nq]))
+    tag = chan * (nq + 1) + seq
+    qs = np.flatnonzero(send)
+    qr = np.flatnonzero(~send)
+    rorder = np.argsort(tag[qr], kind="stable")
+    rt = tag[qr][rorder]
+    at = np.searchsorted(rt, tag[qs])
+    hit = at < len(rt)
+    hit[hit] = rt[at[hit]] == tag[qs][hit]
+    a, b = qs[hit], qr[rorder[at[hit]]]
+    partner = np.full(nq, -1, dtype=np.int64)
+    partner[a], partner[b] = b, a
+    pl.partner = partner.tolist()
+    pl.pairs = list(zip(a.tolist(), b.tolist()))
+
+
+def _dense(*cols):
+    """One id per distinct tuple of the columns' values, dense from 0 (any int64 values)."""
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    if not len(key):
+        return key
+    span = 1
+    for col in cols:
+        lo, hi = int(col.min()), int(col.max())
+        if (hi - lo + 1) * span >= 1 << 62:  # too wide to pack: make what is packed so far dense
+            _u, key = np.unique(key, return_inverse=True)
+            span = int(key.max()) + 1
+            key = key.reshape(-1)
+            if (hi - lo + 1) * span >= 1 << 62:
+                _u, inv = np.unique(col, return_inverse=True)
+                col, lo, hi = inv.reshape(-1), 0, len(_u) - 1
+        key = key * (hi - lo + 1) + (col - lo)
+        span *= hi - lo + 1
+    _u, key = np.unique(key, return_inverse=True)
+    return key.reshape(-1)
+
+
+def _handles(pl: Plan, c, req_rank, nq: int):
+    """Per wait op (in op order), the request its handle names (-1: none issued
+    earlier by the rank: bad_handles, with the polls naming none)."""
+    code = c.code
+    hix = np.flatnonzero(code >= WAIT_)
+    if not len(hix):
+        return hix, hix
+    hrank = c.rank[hix]
+    hh = c.handle[hix]
+    got = np.full(len(hix), -1, dtype=np.int64)
+    named = np.flatnonzero(c.e_handle >= 0)
+    if len(named):
+        # the first request of each (rank, handle), then a lookup per wait
+        inv = _dense(np.concatenate([req_rank[named], hrank]), np.concatenate([c.e_handle[named], hh]))
+        kq, kw = inv[:len(named)], inv[len(named):]
+        firstq = np.full(int(inv.max()) + 1, nq, dtype=np.int64)
+        np.minimum.at(firstq, kq, named)  # the earliest request of a (rank, handle) wins
+        got = np.where(firstq[kw] < nq, firstq[kw], -1)
+        found = got >= 0
+        got[found] = np.where(c.e_op[got[found]] < hix[found], got[found], -1)
+    bad = got < 0
+    pl.bad_handles = [(int(c.rank[g]), int(g - c.off[c.rank[g]])) for g in hix[bad].tolist()]
+    w = code[hix] == WAIT_
+    return hix[w & ~bad], got[w & ~bad]
+
+
+def _walks(pl: Plan, c, uop, ucode, req_unit, wait_q, nu: int) -> None:
+    """Each rank's walk (see ``Plan``): a post ``~u`` per unit, a wait ``u`` after
+    a blocking one, ``base + q`` per wait on a known handle; the unit form
+    waits on ``req_unit[q]`` once per run, the receive form skips sends."""
+    wg, wq = wait_q
+    base = pl.base
+    blocking = (ucode == BLOCKS_) | (ucode == COLLECTIVE_)
+    units = np.arange(nu, dtype=np.int64)
+    bix = np.flatnonzero(blocking)
+    G = np.concatenate([uop, uop[bix], wg])
+    S = np.concatenate([np.zeros(nu, dtype=np.int64), np.ones(len(bix), dtype=np.int64),
+                        np.zeros(len(wg), dtype=np.int64)])
+    V = np.concatenate([~units, bix, base + wq])
+    U = np.concatenate([~units, bix, req_unit[wq] if len(wq) else wq])
+    recv = np.concatenate([np.ones(nu + len(bix), dtype=bool), ~c.e_send[wq] if len(wq) else wq.astype(bool)])
+    order = np.argsort(2 * G + S, kind="stable")
+    G, V, U, recv = G[order], V[order], U[order], recv[order]
+    pl.second_waits = len(np.unique(wq)) != len(wq)
+    pl._walk_arrays = (G, V, U, recv, c.off, c.rank)
+
+
+def _walk(pl: Plan, which: str) -> list:
+    got = pl._walks.get(which)
+    if got is not None:
+        return got
+    G, V, U, recv, off, rank = pl._walk_arrays
+    if which == "unit":
+        keep = np.ones(len(U), dtype=bool)
+        keep[1:] = ~((U[1:] >= 0) & (U[1:] == U[:-1]))
+        G, V = G[keep], U[keep]
+    elif which == "recv":
+        G, V = G[recv], V[recv]
+    K = G - off[rank[G]]
+    cuts = np.searchsorted(G, off).tolist()
+    Kl, Vl = K.tolist(), V.tolist()
+    out = pl._walks[which] = [(Kl[cuts[r]:cuts[r + 1]], Vl[cuts[r]:cuts[r + 1]], n)
+                              for r, n in enumerate(np.diff(off).tolist())]
+    return out

@@ -254,7 +254,8 @@ class ProgramColumns:
         self.group = np.full(n, -1, dtype=np.int64)
         cix = np.flatnonzero(code == COLLECTIVE)
         self.group[cix] = [ops[i].group for i in cix.tolist()]
-        self.not_returned = np.flatnonzero(~np.fromiter(map(_RETURNED, ops), dtype=bool, count=n)).tolist()
+        self.not_returned = [] if all(map(_RETURNED, ops)) else \
+            np.flatnonzero(~np.fromiter(map(_RETURNED, ops), dtype=bool, count=n)).tolist()
         uix = np.flatnonzero((code >= POSTS) & (code <= BATCH))
         nested = [op.ops if type(op) is BatchP2P else (op,) for op in map(ops.__getitem__, uix.tolist())]
         counts = np.array([len(x) for x in nested], dtype=np.int64)

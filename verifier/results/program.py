@@ -76,9 +76,10 @@ class ProgramCertificate:
     returns; completions happen as soon as the model allows), or ``runs`` the
     same order as (rank, first op, end op) runs of consecutive returns of one
     rank; ``completions``, where given, says when each unit (a P2P, batch or
-    collective op, named by (rank, op)) completes: (rank, op, returns before it)
-    in completion order, so the witness is a whole execution (``returns()``:
-    the order, whichever form holds it). Otherwise
+    collective op, named by (rank, op)) completes, as three columns in
+    completion order: the ranks, the ops, and how many returns come before
+    each; so the witness is a whole execution (``returns()``: the order,
+    whichever form holds it). Otherwise
     ``stops[r]`` is the op rank r never returns from (``len(ops)``: it
     finished), ``pending`` every request posted that never completes (a
     collective or an empty batch: the unit, entry None), and ``waits`` per
@@ -92,7 +93,7 @@ class ProgramCertificate:
     pending: tuple[Item, ...] = ()
     waits: tuple[tuple[int, tuple[Item, ...]], ...] = ()
     runs: tuple[tuple[int, int, int], ...] = ()
-    completions: tuple[tuple[int, int, int], ...] | None = None
+    completions: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
 
     def returns(self) -> tuple[tuple[int, int], ...]:
         """The witness order as (rank, op) pairs (from ``runs`` when ``order`` is empty)."""

@@ -119,10 +119,11 @@ def check_execution(p: Program, rendezvous: bool, streams: str, second_wait_bloc
     S = np.cumsum(L) - L
     ret = np.empty(n, dtype=np.int64)
     ret[np.repeat(off[rr] + ra - S, L) + np.arange(n)] = np.arange(n)
-    comp = np.array(cert.completions, dtype=np.int64).reshape(-1, 3)
-    cr, ck, cp = comp[:, 0], comp[:, 1], comp[:, 2]
-    if len(comp) != len(uop) or np.any((cr < 0) | (cr >= nr)) or np.any((ck < 0) | (ck >= lens[cr])):
-        return False, f"the witness completes {len(comp)} units, the program has {len(uop)}"
+    cr, ck, cp = (np.array(col, dtype=np.int64).reshape(-1) for col in cert.completions)
+    if not len(cr) == len(ck) == len(cp):
+        return False, "the witness's completion columns differ in length"
+    if len(cr) != len(uop) or np.any((cr < 0) | (cr >= nr)) or np.any((ck < 0) | (ck >= lens[cr])):
+        return False, f"the witness completes {len(cr)} units, the program has {len(uop)}"
     cg = off[cr] + ck
     unit_at = np.full(n, -1, dtype=np.int64)
     unit_at[uop] = np.arange(len(uop))

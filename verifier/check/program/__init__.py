@@ -35,6 +35,7 @@ from verifier.check.program.fast import Fast
 from verifier.check.program.plan import Plan, plan
 from verifier.check.program.replay import ReplayRules, replay
 from verifier.errors import ScheduleError
+from verifier.format.guard import paused_gc
 from verifier.program import (
     BatchP2P,
     Collective,
@@ -192,13 +193,13 @@ def _grouped_alike(p: Program, pl: Plan) -> bool:
     """No violation of ``_batch_grouping``: the requests of each (unit, group,
     peer) all have partners, all in one (unit, group, peer) of the same size
     (array by array over ``Program.columns``)."""
-    partner = np.array(pl.partner, dtype=np.int64)
+    partner = pl.partner_array
     if not len(partner):
         return True
     if np.any(partner < 0):
         return False
     c = p.columns
-    _u, cls = np.unique(np.array(pl.req_unit, dtype=np.int64) * (p.num_ranks + 2) +
+    _u, cls = np.unique(pl.req_unit_array * (p.num_ranks + 2) +
                         np.clip(c.e_peer, -1, p.num_ranks) + 1, return_inverse=True)
     cls = cls.reshape(-1)
     o = np.argsort(cls, kind="stable")
@@ -404,6 +405,14 @@ def check_program(p: Program, comm_model: str = "nccl", *, every_model: bool = T
     if engine not in ENGINES:
         raise ScheduleError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}", "--engine")
     chosen = tuple(PROGRAM_MODELS) if comm_model == ALL else (comm_model,)
+    with paused_gc():  # as the schedule checker: many small acyclic objects, nothing to collect
+        return _check(p, comm_model, chosen, every_model, engine, z3_timeout_ms, z3_rlimit,
+                      validate_certificate, t0)
+
+
+def _check(p: Program, comm_model: str, chosen: tuple[str, ...], every_model: bool, engine: str,
+           z3_timeout_ms: int | None, z3_rlimit: int | None, validate_certificate: bool,
+           t0: float) -> ProgramCheckResult:
     pl = plan(p)
     wf = _well_formed(p, pl)
     props = [ProgramPropertyResult(ProgramProperty.WELL_FORMED, _status(wf), tuple(wf), "static")]

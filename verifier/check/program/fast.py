@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import deque
 from itertools import repeat
 
+import numpy as np
+
 from verifier.check.program.plan import Plan
 from verifier.check.program.replay import ReplayRules
 from verifier.program import Program
@@ -39,6 +41,10 @@ class Fast:
         # who a completion wakes: slot u (a unit), slot base + q (a req)
         self.owner = pl.unit_rank + [0] * (self.base - self.nunit) + [pl.unit_rank[u] for u in pl.req_unit]
         self.members = _collectives(p, pl)
+        pa = pl.partner_array
+        # per req, its partner's unit (-1: no partner)
+        self.partner_unit = np.where(pa >= 0, pl.req_unit_array[np.maximum(pa, 0)], -1).tolist() \
+            if len(pa) else []
         self._targets: dict = {}
 
     def streams(self, rules: ReplayRules) -> tuple[list, list]:
@@ -129,7 +135,8 @@ class Fast:
             pos.extend(repeat(at, c1 - c0))
         ur, uo = self.unit_rank, self.pl.unit_op
         cert = ProgramCertificate(rules.name, True, runs=tuple(segments),
-                                  completions=tuple(zip([ur[u] for u in comp], [uo[u] for u in comp], pos)))
+                                  completions=(tuple(map(ur.__getitem__, comp)), tuple(map(uo.__getitem__, comp)),
+                                               tuple(pos)))
         return ModelOutcome(rules.name, True, num_events=ev, certificate=cert)
 
 
@@ -161,7 +168,7 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
          wake_reqs: bool):
     # unrolled on purpose, timed by benchmarks/bench_program.py
     nu, base = f.nunit, f.base
-    unit_reqs, req_unit, owner, members = f.unit_reqs, f.req_unit, f.owner, f.members
+    unit_reqs, req_unit, owner, members, pu = f.unit_reqs, f.req_unit, f.owner, f.members, f.partner_unit
     done = [False] * (base + f.nreq + 1)  # units, (a gap,) reqs, and a slot never done
     posted, ready = [False] * nu, [False] * nu
     left = [len(qs) if us is None else 1 for qs, us in zip(unit_reqs, members)]  # a collective: 1
@@ -225,6 +232,18 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
                                     complete(m)
                             elif m >= 0 and ready[req_unit[m]]:
                                 complete(q)
+                    elif not wake_reqs:  # rendezvous, waits on units only: count the pairs down
+                        # (no req of x is done yet: a pair completes once both units are ready)
+                        for q in unit_reqs[x]:
+                            y = pu[q]
+                            if y < 0 or not ready[y]:
+                                continue
+                            left[x] -= 1
+                            if not left[x]:
+                                _finish(x, done, owner, blocked, runnable, nxt, posted, todo, comp)
+                            left[y] -= 1
+                            if not left[y]:
+                                _finish(y, done, owner, blocked, runnable, nxt, posted, todo, comp)
                     else:  # rendezvous: complete(q), complete(m), unrolled
                         for q in unit_reqs[x]:
                             m = partner[q]

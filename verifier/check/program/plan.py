@@ -41,6 +41,8 @@ class Plan:
         self.bad_handles: list = []  # (rank, op) of a wait / is_completed naming no earlier handle
         self.colls: dict = {}  # (group, rank) -> op indices of the rank's collectives on the group
         self.pairs: list = []  # (send req, recv req) FIFO partners
+        self.partner_array = np.zeros(0, dtype=np.int64)  # partner, as an array
+        self.req_unit_array = np.zeros(0, dtype=np.int64)  # req_unit, as an array
         self.unit_rank: list = []  # per unit (a P2P, batch or collective op, rank and issue order)
         self.unit_op: list = []  # per unit: its op index
         self.unit_reqs: list = []  # per unit: tuple of req ids
@@ -186,6 +188,7 @@ def plan(p: Program) -> Plan:
     req_unit = unit_of_op[c.e_op]
     nq = len(req_unit)
     pl.req_op, pl.req_unit, pl.is_send = c.entries, req_unit.tolist(), c.e_send.tolist()
+    pl.req_unit_array = req_unit
     counts = np.bincount(req_unit, minlength=nu) if nq else np.zeros(nu, dtype=np.int64)
     first = (np.cumsum(counts) - counts).tolist()
     pl.unit_reqs = list(map(range, first, (np.cumsum(counts)).tolist()))
@@ -263,7 +266,7 @@ def _matching(pl: Plan, p: Program, c, req_rank, nr: int) -> None:
     a, b = qs[hit], qr[rorder[at[hit]]]
     partner = np.full(nq, -1, dtype=np.int64)
     partner[a], partner[b] = b, a
-    pl.partner = partner.tolist()
+    pl.partner, pl.partner_array = partner.tolist(), partner
     pl.pairs = list(zip(a.tolist(), b.tolist()))
 
 
@@ -303,9 +306,10 @@ def _handles(pl: Plan, c, req_rank, nq: int):
         # the first request of each (rank, handle), then a lookup per wait
         inv = _dense(np.concatenate([req_rank[named], hrank]), np.concatenate([c.e_handle[named], hh]))
         kq, kw = inv[:len(named)], inv[len(named):]
-        firstq = np.full(int(inv.max()) + 1, nq, dtype=np.int64)
-        np.minimum.at(firstq, kq, named)  # the earliest request of a (rank, handle) wins
-        got = np.where(firstq[kw] < nq, firstq[kw], -1)
+        firstq = np.full(int(inv.max()) + 1, -1, dtype=np.int64)
+        keys, at = np.unique(kq, return_index=True)  # the earliest request of a (rank, handle)
+        firstq[keys] = named[at]
+        got = firstq[kw]
         found = got >= 0
         got[found] = np.where(c.e_op[got[found]] < hix[found], got[found], -1)
     bad = got < 0

@@ -34,6 +34,8 @@ What it does not cover: witnesses without completions, deadlock certificates
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from verifier.program import BATCH, BLOCKS, COLLECTIVE, POSTS, WAIT, Program, op_phrase
@@ -70,7 +72,11 @@ def _first_item(rank_i, handle_i, g_i, rank_w, handle_w, g_w) -> np.ndarray:
     r = np.concatenate([rank_i, rank_w])
     h = np.concatenate([handle_i, handle_w])
     is_wait = np.r_[np.zeros(ni, dtype=bool), np.ones(nw, dtype=bool)]
-    o = np.lexsort((np.arange(ni + nw), is_wait, h, r))
+    span = int(h.max()) + 1 if len(h) else 1
+    if 0 <= int(h.min()) and (int(r.max()) + 1) * span < 1 << 61:  # one packed key, sorted stably
+        o = np.argsort((r * span + h) * 2 + is_wait, kind="stable")
+    else:
+        o = np.lexsort((np.arange(ni + nw), is_wait, h, r))
     rs, hs = r[o], h[o]
     start = np.ones(ni + nw, dtype=bool)
     start[1:] = (rs[1:] != rs[:-1]) | (hs[1:] != hs[:-1])
@@ -99,7 +105,7 @@ def check_execution(p: Program, rendezvous: bool, streams: str, second_wait_bloc
             int(g) not in declared for g in c.group[code == COLLECTIVE].tolist()):
         return None
     # ---- the sequence: every return and every completion has a place
-    runs = np.array(cert.runs, dtype=np.int64).reshape(-1, 3)
+    runs = np.fromiter(chain.from_iterable(cert.runs), dtype=np.int64).reshape(-1, 3)
     rr, ra, rb = runs[:, 0], runs[:, 1], runs[:, 2]
     if np.any((rr < 0) | (rr >= nr)) or np.any(ra > rb):
         return False, "a run names no rank of the program or ends before it starts"
@@ -128,7 +134,7 @@ def check_execution(p: Program, rendezvous: bool, streams: str, second_wait_bloc
     unit_at = np.full(n, -1, dtype=np.int64)
     unit_at[uop] = np.arange(len(uop))
     cu = unit_at[cg]
-    if np.any(cu < 0) or len(np.unique(cu)) != len(uop):
+    if np.any(cu < 0) or not np.all(np.bincount(cu, minlength=len(uop)) == 1):
         return False, "the witness's completions do not name every unit (P2P, batch, collective op) once"
     if np.any(np.diff(cp) < 0) or (len(cp) and (cp[0] < 0 or cp[-1] > n)):
         return False, "the witness's completions are not in the order of the returns"

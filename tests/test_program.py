@@ -463,3 +463,15 @@ def test_columns_hold_the_ops_as_written():
                     e += 1
                 g += 1
         assert g == len(c.code) and e == len(c.entries)
+
+
+def test_an_empty_batch_built_through_the_api_is_checked_not_crashed():
+    """Files cannot hold an empty batch_isend_irecv (the schema's minItems), but a
+    Program built in Python can; every model and the certificate checker cope."""
+    from verifier.program import BatchP2P
+
+    p = program_from_dict(program([p2p("send", 1, 1)], [p2p("recv", 0, 2)]))
+    ranks = (dataclasses.replace(p.ranks[0], ops=(BatchP2P(()),) + p.ranks[0].ops),) + p.ranks[1:]
+    r = check_program(dataclasses.replace(p, ranks=ranks), "all")
+    assert r.certificate == "accepted" and r.verdict is Verdict.VERIFIED
+    assert all(o.terminates for o in r.models)

@@ -157,7 +157,7 @@ class _Run:
             return (r,)
         if isinstance(op, P2P):
             return (r, op.group, op.peer)
-        group = op.group if isinstance(op, Collective) else op.ops[0].group
+        group = op.group if isinstance(op, Collective) else op.ops[0].group if op.ops else -1
         return (r, group, "group")
 
     def post(self, r: int, k: int) -> None:

@@ -95,7 +95,7 @@ def _stream(m: CommModel, r: int, op) -> object:
         return (r,)
     if isinstance(op, P2P):
         return (r, op.group, op.peer)
-    group = op.group if isinstance(op, Collective) else op.ops[0].group
+    group = op.group if isinstance(op, Collective) else op.ops[0].group if op.ops else -1
     return (r, group, GROUP_STREAM)
 
 

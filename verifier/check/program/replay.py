@@ -94,7 +94,7 @@ class _Replay:
             return None
         if self.rules.streams == "rank":
             return (rank, within)
-        group = op.group if not isinstance(op, BatchP2P) else op.ops[0].group
+        group = op.group if not isinstance(op, BatchP2P) else op.ops[0].group if op.ops else -1
         return (rank, group, within)
 
     def post(self, rank: int, k: int, op) -> int:

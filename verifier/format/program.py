@@ -22,6 +22,7 @@ from typing import Any
 from verifier.errors import ScheduleError, SchemaViolation
 from verifier.format.guard import DEFAULT as DEFAULT_LIMITS
 from verifier.format.guard import Limits, paused_gc
+from verifier.format import program_fast
 from verifier.format.io import STDIN, detect_format, read_text, schedule_from_text, sniff_format, source_name
 from verifier.format.schema import validate_program
 from verifier.program import (
@@ -72,7 +73,20 @@ def _place(source: str, path: str) -> str:
 
 
 def program_from_dict(doc: Any, source: str = "<input>") -> Program:
-    """Validate a parsed program document and build the IR (ScheduleError when unusable)."""
+    """Validate a parsed program document and build the IR (ScheduleError when unusable).
+
+    The fast path (``verifier.format.program_fast``) builds a well-formed
+    document in one pass; anything else takes the reference path below, which
+    accepts it or names its fault."""
+    built = program_fast.build(doc)
+    if built is not None:
+        return built
+    return reference_program_from_dict(doc, source)
+
+
+def reference_program_from_dict(doc: Any, source: str = "<input>") -> Program:
+    """``program_from_dict`` without the fast path: the schema validator, the
+    document checks, then the builder."""
     try:
         validate_program(doc)
     except SchemaViolation as v:
@@ -166,14 +180,21 @@ def _rank_program(rank: int, rp: dict, source: str) -> RankProgram:
 
 def parse_program_text(text: str, source: str = "<input>") -> Program:
     """Parse and build a program from JSON text (ScheduleError when unusable)."""
+    # the collector paused over parsing too (as for schedules, format.io); the
+    # parsed document is freed before it resumes, so its first pass visits
+    # only the Program
+    with paused_gc():
+        return _parse_program_text(text, source)
+
+
+def _parse_program_text(text: str, source: str) -> Program:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ScheduleError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", source) from None
     except (RecursionError, ValueError) as e:
         raise ScheduleError(f"invalid JSON: {str(e).split(';')[0]}", source) from None
-    with paused_gc():
-        return program_from_dict(doc, source)
+    return program_from_dict(doc, source)
 
 
 def load_program(path: str | Path, *, limits: Limits | None = None) -> Program:

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import gc
 import json
+from collections import OrderedDict
 
 import pytest
 from hypothesis import given
@@ -169,6 +170,32 @@ def test_every_single_mutation_of_a_rich_document_agrees():
         n += 1
         refused += isinstance(outcome(reference_program_from_dict, d), str)
     assert n > 3000 and refused > n // 2  # the mutations reach the refusals
+
+
+class Str(str):
+    pass
+
+
+class Int(int):
+    pass
+
+
+@pytest.mark.parametrize("path, value", [
+    (("ranks", 0, "ops", 2), lambda v: OrderedDict(v)),  # JSON never makes these: the schema's
+    (("ranks", 0, "ops", 2, "op"), Str),  # type tests are exact, so the fast path's are too
+    (("ranks", 0, "ops", 2, "handle"), Int),
+    (("ranks", 0, "ops", 2, "where", "file"), Str),
+    (("ranks", 0, "ops", 3, "ops", 0, "peer"), Int),
+    (("ranks", 0, "ops", 3, "ops", 0, "shape"), lambda v: [Int(x) for x in v]),
+    (("groups",), tuple),
+])
+def test_python_subclasses_are_refused_like_the_schema_does(path, value):
+    doc = rich_document()
+    parent = at(doc, path[:-1])
+    parent[path[-1]] = value(parent[path[-1]])
+    assert program_fast.build(doc) is None
+    assert isinstance(outcome(reference_program_from_dict, doc), str)
+    agree(doc)
 
 
 @st.composite

@@ -7,6 +7,8 @@ what makes it unusable as a document (rank lists numbered 0..R-1 and as many as
 ``num_ranks``, group ids unique, a rank's handles unique), then built into
 ``verifier.program.Program``. Every refusal is one ``ScheduleError`` naming the
 file, the JSON path, the rank and op index (``rank 2 op 5``) and the value.
+A well-formed document in the common shapes is checked and built in one pass
+instead (``verifier.format.program_fast``); anything else takes the path above.
 
 Not covered: whether the program is *correct* (peers in range, waits of known
 handles, matching, deadlock: ``verifier.check.program``).
@@ -20,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import ScheduleError, SchemaViolation
+from verifier.format import program_fast
 from verifier.format.guard import DEFAULT as DEFAULT_LIMITS
 from verifier.format.guard import Limits, paused_gc
-from verifier.format import program_fast
 from verifier.format.io import STDIN, detect_format, read_text, schedule_from_text, sniff_format, source_name
 from verifier.format.schema import validate_program
 from verifier.program import (

@@ -35,6 +35,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Callable
 
+from verifier.errors import PpError
 from verifier.format.schema import load_schema
 from verifier.program import (
     BatchP2P,
@@ -162,8 +163,10 @@ def enabled() -> bool:
     return all(m is not None for m in _MAKERS) and schema_fingerprint() == SCHEMA_FINGERPRINT
 
 
-class _NotFast(Exception):
-    """Raised inside the fast path: the document is left to the reference path."""
+class _NotFast(PpError):
+    """Raised inside the fast path: the document is left to the reference path
+    (caught by ``build``, never seen outside; a PpError as every exception of
+    the project is, tests/test_errors.py)."""
 
 
 def build(doc: Any) -> Program | None:

@@ -39,13 +39,37 @@ class Fast:
         self.nunit, self.nreq, self.base = len(pl.unit_rank), len(pl.req_op), pl.base
         self.unit_reqs, self.req_unit, self.unit_rank, self.pl = pl.unit_reqs, pl.req_unit, pl.unit_rank, pl
         # who a completion wakes: slot u (a unit), slot base + q (a req)
-        self.owner = pl.unit_rank + [0] * (self.base - self.nunit) + [pl.unit_rank[u] for u in pl.req_unit]
+        urank = np.array(pl.unit_rank, dtype=np.int64)
+        self.owner = pl.unit_rank + [0] * (self.base - self.nunit) + urank[pl.req_unit_array].tolist()
         self.members = _collectives(p, pl)
         pa = pl.partner_array
         # per req, its partner's unit (-1: no partner)
-        self.partner_unit = np.where(pa >= 0, pl.req_unit_array[np.maximum(pa, 0)], -1).tolist() \
-            if len(pa) else []
+        self.partner_unit = np.where(pa >= 0, pl.req_unit_array[np.maximum(pa, 0)], -1) \
+            if len(pa) else np.zeros(0, dtype=np.int64)
         self._targets: dict = {}
+        self._peer_units: list | None = None
+
+    @property
+    def peer_units(self) -> list:
+        """Per unit, the distinct units its requests' partners are in (-1: a request
+        without a partner), in the order of each one's last request: under
+        rendezvous a unit completes once it and each of these is ready (a request
+        completes with its partner when both are), and counting them down in that
+        order finishes units where counting request by request would."""
+        if self._peer_units is None:
+            out: list = [[] for _ in range(self.nunit)]
+            if len(self.partner_unit):
+                ru, pu = self.pl.req_unit_array, self.partner_unit
+                key = ru * (self.nunit + 1) + (pu + 1)
+                o = np.argsort(key, kind="stable")  # within a key, requests in order
+                ks = key[o]
+                last = np.ones(len(ks), dtype=bool)
+                last[:-1] = ks[1:] != ks[:-1]
+                q = np.sort(o[last])  # each (unit, peer unit)'s last request, in request order
+                for x, y in zip(ru[q].tolist(), pu[q].tolist()):
+                    out[x].append(y)
+            self._peer_units = out
+        return self._peer_units
 
     def streams(self, rules: ReplayRules) -> tuple[list, list]:
         """Per unit, the previous and the next unit of its stream (-1: none)."""
@@ -54,11 +78,11 @@ class Fast:
         if rules.streams == "none":
             return prev, nxt
         if rules.streams == "rank":  # one stream a rank: the rank's previous unit
-            rank = self.unit_rank
-            for u in range(1, nu):
-                if rank[u] == rank[u - 1]:
-                    prev[u], nxt[u - 1] = u - 1, u
-            return prev, nxt
+            rank = np.array(self.unit_rank, dtype=np.int64)
+            same = np.flatnonzero(rank[1:] == rank[:-1])
+            p, n = np.full(nu, -1, dtype=np.int64), np.full(nu, -1, dtype=np.int64)
+            p[same + 1], n[same] = same, same + 1
+            return p.tolist(), n.tolist()
         m = rules.model
         last: dict = {}
         for u, key in enumerate(self.pl.unit_key):
@@ -143,6 +167,8 @@ class Fast:
 def _collectives(p: Program, pl: Plan) -> list:
     """Per unit: None (not a collective), () (its instance never completes:
     no such group, or a member never reaches it) or the members' units."""
+    if not pl.colls:
+        return [None] * len(pl.unit_coll)
     groups = {g.id: g for g in p.groups}
     unit_of = {(c[0], c[1], pl.unit_rank[u]): u for u, c in enumerate(pl.unit_coll) if c is not None}
     out: list = []
@@ -168,10 +194,13 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
          wake_reqs: bool):
     # unrolled on purpose, timed by benchmarks/bench_program.py
     nu, base = f.nunit, f.base
-    unit_reqs, req_unit, owner, members, pu = f.unit_reqs, f.req_unit, f.owner, f.members, f.partner_unit
+    unit_reqs, req_unit, owner, members = f.unit_reqs, f.req_unit, f.owner, f.members
+    by_unit = not buffered and not wake_reqs  # rendezvous, waits on units only: count peer units down
+    peers = f.peer_units if by_unit else None
     done = [False] * (base + f.nreq + 1)  # units, (a gap,) reqs, and a slot never done
     posted, ready = [False] * nu, [False] * nu
-    left = [len(qs) if us is None else 1 for qs, us in zip(unit_reqs, members)]  # a collective: 1
+    left = [len(qs) if us is None else 1 for qs, us in zip(peers if by_unit else unit_reqs, members)]  # collective: 1
+    colls = any(us is not None for us in members)
     nranks = len(walk)
     pos = [0] * nranks  # next walked op
     start = [0] * nranks  # op index of the last block (replay's pc when resumed)
@@ -232,10 +261,9 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
                                     complete(m)
                             elif m >= 0 and ready[req_unit[m]]:
                                 complete(q)
-                    elif not wake_reqs:  # rendezvous, waits on units only: count the pairs down
-                        # (no req of x is done yet: a pair completes once both units are ready)
-                        for q in unit_reqs[x]:
-                            y = pu[q]
+                    elif by_unit:  # rendezvous, waits on units only: count the peer units down
+                        # (x and a peer unit y: every request between them completes once both are ready)
+                        for y in peers[x]:
                             if y < 0 or not ready[y]:
                                 continue
                             left[x] -= 1
@@ -270,7 +298,7 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
                             left[y] -= 1
                             if not left[y]:
                                 _finish(y, done, owner, blocked, runnable, nxt, posted, todo, comp)
-                    us = members[x]
+                    us = members[x] if colls else None
                     if us and all(ready[y] for y in us):
                         for y in us:
                             if not done[y]:

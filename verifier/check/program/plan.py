@@ -248,7 +248,7 @@ def _matching(pl: Plan, p: Program, c, req_rank, nr: int) -> None:
         ok[okx] = member[gpos[okx], src[okx]] & member[gpos[okx], dst[okx]]
     pl.bad_reqs = np.flatnonzero(~ok).tolist()
     # one key per (group, src, dst, direction), then the position within the key
-    chan = _dense(c.e_group, src, dst)
+    chan = _dense(c.e_group, src, dst, below=(1 << 61) // (nq + 1))
     key = 2 * chan + send
     order = np.argsort(key, kind="stable")
     ks = key[order]
@@ -270,8 +270,10 @@ def _matching(pl: Plan, p: Program, c, req_rank, nr: int) -> None:
     pl.pairs = list(zip(a.tolist(), b.tolist()))
 
 
-def _dense(*cols):
-    """One id per distinct tuple of the columns' values, dense from 0 (any int64 values)."""
+def _dense(*cols, below: int = 0):
+    """One id per distinct tuple of the columns' values (any int64 values): the
+    values packed into one integer, made dense from 0 (by a sort) unless every
+    packed id is already under ``below``."""
     key = np.zeros(len(cols[0]), dtype=np.int64)
     if not len(key):
         return key
@@ -279,16 +281,26 @@ def _dense(*cols):
     for col in cols:
         lo, hi = int(col.min()), int(col.max())
         if (hi - lo + 1) * span >= 1 << 62:  # too wide to pack: make what is packed so far dense
-            _u, key = np.unique(key, return_inverse=True)
+            key = _densify(key)
             span = int(key.max()) + 1
-            key = key.reshape(-1)
             if (hi - lo + 1) * span >= 1 << 62:
-                _u, inv = np.unique(col, return_inverse=True)
-                col, lo, hi = inv.reshape(-1), 0, len(_u) - 1
+                col = _densify(col)
+                lo, hi = 0, int(col.max())
         key = key * (hi - lo + 1) + (col - lo)
         span *= hi - lo + 1
-    _u, key = np.unique(key, return_inverse=True)
-    return key.reshape(-1)
+    return key if span <= below else _densify(key)
+
+
+def _densify(key):
+    """Ranks of the values: equal values one id, ids 0, 1, ... in value order."""
+    o = np.argsort(key, kind="stable")
+    ks = key[o]
+    new = np.empty(len(key), dtype=bool)
+    new[:1] = True
+    new[1:] = ks[1:] != ks[:-1]
+    out = np.empty(len(key), dtype=np.int64)
+    out[o] = np.cumsum(new) - 1
+    return out
 
 
 def _handles(pl: Plan, c, req_rank, nq: int):
@@ -304,12 +316,16 @@ def _handles(pl: Plan, c, req_rank, nq: int):
     named = np.flatnonzero(c.e_handle >= 0)
     if len(named):
         # the first request of each (rank, handle), then a lookup per wait
-        inv = _dense(np.concatenate([req_rank[named], hrank]), np.concatenate([c.e_handle[named], hh]))
+        inv = _dense(np.concatenate([req_rank[named], hrank]), np.concatenate([c.e_handle[named], hh]),
+                     below=1 << 62)
         kq, kw = inv[:len(named)], inv[len(named):]
-        firstq = np.full(int(inv.max()) + 1, -1, dtype=np.int64)
-        keys, at = np.unique(kq, return_index=True)  # the earliest request of a (rank, handle)
-        firstq[keys] = named[at]
-        got = firstq[kw]
+        o = np.argsort(kq, kind="stable")  # the earliest request of a (rank, handle) first
+        ks = kq[o]
+        head = np.ones(len(ks), dtype=bool)
+        head[1:] = ks[1:] != ks[:-1]
+        keys, first = ks[head], named[o[head]]
+        at = np.minimum(np.searchsorted(keys, kw), len(keys) - 1)
+        got = np.where(keys[at] == kw, first[at], -1)
         found = got >= 0
         got[found] = np.where(c.e_op[got[found]] < hix[found], got[found], -1)
     bad = got < 0

@@ -46,7 +46,13 @@ def _partners(group, src, dst, send) -> np.ndarray:
     """FIFO partners: the i-th send and the i-th receive of one (group, src, dst) pair up."""
     n = len(group)
     at = np.arange(n)
-    o = np.lexsort((at, send, dst, src, group))
+    lo = [int(x.min()) if n else 0 for x in (group, src, dst)]
+    span = [int(x.max()) - m + 1 if n else 1 for x, m in zip((group, src, dst), lo)]
+    if n and span[0] * span[1] * span[2] * 2 < 1 << 62:  # (group, src, dst, direction) packed in one key
+        key = (((group - lo[0]) * span[1] + (src - lo[1])) * span[2] + (dst - lo[2])) * 2 + send
+        o = np.argsort(key, kind="stable")
+    else:
+        o = np.lexsort((at, send, dst, src, group))
     g, s, d, f = group[o], src[o], dst[o], send[o]
     chan_starts = np.ones(n, dtype=bool)
     chan_starts[1:] = (g[1:] != g[:-1]) | (s[1:] != s[:-1]) | (d[1:] != d[:-1])

@@ -185,14 +185,8 @@ def _program(doc: Any) -> Program:
         raise _NotFast
     fmt, version, kind = doc["format"], doc["version"], doc["kind"]
     num_ranks, groups, ranks = doc["num_ranks"], doc["groups"], doc["ranks"]
-    n = 6  # keys present; a null optional value is not counted, so it fails the length test
-    name = doc.get("name")
-    if name is None:
-        name = ""
-    elif type(name) is str:
-        n += 1
-    else:
-        raise _NotFast
+    name, named = _optional_name(doc)
+    n = 6 + named  # keys present; a null optional value is not counted, so it fails the length test
     recorded = doc.get("recorded")
     if recorded is not None:
         if type(recorded) is not dict:
@@ -211,6 +205,17 @@ def _program(doc: Any) -> Program:
     return Program(num_ranks=num_ranks, groups=_groups(groups), ranks=built, recorded=recorded, name=name)
 
 
+def _optional_name(d: dict) -> tuple[str, int]:
+    """The optional "name" of a document or a group ("" when absent or null) and
+    how many keys it adds to the count (a null one adds none)."""
+    name = d.get("name")
+    if name is None:
+        return "", 0
+    if type(name) is str:
+        return name, 1
+    raise _NotFast
+
+
 def _groups(groups: list) -> tuple:
     out = []
     seen: set[int] = set()
@@ -218,14 +223,8 @@ def _groups(groups: list) -> tuple:
         if type(g) is not dict:
             raise _NotFast
         gid, granks = g["id"], g["ranks"]
-        gname = g.get("name")
-        n = 2
-        if gname is None:
-            gname = ""
-        elif type(gname) is str:
-            n += 1
-        else:
-            raise _NotFast
+        gname, named = _optional_name(g)
+        n = 2 + named
         if (len(g) != n or type(gid) is not int or not 0 <= gid <= _MAX_INDEX or gid in seen
                 or type(granks) is not list or not granks):
             raise _NotFast

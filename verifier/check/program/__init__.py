@@ -205,10 +205,11 @@ def _grouped_alike(p: Program, pl: Plan) -> bool:
     o = np.argsort(cls, kind="stable")
     co = cls[o]
     starts = np.flatnonzero(np.r_[True, co[1:] != co[:-1]])
-    for col in (c.e_group[o], cls[partner][o]):  # one group, and one partner class, per class
+    other = cls[partner][o]
+    for col in (c.e_group[o], other):  # one group, and one partner class, per class
         if np.any(np.minimum.reduceat(col, starts) != np.maximum.reduceat(col, starts)):
             return False
-    lo = np.minimum.reduceat(cls[partner][o], starts)
+    lo = np.minimum.reduceat(other, starts)
     size = np.bincount(cls)
     return bool(np.all(size == size[lo]))
 

@@ -42,10 +42,6 @@ class Fast:
         urank = np.array(pl.unit_rank, dtype=np.int64)
         self.owner = pl.unit_rank + [0] * (self.base - self.nunit) + urank[pl.req_unit_array].tolist()
         self.members = _collectives(p, pl)
-        pa = pl.partner_array
-        # per req, its partner's unit (-1: no partner)
-        self.partner_unit = np.where(pa >= 0, pl.req_unit_array[np.maximum(pa, 0)], -1) \
-            if len(pa) else np.zeros(0, dtype=np.int64)
         self._targets: dict = {}
         self._peer_units: list | None = None
 
@@ -58,8 +54,10 @@ class Fast:
         order finishes units where counting request by request would."""
         if self._peer_units is None:
             out: list = [[] for _ in range(self.nunit)]
-            if len(self.partner_unit):
-                ru, pu = self.pl.req_unit_array, self.partner_unit
+            pa = self.pl.partner_array
+            if len(pa):
+                ru = self.pl.req_unit_array
+                pu = np.where(pa >= 0, ru[np.maximum(pa, 0)], -1)  # per req, its partner's unit
                 key = ru * (self.nunit + 1) + (pu + 1)
                 o = np.argsort(key, kind="stable")  # within a key, requests in order
                 ks = key[o]
@@ -272,28 +270,26 @@ def _run(f: Fast, walk: list, prev: list, nxt: list, buffered: bool, partner: li
                             left[y] -= 1
                             if not left[y]:
                                 _finish(y, done, owner, blocked, runnable, nxt, posted, todo, comp)
-                    else:  # rendezvous: complete(q), complete(m), unrolled
+                    else:  # rendezvous, waits on reqs (no streams): complete(q), complete(m), unrolled
                         for q in unit_reqs[x]:
                             m = partner[q]
                             sq = base + q
                             if m < 0 or done[sq] or not ready[req_unit[m]]:
                                 continue
                             done[sq] = True
-                            if wake_reqs:
-                                o = owner[sq]
-                                if blocked[o] == sq:
-                                    blocked[o] = -1
-                                    runnable.append(o)
+                            o = owner[sq]
+                            if blocked[o] == sq:
+                                blocked[o] = -1
+                                runnable.append(o)
                             left[x] -= 1
                             if not left[x]:
                                 _finish(x, done, owner, blocked, runnable, nxt, posted, todo, comp)
                             sm = base + m
                             done[sm] = True
-                            if wake_reqs:
-                                o = owner[sm]
-                                if blocked[o] == sm:
-                                    blocked[o] = -1
-                                    runnable.append(o)
+                            o = owner[sm]
+                            if blocked[o] == sm:
+                                blocked[o] = -1
+                                runnable.append(o)
                             y = req_unit[m]
                             left[y] -= 1
                             if not left[y]:

@@ -35,7 +35,6 @@ class Plan:
         self.p = p
         self.req_op: list = []  # the P2P of each req
         self.partner: list = []  # req id or -1
-        self.handle_req: list = [dict() for _ in range(p.num_ranks)]  # per rank: {handle: req}
         self.is_send: list = []  # per req
         self.bad_reqs: list = []  # reqs whose peer is not a rank of the op's group other than the caller
         self.bad_handles: list = []  # (rank, op) of a wait / is_completed naming no earlier handle

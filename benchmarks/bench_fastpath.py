@@ -12,21 +12,31 @@ MLP blocks, float32), same micro-batches, same number of ranks:
 - fastpath ``1f1b`` / ``zbv`` / ``dualpipev`` vs PyTorch's ``Schedule1F1B`` /
   ``ScheduleZBVZeroBubble`` / ``ScheduleDualPipeV`` (PipelineStage per stage,
   ``scale_grads=False`` so both sum micro-batch losses). Both get the same
-  compute order per rank and add communication their own way: fastpath lowers
+  compute order per rank (but for fastpath's split cooldown, below) and add
+  communication their own way: fastpath lowers
   it (``verifier.semantics.lowering``; ``generate(..., compute_only=True)``), PyTorch
   inserts its sends/receives (``_prepare_schedule_with_comms``). Both then
   post 16 sends and 16 receives of 256 KiB per rank and step (2 ranks, 8
   micro-batches, hidden 256). By default fastpath posts every receive at the
   start of the step (``--prepost all``: ``fastpath.plan.prepost_receives``), so
   a gloo send never waits for its receiver to announce a receive; it holds one
-  receive buffer per message (16 of 256 KiB per rank here). ``--batches sends``
-  also waits every send right after posting it (``fastpath.plan.waited_sends``).
+  receive buffer per message (16 of 256 KiB per rank here). By default it
+  also waits every send right after posting it (``--batches sends``:
+  ``fastpath.plan.waited_sends``; the receive is already posted, so the wait
+  ends once the data has moved, and no comm thread competes with the computes
+  for the two cores), and runs each rank's backwards after its last forward as
+  I, send, W (``--split-cooldown on``: ``fastpath.plan.split_cooldown``), so the
+  previous stage, left with only backwards, gets its gradient before W runs;
+  for 1F1B on 2 ranks that is the last stage's last B, whose W then runs beside
+  stage 0's last B instead of before it. Same gradients (loss sums printed).
   Every schedule fastpath runs here is first verified under ``gloo``, the model
   of the backend that runs it (``fastpath run --comm-model auto``); nccl refutes
   the early receives (they reorder each rank's stream), as it refutes the
   receives PyTorch's runtime posts one compute early, and eager would also
   accept waited sends whose receives are not posted, which hang on gloo.
-  ``--prepost 0`` runs the lowering as it is.
+  ``--prepost 0`` runs the lowering as it is. The CLI runs the same with
+  ``python -m fastpath run FILE --prepost-receives all --wait-sends
+  --split-cooldown --grad-order running --split graph``.
   The same holds against DeepSeek's DualPipe: fastpath runs its compute order
   (the same per rank, OVERLAP pairs included) with its own communication.
   ``--comm deepseek`` runs fastpath's dualpipe and dualpipev with DeepSeek's
@@ -46,12 +56,17 @@ fastpath runs with ``grad_order="running"`` (its fast gradient order: into
 ``.grad`` in place, like both baselines; ``microbatch`` keeps one copy per
 micro-batch for bitwise equality with reference/ and is not what they do),
 ``split="graph"`` (W reuses the gradients I captured; ``--split autograd``
-measures reference/split.py's recomputing split instead), each BATCH waited
-where the schedule says (``--batches as-scheduled``, the default; ``--batches
-waited`` waits for every BATCH right after posting, as PyTorch's 1F1B does; it is
-verified before it runs; it changes only 1f1b and zbv, whose lowered batches are
-not waited; on this 2-core machine it was faster unloaded and slower under
-load, so it is not the default) and its watchdog thread, as under the CLI.
+measures reference/split.py's recomputing split instead), every send waited
+right after posting (``--batches sends``, the default; ``--batches
+as-scheduled`` waits a BATCH only where the schedule says, sends then go to a
+comm thread and are waited at the end of the step; ``--batches waited`` waits
+for every BATCH right after posting, as PyTorch's 1F1B does; each is verified
+before it runs) and its watchdog thread, as under the CLI. Measured at
+stop 19, same processes, 100-200 iterations, order rotated, paired ratio
+against PyTorch/DeepSeek: 1f1b as-scheduled 0.981x, split-cooldown 0.953x,
+sends 0.965x, both 0.947x; zbv as-scheduled 0.952x, sends 0.939x; dualpipev
+0.960x, 0.951x, 0.955x, 0.952x; 1f1b at hidden 8, batch 1: 0.996x, 1.035x,
+0.936x, 0.953x.
 
 Robustness on a small shared machine: each iteration runs both systems back
 to back, so the paired ratio (median of per-iteration ratios, with quartiles and
@@ -67,8 +82,9 @@ measured mean F/B/I/W durations as costs (comm cost 0: the prediction has no
 communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
-[--hidden 256] [--batch 4] [--seq 64] [--iterations 30] [--warmup 3]
-[--repeats 1] [--batches as-scheduled|waited|needed|sends] [--prepost N|all]
+[--hidden 256] [--batch 4] [--seq 64] [--iterations 60] [--warmup 3]
+[--repeats 1] [--batches sends|as-scheduled|waited|needed] [--prepost N|all]
+[--split-cooldown on|off]
 [--only NAME ...]``. Output: one line per comparison and one per rank.
 
 What it does not cover: GPUs (no CUDA here: NCCL, streams and real overlap
@@ -193,7 +209,7 @@ def _fastpath_step(rank, R, cfg, family):
     from verifier.format.io import schedule_to_dict
 
     s = _schedule(family, R, cfg["M"], cfg.get("blocking", False), cfg.get("comm", "own"),
-                  cfg.get("prepost", 0))
+                  cfg.get("prepost", 0), cfg.get("cooldown", False))
     job = Job(schedule_to_dict(s), model="mlp", hidden=cfg["hidden"], batch=cfg["batch"],
               seq=cfg["seq"], dtype="float32", grad_order="running", split=cfg["split"],
               threads=cfg["threads"])
@@ -299,7 +315,7 @@ def run_pair(family, R, cfg, timeout=600):
     return fast, other, loss, JobResult(ranks), cpu, main
 
 
-def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
+def _schedule(family, R, M, blocking=False, comm="own", prepost=0, cooldown=False):
     """The schedule fastpath runs against ``family``'s baseline.
 
     Both runtimes get the family's compute order and add communication their
@@ -310,7 +326,8 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
     then ``prepost`` applies ``fastpath.plan.prepost_receives`` with that
     lookahead (None: every receive at the start; 0: as lowered), and
     ``blocking="sends"`` waits each send right after posting it
-    (``fastpath.plan.waited_sends``). ``comm="deepseek"`` runs
+    (``fastpath.plan.waited_sends``); ``cooldown`` first splits each rank's
+    backwards after its last forward (``fastpath.plan.split_cooldown``). ``comm="deepseek"`` runs
     dualpipe and dualpipev with DeepSeek's communication instead, then
     ``prepost`` (each waited batch includes sends, and a gloo send completes
     only once the peer has posted its receive: as scheduled, every batch is a
@@ -323,6 +340,10 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
 
     own = comm == "own" or family not in ("dualpipe", "dualpipev")
     s = prepare_schedule(generate(family, R, M, compute_only=own))
+    if cooldown:
+        from fastpath.plan import split_cooldown
+
+        s = split_cooldown(s)
     if prepost != 0:
         from fastpath.plan import prepost_receives
 
@@ -336,10 +357,10 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0):
     return blocking_batches(s, only_needed_next=blocking == "needed")
 
 
-def _verdict(family, R, M, comm_model, blocking=False, comm="own", prepost=0):
+def _verdict(family, R, M, comm_model, blocking=False, comm="own", prepost=0, cooldown=False):
     from fastpath.check import verify
 
-    return verify(_schedule(family, R, M, blocking, comm, prepost), comm_model).verdict
+    return verify(_schedule(family, R, M, blocking, comm, prepost, cooldown), comm_model).verdict
 
 
 def _paired(fast: list[float], other: list[float]) -> tuple[float, float, float, int]:
@@ -361,21 +382,23 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=64)
-    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--iterations", type=int, default=60,
+                    help="timed steps of each system (default 60: with 30 the median "
+                         "moved by about 2%% between back-to-back runs on 2 cores)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
                     help="fastpath's I/W split (default graph)")
     ap.add_argument("--batches", choices=("as-scheduled", "waited", "needed", "sends"),
-                    default="as-scheduled",
-                    help="as-scheduled (default): a BATCH is waited on where the schedule "
+                    default="sends",
+                    help="as-scheduled: a BATCH is waited on where the schedule "
                          "says (DualPipe/DualPipeV: all; lowered 1F1B/ZBV: none, only the "
                          "receives a compute consumes, sends at the end); waited: every "
                          "BATCH waited right after posting, as PyTorch's 1F1B does "
                          "(fastpath.plan.blocking_batches, `python -m fastpath run "
                          "--wait-batches`; verified first); needed: only the batches "
                          "holding a receive the next compute consumes (for 1f1b this is "
-                         "PyTorch's fused waits); sends: every send waited right after "
+                         "PyTorch's fused waits); sends (default): every send waited right after "
                          "posting (fastpath.plan.waited_sends, `fastpath run --wait-sends`; "
                          "with the default --prepost all, the combination only the gloo "
                          "model verifies)")
@@ -391,6 +414,11 @@ def main(argv=None) -> int:
                          "lowering does (all: every receive at the start of the step; "
                          "fastpath.plan.prepost_receives; verified under gloo; 0: the "
                          "lowering as it is, verified under nccl). Default all")
+    ap.add_argument("--split-cooldown", choices=("on", "off"), default="on",
+                    help="on (default): each rank's backwards after its last forward run as "
+                         "I, send, W (fastpath.plan.split_cooldown; `python -m fastpath run "
+                         "--split-cooldown`): the previous stage, which has only backwards "
+                         "left, gets each gradient before W runs; off: as generated")
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
@@ -401,12 +429,13 @@ def main(argv=None) -> int:
     cfg = dict(M=M, hidden=a.hidden, batch=a.batch, seq=a.seq, iters=a.iterations,
                warmup=a.warmup, split=a.split,
                blocking={"waited": True, "needed": "needed", "sends": "sends"}.get(a.batches, False),
-               comm=a.comm, prepost=a.prepost,
+               comm=a.comm, prepost=a.prepost, cooldown=a.split_cooldown == "on",
                threads=a.threads or max(1, (os.cpu_count() or 1) // R))
     print(f"bench_fastpath: ranks={R} microbatches={M} mlp hidden={a.hidden} batch={a.batch} "
           f"seq={a.seq} float32 gloo threads/rank={cfg['threads']} split={a.split} "
           f"batches={a.batches} comm={a.comm} "
           f"prepost={'all' if a.prepost is None else a.prepost} "
+          f"split-cooldown={a.split_cooldown} "
           f"iterations={a.iterations} "
           f"warmup={a.warmup} torch={torch.__version__}")
     pairs = [("dualpipe", "DeepSeek DualPipe 1.0.0"),
@@ -419,7 +448,8 @@ def main(argv=None) -> int:
             continue
         # the model of the backend that runs it (fastpath run's --comm-model auto)
         model = BACKEND_MODEL["gloo"]
-        v = _verdict(family, R, M, model, cfg["blocking"], cfg["comm"], cfg["prepost"])
+        v = _verdict(family, R, M, model, cfg["blocking"], cfg["comm"], cfg["prepost"],
+                     cfg["cooldown"])
         if v != "VERIFIED":
             print(f"{family}: SKIPPED (fastpath's schedule is {v} under {model}; fastpath runs "
                   "only verified ones)")
@@ -438,7 +468,7 @@ def main(argv=None) -> int:
             print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
             continue
         fp_loss, ot_loss = losses["fast"], losses["other"]
-        s = _schedule(family, R, M, cfg["blocking"], cfg["comm"], cfg["prepost"])
+        s = _schedule(family, R, M, cfg["blocking"], cfg["comm"], cfg["prepost"], cfg["cooldown"])
         idle = measured_idle(jr, s)
         try:
             pred = predicted_bubble(s, jr, model)

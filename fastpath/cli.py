@@ -17,7 +17,13 @@ import argparse
 import os
 from typing import IO, Sequence
 
-from fastpath.plan import blocking_batches, prepare_schedule, prepost_receives, waited_sends
+from fastpath.plan import (
+    blocking_batches,
+    prepare_schedule,
+    prepost_receives,
+    split_cooldown,
+    waited_sends,
+)
 from fastpath.preflight import (
     DEFAULT_MAX_ELEMENTS,
     BadInput,
@@ -170,6 +176,13 @@ def _add_comm_arguments(r) -> None:
                         "general (it reorders each rank's stream); gloo verifies it: no "
                         "stream order, and a waited send's receive is already posted. "
                         "benchmarks/bench_fastpath.py --prepost measures it. Default 0")
+    r.add_argument("--split-cooldown", action="store_true",
+                   help="run each backward after the rank's last forward as I, the send of "
+                        "its input gradient, then W (fastpath.plan.split_cooldown: a "
+                        "different schedule, verified and traced as such): the previous "
+                        "stage, left with only backwards, gets each gradient before W runs. "
+                        "Same gradients, nothing held longer. benchmarks/bench_fastpath.py "
+                        "--split-cooldown measures it")
     r.add_argument("--wait-sends", action="store_true",
                    help="wait for every send right after posting it (fastpath.plan."
                         "waited_sends: each send becomes a waited BATCH; a different "
@@ -278,6 +291,8 @@ def _schedule_to_run(args, source: str):
     except BadInput as e:
         raise BadInput(f"{source}: {e}") from None
     schedule = prepare_schedule(schedule)
+    if args.split_cooldown:
+        schedule = split_cooldown(schedule)
     if args.prepost_receives != 0:
         try:
             schedule = prepost_receives(schedule, args.prepost_receives)

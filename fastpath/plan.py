@@ -90,6 +90,47 @@ def waited_sends(schedule: Schedule) -> Schedule:
     return schedule.with_actions(out)
 
 
+def split_cooldown(schedule: Schedule) -> Schedule:
+    """The same schedule with each rank's cooldown B split: I, then the send of its
+    input gradient, then W (the same micro-batch's weight gradients).
+
+    A cooldown B is a plain ``B`` (not half of an ``OVERLAP``) after the rank's last
+    forward whose stage's previous stage runs on another rank. Once that rank has
+    run its own last forward it has nothing left but backwards, each waiting for
+    one of these gradients; after the split it gets each gradient as soon as the
+    activation gradient exists, and W runs while it is in flight (the tail of
+    the zero-bubble schedules, ZB-H1, applied to the cooldown alone). Nothing is
+    held longer: W follows its I at once, and B's earlier in the step are left
+    whole, as splitting them costs a second walk of the autograd graph and
+    gains nothing while the peer is still busy with its own forwards (measured:
+    splitting every B of 1F1B's last stage was slower, bench_fastpath).
+
+    Works on a lowered schedule: W goes right after the action that posts the
+    I's gradient send (after I itself when there is none). Gradients are those
+    of B, summed in the same order. It is a different schedule: verify it (the
+    CLI does) before running."""
+    out = []
+    for r, acts in enumerate(schedule.actions):
+        last_f = max((i for i, a in enumerate(acts)
+                      if any(c.kind is ComputeKind.F for c in computes_of(a))), default=-1)
+        new = list(acts)
+        inserts: dict[int, list[Compute]] = {}  # action index -> W's to run right after it
+        for i in range(last_f + 1, len(acts)):
+            a = acts[i]
+            if not isinstance(a, Compute) or a.kind is not ComputeKind.B:
+                continue
+            prev = schedule.prev_stage(a.stage)
+            if prev is None or schedule.rank_of(prev) == r:
+                continue
+            new[i] = Compute(ComputeKind.I, a.stage, a.mb)
+            after = next((j for j in range(i + 1, len(acts)) if any(
+                op.kind is CommKind.SEND_B and op.stage == a.stage and op.mb == a.mb
+                for op in comms_of(acts[j]))), i)
+            inserts.setdefault(after, []).append(Compute(ComputeKind.W, a.stage, a.mb))
+        out.append([x for i, a in enumerate(new) for x in (a, *inserts.get(i, ()))])
+    return schedule.with_actions(out)
+
+
 def prepost_receives(schedule: Schedule, lookahead: int | None = None) -> Schedule:
     """The same schedule with each rank's receives posted ``lookahead`` computes
     earlier (``None``: all at the start of the step), so a peer's send finds its

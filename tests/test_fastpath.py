@@ -25,7 +25,17 @@ from fastpath.trace import measured_idle, trace_schedule
 from reference.models import stage_layer_map
 from verifier.generators import generate
 from verifier.format.io import save_schedule, schedule_to_dict
-from verifier.ir import Batch, Comm, CommKind, Compute, ComputeKind, Overlap, ScheduleError
+from verifier.ir import (
+    Batch,
+    Comm,
+    CommKind,
+    Compute,
+    ComputeKind,
+    Overlap,
+    ScheduleError,
+    comms_of,
+    computes_of,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -357,6 +367,72 @@ def test_waited_sends_with_early_receives_is_what_only_the_gloo_model_verifies(f
     assert verify(t, "nccl").verdict == "REFUTED"
 
 
+@pytest.mark.parametrize("family,R", [("1f1b", 2), ("1f1b", 4), ("gpipe", 3), ("zb-h1", 4),
+                                      ("interleaved-1f1b", 2), ("dualpipe", 4), ("zbv", 2),
+                                      ("dualpipev", 2)])
+def test_split_cooldown_splits_exactly_the_backwards_after_the_last_forward(family, R):
+    """fastpath.plan.split_cooldown: every plain B after the rank's last forward whose
+    input gradient goes to another rank becomes I, and its W follows the action
+    that sends that gradient; everything else stays, in order. The result is still
+    VERIFIED under both gloo and nccl, with receives posted early under gloo."""
+    from fastpath.check import verify
+    from fastpath.plan import prepost_receives, split_cooldown
+
+    s = prepare_schedule(generate(family, R, 8, compute_only=True))
+    t = split_cooldown(s)
+    split = 0
+    for r, (acts, new) in enumerate(zip(s.actions, t.actions)):
+        last_f = max(i for i, a in enumerate(acts)
+                     if any(c.kind is ComputeKind.F for c in computes_of(a)))
+        cooldown = {(a.stage, a.mb) for i, a in enumerate(acts)
+                    if i > last_f and isinstance(a, Compute) and a.kind is ComputeKind.B
+                    and s.prev_stage(a.stage) is not None
+                    and s.rank_of(s.prev_stage(a.stage)) != r}
+        split += len(cooldown)
+
+        def was_split(a, kind):
+            return isinstance(a, Compute) and a.kind is kind and (a.stage, a.mb) in cooldown
+
+        assert sum(was_split(a, ComputeKind.I) for a in new) == len(cooldown)
+        # without the new W's, and each new I read as B, it is the rank's old order
+        back = [Compute(ComputeKind.B, a.stage, a.mb) if was_split(a, ComputeKind.I) else a
+                for a in new if not was_split(a, ComputeKind.W)]
+        assert back == list(acts), (family, r)
+        for k, a in enumerate(new):
+            if was_split(a, ComputeKind.W):
+                # right after the action sending its gradient (other W's between)
+                j = k - 1
+                while was_split(new[j], ComputeKind.W):
+                    j -= 1
+                assert any(op.kind is CommKind.SEND_B and (op.stage, op.mb) == (a.stage, a.mb)
+                           for op in comms_of(new[j])), (family, r, k)
+    # zbv and zb-h1 run no whole B after their last forward: nothing to split
+    assert (split > 0) == (family not in ("zbv", "zb-h1")), family
+    assert split_cooldown(t) == t  # the I's are not split again
+    assert verify(t, "nccl").verdict == "VERIFIED"
+    assert verify(prepost_receives(t), "gloo").verdict == "VERIFIED"
+
+
+def test_split_cooldown_leaves_a_stage_fed_by_its_own_rank_whole():
+    """The V shape's turn (stage R-1 and R on one rank) passes its gradient inside
+    the rank: nothing to send early, so that B stays whole."""
+    from fastpath.plan import split_cooldown
+
+    s = prepare_schedule(generate("dualpipev", 2, 8, compute_only=True))
+    t = split_cooldown(s)
+    whole = []
+    for r, (old, acts) in enumerate(zip(s.actions, t.actions)):
+        for a in acts:
+            if isinstance(a, Compute) and a.kind is ComputeKind.I and a not in old:
+                prev = s.prev_stage(a.stage)
+                assert prev is not None and s.rank_of(prev) != r
+        last_f = max(i for i, a in enumerate(acts)
+                     if any(c.kind is ComputeKind.F for c in computes_of(a)))
+        whole += [str(a) for a in acts[last_f + 1:] if isinstance(a, Compute)
+                  and a.kind is ComputeKind.B]
+    assert whole == ["2B6"]  # after rank 1's last forward, fed by stage 1 on rank 1
+
+
 def test_on_gloo_fastpath_verifies_under_gloo_and_never_takes_eagers_word(tmp_path):
     """Each rank waits for its sends before posting the receive the other's send
     needs: a gloo send completes only with its receive, so this hangs on real gloo
@@ -511,7 +587,7 @@ def test_bench_runs_each_family_as_its_compute_order_with_fastpaths_communicatio
     --prepost 0 the lowering as it is (nccl-verified); --batches sends waits every
     send; --comm deepseek gives dualpipe/dualpipev DeepSeek's batches."""
     from fastpath.check import verify
-    from fastpath.plan import prepost_receives, waited_sends
+    from fastpath.plan import prepost_receives, split_cooldown, waited_sends
 
     bench = _bench_module()
     for fam in ("1f1b", "zbv", "dualpipe", "dualpipev"):
@@ -524,6 +600,10 @@ def test_bench_runs_each_family_as_its_compute_order_with_fastpaths_communicatio
         sends = bench._schedule(fam, 2, 8, blocking="sends", prepost=None)
         assert sends == waited_sends(own) != own
         assert verify(sends, "gloo").verdict == "VERIFIED"
+        # the benchmark's default: the cooldown split, then early receives, waited sends
+        default = bench._schedule(fam, 2, 8, blocking="sends", prepost=None, cooldown=True)
+        assert default == waited_sends(prepost_receives(split_cooldown(lowered), None))
+        assert verify(default, "gloo").verdict == "VERIFIED"
         if fam not in ("dualpipe", "dualpipev"):
             continue
         deepseek = bench._schedule(fam, 2, 8, comm="deepseek", prepost=None)

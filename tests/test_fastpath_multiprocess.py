@@ -124,6 +124,18 @@ def test_every_family_two_ranks_mlp_bitwise():
                         (f"{fam}-prepost-{look}-waited-sends", waited_sends(s))):
             assert verify(t, "gloo").verdict == "VERIFIED", name
             early.append((name, 2, 6, "mlp", t, Job(schedule_to_dict(t))))
+    # the cooldown split (fastpath.plan.split_cooldown) as the benchmark runs it, both
+    # I/W splits: bitwise equal to reference/ running the same schedule
+    from fastpath.plan import split_cooldown
+
+    for fam, split in (("1f1b", "autograd"), ("1f1b", "graph"), ("dualpipev", "graph")):
+        t = waited_sends(prepost_receives(
+            split_cooldown(prepare_schedule(generate(fam, 2, 6, compute_only=True))), None))
+        assert any(isinstance(a, Compute) and a.kind is ComputeKind.I
+                   for acts in t.actions for a in acts)
+        assert verify(t, "gloo").verdict == "VERIFIED"
+        early.append((f"{fam}-split-cooldown-{split}", 2, 6, "mlp", t,
+                      Job(schedule_to_dict(t), split=split)))
     # DeepSeek's DualPipe with its waited batches, receives posted up front: each
     # waited batch then waits for sends whose receives are posted (gloo only)
     t = prepost_receives(prepare_schedule(generate("dualpipe", 2, 6)), None)
@@ -251,19 +263,23 @@ def _cli(*args, timeout=120):
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("comm", ["as-scheduled", "wait-batches", "prepost-wait-sends"])
+@pytest.mark.parametrize("comm", ["as-scheduled", "wait-batches", "prepost-wait-sends",
+                                  "split-cooldown"])
 def test_cli_check_and_trace_equal_schedule(tmp_path, comm):
-    from fastpath.plan import blocking_batches, prepost_receives, waited_sends
+    from fastpath.plan import blocking_batches, prepost_receives, split_cooldown, waited_sends
     from verifier.cli.app import main as verifier_main
     from verifier.format.io import save_schedule
 
     f = tmp_path / "dp.json"
     # DualPipe's batches are all waited already; 1F1B's lowered batches are not
     save_schedule(generate("dualpipe", 2, 4) if comm == "as-scheduled" else
-                  generate("1f1b", 2, 4, compute_only=comm == "prepost-wait-sends"), f)
+                  generate("1f1b", 2, 4,
+                           compute_only=comm in ("prepost-wait-sends", "split-cooldown")), f)
     out = tmp_path / "trace.json"
     flags = {"as-scheduled": [], "wait-batches": ["--wait-batches"],
-             "prepost-wait-sends": ["--prepost-receives", "all", "--wait-sends"]}[comm]
+             "prepost-wait-sends": ["--prepost-receives", "all", "--wait-sends"],
+             "split-cooldown": ["--split-cooldown", "--prepost-receives", "all",
+                                "--wait-sends"]}[comm]
     p = _cli("-m", "fastpath", "run", str(f), "--nproc", "2", "--check", "--trace", str(out),
              "--watchdog-seconds", "60", *flags)
     print(p.stdout, p.stderr)
@@ -279,6 +295,9 @@ def test_cli_check_and_trace_equal_schedule(tmp_path, comm):
     elif comm == "prepost-wait-sends":  # early receives, waited sends: verified under gloo only
         ran = waited_sends(prepost_receives(ran, None))
         assert any(isinstance(a, Batch) and a.wait for acts in ran.actions for a in acts)
+    elif comm == "split-cooldown":  # the last stage's last B ran as I, send, W
+        ran = waited_sends(prepost_receives(split_cooldown(ran), None))
+        assert [str(a) for a in ran.actions[1][-3:]] == ["1I3", "BATCH+wait[1SEND_B3]", "1W3"]
     assert tr.actions == ran.actions  # what ran is what was scheduled, in order
     times = tr.params["trace"]["times"]
     assert [len(t) for t in times] == [len(a) for a in ran.actions]

@@ -70,7 +70,10 @@ sends 0.965x, both 0.947x; zbv as-scheduled 0.952x, sends 0.939x; dualpipev
 
 Robustness on a small shared machine: each iteration runs both systems back
 to back, so the paired ratio (median of per-iteration ratios, with quartiles and
-how many iterations fastpath won) cancels load that drifts over the run; CPU time
+how many iterations fastpath won) cancels load that drifts over the run; the
+iterations of three process groups, spawned one after the other, are pooled
+(``--repeats 3``), as one group's ratio differs from the next's by more than
+its iterations differ among themselves; CPU time
 is printed for the whole process (gloo's TCP loop threads included) and for the
 main thread alone.
 
@@ -82,8 +85,8 @@ measured mean F/B/I/W durations as costs (comm cost 0: the prediction has no
 communication latency, the measurement has gloo's).
 
 Usage: ``python benchmarks/bench_fastpath.py [--ranks 2] [--microbatches 8]
-[--hidden 256] [--batch 4] [--seq 64] [--iterations 60] [--warmup 3]
-[--repeats 1] [--batches sends|as-scheduled|waited|needed] [--prepost N|all]
+[--hidden 256] [--batch 4] [--seq 64] [--iterations 30] [--warmup 3]
+[--repeats 3] [--batches sends|as-scheduled|waited|needed] [--prepost N|all]
 [--split-cooldown on|off]
 [--only NAME ...]``. Output: one line per comparison and one per rank.
 
@@ -382,9 +385,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=64)
-    ap.add_argument("--iterations", type=int, default=60,
-                    help="timed steps of each system (default 60: with 30 the median "
-                         "moved by about 2%% between back-to-back runs on 2 cores)")
+    ap.add_argument("--iterations", type=int, default=30,
+                    help="timed steps of each system per process group (default 30)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     ap.add_argument("--split", choices=("graph", "autograd"), default="graph",
@@ -407,8 +409,11 @@ def main(argv=None) -> int:
                          "order lowered by fastpath (then --prepost), as the baselines add "
                          "their own communication to it; deepseek: DeepSeek's "
                          "communication (every batch waited; then --prepost)")
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="process groups spawned per comparison (default 1)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="process groups spawned per comparison, their iterations pooled "
+                         "(default 3: on 2 cores one group's paired ratio for 1f1b moved "
+                         "between 0.92x and 0.98x from one spawn to the next, more than "
+                         "within a group)")
     ap.add_argument("--prepost", type=lookahead_arg, default=None, metavar="N|all",
                     help="post each receive N computes earlier than the "
                          "lowering does (all: every receive at the start of the step; "

@@ -101,9 +101,10 @@ def split_cooldown(schedule: Schedule) -> Schedule:
     activation gradient exists, and W runs while it is in flight (the tail of
     the zero-bubble schedules, ZB-H1, applied to the cooldown alone). Nothing is
     held longer: W follows its I at once, and B's earlier in the step are left
-    whole, as splitting them costs a second walk of the autograd graph and
-    gains nothing while the peer is still busy with its own forwards (measured:
-    splitting every B of 1F1B's last stage was slower, bench_fastpath).
+    whole: a split costs CPU (I and W of the benchmark's last stage took about
+    10% more than its B) and gains nothing while the peer is still busy with its
+    own forwards (splitting every B of 1F1B's last stage measured slower,
+    bench_fastpath).
 
     Works on a lowered schedule: W goes right after the action that posts the
     I's gradient send (after I itself when there is none). Gradients are those

@@ -62,8 +62,9 @@ as-scheduled`` waits a BATCH only where the schedule says, sends then go to a
 comm thread and are waited at the end of the step; ``--batches waited`` waits
 for every BATCH right after posting, as PyTorch's 1F1B does; each is verified
 before it runs) and its watchdog thread, as under the CLI. Measured at
-stop 19, same processes, 100-200 iterations, order rotated, paired ratio
-against PyTorch/DeepSeek: 1f1b as-scheduled 0.981x, split-cooldown 0.953x,
+stop 19 with an ad-hoc harness (not in the repo) running the variants in the
+same processes, 100-200 iterations, order rotated; paired ratio against
+PyTorch: 1f1b as-scheduled 0.981x, split-cooldown 0.953x,
 sends 0.965x, both 0.947x; zbv as-scheduled 0.952x, sends 0.939x; dualpipev
 0.960x, 0.951x, 0.955x, 0.952x; 1f1b at hidden 8, batch 1: 0.996x, 1.035x,
 0.936x, 0.953x.
@@ -360,12 +361,6 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0, cooldown=Fals
     return blocking_batches(s, only_needed_next=blocking == "needed")
 
 
-def _verdict(family, R, M, comm_model, blocking=False, comm="own", prepost=0, cooldown=False):
-    from fastpath.check import verify
-
-    return verify(_schedule(family, R, M, blocking, comm, prepost, cooldown), comm_model).verdict
-
-
 def _paired(fast: list[float], other: list[float]) -> tuple[float, float, float, int]:
     """Per-iteration ratios fast_i / other_i (the two steps of one iteration ran back to
     back, so load that drifts over the run cancels): (median, lower quartile, upper
@@ -427,6 +422,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["dualpipe", "1f1b", "zbv", "dualpipev"])
     a = ap.parse_args(argv)
+    from fastpath.check import verify
     from fastpath.preflight import BACKEND_MODEL
     from fastpath.trace import measured_idle, predicted_bubble
 
@@ -453,8 +449,8 @@ def main(argv=None) -> int:
             continue
         # the model of the backend that runs it (fastpath run's --comm-model auto)
         model = BACKEND_MODEL["gloo"]
-        v = _verdict(family, R, M, model, cfg["blocking"], cfg["comm"], cfg["prepost"],
-                     cfg["cooldown"])
+        s = _schedule(family, R, M, cfg["blocking"], cfg["comm"], cfg["prepost"], cfg["cooldown"])
+        v = verify(s, model).verdict
         if v != "VERIFIED":
             print(f"{family}: SKIPPED (fastpath's schedule is {v} under {model}; fastpath runs "
                   "only verified ones)")
@@ -473,7 +469,6 @@ def main(argv=None) -> int:
             print(f"{family}: FAILED {type(e).__name__}: {str(e)[:400]}")
             continue
         fp_loss, ot_loss = losses["fast"], losses["other"]
-        s = _schedule(family, R, M, cfg["blocking"], cfg["comm"], cfg["prepost"], cfg["cooldown"])
         idle = measured_idle(jr, s)
         try:
             pred = predicted_bubble(s, jr, model)

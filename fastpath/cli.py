@@ -181,7 +181,8 @@ def _add_comm_arguments(r) -> None:
                         "its input gradient, then W (fastpath.plan.split_cooldown: a "
                         "different schedule, verified and traced as such): the previous "
                         "stage, left with only backwards, gets each gradient before W runs. "
-                        "Same gradients, nothing held longer. benchmarks/bench_fastpath.py "
+                        "Same gradients; activations freed one action later, at W. "
+                        "benchmarks/bench_fastpath.py "
                         "--split-cooldown measures it")
     r.add_argument("--wait-sends", action="store_true",
                    help="wait for every send right after posting it (fastpath.plan."

@@ -99,8 +99,10 @@ def split_cooldown(schedule: Schedule) -> Schedule:
     run its own last forward it has nothing left but backwards, each waiting for
     one of these gradients; after the split it gets each gradient as soon as the
     activation gradient exists, and W runs while it is in flight (the tail of
-    the zero-bubble schedules, ZB-H1, applied to the cooldown alone). Nothing is
-    held longer: W follows its I at once, and B's earlier in the step are left
+    the zero-bubble schedules, ZB-H1, applied to the cooldown alone). The
+    activations are freed at W, which runs right after the send, so they are
+    held one action longer, together with the gradients I keeps for W (both
+    splits: reference/split.py, fastpath.grads). B's earlier in the step are left
     whole: a split costs CPU (I and W of the benchmark's last stage took about
     10% more than its B) and gains nothing while the peer is still busy with its
     own forwards (splitting every B of 1F1B's last stage measured slower,

@@ -18,7 +18,8 @@ MLP blocks, float32), same micro-batches, same number of ranks:
   inserts its sends/receives (``_prepare_schedule_with_comms``). Both then
   post 16 sends and 16 receives of 256 KiB per rank and step (2 ranks, 8
   micro-batches, hidden 256). By default fastpath posts every receive at the
-  start of the step (``--prepost all``: ``fastpath.plan.prepost_receives``), so
+  start of the step, after F0 on a rank whose F0 consumes none (``--prepost
+  all``: ``fastpath.plan.prepost_receives``), so
   a gloo send never waits for its receiver to announce a receive; it holds one
   receive buffer per message (16 of 256 KiB per rank here). By default it
   also waits every send right after posting it (``--batches sends``:
@@ -328,7 +329,8 @@ def _schedule(family, R, M, blocking=False, comm="own", prepost=0, cooldown=Fals
     fastpath lowers it (``verifier.semantics.lowering``: sends after the producer,
     receives before the consumer, ``Batch(wait=False)``: only consumers wait),
     then ``prepost`` applies ``fastpath.plan.prepost_receives`` with that
-    lookahead (None: every receive at the start; 0: as lowered), and
+    lookahead (None: every receive at the start, or after a first F that
+    consumes none; 0: as lowered), and
     ``blocking="sends"`` waits each send right after posting it
     (``fastpath.plan.waited_sends``); ``cooldown`` first splits each rank's
     backwards after its last forward (``fastpath.plan.split_cooldown``). ``comm="deepseek"`` runs
@@ -411,7 +413,8 @@ def main(argv=None) -> int:
                          "within a group)")
     ap.add_argument("--prepost", type=lookahead_arg, default=None, metavar="N|all",
                     help="post each receive N computes earlier than the "
-                         "lowering does (all: every receive at the start of the step; "
+                         "lowering does (all: every receive at the start of the step, after "
+                         "the first compute when it consumes none; "
                          "fastpath.plan.prepost_receives; verified under gloo; 0: the "
                          "lowering as it is, verified under nccl). Default all")
     ap.add_argument("--split-cooldown", choices=("on", "off"), default="on",

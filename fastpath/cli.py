@@ -169,7 +169,8 @@ def _add_comm_arguments(r) -> None:
                         "--batches waited)")
     r.add_argument("--prepost-receives", type=lookahead_arg, default=0, metavar="N|all",
                    help="post each receive N computes earlier than the schedule does (all: "
-                        "every receive at the start of the step), so a send finds its "
+                        "every receive at the start of the step, after the first compute "
+                        "when it consumes none), so a send finds its "
                         "receive posted (fastpath.plan.prepost_receives: a different "
                         "schedule, verified and traced as such; more receive buffers held). "
                         "A waited BATCH keeps its sends and its wait. nccl refutes it in "
@@ -195,7 +196,7 @@ def _add_comm_arguments(r) -> None:
 
 def lookahead_arg(text: str) -> int | None:
     """argparse type of --prepost-receives (also benchmarks/bench_fastpath.py): N >= 0, or
-    "all" (None: every receive at the start)."""
+    "all" (None: every receive at the start, fastpath.plan.prepost_receives)."""
     if text == "all":
         return None
     try:

@@ -150,7 +150,8 @@ def prepost_receives(schedule: Schedule, lookahead: int | None = None) -> Schedu
     lookahead)``; ``lookahead=0`` changes nothing. With ``None`` each moves to
     before compute 0, or before compute 1 when no receive precedes compute 0
     (a first stage's F0: posting them first would delay the output its peer
-    waits for, and no peer can send to this rank before that output has left;
+    waits for; a peer's send that comes sooner, as in DualPipe's other
+    direction, waits on gloo until they are posted, one compute at most;
     bench_fastpath 1f1b, paired against PyTorch, same processes: 0.947x posting
     them first, 0.933x after F0; at hidden 8, batch 1: 0.980x, 0.915x).
     Receives moved to

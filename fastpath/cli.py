@@ -198,7 +198,8 @@ def _add_comm_arguments(r) -> None:
 
 def lookahead_arg(text: str) -> int | None:
     """argparse type of --prepost-receives (also benchmarks/bench_fastpath.py): N >= 0, or
-    "all" (None: every receive at the start, fastpath.plan.prepost_receives)."""
+    "all" (None: every receive as early as fastpath.plan.prepost_receives puts it: at
+    the start, or after a first compute that consumes none)."""
     if text == "all":
         return None
     try:

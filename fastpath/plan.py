@@ -154,8 +154,7 @@ def prepost_receives(schedule: Schedule, lookahead: int | None = None) -> Schedu
     direction, waits on gloo until they are posted, one compute at most;
     bench_fastpath 1f1b, paired against PyTorch, same processes: 0.947x posting
     them first, 0.933x after F0; at hidden 8, batch 1: 0.980x, 0.915x).
-    Receives moved to
-    the same compute are posted together as one ``Batch(wait=False)`` in their
+    Receives moved to the same compute are posted together as one ``Batch(wait=False)`` in their
     original order, after whatever stood before that compute, so the order of
     receives per peer and direction (their FIFO matching) is unchanged. A batch
     that loses its receives keeps its sends, and its wait: a waited batch then
